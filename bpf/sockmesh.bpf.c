@@ -1,0 +1,211 @@
+// SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause)
+/*
+ * sockmesh kernel short-circuit.
+ *
+ *  sockops (cgroup): when a TCP connection between two enrolled local
+ *      endpoints is established, put the socket into sm_sock_hash under its
+ *      own 4-tuple.
+ *  sk_msg (sm_sock_hash): each sendmsg is redirected to the ingress queue of
+ *      the peer socket (the reversed 4-tuple), skipping TCP/IP, veth and the
+ *      bridge. When the peer is not there, the normal stack carries it.
+ *
+ * Byte order rule: the two paths of one byte stream may only ever change from
+ * "redirect" to "stack", never back. Redirected bytes are queued on the peer
+ * at once and read before anything the stack delivers later, so that change
+ * keeps order; the other way could overtake bytes still in flight.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "sockmesh.h"
+
+#define SM_TCP_CLOSE 7	/* BPF_TCP_CLOSE */
+
+/* Settings, written by the agent before load. */
+/* Bytes a socket may send without its peer answering before the flow counts
+ * as bulk and moves to the stack for good (0 = never). */
+const volatile __u64 bulk_unanswered_bytes = 0;
+
+/* pod IPv4 (network order) -> sm_endpoint; agent writes; 64k pods per node is beyond any real node */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct sm_endpoint);
+} sm_endpoints SEC(".maps");
+
+/* sm_sock_key (own view) -> socket; sockops inserts, the kernel removes on close; 2 per local connection */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 131072);
+	__type(key, struct sm_sock_key);
+	__type(value, __u64);
+} sm_sock_hash SEC(".maps");
+
+/* sm_sock_key -> sm_sock_state; sk_msg writes, sockops deletes on close; LRU so a missed close cannot fill it */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct sm_sock_key);
+	__type(value, struct sm_sock_state);
+} sm_sock_state SEC(".maps");
+
+/* enum sm_counter -> count, per CPU; programs write, the agent sums */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SM_CTR_MAX);
+	__type(key, enum sm_counter);
+	__type(value, __u64);
+} sm_counters SEC(".maps");
+
+static __always_inline void count_add(enum sm_counter ctr, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&sm_counters, &ctr);
+
+	if (v)
+		*v += n;
+}
+
+static __always_inline int endpoint_enrolled(__u32 ip4)
+{
+	struct sm_endpoint *ep = bpf_map_lookup_elem(&sm_endpoints, &ip4);
+
+	return ep && (ep->flags & SM_EP_F_ENROLLED);
+}
+
+/* sock_ops and sk_msg both load remote_port as the wire value shifted into
+ * the upper half of a host-order u32; bpf_ntohl turns that into the port. */
+static __always_inline void key_from_sockops(struct sm_sock_key *k, struct bpf_sock_ops *ops)
+{
+	k->local_ip4 = ops->local_ip4;
+	k->remote_ip4 = ops->remote_ip4;
+	k->local_port = ops->local_port;
+	k->remote_port = bpf_ntohl(ops->remote_port);
+}
+
+static __always_inline void peer_key_from_msg(struct sm_sock_key *k, struct sk_msg_md *msg)
+{
+	k->local_ip4 = msg->remote_ip4;
+	k->remote_ip4 = msg->local_ip4;
+	k->local_port = bpf_ntohl(msg->remote_port);
+	k->remote_port = msg->local_port;
+}
+
+static __always_inline void own_key_from_msg(struct sm_sock_key *k, struct sk_msg_md *msg)
+{
+	k->local_ip4 = msg->local_ip4;
+	k->remote_ip4 = msg->remote_ip4;
+	k->local_port = msg->local_port;
+	k->remote_port = bpf_ntohl(msg->remote_port);
+}
+
+static __always_inline void insert_established(struct bpf_sock_ops *ops)
+{
+	struct sm_sock_key key = {};
+
+	if (ops->family != 2 /* AF_INET */)
+		return;
+	if (!endpoint_enrolled(ops->local_ip4) || !endpoint_enrolled(ops->remote_ip4)) {
+		count_add(SM_CTR_SOCK_SKIPPED, 1);
+		return;
+	}
+	key_from_sockops(&key, ops);
+	if (bpf_sock_hash_update(ops, &sm_sock_hash, &key, BPF_NOEXIST) != 0) {
+		count_add(SM_CTR_SOCK_INSERT_FAILED, 1);
+		return;
+	}
+	count_add(SM_CTR_SOCK_INSERTED, 1);
+	/* ask for state changes, to drop the socket's state on close */
+	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+static __always_inline void forget_closed(struct bpf_sock_ops *ops)
+{
+	struct sm_sock_key key = {};
+
+	if (ops->args[1] != SM_TCP_CLOSE)
+		return;
+	key_from_sockops(&key, ops);
+	bpf_map_delete_elem(&sm_sock_state, &key);
+}
+
+SEC("sockops")
+int sm_sockops(struct bpf_sock_ops *ops)
+{
+	switch (ops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		insert_established(ops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		forget_closed(ops);
+		break;
+	}
+	return 1;
+}
+
+/* Decides whether this sendmsg may take the redirect. Returns 0 when the
+ * stack must carry it (and the socket then stays on the stack for good). */
+static __always_inline int stream_may_redirect(struct sk_msg_md *msg, __u32 size)
+{
+	struct sm_sock_key own = {}, peer = {};
+	struct sm_sock_state *st, *pst, fresh = {};
+
+	own_key_from_msg(&own, msg);
+	st = bpf_map_lookup_elem(&sm_sock_state, &own);
+	if (st && (st->flags & SM_SOCK_F_BULK))
+		return 0;
+	if (!bulk_unanswered_bytes)
+		return 1;
+	/* this send answers the peer: its unanswered run is over */
+	peer_key_from_msg(&peer, msg);
+	pst = bpf_map_lookup_elem(&sm_sock_state, &peer);
+	if (pst && pst->bytes_redirected)
+		pst->bytes_redirected = 0;
+	if (!st) {
+		fresh.bytes_redirected = size;
+		bpf_map_update_elem(&sm_sock_state, &own, &fresh, BPF_ANY);
+		return 1;
+	}
+	if (st->bytes_redirected + size > bulk_unanswered_bytes) {
+		st->flags |= SM_SOCK_F_BULK;
+		return 0;
+	}
+	st->bytes_redirected += size;
+	return 1;
+}
+
+static __always_inline void stay_on_stack(struct sk_msg_md *msg)
+{
+	struct sm_sock_key own = {};
+	struct sm_sock_state st = { .flags = SM_SOCK_F_BULK };
+
+	own_key_from_msg(&own, msg);
+	bpf_map_update_elem(&sm_sock_state, &own, &st, BPF_ANY);
+}
+
+SEC("sk_msg")
+int sm_sk_msg(struct sk_msg_md *msg)
+{
+	struct sm_sock_key peer = {};
+	__u32 size = msg->size;
+
+	if (!stream_may_redirect(msg, size)) {
+		count_add(SM_CTR_MSG_BULK_PASSED, 1);
+		count_add(SM_CTR_BYTES_BULK_PASSED, size);
+		return SK_PASS;
+	}
+	peer_key_from_msg(&peer, msg);
+	if (bpf_msg_redirect_hash(msg, &sm_sock_hash, &peer, BPF_F_INGRESS) == SK_PASS) {
+		count_add(SM_CTR_MSG_REDIRECTED, 1);
+		count_add(SM_CTR_BYTES_REDIRECTED, size);
+		return SK_PASS;
+	}
+	/* peer not (yet) in the map: the stack carries this and all later bytes */
+	stay_on_stack(msg);
+	count_add(SM_CTR_MSG_PASSED, 1);
+	count_add(SM_CTR_BYTES_PASSED, size);
+	return SK_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

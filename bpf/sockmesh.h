@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/*
+ * Types shared by sockmesh.bpf.c and the agent. The agent never copies these
+ * by hand: mesh-agent/datapath/layout.ts reads member offsets and enum values
+ * from this object's BTF at load time and refuses to run when they disagree.
+ */
+#ifndef SOCKMESH_H
+#define SOCKMESH_H
+
+/* A TCP socket's 4-tuple as seen from that socket. Addresses in network byte
+ * order, ports in host byte order (so the agent can print them without
+ * knowing how the kernel stores remote_port). */
+struct sm_sock_key {
+	__u32 local_ip4;
+	__u32 remote_ip4;
+	__u32 local_port;
+	__u32 remote_port;
+};
+
+/* What the agent knows about an enrolled local endpoint (a pod address). */
+enum sm_endpoint_flags {
+	SM_EP_F_ENROLLED = 1,	/* short-circuit connections of this endpoint */
+};
+
+struct sm_endpoint {
+	__u32 identity;			/* numeric security identity; 0 = none yet */
+	enum sm_endpoint_flags flags;	/* SM_EP_F_* bits (an enum type so BTF carries the names) */
+};
+
+/* Per-CPU counters, one slot each. The agent reads the names from BTF. */
+enum sm_counter {
+	SM_CTR_SOCK_INSERTED = 0,	/* sockets put into sm_sock_hash */
+	SM_CTR_SOCK_INSERT_FAILED,	/* sock_hash_update failed (map full, ...) */
+	SM_CTR_SOCK_SKIPPED,		/* established, but an end is not enrolled */
+	SM_CTR_MSG_REDIRECTED,		/* sendmsg calls redirected to the peer */
+	SM_CTR_BYTES_REDIRECTED,	/* bytes in those calls */
+	SM_CTR_MSG_PASSED,		/* sendmsg calls whose peer was not found: stack */
+	SM_CTR_BYTES_PASSED,		/* bytes in those calls */
+	SM_CTR_MSG_BULK_PASSED,		/* sendmsg calls left to the stack: bulk flow */
+	SM_CTR_BYTES_BULK_PASSED,	/* bytes in those calls */
+	SM_CTR_MAX,
+};
+
+/* Per-socket state kept in socket local storage by sk_msg. */
+struct sm_sock_state {
+	__u64 bytes_redirected;	/* bytes this socket has redirected so far */
+	__u32 flags;		/* SM_SOCK_F_* */
+	__u32 pad;
+};
+
+enum sm_sock_flags {
+	SM_SOCK_F_BULK = 1,	/* one-way switch: from now on the stack carries it */
+};
+
+#endif /* SOCKMESH_H */

@@ -1,0 +1,351 @@
+/**
+ * The kernel short-circuit as one unit: load and attach bpf/sockmesh.bpf.o,
+ * pin its maps and links so it outlives the agent, adopt those pins on the
+ * next start, and read and write its maps.
+ *
+ * Attach order keeps the byte-order rule of the programs: sk_msg is attached
+ * to the sockhash before sockops can put a socket into it.
+ */
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, constants as fsc, readFileSync, readdirSync, rmdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { BpfError, InvalidArgumentError, NotUpError, SockmeshError, VerifierRejectedError } from '../errors.js';
+import { DEFAULT_PIN_DIR, STATE_DIR, defaultObjectPath } from '../paths.js';
+import { checkKernel, checkPrivileges, ensureBpffs, findCgroup2 } from './host-checks.js';
+import {
+  BPF, BpfObject, btfOfFile, linkCreate, linkInfo, mapDelete, mapInfo, mapKeys, mapLookup, mapUpdate, objGet, objPin,
+  possibleCpus, progAttach, silenceLibbpf,
+} from './libbpf.js';
+import {
+  type DatapathLayout, type EndpointInfo, type SockKey, decodeEndpoint, decodeIPv4, decodeSockKey, encodeEndpoint,
+  encodeIPv4, layoutFromBtf,
+} from './layout.js';
+
+/** Options of a Datapath. Frozen after validation. */
+export interface DatapathOptions {
+  /** The compiled BPF object. Default: bpf/build/sockmesh.bpf.o in the checkout. */
+  objectPath?: string;
+  /** bpffs directory for maps and links. Default: /sys/fs/bpf/sockmesh. */
+  pinDir?: string;
+  /**
+   * cgroup v2 directory the sockops program attaches to: the root of the
+   * pods' cgroups. Default: `<cgroup2 mount>/sockmesh` (created if absent).
+   */
+  cgroupPath?: string;
+  /**
+   * A socket that sends this many bytes without its peer answering is a
+   * bulk flow and moves to the TCP stack for good; 0 never moves it.
+   * Default: 262144 (see benchmarks/README.md for the measurements).
+   */
+  bulkUnansweredBytes?: number;
+}
+
+/** The maps and links, by pin name. */
+const MAPS = ['sm_endpoints', 'sm_sock_hash', 'sm_sock_state', 'sm_counters'] as const;
+type MapName = (typeof MAPS)[number];
+const LINK_SOCKOPS = 'link_sockops';
+const LINK_SK_MSG = 'link_sk_msg';
+const PROG_SK_MSG = 'prog_sk_msg';
+
+/** What `status` reports. */
+export interface DatapathStatus {
+  up: boolean;
+  pinDir: string;
+  cgroupPath?: string;
+  objectPath?: string;
+  objectSha256?: string;
+  bulkUnansweredBytes?: number;
+  loadedAt?: string;
+  skMsgAttach?: 'link' | 'prog';
+  links?: { sockops?: { id: number; progId: number; cgroupId: string }; skMsg?: { id: number; progId: number } };
+  endpoints?: { ip: string; identity: number; enrolled: boolean }[];
+  sockets?: number;
+  counters?: Record<string, number>;
+}
+
+interface StateRecord {
+  cgroupPath: string;
+  objectPath: string;
+  objectSha256: string;
+  bulkUnansweredBytes: number;
+  loadedAt: string;
+  skMsgAttach: 'link' | 'prog';
+}
+
+export const DEFAULT_BULK_UNANSWERED_BYTES = 262144;
+
+function validate(opts: DatapathOptions): Required<Omit<DatapathOptions, 'cgroupPath'>> & { cgroupPath: string | undefined } {
+  const bulk = opts.bulkUnansweredBytes ?? DEFAULT_BULK_UNANSWERED_BYTES;
+  if (!Number.isSafeInteger(bulk) || bulk < 0) {
+    throw new InvalidArgumentError(`bulkUnansweredBytes must be a whole number ≥ 0, got ${opts.bulkUnansweredBytes}`);
+  }
+  const pinDir = (opts.pinDir ?? DEFAULT_PIN_DIR).replace(/\/+$/, '');
+  if (!pinDir.startsWith('/')) throw new InvalidArgumentError(`pinDir must be absolute, got ${pinDir}`);
+  if (opts.cgroupPath !== undefined && !opts.cgroupPath.startsWith('/')) {
+    throw new InvalidArgumentError(`cgroupPath must be absolute, got ${opts.cgroupPath}`);
+  }
+  return { objectPath: opts.objectPath ?? defaultObjectPath(), pinDir, cgroupPath: opts.cgroupPath, bulkUnansweredBytes: bulk };
+}
+
+function sha256File(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+export class Datapath {
+  readonly options: Readonly<ReturnType<typeof validate>>;
+  #fds = new Map<MapName, number>();
+  #layout: DatapathLayout | undefined;
+  #cpus = 0;
+
+  constructor(opts: DatapathOptions = {}) {
+    this.options = Object.freeze(validate(opts));
+  }
+
+  get pinDir(): string {
+    return this.options.pinDir;
+  }
+
+  #statePath(): string {
+    return join(STATE_DIR, `${basename(this.pinDir)}.json`);
+  }
+
+  #pin(name: string): string {
+    return join(this.pinDir, name);
+  }
+
+  /** True when every map and the links are pinned. */
+  isUp(): boolean {
+    return MAPS.every((m) => existsSync(this.#pin(m))) && existsSync(this.#pin(LINK_SOCKOPS))
+      && (existsSync(this.#pin(LINK_SK_MSG)) || existsSync(this.#pin(PROG_SK_MSG)));
+  }
+
+  /**
+   * Brings the datapath up, or adopts the one already pinned. Returns
+   * whether it adopted. Holds map fds until stop().
+   */
+  start(): { adopted: boolean } {
+    checkPrivileges();
+    silenceLibbpf();
+    ensureBpffs(this.pinDir);
+    this.#layout = layoutFromBtf(btfOfFile(this.options.objectPath));
+    this.#cpus = possibleCpus();
+    if (this.isUp()) {
+      this.#adopt();
+      return { adopted: true };
+    }
+    checkKernel();
+    // a crash between the first pin and the last leaves a partial set: start over
+    this.#removePins();
+    const cgroupPath = this.options.cgroupPath ?? join(findCgroup2(), 'sockmesh');
+    mkdirSync(cgroupPath, { recursive: true });
+    this.#load(cgroupPath);
+    return { adopted: false };
+  }
+
+  #adopt(): void {
+    for (const m of MAPS) this.#fds.set(m, objGet(this.#pin(m)));
+    const want: Record<MapName, [number, number]> = {
+      sm_endpoints: [4, 8], sm_sock_hash: [16, 8], sm_sock_state: [16, 16], sm_counters: [4, 8],
+    };
+    for (const m of MAPS) {
+      const info = mapInfo(this.#fd(m));
+      const [k, v] = want[m];
+      if (info.keySize !== k || info.valueSize !== v) {
+        this.stop();
+        throw new SockmeshError(
+          'SOCKMESH_PIN_MISMATCH',
+          `pinned map ${this.#pin(m)} has key/value ${info.keySize}/${info.valueSize} bytes, this agent expects ${k}/${v}`,
+          `a different sockmesh version pinned it; run \`mesh-agent down --pin-dir ${this.pinDir}\` and bring it up again`,
+        );
+      }
+    }
+  }
+
+  #load(cgroupPath: string): void {
+    const obj = BpfObject.open(this.options.objectPath);
+    const created: string[] = [];
+    try {
+      if (this.#layout!.bulkUnansweredOffset === undefined) {
+        // offsets are only known after open; re-read from the opened object
+        this.#layout = layoutFromBtf(obj.btf());
+      }
+      const off = this.#layout!.bulkUnansweredOffset;
+      if (off === undefined) throw new BpfError('find bulk_unanswered_bytes in .rodata', 2);
+      obj.sectionImage('.rodata').writeBigUInt64LE(BigInt(this.options.bulkUnansweredBytes), off);
+      const sockops = obj.program('sm_sockops');
+      const skMsg = obj.program('sm_sk_msg');
+      sockops.captureVerifierLog(1 << 22);
+      skMsg.captureVerifierLog(1 << 22);
+      const ret = obj.load();
+      if (ret < 0) {
+        for (const p of [sockops, skMsg]) {
+          const log = p.verifierLog();
+          if (log) throw new VerifierRejectedError(p.name, -ret, log);
+        }
+        throw new BpfError(`bpf_object__load(${this.options.objectPath})`, -ret);
+      }
+      mkdirSync(this.pinDir, { recursive: true });
+      for (const m of MAPS) {
+        const fd = obj.mapFd(m);
+        objPin(fd, this.#pin(m));
+        created.push(this.#pin(m));
+      }
+      // sk_msg first: a socket entering the hash takes the programs attached at that moment
+      const hashFd = obj.mapFd('sm_sock_hash');
+      let skMsgAttach: 'link' | 'prog';
+      try {
+        const linkFd = linkCreate(skMsg.fd, hashFd, BPF.ATTACH_SK_MSG_VERDICT);
+        try {
+          objPin(linkFd, this.#pin(LINK_SK_MSG));
+        } finally {
+          closeSync(linkFd);
+        }
+        skMsgAttach = 'link';
+      } catch (err) {
+        // kernels before 6.10 have no sockmap links: attach to the map, which is pinned
+        if (!(err instanceof BpfError) || (err.errno !== 22 && err.errno !== 95 && err.errno !== 524)) throw err;
+        progAttach(skMsg.fd, hashFd, BPF.ATTACH_SK_MSG_VERDICT);
+        objPin(skMsg.fd, this.#pin(PROG_SK_MSG));
+        skMsgAttach = 'prog';
+      }
+      created.push(this.#pin(skMsgAttach === 'link' ? LINK_SK_MSG : PROG_SK_MSG));
+      const cgFd = openSync(cgroupPath, fsc.O_RDONLY | fsc.O_DIRECTORY);
+      try {
+        const link = sockops.attachCgroup(cgFd);
+        try {
+          link.pin(this.#pin(LINK_SOCKOPS));
+        } finally {
+          link.release();
+        }
+      } finally {
+        closeSync(cgFd);
+      }
+      created.push(this.#pin(LINK_SOCKOPS));
+      const record: StateRecord = {
+        cgroupPath,
+        objectPath: this.options.objectPath,
+        objectSha256: sha256File(this.options.objectPath),
+        bulkUnansweredBytes: this.options.bulkUnansweredBytes,
+        loadedAt: new Date().toISOString(),
+        skMsgAttach,
+      };
+      mkdirSync(STATE_DIR, { recursive: true });
+      writeFileSync(this.#statePath(), JSON.stringify(record, null, 2) + '\n');
+      this.#adopt();
+    } catch (err) {
+      for (const p of created.reverse()) rmSync(p, { force: true });
+      throw err;
+    } finally {
+      obj.close();
+    }
+  }
+
+  /** Releases this process's fds. The datapath stays in the kernel. */
+  stop(): void {
+    for (const fd of this.#fds.values()) closeSync(fd);
+    this.#fds.clear();
+  }
+
+  /** Detaches the programs and removes every map, link and pin. Idempotent. */
+  down(): void {
+    this.stop();
+    this.#removePins();
+  }
+
+  #removePins(): void {
+    // links first: programs detach before the maps they use go away
+    for (const p of [LINK_SOCKOPS, LINK_SK_MSG, PROG_SK_MSG, ...MAPS]) rmSync(this.#pin(p), { force: true });
+    if (existsSync(this.pinDir)) {
+      for (const rest of readdirSync(this.pinDir)) unlinkSync(this.#pin(rest));
+      rmdirSync(this.pinDir);
+    }
+    rmSync(this.#statePath(), { force: true });
+  }
+
+  #fd(m: MapName): number {
+    const fd = this.#fds.get(m);
+    if (fd === undefined) throw new NotUpError(this.pinDir);
+    return fd;
+  }
+
+  /** Enrolls (or updates) a local endpoint: its connections get short-circuited. */
+  enroll(ip: string, identity = 0): void {
+    if (!Number.isInteger(identity) || identity < 0 || identity > 0xffffffff) {
+      throw new InvalidArgumentError(`identity must be a 32-bit unsigned number, got ${identity}`);
+    }
+    mapUpdate(this.#fd('sm_endpoints'), encodeIPv4(ip), encodeEndpoint({ identity, flags: this.#layout!.endpointEnrolledFlag }));
+  }
+
+  /** Removes an endpoint. New connections stop being short-circuited; open ones keep their path. */
+  unenroll(ip: string): boolean {
+    return mapDelete(this.#fd('sm_endpoints'), encodeIPv4(ip));
+  }
+
+  endpoints(): { ip: string; info: EndpointInfo }[] {
+    const fd = this.#fd('sm_endpoints');
+    const out: { ip: string; info: EndpointInfo }[] = [];
+    for (const k of mapKeys(fd, 4)) {
+      const v = mapLookup(fd, k, 8);
+      if (v) out.push({ ip: decodeIPv4(k), info: decodeEndpoint(v) });
+    }
+    return out.sort((a, b) => a.ip.localeCompare(b.ip, 'en', { numeric: true }));
+  }
+
+  /** 4-tuples of the sockets currently short-circuited. */
+  sockets(): SockKey[] {
+    return mapKeys(this.#fd('sm_sock_hash'), 16).map(decodeSockKey);
+  }
+
+  /** Counters summed over CPUs, by name (e.g. bytes_redirected). */
+  counters(): Record<string, number> {
+    const fd = this.#fd('sm_counters');
+    const out: Record<string, number> = {};
+    const key = Buffer.alloc(4);
+    for (const [name, slot] of this.#layout!.counters) {
+      key.writeUInt32LE(slot);
+      const v = mapLookup(fd, key, 8 * this.#cpus);
+      let sum = 0n;
+      for (let i = 0; v && i < this.#cpus; i++) sum += v.readBigUInt64LE(i * 8);
+      out[name] = Number(sum);
+    }
+    return out;
+  }
+
+  /** Everything `mesh-agent status` shows. Works whether or not start() ran. */
+  status(): DatapathStatus {
+    const up = this.isUp();
+    const st: DatapathStatus = { up, pinDir: this.pinDir };
+    if (!up) return st;
+    if (existsSync(this.#statePath())) {
+      const r = JSON.parse(readFileSync(this.#statePath(), 'utf8')) as StateRecord;
+      Object.assign(st, {
+        cgroupPath: r.cgroupPath, objectPath: r.objectPath, objectSha256: r.objectSha256,
+        bulkUnansweredBytes: r.bulkUnansweredBytes, loadedAt: r.loadedAt, skMsgAttach: r.skMsgAttach,
+      });
+    }
+    const links: NonNullable<DatapathStatus['links']> = {};
+    const lfd = objGet(this.#pin(LINK_SOCKOPS));
+    try {
+      const li = linkInfo(lfd);
+      links.sockops = { id: li.id, progId: li.progId, cgroupId: li.cgroupId.toString() };
+    } finally {
+      closeSync(lfd);
+    }
+    if (existsSync(this.#pin(LINK_SK_MSG))) {
+      const mfd = objGet(this.#pin(LINK_SK_MSG));
+      try {
+        const li = linkInfo(mfd);
+        links.skMsg = { id: li.id, progId: li.progId };
+      } finally {
+        closeSync(mfd);
+      }
+    }
+    st.links = links;
+    st.endpoints = this.endpoints().map((e) => ({
+      ip: e.ip, identity: e.info.identity, enrolled: (e.info.flags & this.#layout!.endpointEnrolledFlag) !== 0,
+    }));
+    st.sockets = this.sockets().length;
+    st.counters = this.counters();
+    return st;
+  }
+}
