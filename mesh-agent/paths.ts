@@ -31,3 +31,9 @@ export const DEFAULT_PIN_DIR = '/sys/fs/bpf/sockmesh';
 
 /** Where the agent records what it attached (bpffs holds only BPF objects). */
 export const STATE_DIR = '/run/sockmesh';
+
+/** A C helper built by `make` (tools/build/smtcp, benchmarks/build/rrbench). */
+export function helperBinary(name: 'smtcp' | 'rrbench'): string {
+  const dir = name === 'rrbench' ? 'benchmarks' : 'tools';
+  return join(repoRoot(), dir, 'build', name);
+}

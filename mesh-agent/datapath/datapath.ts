@@ -142,6 +142,15 @@ export class Datapath {
     return { adopted: false };
   }
 
+  /** Opens the pinned datapath; throws NotUpError when nothing is pinned. */
+  adopt(): void {
+    checkPrivileges();
+    if (!this.isUp()) throw new NotUpError(this.pinDir);
+    this.#layout ??= layoutFromBtf(btfOfFile(this.options.objectPath));
+    this.#cpus ||= possibleCpus();
+    if (this.#fds.size === 0) this.#adopt();
+  }
+
   #adopt(): void {
     for (const m of MAPS) this.#fds.set(m, objGet(this.#pin(m)));
     const want: Record<MapName, [number, number]> = {
@@ -248,6 +257,7 @@ export class Datapath {
 
   /** Detaches the programs and removes every map, link and pin. Idempotent. */
   down(): void {
+    checkPrivileges();
     this.stop();
     this.#removePins();
   }

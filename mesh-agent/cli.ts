@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+/** mesh-agent: sockmesh's per-node agent and its admin commands. */
+import { InvalidArgumentError } from './errors.js';
+import { reportError } from './commands/args.js';
+import { down, enroll, status, unenroll, up } from './commands/datapath-commands.js';
+import { demo } from './commands/demo.js';
+import { pod } from './commands/pod-commands.js';
+import { run } from './commands/run.js';
+
+const HELP = `usage: mesh-agent <command> [flags]
+
+sockmesh's per-node agent: a sidecar-free service mesh whose pods on one node
+talk through the kernel (eBPF sockops + sk_msg on a sockhash).
+
+commands:
+  run        run the agent in the foreground (datapath up, endpoints, counters)
+  up         load, attach and pin the datapath (adopts one already pinned)
+  down       detach and remove the datapath and every pin
+  enroll     enroll a local endpoint (IPv4) for the short-circuit
+  unenroll   remove an endpoint
+  status     datapath, endpoints, sockets and counters (--json for machines)
+  pod        the local node runtime: add, del, list, exec, cleanup
+  demo       two pods exchanging traffic through the kernel path
+
+Every command takes --help. Needs root (or CAP_BPF + CAP_NET_ADMIN).
+`;
+
+const COMMANDS: Record<string, (argv: string[]) => number | Promise<number>> = { run, up, down, enroll, unenroll, status, pod, demo };
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(HELP);
+    return cmd === undefined ? 2 : 0;
+  }
+  const fn = COMMANDS[cmd];
+  if (!fn) throw new InvalidArgumentError(`unknown command ${JSON.stringify(cmd)}`, 'see mesh-agent --help');
+  return fn(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (err: unknown) => { process.exitCode = reportError(err); },
+);

@@ -1,0 +1,155 @@
+/** mesh-agent up | down | enroll | unenroll | status */
+import { InvalidArgumentError } from '../errors.js';
+import { checkPrivileges } from '../datapath/host-checks.js';
+import { Datapath, type DatapathOptions, type DatapathStatus, DEFAULT_BULK_UNANSWERED_BYTES } from '../datapath/datapath.js';
+import { DATAPATH_FLAGS, DATAPATH_FLAGS_HELP, type Parsed, int, parse, str, table } from './args.js';
+
+export function datapathOptions(p: Parsed): DatapathOptions {
+  const o: DatapathOptions = {};
+  const pinDir = str(p, 'pin-dir');
+  const cgroup = str(p, 'cgroup');
+  const object = str(p, 'object');
+  const bulk = int(p, 'bulk-bytes');
+  if (pinDir !== undefined) o.pinDir = pinDir;
+  if (cgroup !== undefined) o.cgroupPath = cgroup;
+  if (object !== undefined) o.objectPath = object;
+  if (bulk !== undefined) o.bulkUnansweredBytes = bulk;
+  return o;
+}
+
+const UP_HELP = `usage: mesh-agent up [flags]
+
+Loads the kernel short-circuit, attaches it and pins maps and links, so it
+keeps working after this command exits. If it is already up, adopts it.
+
+${DATAPATH_FLAGS_HELP}
+  --bulk-bytes N  a socket that sends N bytes without an answer moves to the
+                  TCP stack for good; 0 never (default ${DEFAULT_BULK_UNANSWERED_BYTES})
+`;
+
+export function up(argv: string[]): number {
+  const p = parse(argv, { ...DATAPATH_FLAGS, 'bulk-bytes': { type: 'string' } }, UP_HELP, false);
+  if (!p) return 0;
+  const dp = new Datapath(datapathOptions(p));
+  const { adopted } = dp.start();
+  dp.stop();
+  const st = dp.status();
+  process.stdout.write(`datapath ${adopted ? 'already up: adopted' : 'up'}: pinned in ${st.pinDir}, sockops on ${st.cgroupPath ?? '?'}\n`);
+  return 0;
+}
+
+const DOWN_HELP = `usage: mesh-agent down [--pin-dir DIR]
+
+Detaches the programs and removes every map, link and pin. Connections that
+were short-circuited go on over the TCP stack. Safe to run when already down.
+`;
+
+export function down(argv: string[]): number {
+  const p = parse(argv, { 'pin-dir': DATAPATH_FLAGS['pin-dir'] }, DOWN_HELP, false);
+  if (!p) return 0;
+  const dp = new Datapath(datapathOptions(p));
+  const was = dp.isUp();
+  dp.down();
+  process.stdout.write(was ? `datapath down: removed ${dp.pinDir}\n` : `datapath was not up (${dp.pinDir})\n`);
+  return 0;
+}
+
+const ENROLL_HELP = `usage: mesh-agent enroll IPV4 [--identity N] [--pin-dir DIR]
+
+Enrolls a local endpoint (a pod address): connections between two enrolled
+endpoints are short-circuited in the kernel from their next connect on.
+`;
+
+export function enroll(argv: string[]): number {
+  const p = parse(argv, { 'pin-dir': DATAPATH_FLAGS['pin-dir'], identity: { type: 'string' } }, ENROLL_HELP);
+  if (!p) return 0;
+  const ip = onePositional(p, 'IPV4');
+  const dp = openUp(p);
+  try {
+    dp.enroll(ip, int(p, 'identity') ?? 0);
+  } finally {
+    dp.stop();
+  }
+  process.stdout.write(`enrolled ${ip}\n`);
+  return 0;
+}
+
+const UNENROLL_HELP = `usage: mesh-agent unenroll IPV4 [--pin-dir DIR]
+
+Removes an endpoint. New connections take the normal stack; connections
+already short-circuited keep their path until they close.
+`;
+
+export function unenroll(argv: string[]): number {
+  const p = parse(argv, { 'pin-dir': DATAPATH_FLAGS['pin-dir'] }, UNENROLL_HELP);
+  if (!p) return 0;
+  const ip = onePositional(p, 'IPV4');
+  const dp = openUp(p);
+  try {
+    process.stdout.write(dp.unenroll(ip) ? `unenrolled ${ip}\n` : `${ip} was not enrolled\n`);
+  } finally {
+    dp.stop();
+  }
+  return 0;
+}
+
+const STATUS_HELP = `usage: mesh-agent status [--json] [--pin-dir DIR]
+
+Shows whether the datapath is up, what is attached where, the enrolled
+endpoints, the sockets short-circuited now and the counters.
+`;
+
+export function status(argv: string[]): number {
+  const p = parse(argv, { 'pin-dir': DATAPATH_FLAGS['pin-dir'], json: { type: 'boolean' } }, STATUS_HELP, false);
+  if (!p) return 0;
+  const dp = new Datapath(datapathOptions(p));
+  checkPrivileges();
+  let st: DatapathStatus;
+  if (dp.isUp()) {
+    dp.adopt();
+    try {
+      st = dp.status();
+    } finally {
+      dp.stop();
+    }
+  } else {
+    st = dp.status();
+  }
+  process.stdout.write(p.values.json ? JSON.stringify(st, null, 2) + '\n' : renderStatus(st));
+  return 0;
+}
+
+/** The human status table. */
+export function renderStatus(st: DatapathStatus): string {
+  if (!st.up) return `datapath   down (nothing pinned in ${st.pinDir})\n`;
+  const lines = [
+    `datapath   up, pinned in ${st.pinDir} since ${st.loadedAt ?? '?'}`,
+    `cgroup     ${st.cgroupPath ?? '?'} (id ${st.links?.sockops?.cgroupId ?? '?'})`,
+    `object     ${st.objectPath ?? '?'} (sha256 ${st.objectSha256?.slice(0, 12) ?? '?'})`,
+    `programs   sockops link #${st.links?.sockops?.id} (prog ${st.links?.sockops?.progId}), sk_msg ${st.skMsgAttach === 'link' ? `link #${st.links?.skMsg?.id} (prog ${st.links?.skMsg?.progId})` : 'attached to sm_sock_hash'}`,
+    `bulk       ${st.bulkUnansweredBytes ? `a socket moves to the stack after ${st.bulkUnansweredBytes} unanswered bytes` : 'never moved to the stack'}`,
+    `sockets    ${st.sockets} short-circuited now`,
+    `endpoints  ${st.endpoints?.length ?? 0}`,
+  ];
+  if (st.endpoints?.length) {
+    lines.push(indent(table(['IP', 'IDENTITY', 'ENROLLED'], st.endpoints.map((e) => [e.ip, e.identity, e.enrolled ? 'yes' : 'no']))));
+  }
+  lines.push('counters');
+  lines.push(indent(table(['COUNTER', 'VALUE'], Object.entries(st.counters ?? {}).map(([k, v]) => [k, v]))));
+  return lines.join('\n') + '\n';
+}
+
+function indent(s: string): string {
+  return s.split('\n').map((l) => `  ${l}`).join('\n');
+}
+
+function onePositional(p: Parsed, what: string): string {
+  if (p.positionals.length !== 1) throw new InvalidArgumentError(`expected one ${what}, got ${p.positionals.length}`, 'see --help');
+  return p.positionals[0]!;
+}
+
+function openUp(p: Parsed): Datapath {
+  const dp = new Datapath(datapathOptions(p));
+  dp.adopt();
+  return dp;
+}
