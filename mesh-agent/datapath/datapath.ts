@@ -35,7 +35,9 @@ export interface DatapathOptions {
   /**
    * A socket that sends this many bytes without its peer answering is a
    * bulk flow and moves to the TCP stack for good; 0 never moves it.
-   * Default: 262144 (see benchmarks/README.md for the measurements).
+   * Default: 0. On kernel 6.18 the redirect outruns the stack for bulk
+   * writes too, and a socket of the sockhash receiving through the stack is
+   * slower still (benchmarks/results/datapath.md), so nothing is moved.
    */
   bulkUnansweredBytes?: number;
 }
@@ -72,7 +74,7 @@ interface StateRecord {
   skMsgAttach: 'link' | 'prog';
 }
 
-export const DEFAULT_BULK_UNANSWERED_BYTES = 262144;
+export const DEFAULT_BULK_UNANSWERED_BYTES = 0;
 
 function validate(opts: DatapathOptions): Required<Omit<DatapathOptions, 'cgroupPath'>> & { cgroupPath: string | undefined } {
   const bulk = opts.bulkUnansweredBytes ?? DEFAULT_BULK_UNANSWERED_BYTES;

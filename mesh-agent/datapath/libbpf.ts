@@ -43,7 +43,6 @@ const c = {
   linkPin: lib.func('int bpf_link__pin(bpf_link_p link, const char *path)'),
   linkFd: lib.func('int bpf_link__fd(bpf_link_p link)'),
   linkDestroy: lib.func('int bpf_link__destroy(bpf_link_p link)'),
-  linkDisconnect: lib.func('void bpf_link__disconnect(bpf_link_p link)'),
   linkCreate: lib.func('int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)'),
   progAttach: lib.func('int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags)'),
   progDetach2: lib.func('int bpf_prog_detach2(int prog_fd, int attachable_fd, int type)'),
@@ -269,10 +268,12 @@ export class BpfLink {
   pin(path: string): void {
     check(`bpf_link__pin(${path})`, c.linkPin(this.#ptr, path));
   }
-  /** Frees libbpf's handle; a pinned link stays attached. */
+  /**
+   * Closes this process's fd and frees libbpf's handle. A pinned link stays
+   * attached (bpf_link__disconnect would leak the fd: destroy then skips close).
+   */
   release(): void {
     if (this.#ptr === null) return;
-    c.linkDisconnect(this.#ptr);
     c.linkDestroy(this.#ptr);
     this.#ptr = null;
   }

@@ -1,0 +1,148 @@
+/* Privileged: real BPF in a real kernel, real pods (netns + veth + bridge + cgroup). */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import t from 'tap';
+import { Datapath } from '../../../mesh-agent/datapath/datapath.js';
+import { helperBinary, repoRoot } from '../../../mesh-agent/paths.js';
+import { type ClientKind, TEST_PIN_DIR, clientArgv, collect, exchange, listen, sha256, testMesh } from '../../fixtures/mesh.js';
+import { privileged } from '../../fixtures/privileged.js';
+
+function delta(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.keys(b).map((k) => [k, b[k]! - (a[k] ?? 0)]));
+}
+
+if (privileged(t)) {
+  const DATA = randomBytes(64 << 20);
+  const REPLY = randomBytes(1 << 20);
+
+  t.test('enrolled pods: 64 MiB each way arrive intact through the redirect, EOF seen on both sides', async (t) => {
+    const { rt, datapath } = await testMesh(t);
+    const a = await rt.addPod('a');
+    const b = await rt.addPod('b');
+    const dp = datapath();
+    t.same(dp.start(), { adopted: false });
+    t.teardown(() => dp.stop());
+    dp.enroll(a.ip, 1);
+    dp.enroll(b.ip, 2);
+    const kinds: ClientKind[] = ['c-poll', 'c-blocking', 'node'];
+    for (const [i, kind] of kinds.entries()) {
+      const before = dp.counters();
+      const r = await exchange(rt, { client: 'a', server: 'b', serverIp: b.ip, port: 7000 + i, kind, data: DATA, reply: REPLY });
+      const d = delta(before, dp.counters());
+      t.equal(r.server.code, 0, `${kind}: the server read to EOF and exited (${r.server.stderr.trim()})`);
+      t.equal(r.client.code, 0, `${kind}: the client read to EOF and exited (${r.client.stderr.trim()})`);
+      t.equal(r.server.bytes, DATA.length, `${kind}: server received every byte`);
+      t.equal(r.server.sha256, sha256(DATA), `${kind}: server's sha256 matches what was sent`);
+      t.equal(r.client.bytes, REPLY.length, `${kind}: client received every reply byte`);
+      t.equal(r.client.sha256, sha256(REPLY), `${kind}: client's sha256 matches the reply`);
+      t.equal(d.sock_inserted, 2, `${kind}: both sockets entered the sockhash`);
+      t.equal(d.bytes_redirected, DATA.length + REPLY.length, `${kind}: the redirected-bytes counter grew by exactly what was sent`);
+      t.equal(d.bytes_passed, 0, `${kind}: nothing fell back to the stack`);
+      t.match(r.server.stderr, /fionread_zero_with_data=0/, `${kind}: FIONREAD on the server agreed with read()`);
+      if (kind === 'c-poll') t.match(r.client.stderr, /fionread_zero_with_data=0/, 'FIONREAD on the client agreed with read()');
+    }
+    t.same(dp.sockets(), [], 'closed sockets left the sockhash');
+  });
+
+  t.test('a pod that is not enrolled: no redirect, traffic still works', async (t) => {
+    const { rt, datapath } = await testMesh(t);
+    const a = await rt.addPod('a');
+    const b = await rt.addPod('b');
+    await rt.addPod('outsider');
+    const dp = datapath();
+    dp.start();
+    t.teardown(() => dp.stop());
+    dp.enroll(a.ip);
+    dp.enroll(b.ip);
+    const data = DATA.subarray(0, 4 << 20);
+    const before = dp.counters();
+    const r = await exchange(rt, { client: 'outsider', server: 'b', serverIp: b.ip, port: 7100, kind: 'c-poll', data, reply: REPLY });
+    const d = delta(before, dp.counters());
+    t.equal(r.server.sha256, sha256(data), 'server got every byte');
+    t.equal(r.client.sha256, sha256(REPLY), 'client got every reply byte');
+    t.equal(d.sock_inserted, 0, 'no socket entered the sockhash');
+    t.equal(d.sock_skipped, 2, 'both ends were seen and skipped');
+    t.equal(d.msg_redirected, 0, 'no message was redirected');
+    t.equal(d.bytes_redirected, 0, 'no byte was redirected');
+  });
+
+  t.test('a connection opened before the datapath came up keeps working on the stack', async (t) => {
+    const { rt, datapath } = await testMesh(t);
+    const a = await rt.addPod('a');
+    const b = await rt.addPod('b');
+    const l = await listen(rt, 'b', 7200, REPLY);
+    const c = rt.exec('a', clientArgv('c-poll', b.ip, 7200), { stdio: ['pipe', 'pipe', 'pipe'] });
+    const client = collect(c);
+    const half = 8 << 20;
+    const data = DATA.subarray(0, 2 * half);
+    c.stdin!.write(data.subarray(0, half));
+    await sleep(300);
+    const dp = datapath();
+    dp.start();
+    t.teardown(() => dp.stop());
+    dp.enroll(a.ip);
+    dp.enroll(b.ip);
+    const before = dp.counters();
+    c.stdin!.end(data.subarray(half));
+    const [cr, sr] = await Promise.all([client, l.received]);
+    const d = delta(before, dp.counters());
+    t.equal(sr.sha256, sha256(data), 'server got both halves intact');
+    t.equal(cr.sha256, sha256(REPLY), 'client got the reply');
+    t.equal(d.bytes_redirected, 0, 'the old connection was not redirected');
+    t.equal(d.bytes_passed, 0, 'and never entered the sockhash');
+    const r = await exchange(rt, { client: 'a', server: 'b', serverIp: b.ip, port: 7201, kind: 'c-poll', data: data.subarray(0, 1 << 20), reply: REPLY });
+    t.equal(r.server.sha256, sha256(data.subarray(0, 1 << 20)), 'a new connection works');
+    t.equal(delta(before, dp.counters()).bytes_redirected, (1 << 20) + REPLY.length, 'and is short-circuited');
+  });
+
+  t.test('a second agent adopts the pins; down removes programs, links, maps and pins', async (t) => {
+    const { rt, datapath } = await testMesh(t);
+    await rt.addPod('a');
+    const first = datapath();
+    first.start();
+    first.enroll('198.18.0.2', 7);
+    first.stop();
+    const second = datapath();
+    t.same(second.start(), { adopted: true }, 'the second start adopted');
+    t.same(second.endpoints(), [{ ip: '198.18.0.2', info: { identity: 7, flags: 1 } }], 'and sees the endpoints the first wrote');
+    const st = second.status();
+    const progIds = [st.links!.sockops!.progId, st.links!.skMsg!.progId];
+    second.down();
+    t.notOk(existsSync(TEST_PIN_DIR), 'the pin directory is gone');
+    t.notOk(second.isUp(), 'status says down');
+    let left: number[] = progIds;
+    for (let i = 0; i < 100 && left.length > 0; i++) {
+      await sleep(20);
+      const live = JSON.parse(execFileSync('bpftool', ['-j', 'prog', 'show']).toString()) as { id: number }[];
+      left = progIds.filter((id) => live.some((p) => p.id === id));
+    }
+    t.same(left, [], 'the kernel freed both programs');
+    const links = JSON.parse(execFileSync('bpftool', ['-j', 'link', 'show']).toString()) as { prog_id: number }[];
+    t.notOk(links.some((l) => progIds.includes(l.prog_id)), 'no link refers to them');
+    t.doesNotThrow(() => second.down(), 'down again is harmless');
+  });
+
+  t.test('a program the verifier rejects: the error carries the verifier log', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'sockmesh-'));
+    const obj = join(dir, 'rejected.bpf.o');
+    const arch = execFileSync('gcc', ['-dumpmachine']).toString().trim();
+    execFileSync('clang', ['-g', '-O2', '-target', 'bpf', '-Wall', `-I/usr/include/${arch}`, '-c',
+      join(repoRoot(), 'tests', 'fixtures', 'bpf', 'rejected.bpf.c'), '-o', obj]);
+    const dp = new Datapath({ objectPath: obj, pinDir: `${TEST_PIN_DIR}-rejected` });
+    t.teardown(() => dp.down());
+    t.throws(() => dp.start(), {
+      code: 'SOCKMESH_VERIFIER_REJECTED',
+      program: 'sm_sockops',
+      verifierLog: /invalid mem access 'map_value_or_null'/,
+    });
+    t.notOk(existsSync(`${TEST_PIN_DIR}-rejected/sm_endpoints`), 'nothing was left pinned');
+  });
+
+  t.test('the C helpers are built', async (t) => {
+    t.ok(existsSync(helperBinary('smtcp')) && existsSync(helperBinary('rrbench')));
+  });
+}

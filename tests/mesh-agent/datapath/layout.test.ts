@@ -1,0 +1,44 @@
+import t from 'tap';
+import { btfOfFile, type BtfTypes } from '../../../mesh-agent/datapath/libbpf.js';
+import { decodeIPv4, decodeSockKey, encodeIPv4, encodeSockKey, layoutFromBtf } from '../../../mesh-agent/datapath/layout.js';
+import { defaultObjectPath } from '../../../mesh-agent/paths.js';
+
+t.test('the compiled object agrees with the agent', async (t) => {
+  const layout = layoutFromBtf(btfOfFile(defaultObjectPath()));
+  t.same([...layout.counters.keys()], [
+    'sock_inserted', 'sock_insert_failed', 'sock_skipped', 'msg_redirected', 'bytes_redirected',
+    'msg_passed', 'bytes_passed', 'msg_bulk_passed', 'bytes_bulk_passed',
+  ]);
+  t.equal(layout.counters.get('sock_inserted'), 0);
+  t.equal(layout.endpointEnrolledFlag, 1);
+});
+
+function btfWith(change: (b: BtfTypes) => void): BtfTypes {
+  const b = btfOfFile(defaultObjectPath());
+  change(b);
+  return b;
+}
+
+t.test('a layout the agent does not expect is refused, naming the difference', async (t) => {
+  const cases: [string, (b: BtfTypes) => void, RegExp][] = [
+    ['struct missing', (b) => b.structs.delete('sm_sock_key'), /struct sm_sock_key is missing/],
+    ['struct resized', (b) => { b.structs.get('sm_endpoint')!.size = 12; }, /sm_endpoint is 12 bytes/],
+    ['member moved', (b) => { b.structs.get('sm_sock_key')!.members[2]!.bitOffset = 80; }, /sm_sock_key.local_port is at bit 80/],
+    ['member renamed', (b) => { b.structs.get('sm_endpoint')!.members[0]!.name = 'id'; }, /has members id,flags/],
+    ['counters missing', (b) => b.enums.delete('sm_counter'), /enum sm_counter is missing/],
+    ['flag missing', (b) => b.enums.get('sm_endpoint_flags')!.values.delete('SM_EP_F_ENROLLED'), /lacks SM_EP_F_ENROLLED/],
+  ];
+  for (const [name, change, message] of cases) {
+    t.throws(() => layoutFromBtf(btfWith(change)), { code: 'SOCKMESH_LAYOUT_MISMATCH', message }, name);
+  }
+});
+
+t.test('IPv4 and 4-tuple encoding round-trips in network order', async (t) => {
+  t.same([...encodeIPv4('198.18.0.2')], [198, 18, 0, 2]);
+  t.equal(decodeIPv4(encodeIPv4('198.18.255.254')), '198.18.255.254');
+  for (const bad of ['198.18.0', '198.18.0.256', 'pod-a', '', '::1']) {
+    t.throws(() => encodeIPv4(bad), { code: 'SOCKMESH_INVALID_ARGUMENT' }, bad);
+  }
+  const k = { localIp: '198.18.0.2', remoteIp: '198.18.0.3', localPort: 40000, remotePort: 7000 };
+  t.same(decodeSockKey(encodeSockKey(k)), k);
+});
