@@ -33,18 +33,15 @@ export async function run(argv: string[]): Promise<number> {
   const { adopted } = dp.start();
   for (const ip of (p.values.enroll as string[] | undefined) ?? []) dp.enroll(ip);
   process.stdout.write(`mesh-agent: running (pid ${process.pid}), datapath ${adopted ? 'adopted from' : 'loaded and pinned in'} ${dp.pinDir}\n`);
-  let timer: NodeJS.Timeout | undefined;
-  if (intervalMs > 0) {
-    timer = setInterval(() => {
-      const c = dp.counters();
-      process.stdout.write(`counters ${JSON.stringify(c)}\n`);
-    }, intervalMs);
-  }
+  // signal listeners do not keep Node alive: this timer does (and reports when asked)
+  const timer = setInterval(() => {
+    if (intervalMs > 0) process.stdout.write(`counters ${JSON.stringify(dp.counters())}\n`);
+  }, intervalMs > 0 ? intervalMs : 60_000);
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
-  if (timer) clearInterval(timer);
+  clearInterval(timer);
   if (p.values['down-on-exit']) {
     dp.down();
     process.stdout.write(`mesh-agent: ${signal}: datapath removed\n`);

@@ -1,0 +1,41 @@
+import t from 'tap';
+import { cli } from '../fixtures/cli.js';
+
+t.test('every command has --help', async (t) => {
+  const commands = [[], ['run'], ['up'], ['down'], ['enroll'], ['unenroll'], ['status'], ['demo'],
+    ['pod'], ['pod', 'add'], ['pod', 'del'], ['pod', 'list'], ['pod', 'exec'], ['pod', 'cleanup']];
+  for (const c of commands) {
+    const r = cli([...c, '--help']);
+    t.equal(r.code, 0, `${c.join(' ') || 'mesh-agent'} --help exits 0`);
+    t.match(r.stdout, /^usage: mesh-agent/, `${c.join(' ') || 'mesh-agent'} --help prints usage`);
+  }
+});
+
+t.test('bad input gets a clear error and exit code 2', async (t) => {
+  const cases: [string[], RegExp][] = [
+    [['frobnicate'], /unknown command "frobnicate" \[SOCKMESH_INVALID_ARGUMENT\]/],
+    [['status', '--colour'], /Unknown option '--colour'/],
+    [['up', '--bulk-bytes', 'lots'], /--bulk-bytes must be a whole number/],
+    [['enroll'], /expected one IPV4, got 0/],
+    [['pod', 'add', 'Bad_Name'], /pod name "Bad_Name" is not a DNS label/],
+    [['pod', 'add', 'x', '--ip', '10.0.0.1'], /pod address 10.0.0.1 is outside 198.18.0.2-198.18.255.254/],
+    [['pod', 'add', 'x', '--prefix', 'TOO-LONG'], /runtime prefix must be 1-4 lowercase/],
+    [['pod', 'exec', 'x'], /pod exec needs NAME -- CMD/],
+  ];
+  for (const [args, message] of cases) {
+    const r = cli(args);
+    t.equal(r.code, 2, `${args.join(' ')} exits 2`);
+    t.match(r.stderr, message, `${args.join(' ')}: ${r.stderr.split('\n')[0]}`);
+  }
+});
+
+// uid 0 with an empty capability bounding set: what a container without
+// CAP_BPF / CAP_NET_ADMIN gets; it can still read the checkout wherever it is.
+t.test('without the capabilities: a clear error naming them', async (t) => {
+  for (const cmd of [['up'], ['status'], ['enroll', '198.18.0.2'], ['down']]) {
+    const r = cli(cmd, { prefix: ['setpriv', '--inh-caps=-all', '--bounding-set=-all'] });
+    t.equal(r.code, 1, `${cmd[0]} without capabilities exits 1`);
+    t.match(r.stderr, /needs root or CAP_BPF \+ CAP_NET_ADMIN.*\[SOCKMESH_NOT_PRIVILEGED\]/, `${cmd[0]}: names what is missing`);
+    t.match(r.stderr, /hint: run mesh-agent as root/, `${cmd[0]}: says what to do`);
+  }
+});
