@@ -2,7 +2,7 @@
 # Debian 12 machine as root: they install what is missing, build, then run.
 
 SHELL := /bin/bash
-APT_PACKAGES := clang llvm libbpf-dev bpftool iproute2 gcc libc6-dev make util-linux
+APT_PACKAGES := clang llvm libbpf-dev bpftool iproute2 iputils-ping gcc libc6-dev make util-linux
 ARCH_INCLUDE := /usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
 BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -I$(ARCH_INCLUDE)
 HELPER_CFLAGS := -O2 -g -Wall -Wextra -Werror
@@ -26,7 +26,7 @@ demo: build
 
 test: build
 	npx tsc -p tsconfig.json --noEmit
-	npx tap
+	set -o pipefail; npx tap --reporter=tap | node tools/tap-summary.mjs
 
 bench: build
 	node dist/benchmarks/datapath-bench.js

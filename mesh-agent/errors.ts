@@ -78,6 +78,13 @@ export class LayoutMismatchError extends SockmeshError {
   }
 }
 
+/** Pins exist but were made by a sockmesh with another map layout. */
+export class PinMismatchError extends SockmeshError {
+  constructor(message: string, hint: string) {
+    super('SOCKMESH_PIN_MISMATCH', message, hint);
+  }
+}
+
 /** An operation needs the datapath, and it is not up. */
 export class NotUpError extends SockmeshError {
   constructor(pinDir: string) {

@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, constants as fsc, readFileSync, readdirSync, rmdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { BpfError, InvalidArgumentError, NotUpError, SockmeshError, VerifierRejectedError } from '../errors.js';
+import { BpfError, InvalidArgumentError, NotUpError, PinMismatchError, VerifierRejectedError } from '../errors.js';
 import { DEFAULT_PIN_DIR, STATE_DIR, defaultObjectPath } from '../paths.js';
 import { checkKernel, checkPrivileges, ensureBpffs, findCgroup2 } from './host-checks.js';
 import {
@@ -163,8 +163,7 @@ export class Datapath {
       const [k, v] = want[m];
       if (info.keySize !== k || info.valueSize !== v) {
         this.stop();
-        throw new SockmeshError(
-          'SOCKMESH_PIN_MISMATCH',
+        throw new PinMismatchError(
           `pinned map ${this.#pin(m)} has key/value ${info.keySize}/${info.valueSize} bytes, this agent expects ${k}/${v}`,
           `a different sockmesh version pinned it; run \`mesh-agent down --pin-dir ${this.pinDir}\` and bring it up again`,
         );
