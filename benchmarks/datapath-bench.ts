@@ -1,7 +1,6 @@
 /**
  * Datapath benchmark: pod-to-pod over the veth + bridge path ("direct") vs
- * the kernel short-circuit ("sockmesh", every byte redirected) vs the
- * short-circuit with bulk flows moved to the stack ("sockmesh-bulk").
+ * the kernel short-circuit ("sockmesh", every byte redirected).
  *
  * Same two pods, same C load generator (benchmarks/rrbench.c), modes
  * alternated round by round, medians reported as ratios to direct. Every run
@@ -24,12 +23,11 @@ const HELP = `usage: node dist/benchmarks/datapath-bench.js [--seconds S] [--rou
 
 Runs the datapath benchmark and writes datapath.json and datapath.md to
 --out (default benchmarks/results). Needs root. Takes about
-rounds x 3 modes x 5 cases x seconds.
+rounds x 2 modes x 5 cases x seconds.
 `;
 
-type Mode = 'direct' | 'sockmesh' | 'sockmesh-bulk';
-const MODES: Mode[] = ['direct', 'sockmesh', 'sockmesh-bulk'];
-const BULK_BYTES = 262144;
+type Mode = 'direct' | 'sockmesh';
+const MODES: Mode[] = ['direct', 'sockmesh'];
 
 interface Case { name: string; kind: 'rr' | 'bulk'; size: number }
 const CASES: Case[] = [
@@ -80,9 +78,9 @@ async function main(): Promise<void> {
   const cgroupRoot = join(findCgroup2(), 'sockmesh-bench');
   const rt = new NodeRuntime({ prefix: 'smb', cgroupRoot });
   const pinDir = '/sys/fs/bpf/sockmesh-bench';
-  const datapath = (bulk: number) => new Datapath({ pinDir, cgroupPath: cgroupRoot, bulkUnansweredBytes: bulk });
+  const dp = new Datapath({ pinDir, cgroupPath: cgroupRoot });
   await rt.cleanup();
-  datapath(0).down();
+  dp.down();
   await rt.start();
   const client = await rt.addPod('client');
   const server = await rt.addPod('server');
@@ -93,10 +91,9 @@ async function main(): Promise<void> {
   try {
     for (let round = 1; round <= rounds; round++) {
       for (const mode of MODES) {
-        const dp = datapath(mode === 'sockmesh-bulk' ? BULK_BYTES : 0);
         dp.down();
         dp.start();
-        if (mode !== 'direct') {
+        if (mode === 'sockmesh') {
           dp.enroll(client.ip, 1);
           dp.enroll(server.ip, 2);
         }
@@ -108,13 +105,11 @@ async function main(): Promise<void> {
           const counters = delta(before, dp.counters());
           const result = JSON.parse(out.toString()) as Record<string, number>;
           const payload = c.kind === 'rr' ? 2 * result.requests! * c.size + 9 : result.bytes! + 9 + 8;
-          const moved = counters.bytes_redirected! + counters.bytes_bulk_passed! + counters.bytes_passed!;
           const pathOk = mode === 'direct'
             ? counters.bytes_redirected === 0 && counters.sock_skipped! >= 2
-            : counters.sock_inserted === 2 && moved === payload
-              && (mode === 'sockmesh' ? counters.bytes_redirected === payload : true);
+            : counters.sock_inserted === 2 && counters.bytes_redirected === payload && counters.bytes_passed === 0;
           runs.push({ round, mode, case: c.name, result, cpuBusySeconds: busy, counters, pathOk });
-          process.stderr.write(`[${runs.length}/${total}] round ${round} ${mode.padEnd(13)} ${c.name.padEnd(18)} ${out.toString().trim()} redirected=${counters.bytes_redirected} bulk_passed=${counters.bytes_bulk_passed} ${pathOk ? '' : 'PATH CHECK FAILED'}\n`);
+          process.stderr.write(`[${runs.length}/${total}] round ${round} ${mode.padEnd(13)} ${c.name.padEnd(18)} ${out.toString().trim()} redirected=${counters.bytes_redirected} passed=${counters.bytes_passed} ${pathOk ? '' : 'PATH CHECK FAILED'}\n`);
         }
         dp.down();
       }
@@ -122,7 +117,7 @@ async function main(): Promise<void> {
   } finally {
     srv.kill();
     await rt.cleanup();
-    datapath(0).down();
+    dp.down();
     rt.removeCgroupRootIfEmpty();
   }
   writeResults(outDir, { seconds, rounds, runs });
@@ -158,7 +153,7 @@ function writeResults(outDir: string, data: { seconds: number; rounds: number; r
     commit: git(['rev-parse', 'HEAD']),
     dirty: git(['status', '--porcelain', '--untracked-files=no']) !== '',
     machine: { hostname: hostname(), kernel: release(), cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length },
-    params: { secondsPerRun: data.seconds, rounds: data.rounds, bulkUnansweredBytes: BULK_BYTES, loadGenerator: 'benchmarks/rrbench.c' },
+    params: { secondsPerRun: data.seconds, rounds: data.rounds, loadGenerator: 'benchmarks/rrbench.c' },
     allPathsVerified: data.runs.every((r) => r.pathOk),
     summary,
     runs: data.runs,
@@ -196,7 +191,6 @@ function writeResults(outDir: string, data: { seconds: number; rounds: number; r
     }
   }
   md.push('', 'direct: pods not enrolled, veth + bridge + TCP/IP. sockmesh: every byte redirected socket to socket. '
-    + `sockmesh-bulk: a socket that sends ${BULK_BYTES} bytes without an answer moves to the stack for good. `
     + 'CPU: whole-machine busy time from /proc/stat during the run. Raw runs with counters: datapath.json.', '');
   writeFileSync(join(outDir, 'datapath.md'), md.join('\n'));
   process.stdout.write(md.join('\n'));

@@ -21,11 +21,6 @@
 
 #define SM_TCP_CLOSE 7	/* BPF_TCP_CLOSE */
 
-/* Settings, written by the agent before load. */
-/* Bytes a socket may send without its peer answering before the flow counts
- * as bulk and moves to the stack for good (0 = never). */
-const volatile __u64 bulk_unanswered_bytes = 0;
-
 /* pod IPv4 (network order) -> sm_endpoint; agent writes; 64k pods per node is beyond any real node */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -42,7 +37,7 @@ struct {
 	__type(value, __u64);
 } sm_sock_hash SEC(".maps");
 
-/* sm_sock_key -> sm_sock_state; sk_msg writes, sockops deletes on close; LRU so a missed close cannot fill it */
+/* sm_sock_key -> sm_sock_state; sk_msg writes on a miss, sockops deletes on close; LRU so a missed close cannot fill it */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 131072);
@@ -144,41 +139,21 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	return 1;
 }
 
-/* Decides whether this sendmsg may take the redirect. Returns 0 when the
- * stack must carry it (and the socket then stays on the stack for good). */
-static __always_inline int stream_may_redirect(struct sk_msg_md *msg, __u32 size)
+/* 0 once a send of this socket went to the stack: it stays there. */
+static __always_inline int stream_may_redirect(struct sk_msg_md *msg)
 {
-	struct sm_sock_key own = {}, peer = {};
-	struct sm_sock_state *st, *pst, fresh = {};
+	struct sm_sock_key own = {};
+	struct sm_sock_state *st;
 
 	own_key_from_msg(&own, msg);
 	st = bpf_map_lookup_elem(&sm_sock_state, &own);
-	if (st && (st->flags & SM_SOCK_F_BULK))
-		return 0;
-	if (!bulk_unanswered_bytes)
-		return 1;
-	/* this send answers the peer: its unanswered run is over */
-	peer_key_from_msg(&peer, msg);
-	pst = bpf_map_lookup_elem(&sm_sock_state, &peer);
-	if (pst && pst->bytes_redirected)
-		pst->bytes_redirected = 0;
-	if (!st) {
-		fresh.bytes_redirected = size;
-		bpf_map_update_elem(&sm_sock_state, &own, &fresh, BPF_ANY);
-		return 1;
-	}
-	if (st->bytes_redirected + size > bulk_unanswered_bytes) {
-		st->flags |= SM_SOCK_F_BULK;
-		return 0;
-	}
-	st->bytes_redirected += size;
-	return 1;
+	return !(st && (st->flags & SM_SOCK_F_STACK));
 }
 
 static __always_inline void stay_on_stack(struct sk_msg_md *msg)
 {
 	struct sm_sock_key own = {};
-	struct sm_sock_state st = { .flags = SM_SOCK_F_BULK };
+	struct sm_sock_state st = { .flags = SM_SOCK_F_STACK };
 
 	own_key_from_msg(&own, msg);
 	bpf_map_update_elem(&sm_sock_state, &own, &st, BPF_ANY);
@@ -190,19 +165,16 @@ int sm_sk_msg(struct sk_msg_md *msg)
 	struct sm_sock_key peer = {};
 	__u32 size = msg->size;
 
-	if (!stream_may_redirect(msg, size)) {
-		count_add(SM_CTR_MSG_BULK_PASSED, 1);
-		count_add(SM_CTR_BYTES_BULK_PASSED, size);
-		return SK_PASS;
+	if (stream_may_redirect(msg)) {
+		peer_key_from_msg(&peer, msg);
+		if (bpf_msg_redirect_hash(msg, &sm_sock_hash, &peer, BPF_F_INGRESS) == SK_PASS) {
+			count_add(SM_CTR_MSG_REDIRECTED, 1);
+			count_add(SM_CTR_BYTES_REDIRECTED, size);
+			return SK_PASS;
+		}
+		/* peer not (yet) in the map: the stack carries this and all later bytes */
+		stay_on_stack(msg);
 	}
-	peer_key_from_msg(&peer, msg);
-	if (bpf_msg_redirect_hash(msg, &sm_sock_hash, &peer, BPF_F_INGRESS) == SK_PASS) {
-		count_add(SM_CTR_MSG_REDIRECTED, 1);
-		count_add(SM_CTR_BYTES_REDIRECTED, size);
-		return SK_PASS;
-	}
-	/* peer not (yet) in the map: the stack carries this and all later bytes */
-	stay_on_stack(msg);
 	count_add(SM_CTR_MSG_PASSED, 1);
 	count_add(SM_CTR_BYTES_PASSED, size);
 	return SK_PASS;

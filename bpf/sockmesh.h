@@ -34,22 +34,19 @@ enum sm_counter {
 	SM_CTR_SOCK_SKIPPED,		/* established, but an end is not enrolled */
 	SM_CTR_MSG_REDIRECTED,		/* sendmsg calls redirected to the peer */
 	SM_CTR_BYTES_REDIRECTED,	/* bytes in those calls */
-	SM_CTR_MSG_PASSED,		/* sendmsg calls whose peer was not found: stack */
+	SM_CTR_MSG_PASSED,		/* sendmsg calls the stack carried (peer missing) */
 	SM_CTR_BYTES_PASSED,		/* bytes in those calls */
-	SM_CTR_MSG_BULK_PASSED,		/* sendmsg calls left to the stack: bulk flow */
-	SM_CTR_BYTES_BULK_PASSED,	/* bytes in those calls */
 	SM_CTR_MAX,
 };
 
-/* Per-socket state kept in socket local storage by sk_msg. */
+/* Per-socket state kept by sk_msg, keyed by the socket's sm_sock_key. */
 struct sm_sock_state {
-	__u64 bytes_redirected;	/* bytes this socket has redirected so far */
 	__u32 flags;		/* SM_SOCK_F_* */
 	__u32 pad;
 };
 
 enum sm_sock_flags {
-	SM_SOCK_F_BULK = 1,	/* one-way switch: from now on the stack carries it */
+	SM_SOCK_F_STACK = 1,	/* one-way switch: from now on the stack carries it */
 };
 
 #endif /* SOCKMESH_H */

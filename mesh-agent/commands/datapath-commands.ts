@@ -1,7 +1,7 @@
 /** mesh-agent up | down | enroll | unenroll | status */
 import { InvalidArgumentError } from '../errors.js';
 import { checkPrivileges } from '../datapath/host-checks.js';
-import { Datapath, type DatapathOptions, type DatapathStatus, DEFAULT_BULK_UNANSWERED_BYTES } from '../datapath/datapath.js';
+import { Datapath, type DatapathOptions, type DatapathStatus } from '../datapath/datapath.js';
 import { DATAPATH_FLAGS, DATAPATH_FLAGS_HELP, type Parsed, int, parse, str, table } from './args.js';
 
 export function datapathOptions(p: Parsed): DatapathOptions {
@@ -9,11 +9,9 @@ export function datapathOptions(p: Parsed): DatapathOptions {
   const pinDir = str(p, 'pin-dir');
   const cgroup = str(p, 'cgroup');
   const object = str(p, 'object');
-  const bulk = int(p, 'bulk-bytes');
   if (pinDir !== undefined) o.pinDir = pinDir;
   if (cgroup !== undefined) o.cgroupPath = cgroup;
   if (object !== undefined) o.objectPath = object;
-  if (bulk !== undefined) o.bulkUnansweredBytes = bulk;
   return o;
 }
 
@@ -23,12 +21,10 @@ Loads the kernel short-circuit, attaches it and pins maps and links, so it
 keeps working after this command exits. If it is already up, adopts it.
 
 ${DATAPATH_FLAGS_HELP}
-  --bulk-bytes N  a socket that sends N bytes without an answer moves to the
-                  TCP stack for good; 0 never (default ${DEFAULT_BULK_UNANSWERED_BYTES})
 `;
 
 export function up(argv: string[]): number {
-  const p = parse(argv, { ...DATAPATH_FLAGS, 'bulk-bytes': { type: 'string' } }, UP_HELP, false);
+  const p = parse(argv, DATAPATH_FLAGS, UP_HELP, false);
   if (!p) return 0;
   const dp = new Datapath(datapathOptions(p));
   const { adopted } = dp.start();
@@ -127,7 +123,6 @@ export function renderStatus(st: DatapathStatus): string {
     `cgroup     ${st.cgroupPath ?? '?'} (id ${st.links?.sockops?.cgroupId ?? '?'})`,
     `object     ${st.objectPath ?? '?'} (sha256 ${st.objectSha256?.slice(0, 12) ?? '?'})`,
     `programs   sockops link #${st.links?.sockops?.id} (prog ${st.links?.sockops?.progId}), sk_msg ${st.skMsgAttach === 'link' ? `link #${st.links?.skMsg?.id} (prog ${st.links?.skMsg?.progId})` : 'attached to sm_sock_hash'}`,
-    `bulk       ${st.bulkUnansweredBytes ? `a socket moves to the stack after ${st.bulkUnansweredBytes} unanswered bytes` : 'never moved to the stack'}`,
     `sockets    ${st.sockets} short-circuited now`,
     `endpoints  ${st.endpoints?.length ?? 0}`,
   ];

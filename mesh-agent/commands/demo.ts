@@ -69,7 +69,7 @@ export async function demo(argv: string[]): Promise<number> {
     const recv = got.digest('hex');
     say(`    sent ${data.length} bytes sha256 ${sent.slice(0, 16)}…, server read ${gotBytes} bytes sha256 ${recv.slice(0, 16)}… ${sent === recv ? 'MATCH' : 'MISMATCH'}`);
     say(`    server saw EOF, replied ${JSON.stringify(reply.toString())}`);
-    say(`    kernel path: ${after.bytes_redirected! - before.bytes_redirected!} bytes redirected, ${after.bytes_bulk_passed! - before.bytes_bulk_passed!} moved to the stack as bulk, ${after.bytes_passed! - before.bytes_passed!} passed on a miss`);
+    say(`    kernel path: ${after.bytes_redirected! - before.bytes_redirected!} bytes redirected, ${after.bytes_passed! - before.bytes_passed!} carried by the stack`);
 
     say('\n==> outsider (not enrolled) -> server: 1 KiB request/response for 1 s');
     before = dp.counters();

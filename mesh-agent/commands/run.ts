@@ -1,6 +1,5 @@
 /** mesh-agent run: the agent in the foreground. */
 import { Datapath } from '../datapath/datapath.js';
-import { DEFAULT_BULK_UNANSWERED_BYTES } from '../datapath/datapath.js';
 import { DATAPATH_FLAGS, DATAPATH_FLAGS_HELP, int, parse } from './args.js';
 import { datapathOptions } from './datapath-commands.js';
 
@@ -13,7 +12,6 @@ the kernel (pinned), unless --down-on-exit is given. If the agent is killed,
 short-circuited connections go on and new ones are still short-circuited.
 
 ${DATAPATH_FLAGS_HELP}
-  --bulk-bytes N      see \`mesh-agent up --help\` (default ${DEFAULT_BULK_UNANSWERED_BYTES})
   --enroll IPV4       enroll this endpoint (repeatable)
   --interval-ms N     print the counters every N ms; 0 = never (default 0)
   --down-on-exit      remove the datapath when stopping
@@ -22,7 +20,6 @@ ${DATAPATH_FLAGS_HELP}
 export async function run(argv: string[]): Promise<number> {
   const p = parse(argv, {
     ...DATAPATH_FLAGS,
-    'bulk-bytes': { type: 'string' },
     enroll: { type: 'string', multiple: true },
     'interval-ms': { type: 'string' },
     'down-on-exit': { type: 'boolean' },

@@ -18,7 +18,7 @@ import {
 } from './libbpf.js';
 import {
   type DatapathLayout, type EndpointInfo, type SockKey, decodeEndpoint, decodeIPv4, decodeSockKey, encodeEndpoint,
-  encodeIPv4, layoutFromBtf,
+  encodeIPv4, encodeSockKey, layoutFromBtf,
 } from './layout.js';
 
 /** Options of a Datapath. Frozen after validation. */
@@ -32,14 +32,6 @@ export interface DatapathOptions {
    * pods' cgroups. Default: `<cgroup2 mount>/sockmesh` (created if absent).
    */
   cgroupPath?: string;
-  /**
-   * A socket that sends this many bytes without its peer answering is a
-   * bulk flow and moves to the TCP stack for good; 0 never moves it.
-   * Default: 0. On kernel 6.18 the redirect outruns the stack for bulk
-   * writes too, and a socket of the sockhash receiving through the stack is
-   * slower still (benchmarks/results/datapath.md), so nothing is moved.
-   */
-  bulkUnansweredBytes?: number;
 }
 
 /** The maps and links, by pin name. */
@@ -56,7 +48,6 @@ export interface DatapathStatus {
   cgroupPath?: string;
   objectPath?: string;
   objectSha256?: string;
-  bulkUnansweredBytes?: number;
   loadedAt?: string;
   skMsgAttach?: 'link' | 'prog';
   links?: { sockops?: { id: number; progId: number; cgroupId: string }; skMsg?: { id: number; progId: number } };
@@ -69,24 +60,17 @@ interface StateRecord {
   cgroupPath: string;
   objectPath: string;
   objectSha256: string;
-  bulkUnansweredBytes: number;
   loadedAt: string;
   skMsgAttach: 'link' | 'prog';
 }
 
-export const DEFAULT_BULK_UNANSWERED_BYTES = 0;
-
 function validate(opts: DatapathOptions): Required<Omit<DatapathOptions, 'cgroupPath'>> & { cgroupPath: string | undefined } {
-  const bulk = opts.bulkUnansweredBytes ?? DEFAULT_BULK_UNANSWERED_BYTES;
-  if (!Number.isSafeInteger(bulk) || bulk < 0) {
-    throw new InvalidArgumentError(`bulkUnansweredBytes must be a whole number ≥ 0, got ${opts.bulkUnansweredBytes}`);
-  }
   const pinDir = (opts.pinDir ?? DEFAULT_PIN_DIR).replace(/\/+$/, '');
   if (!pinDir.startsWith('/')) throw new InvalidArgumentError(`pinDir must be absolute, got ${pinDir}`);
   if (opts.cgroupPath !== undefined && !opts.cgroupPath.startsWith('/')) {
     throw new InvalidArgumentError(`cgroupPath must be absolute, got ${opts.cgroupPath}`);
   }
-  return { objectPath: opts.objectPath ?? defaultObjectPath(), pinDir, cgroupPath: opts.cgroupPath, bulkUnansweredBytes: bulk };
+  return { objectPath: opts.objectPath ?? defaultObjectPath(), pinDir, cgroupPath: opts.cgroupPath };
 }
 
 function sha256File(path: string): string {
@@ -156,7 +140,7 @@ export class Datapath {
   #adopt(): void {
     for (const m of MAPS) this.#fds.set(m, objGet(this.#pin(m)));
     const want: Record<MapName, [number, number]> = {
-      sm_endpoints: [4, 8], sm_sock_hash: [16, 8], sm_sock_state: [16, 16], sm_counters: [4, 8],
+      sm_endpoints: [4, 8], sm_sock_hash: [16, 8], sm_sock_state: [16, 8], sm_counters: [4, 8],
     };
     for (const m of MAPS) {
       const info = mapInfo(this.#fd(m));
@@ -175,13 +159,6 @@ export class Datapath {
     const obj = BpfObject.open(this.options.objectPath);
     const created: string[] = [];
     try {
-      if (this.#layout!.bulkUnansweredOffset === undefined) {
-        // offsets are only known after open; re-read from the opened object
-        this.#layout = layoutFromBtf(obj.btf());
-      }
-      const off = this.#layout!.bulkUnansweredOffset;
-      if (off === undefined) throw new BpfError('find bulk_unanswered_bytes in .rodata', 2);
-      obj.sectionImage('.rodata').writeBigUInt64LE(BigInt(this.options.bulkUnansweredBytes), off);
       const sockops = obj.program('sm_sockops');
       const skMsg = obj.program('sm_sk_msg');
       sockops.captureVerifierLog(1 << 22);
@@ -235,7 +212,6 @@ export class Datapath {
         cgroupPath,
         objectPath: this.options.objectPath,
         objectSha256: sha256File(this.options.objectPath),
-        bulkUnansweredBytes: this.options.bulkUnansweredBytes,
         loadedAt: new Date().toISOString(),
         skMsgAttach,
       };
@@ -307,6 +283,15 @@ export class Datapath {
     return mapKeys(this.#fd('sm_sock_hash'), 16).map(decodeSockKey);
   }
 
+  /**
+   * Takes one socket out of the short-circuit. Its peer's later sends miss
+   * and go to the stack for good. Bytes already queued on this socket by the
+   * redirect and not yet read are dropped by the kernel: evict idle sockets.
+   */
+  evictSocket(key: SockKey): boolean {
+    return mapDelete(this.#fd('sm_sock_hash'), encodeSockKey(key));
+  }
+
   /** Counters summed over CPUs, by name (e.g. bytes_redirected). */
   counters(): Record<string, number> {
     const fd = this.#fd('sm_counters');
@@ -331,7 +316,7 @@ export class Datapath {
       const r = JSON.parse(readFileSync(this.#statePath(), 'utf8')) as StateRecord;
       Object.assign(st, {
         cgroupPath: r.cgroupPath, objectPath: r.objectPath, objectSha256: r.objectSha256,
-        bulkUnansweredBytes: r.bulkUnansweredBytes, loadedAt: r.loadedAt, skMsgAttach: r.skMsgAttach,
+        loadedAt: r.loadedAt, skMsgAttach: r.skMsgAttach,
       });
     }
     const links: NonNullable<DatapathStatus['links']> = {};

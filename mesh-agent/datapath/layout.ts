@@ -19,8 +19,6 @@ export interface DatapathLayout {
   counters: ReadonlyMap<string, number>;
   /** SM_EP_F_ENROLLED */
   endpointEnrolledFlag: number;
-  /** byte offset of `bulk_unanswered_bytes` in .rodata (undefined when BTF had no offsets) */
-  bulkUnansweredOffset: number | undefined;
 }
 
 /** Checks the BTF against the encoders here and returns the learned layout. */
@@ -51,13 +49,7 @@ export function layoutFromBtf(btf: BtfTypes): DatapathLayout {
   const flags = btf.enums.get('sm_endpoint_flags');
   const enrolled = flags?.values.get('SM_EP_F_ENROLLED');
   if (enrolled === undefined) throw new LayoutMismatchError('enum sm_endpoint_flags lacks SM_EP_F_ENROLLED');
-  const rodata = btf.datasecs.get('.rodata') ?? [];
-  const bulk = rodata.find((v) => v.name === 'bulk_unanswered_bytes');
-  return Object.freeze({
-    counters,
-    endpointEnrolledFlag: enrolled,
-    bulkUnansweredOffset: bulk?.offset,
-  });
+  return Object.freeze({ counters, endpointEnrolledFlag: enrolled });
 }
 
 /** Dotted IPv4 → 4 bytes in network order. */

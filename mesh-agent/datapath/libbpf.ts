@@ -39,7 +39,6 @@ const c = {
   programSetLogLevel: lib.func('int bpf_program__set_log_level(bpf_program_p prog, uint32_t level)'),
   programAttachCgroup: lib.func('bpf_link_p bpf_program__attach_cgroup(bpf_program_p prog, int cgroup_fd)'),
   mapFd: lib.func('int bpf_map__fd(bpf_map_p map)'),
-  mapInitialValue: lib.func('void *bpf_map__initial_value(bpf_map_p map, _Out_ size_t *psize)'),
   linkPin: lib.func('int bpf_link__pin(bpf_link_p link, const char *path)'),
   linkFd: lib.func('int bpf_link__fd(bpf_link_p link)'),
   linkDestroy: lib.func('int bpf_link__destroy(bpf_link_p link)'),
@@ -298,16 +297,6 @@ export class BpfObject {
   mapFd(name: string): number {
     const m = nonNull(`find map ${name} in ${this.path}`, c.findMap(this.#ptr, name));
     return check(`bpf_map__fd(${name})`, c.mapFd(m));
-  }
-  /**
-   * The writable initial image of a global-data section (".rodata"),
-   * valid until load(); writes to it become the loaded program's constants.
-   */
-  sectionImage(section: string): Buffer {
-    const m = nonNull(`find section ${section} in ${this.path}`, c.findMap(this.#ptr, section));
-    const size = [0];
-    const p = nonNull(`bpf_map__initial_value(${section})`, c.mapInitialValue(m, size));
-    return Buffer.from(koffi.view(p, Number(size[0])));
   }
   /** Loads every program and creates every map; returns the raw result. */
   load(): number {

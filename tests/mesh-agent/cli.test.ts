@@ -15,7 +15,7 @@ t.test('bad input gets a clear error and exit code 2', async (t) => {
   const cases: [string[], RegExp][] = [
     [['frobnicate'], /unknown command "frobnicate" \[SOCKMESH_INVALID_ARGUMENT\]/],
     [['status', '--colour'], /Unknown option '--colour'/],
-    [['up', '--bulk-bytes', 'lots'], /--bulk-bytes must be a whole number/],
+    [['enroll', '198.18.0.2', '--identity', 'lots'], /--identity must be a whole number/],
     [['enroll'], /expected one IPV4, got 0/],
     [['pod', 'add', 'Bad_Name'], /pod name "Bad_Name" is not a DNS label/],
     [['pod', 'add', 'x', '--ip', '10.0.0.1'], /pod address 10.0.0.1 is outside 198.18.0.2-198.18.255.254/],

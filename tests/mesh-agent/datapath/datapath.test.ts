@@ -99,6 +99,36 @@ if (privileged(t)) {
     t.equal(delta(before, dp.counters()).bytes_redirected, (1 << 20) + REPLY.length, 'and is short-circuited');
   });
 
+  t.test('a send whose peer left the sockhash goes to the stack, and that stream stays there', async (t) => {
+    const { rt, datapath } = await testMesh(t);
+    const a = await rt.addPod('a');
+    const b = await rt.addPod('b');
+    const dp = datapath();
+    dp.start();
+    t.teardown(() => dp.stop());
+    dp.enroll(a.ip);
+    dp.enroll(b.ip);
+    const l = await listen(rt, 'b', 7250, Buffer.alloc(0));
+    const c = rt.exec('a', clientArgv('c-poll', b.ip, 7250), { stdio: ['pipe', 'pipe', 'pipe'] });
+    const client = collect(c);
+    const first = DATA.subarray(0, 1 << 20);
+    const rest = DATA.subarray(1 << 20, 9 << 20);
+    const before = dp.counters();
+    c.stdin!.write(first);
+    await sleep(300); // the server has read the first part: nothing is queued on its socket
+    const serverSock = dp.sockets().find((k) => k.localIp === b.ip);
+    t.ok(serverSock && dp.evictSocket(serverSock), 'the server socket left the sockhash');
+    c.stdin!.write(rest.subarray(0, 4 << 20));
+    await sleep(100);
+    c.stdin!.end(rest.subarray(4 << 20));
+    const [cr, sr] = await Promise.all([client, l.received]);
+    const d = delta(before, dp.counters());
+    t.equal(cr.code, 0, 'the client finished');
+    t.equal(sr.sha256, sha256(Buffer.concat([first, rest])), 'the server got every byte, in order');
+    t.equal(d.bytes_redirected, first.length, 'the part before the eviction was redirected');
+    t.equal(d.bytes_passed, rest.length, 'everything after it took the stack');
+  });
+
   t.test('a second agent adopts the pins; down removes programs, links, maps and pins', async (t) => {
     const { rt, datapath } = await testMesh(t);
     await rt.addPod('a');

@@ -7,7 +7,7 @@ t.test('the compiled object agrees with the agent', async (t) => {
   const layout = layoutFromBtf(btfOfFile(defaultObjectPath()));
   t.same([...layout.counters.keys()], [
     'sock_inserted', 'sock_insert_failed', 'sock_skipped', 'msg_redirected', 'bytes_redirected',
-    'msg_passed', 'bytes_passed', 'msg_bulk_passed', 'bytes_bulk_passed',
+    'msg_passed', 'bytes_passed',
   ]);
   t.equal(layout.counters.get('sock_inserted'), 0);
   t.equal(layout.endpointEnrolledFlag, 1);
