@@ -285,8 +285,7 @@ export class Datapath {
 
   /**
    * Takes one socket out of the short-circuit. Its peer's later sends miss
-   * and go to the stack for good. Bytes already queued on this socket by the
-   * redirect and not yet read are dropped by the kernel: evict idle sockets.
+   * and go to the stack for good.
    */
   evictSocket(key: SockKey): boolean {
     return mapDelete(this.#fd('sm_sock_hash'), encodeSockKey(key));

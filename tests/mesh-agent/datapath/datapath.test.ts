@@ -129,6 +129,40 @@ if (privileged(t)) {
     t.equal(d.bytes_passed, rest.length, 'everything after it took the stack');
   });
 
+  t.test('down while redirected bytes sit unread: the reader still gets every byte', async (t) => {
+    const { rt, datapath } = await testMesh(t);
+    const a = await rt.addPod('a');
+    const b = await rt.addPod('b');
+    const dp = datapath();
+    dp.start();
+    dp.enroll(a.ip);
+    dp.enroll(b.ip);
+    // a server that accepts, then reads nothing until the datapath is gone
+    const srv = rt.exec('b', ['python3', '-c', [
+      'import socket, sys, hashlib',
+      'l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("0.0.0.0", 7260)); l.listen(1)',
+      'print("listening", flush=True); s, _ = l.accept(); sys.stdin.readline(); h = hashlib.sha256()',
+      'while True:',
+      '    d = s.recv(65536)',
+      '    if not d: break',
+      '    h.update(d)',
+      'print(h.hexdigest(), flush=True)',
+    ].join('\n')], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const lines: string[] = [];
+    srv.stdout!.on('data', (d: Buffer) => lines.push(...d.toString().split('\n').filter(Boolean)));
+    while (!lines.includes('listening')) await sleep(20);
+    const data = DATA.subarray(0, 100_000);
+    const c = rt.exec('a', clientArgv('c-poll', b.ip, 7260), { stdio: ['pipe', 'ignore', 'ignore'] });
+    c.stdin!.end(data);
+    const before = dp.counters();
+    for (let i = 0; i < 100 && dp.counters().bytes_redirected! - before.bytes_redirected! < data.length; i++) await sleep(20);
+    t.ok(dp.counters().bytes_redirected! >= data.length, 'the bytes were redirected and wait, unread, on the server socket');
+    dp.down();
+    srv.stdin!.end('go\n');
+    await new Promise((r) => srv.on('close', r));
+    t.equal(lines[1], sha256(data), 'after down the server read all of them, intact');
+  });
+
   t.test('a second agent adopts the pins; down removes programs, links, maps and pins', async (t) => {
     const { rt, datapath } = await testMesh(t);
     await rt.addPod('a');
