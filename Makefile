@@ -51,7 +51,7 @@ node_modules/.package-lock.json: package-lock.json package.json
 
 bpf: $(BPF_OBJ)
 
-$(BPF_OBJ): bpf/sockmesh.bpf.c bpf/sockmesh.h | apt
+$(BPF_OBJ): bpf/sockmesh.bpf.c bpf/sockmesh.h bpf/sockmesh_maps.h | apt
 	@mkdir -p $(dir $@)
 	clang $(BPF_CFLAGS) -c $< -o $@
 

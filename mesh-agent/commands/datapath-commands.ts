@@ -1,6 +1,7 @@
 /** mesh-agent up | down | enroll | unenroll | status */
 import { InvalidArgumentError } from '../errors.js';
 import { checkPrivileges } from '../datapath/host-checks.js';
+import { encodeIPv4 } from '../datapath/layout.js';
 import { Datapath, type DatapathOptions, type DatapathStatus } from '../datapath/datapath.js';
 import { DATAPATH_FLAGS, DATAPATH_FLAGS_HELP, type Parsed, int, parse, str, table } from './args.js';
 
@@ -28,8 +29,8 @@ export function up(argv: string[]): number {
   if (!p) return 0;
   const dp = new Datapath(datapathOptions(p));
   const { adopted } = dp.start();
-  dp.stop();
   const st = dp.status();
+  dp.stop();
   process.stdout.write(`datapath ${adopted ? 'already up: adopted' : 'up'}: pinned in ${st.pinDir}, sockops on ${st.cgroupPath ?? '?'}\n`);
   return 0;
 }
@@ -60,9 +61,11 @@ export function enroll(argv: string[]): number {
   const p = parse(argv, { 'pin-dir': DATAPATH_FLAGS['pin-dir'], identity: { type: 'string' } }, ENROLL_HELP);
   if (!p) return 0;
   const ip = onePositional(p, 'IPV4');
+  encodeIPv4(ip); // bad input is reported before anything is opened
+  const identity = int(p, 'identity') ?? 0;
   const dp = openUp(p);
   try {
-    dp.enroll(ip, int(p, 'identity') ?? 0);
+    dp.enroll(ip, identity);
   } finally {
     dp.stop();
   }
@@ -80,6 +83,7 @@ export function unenroll(argv: string[]): number {
   const p = parse(argv, { 'pin-dir': DATAPATH_FLAGS['pin-dir'] }, UNENROLL_HELP);
   if (!p) return 0;
   const ip = onePositional(p, 'IPV4');
+  encodeIPv4(ip);
   const dp = openUp(p);
   try {
     process.stdout.write(dp.unenroll(ip) ? `unenrolled ${ip}\n` : `${ip} was not enrolled\n`);
@@ -120,7 +124,9 @@ export function renderStatus(st: DatapathStatus): string {
   if (!st.up) return `datapath   down (nothing pinned in ${st.pinDir})\n`;
   const lines = [
     `datapath   up, pinned in ${st.pinDir} since ${st.loadedAt ?? '?'}`,
-    `cgroup     ${st.cgroupPath ?? '?'} (id ${st.links?.sockops?.cgroupId ?? '?'})`,
+    st.links?.sockops?.cgroupId === '0'
+      ? `cgroup     ${st.cgroupPath ?? '?'} WAS REMOVED: sockops is detached, no new connection is short-circuited (mesh-agent down, then up)`
+      : `cgroup     ${st.cgroupPath ?? '?'} (id ${st.links?.sockops?.cgroupId ?? '?'})`,
     `object     ${st.objectPath ?? '?'} (sha256 ${st.objectSha256?.slice(0, 12) ?? '?'})`,
     `programs   sockops link #${st.links?.sockops?.id} (prog ${st.links?.sockops?.progId}), sk_msg ${st.skMsgAttach === 'link' ? `link #${st.links?.skMsg?.id} (prog ${st.links?.skMsg?.progId})` : 'attached to sm_sock_hash'}`,
     `sockets    ${st.sockets} short-circuited now`,

@@ -27,11 +27,11 @@ export async function demo(argv: string[]): Promise<number> {
   if (!p) return 0;
   const rt = new NodeRuntime({ prefix: 'sm' });
   const dp = new Datapath({ cgroupPath: rt.cgroupRoot });
-  say('==> cleaning up what an earlier run may have left');
+  say('==> removing pods an earlier demo may have left');
   await rt.cleanup();
-  dp.down();
-  say('==> bringing the datapath up');
-  dp.start();
+  const { adopted } = dp.start();
+  say(adopted ? `==> the datapath is already up (${dp.pinDir}): using it, and leaving it up afterwards` : '==> datapath up');
+  const enrolled: string[] = [];
   try {
     await rt.start();
     const client = await rt.addPod('client');
@@ -40,6 +40,7 @@ export async function demo(argv: string[]): Promise<number> {
     say(`    pods: client ${client.ip}, server ${server.ip}, outsider ${outsider.ip} (not enrolled)`);
     dp.enroll(client.ip, 1);
     dp.enroll(server.ip, 2);
+    enrolled.push(client.ip, server.ip);
     const srv = rt.exec('server', [helperBinary('rrbench'), 'serve', '7001'], { stdio: 'ignore' });
     await sleep(200);
 
@@ -87,10 +88,15 @@ export async function demo(argv: string[]): Promise<number> {
     return ok ? 0 : 1;
   } finally {
     if (!p.values.keep) {
-      say('\n==> removing pods and the datapath');
+      say(`\n==> removing the pods${adopted ? '' : ' and the datapath'}`);
       await rt.cleanup();
-      dp.down();
-      rt.removeCgroupRootIfEmpty();
+      for (const ip of enrolled) dp.unenroll(ip);
+      if (adopted) {
+        dp.stop(); // its cgroup stays: removing it would detach the programs
+      } else {
+        dp.down();
+        rt.removeCgroupRootIfEmpty();
+      }
     } else {
       dp.stop();
       say('\n==> kept: see `mesh-agent status`, `mesh-agent pod list`; remove with `mesh-agent pod cleanup && mesh-agent down`');

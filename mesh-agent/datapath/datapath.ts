@@ -58,6 +58,8 @@ export interface DatapathStatus {
 
 interface StateRecord {
   cgroupPath: string;
+  /** whether start() made the cgroup directory, so down() removes it when empty */
+  createdCgroup: boolean;
   objectPath: string;
   objectSha256: string;
   loadedAt: string;
@@ -123,8 +125,9 @@ export class Datapath {
     // a crash between the first pin and the last leaves a partial set: start over
     this.#removePins();
     const cgroupPath = this.options.cgroupPath ?? join(findCgroup2(), 'sockmesh');
+    const createdCgroup = !existsSync(cgroupPath);
     mkdirSync(cgroupPath, { recursive: true });
-    this.#load(cgroupPath);
+    this.#load(cgroupPath, createdCgroup);
     return { adopted: false };
   }
 
@@ -155,7 +158,7 @@ export class Datapath {
     }
   }
 
-  #load(cgroupPath: string): void {
+  #load(cgroupPath: string, createdCgroup: boolean): void {
     const obj = BpfObject.open(this.options.objectPath);
     const created: string[] = [];
     try {
@@ -210,6 +213,7 @@ export class Datapath {
       created.push(this.#pin(LINK_SOCKOPS));
       const record: StateRecord = {
         cgroupPath,
+        createdCgroup,
         objectPath: this.options.objectPath,
         objectSha256: sha256File(this.options.objectPath),
         loadedAt: new Date().toISOString(),
@@ -240,6 +244,7 @@ export class Datapath {
   }
 
   #removePins(): void {
+    const record = this.#record();
     // links first: programs detach before the maps they use go away
     for (const p of [LINK_SOCKOPS, LINK_SK_MSG, PROG_SK_MSG, ...MAPS]) rmSync(this.#pin(p), { force: true });
     if (existsSync(this.pinDir)) {
@@ -247,6 +252,21 @@ export class Datapath {
       rmdirSync(this.pinDir);
     }
     rmSync(this.#statePath(), { force: true });
+    if (record?.createdCgroup) {
+      try {
+        rmdirSync(record.cgroupPath);
+      } catch {
+        // pods still live in it: theirs to remove
+      }
+    }
+  }
+
+  #record(): StateRecord | undefined {
+    try {
+      return JSON.parse(readFileSync(this.#statePath(), 'utf8')) as StateRecord;
+    } catch {
+      return undefined;
+    }
   }
 
   #fd(m: MapName): number {
@@ -311,8 +331,8 @@ export class Datapath {
     const up = this.isUp();
     const st: DatapathStatus = { up, pinDir: this.pinDir };
     if (!up) return st;
-    if (existsSync(this.#statePath())) {
-      const r = JSON.parse(readFileSync(this.#statePath(), 'utf8')) as StateRecord;
+    const r = this.#record();
+    if (r) {
       Object.assign(st, {
         cgroupPath: r.cgroupPath, objectPath: r.objectPath, objectSha256: r.objectSha256,
         loadedAt: r.loadedAt, skMsgAttach: r.skMsgAttach,

@@ -17,6 +17,8 @@ t.test('bad input gets a clear error and exit code 2', async (t) => {
     [['status', '--colour'], /Unknown option '--colour'/],
     [['enroll', '198.18.0.2', '--identity', 'lots'], /--identity must be a whole number/],
     [['enroll'], /expected one IPV4, got 0/],
+    [['enroll', '198.18.0.300'], /not an IPv4 address: "198.18.0.300"/],
+    [['unenroll', 'pod-a'], /not an IPv4 address: "pod-a"/],
     [['pod', 'add', 'Bad_Name'], /pod name "Bad_Name" is not a DNS label/],
     [['pod', 'add', 'x', '--ip', '10.0.0.1'], /pod address 10.0.0.1 is outside 198.18.0.2-198.18.255.254/],
     [['pod', 'add', 'x', '--prefix', 'TOO-LONG'], /runtime prefix must be 1-4 lowercase/],

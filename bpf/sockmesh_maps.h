@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/* The datapath's maps, one line each: key -> value, who writes, why that size.
+ * Included by sockmesh.bpf.c (and by the test object that must fail to load,
+ * so it carries exactly these maps). */
+#ifndef SOCKMESH_MAPS_H
+#define SOCKMESH_MAPS_H
+
+/* pod IPv4 (network order) -> sm_endpoint; agent writes; 64k pods per node is beyond any real node */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct sm_endpoint);
+} sm_endpoints SEC(".maps");
+
+/* sm_sock_key (own view) -> socket; sockops inserts, the kernel removes on close; 2 per local connection */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 131072);
+	__type(key, struct sm_sock_key);
+	__type(value, __u64);
+} sm_sock_hash SEC(".maps");
+
+/* sm_sock_key -> sm_sock_state; sk_msg writes on a miss, sockops deletes on close; LRU so a missed close cannot fill it */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct sm_sock_key);
+	__type(value, struct sm_sock_state);
+} sm_sock_state SEC(".maps");
+
+/* enum sm_counter -> count, per CPU; programs write, the agent sums */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SM_CTR_MAX);
+	__type(key, enum sm_counter);
+	__type(value, __u64);
+} sm_counters SEC(".maps");
+
+#endif /* SOCKMESH_MAPS_H */
