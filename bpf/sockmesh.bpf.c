@@ -19,8 +19,6 @@
 #include <bpf/bpf_endian.h>
 #include "sockmesh.h"
 
-#define SM_TCP_CLOSE 7	/* BPF_TCP_CLOSE */
-
 #include "sockmesh_maps.h"
 
 static __always_inline void count_add(enum sm_counter ctr, __u64 n)
@@ -40,6 +38,21 @@ static __always_inline int endpoint_enrolled(__u32 ip4)
 
 /* sock_ops and sk_msg both load remote_port as the wire value shifted into
  * the upper half of a host-order u32; bpf_ntohl turns that into the port. */
+static __always_inline int v4_mapped(const __u32 *ip6)
+{
+	return ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff);
+}
+
+/* An IPv4 connection: an AF_INET socket, or an AF_INET6 one with v4-mapped
+ * addresses (what a listener on "::" accepts from an IPv4 client). Both keep
+ * the IPv4 addresses where local_ip4/remote_ip4 (and sk_msg's) read them. */
+static __always_inline int ipv4_connection(struct bpf_sock_ops *ops)
+{
+	if (ops->family == 2 /* AF_INET */)
+		return 1;
+	return ops->family == 10 /* AF_INET6 */ && v4_mapped(ops->local_ip6) && v4_mapped(ops->remote_ip6);
+}
+
 static __always_inline void key_from_sockops(struct sm_sock_key *k, struct bpf_sock_ops *ops)
 {
 	k->local_ip4 = ops->local_ip4;
@@ -56,19 +69,11 @@ static __always_inline void peer_key_from_msg(struct sm_sock_key *k, struct sk_m
 	k->remote_port = msg->local_port;
 }
 
-static __always_inline void own_key_from_msg(struct sm_sock_key *k, struct sk_msg_md *msg)
-{
-	k->local_ip4 = msg->local_ip4;
-	k->remote_ip4 = msg->remote_ip4;
-	k->local_port = msg->local_port;
-	k->remote_port = bpf_ntohl(msg->remote_port);
-}
-
 static __always_inline void insert_established(struct bpf_sock_ops *ops)
 {
 	struct sm_sock_key key = {};
 
-	if (ops->family != 2 /* AF_INET */)
+	if (!ipv4_connection(ops))
 		return;
 	if (!endpoint_enrolled(ops->local_ip4) || !endpoint_enrolled(ops->remote_ip4)) {
 		count_add(SM_CTR_SOCK_SKIPPED, 1);
@@ -80,18 +85,6 @@ static __always_inline void insert_established(struct bpf_sock_ops *ops)
 		return;
 	}
 	count_add(SM_CTR_SOCK_INSERTED, 1);
-	/* ask for state changes, to drop the socket's state on close */
-	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
-}
-
-static __always_inline void forget_closed(struct bpf_sock_ops *ops)
-{
-	struct sm_sock_key key = {};
-
-	if (ops->args[1] != SM_TCP_CLOSE)
-		return;
-	key_from_sockops(&key, ops);
-	bpf_map_delete_elem(&sm_sock_state, &key);
 }
 
 SEC("sockops")
@@ -102,9 +95,6 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		insert_established(ops);
 		break;
-	case BPF_SOCK_OPS_STATE_CB:
-		forget_closed(ops);
-		break;
 	}
 	return 1;
 }
@@ -112,21 +102,25 @@ int sm_sockops(struct bpf_sock_ops *ops)
 /* 0 once a send of this socket went to the stack: it stays there. */
 static __always_inline int stream_may_redirect(struct sk_msg_md *msg)
 {
-	struct sm_sock_key own = {};
+	struct bpf_sock *sk = msg->sk;
 	struct sm_sock_state *st;
 
-	own_key_from_msg(&own, msg);
-	st = bpf_map_lookup_elem(&sm_sock_state, &own);
+	if (!sk)
+		return 1;
+	st = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
 	return !(st && (st->flags & SM_SOCK_F_STACK));
 }
 
 static __always_inline void stay_on_stack(struct sk_msg_md *msg)
 {
-	struct sm_sock_key own = {};
-	struct sm_sock_state st = { .flags = SM_SOCK_F_STACK };
+	struct bpf_sock *sk = msg->sk;
+	struct sm_sock_state *st;
 
-	own_key_from_msg(&own, msg);
-	bpf_map_update_elem(&sm_sock_state, &own, &st, BPF_ANY);
+	if (!sk)
+		return;
+	st = bpf_sk_storage_get(&sm_sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (st)
+		st->flags |= SM_SOCK_F_STACK;
 }
 
 SEC("sk_msg")

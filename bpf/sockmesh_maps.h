@@ -21,11 +21,11 @@ struct {
 	__type(value, __u64);
 } sm_sock_hash SEC(".maps");
 
-/* sm_sock_key -> sm_sock_state; sk_msg writes on a miss, sockops deletes on close; LRU so a missed close cannot fill it */
+/* socket -> sm_sock_state (socket local storage); sk_msg writes on a miss; freed with the socket, never evicted */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 131072);
-	__type(key, struct sm_sock_key);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct sm_sock_state);
 } sm_sock_state SEC(".maps");
 

@@ -143,7 +143,7 @@ export class Datapath {
   #adopt(): void {
     for (const m of MAPS) this.#fds.set(m, objGet(this.#pin(m)));
     const want: Record<MapName, [number, number]> = {
-      sm_endpoints: [4, 8], sm_sock_hash: [16, 8], sm_sock_state: [16, 8], sm_counters: [4, 8],
+      sm_endpoints: [4, 8], sm_sock_hash: [16, 8], sm_sock_state: [4, 8], sm_counters: [4, 8],
     };
     for (const m of MAPS) {
       const info = mapInfo(this.#fd(m));

@@ -46,6 +46,18 @@ if (privileged(t)) {
       if (kind === 'c-poll') t.match(r.client.stderr, /fionread_zero_with_data=0/, 'FIONREAD on the client agreed with read()');
     }
     t.same(dp.sockets(), [], 'closed sockets left the sockhash');
+
+    // a Node server listens on "::": the accepted socket is AF_INET6 with v4-mapped addresses
+    const before = dp.counters();
+    const data = DATA.subarray(0, 16 << 20);
+    const r = await exchange(rt, { client: 'a', server: 'b', serverIp: b.ip, port: 7010, kind: 'c-poll', data, reply: REPLY, serverKind: 'node-dual-stack' });
+    const d = delta(before, dp.counters());
+    t.match(r.server.stderr, /listening on :: 7010[\s\S]*family=IPv6/, 'the server listened dual-stack and saw a v4-mapped peer');
+    t.equal(r.server.sha256, sha256(data), 'dual-stack server: every byte arrived');
+    t.equal(r.client.sha256, sha256(REPLY), 'dual-stack server: the reply arrived');
+    t.equal(d.sock_inserted, 2, 'dual-stack server: both sockets entered the sockhash');
+    t.equal(d.bytes_redirected, data.length + REPLY.length, 'dual-stack server: every byte was redirected');
+    t.equal(d.bytes_passed, 0, 'dual-stack server: nothing took the stack');
   });
 
   t.test('a pod that is not enrolled: no redirect, traffic still works', async (t) => {
