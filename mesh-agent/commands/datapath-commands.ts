@@ -37,8 +37,10 @@ export function up(argv: string[]): number {
 
 const DOWN_HELP = `usage: mesh-agent down [--pin-dir DIR]
 
-Detaches the programs and removes every map, link and pin. Connections that
-were short-circuited go on over the TCP stack. Safe to run when already down.
+Detaches the programs and removes every map, link and pin. New connections
+take the TCP stack; connections already short-circuited keep their kernel
+path until they close (the kernel holds the sockhash and its programs while
+such a socket lives, then frees them). Safe to run when already down.
 `;
 
 export function down(argv: string[]): number {

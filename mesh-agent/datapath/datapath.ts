@@ -7,7 +7,7 @@
  * to the sockhash before sockops can put a socket into it.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, constants as fsc, readFileSync, readdirSync, rmdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, constants as fsc, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { BpfError, InvalidArgumentError, NotUpError, PinMismatchError, VerifierRejectedError } from '../errors.js';
 import { DEFAULT_PIN_DIR, STATE_DIR, defaultObjectPath } from '../paths.js';
@@ -94,7 +94,8 @@ export class Datapath {
   }
 
   #statePath(): string {
-    return join(STATE_DIR, `${basename(this.pinDir)}.json`);
+    const id = createHash('sha256').update(this.pinDir).digest('hex').slice(0, 12);
+    return join(STATE_DIR, `${basename(this.pinDir)}-${id}.json`);
   }
 
   #pin(name: string): string {
@@ -224,6 +225,13 @@ export class Datapath {
       this.#adopt();
     } catch (err) {
       for (const p of created.reverse()) rmSync(p, { force: true });
+      for (const dir of [this.pinDir, ...(createdCgroup ? [cgroupPath] : [])]) {
+        try {
+          rmdirSync(dir);
+        } catch {
+          // not empty or already gone
+        }
+      }
       throw err;
     } finally {
       obj.close();
@@ -247,9 +255,11 @@ export class Datapath {
     const record = this.#record();
     // links first: programs detach before the maps they use go away
     for (const p of [LINK_SOCKOPS, LINK_SK_MSG, PROG_SK_MSG, ...MAPS]) rmSync(this.#pin(p), { force: true });
-    if (existsSync(this.pinDir)) {
-      for (const rest of readdirSync(this.pinDir)) unlinkSync(this.#pin(rest));
+    try {
       rmdirSync(this.pinDir);
+    } catch (err) {
+      // absent, or holding pins that are not sockmesh's: those are left alone
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && (err as NodeJS.ErrnoException).code !== 'ENOTEMPTY') throw err;
     }
     rmSync(this.#statePath(), { force: true });
     if (record?.createdCgroup) {
@@ -273,6 +283,11 @@ export class Datapath {
     const fd = this.#fds.get(m);
     if (fd === undefined) throw new NotUpError(this.pinDir);
     return fd;
+  }
+
+  /** Kernel ids of the maps, by name. */
+  mapIds(): Record<MapName, number> {
+    return Object.fromEntries(MAPS.map((m) => [m, mapInfo(this.#fd(m)).id])) as Record<MapName, number>;
   }
 
   /** Enrolls (or updates) a local endpoint: its connections get short-circuited. */

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { Datapath } from '../../../mesh-agent/datapath/datapath.js';
 import { helperBinary, repoRoot } from '../../../mesh-agent/paths.js';
-import { type ClientKind, TEST_PIN_DIR, clientArgv, collect, exchange, listen, sha256, testMesh } from '../../fixtures/mesh.js';
+import { type ClientKind, TEST_PIN_DIR, clientArgv, collect, exchange, listen, sha256, testCgroupRoot, testMesh } from '../../fixtures/mesh.js';
 import { privileged } from '../../fixtures/privileged.js';
 
 function delta(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
@@ -141,7 +141,7 @@ if (privileged(t)) {
     t.equal(d.bytes_passed, rest.length, 'everything after it took the stack');
   });
 
-  t.test('down while redirected bytes sit unread: the reader still gets every byte', async (t) => {
+  t.test('down while redirected bytes sit unread: the reader still gets every byte, then the kernel frees the map', async (t) => {
     const { rt, datapath } = await testMesh(t);
     const a = await rt.addPod('a');
     const b = await rt.addPod('b');
@@ -169,10 +169,20 @@ if (privileged(t)) {
     const before = dp.counters();
     for (let i = 0; i < 100 && dp.counters().bytes_redirected! - before.bytes_redirected! < data.length; i++) await sleep(20);
     t.ok(dp.counters().bytes_redirected! >= data.length, 'the bytes were redirected and wait, unread, on the server socket');
+    const hashId = dp.mapIds().sm_sock_hash;
     dp.down();
+    const mapLive = () => (JSON.parse(execFileSync('bpftool', ['-j', 'map', 'show']).toString()) as { id: number }[]).some((m) => m.id === hashId);
+    await sleep(300);
+    t.ok(mapLive(), 'while a short-circuited socket lives, the kernel keeps the sockhash (and its programs)');
     srv.stdin!.end('go\n');
     await new Promise((r) => srv.on('close', r));
-    t.equal(lines[1], sha256(data), 'after down the server read all of them, intact');
+    t.equal(lines[1], sha256(data), 'after down the server read every byte, intact');
+    let live = true;
+    for (let i = 0; i < 250 && live; i++) {
+      await sleep(20);
+      live = mapLive();
+    }
+    t.notOk(live, 'once the connection closed, the kernel freed the sockhash');
   });
 
   t.test('a second agent adopts the pins; down removes programs, links, maps and pins', async (t) => {
@@ -208,14 +218,16 @@ if (privileged(t)) {
     const arch = execFileSync('gcc', ['-dumpmachine']).toString().trim();
     execFileSync('clang', ['-g', '-O2', '-target', 'bpf', '-Wall', `-I/usr/include/${arch}`, '-c',
       join(repoRoot(), 'tests', 'fixtures', 'bpf', 'rejected.bpf.c'), '-o', obj]);
-    const dp = new Datapath({ objectPath: obj, pinDir: `${TEST_PIN_DIR}-rejected` });
+    const cgroup = join(testCgroupRoot(), '..', 'sockmesh-test-rejected');
+    const dp = new Datapath({ objectPath: obj, pinDir: `${TEST_PIN_DIR}-rejected`, cgroupPath: cgroup });
     t.teardown(() => dp.down());
     t.throws(() => dp.start(), {
       code: 'SOCKMESH_VERIFIER_REJECTED',
       program: 'sm_sockops',
       verifierLog: /invalid mem access 'map_value_or_null'/,
     });
-    t.notOk(existsSync(`${TEST_PIN_DIR}-rejected/sm_endpoints`), 'nothing was left pinned');
+    t.notOk(existsSync(`${TEST_PIN_DIR}-rejected`), 'no pin directory was left');
+    t.notOk(existsSync(cgroup), 'the cgroup it created was removed');
   });
 
   t.test('the C helpers are built', async (t) => {
