@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Datapath } from '../datapath/datapath.js';
 import { helperBinary } from '../paths.js';
 import { NodeRuntime } from '../runtime/node-runtime.js';
+import { InvalidArgumentError } from '../errors.js';
 import { parse } from './args.js';
 import { renderStatus } from './datapath-commands.js';
 
@@ -25,18 +26,25 @@ const say = (s: string) => process.stdout.write(s + '\n');
 export async function demo(argv: string[]): Promise<number> {
   const p = parse(argv, { keep: { type: 'boolean' } }, DEMO_HELP, false);
   if (!p) return 0;
-  const rt = new NodeRuntime({ prefix: 'sm' });
+  // its own prefix and addresses, so pods made with `mesh-agent pod add` are left alone
+  const rt = new NodeRuntime({ prefix: 'smd' });
+  const ips = { client: '198.18.254.2', server: '198.18.254.3', outsider: '198.18.254.4' };
   const dp = new Datapath({ cgroupPath: rt.cgroupRoot });
   say('==> removing pods an earlier demo may have left');
   await rt.cleanup();
   const { adopted } = dp.start();
+  const taken = dp.endpoints().filter((e) => Object.values(ips).includes(e.ip));
+  if (taken.length > 0) {
+    dp.stop();
+    throw new InvalidArgumentError(`the demo's addresses are enrolled already: ${taken.map((e) => e.ip).join(', ')}`, 'unenroll them, or run the demo on another node');
+  }
   say(adopted ? `==> the datapath is already up (${dp.pinDir}): using it, and leaving it up afterwards` : '==> datapath up');
   const enrolled: string[] = [];
   try {
     await rt.start();
-    const client = await rt.addPod('client');
-    const server = await rt.addPod('server');
-    const outsider = await rt.addPod('outsider');
+    const client = await rt.addPod('client', { ip: ips.client });
+    const server = await rt.addPod('server', { ip: ips.server });
+    const outsider = await rt.addPod('outsider', { ip: ips.outsider });
     say(`    pods: client ${client.ip}, server ${server.ip}, outsider ${outsider.ip} (not enrolled)`);
     dp.enroll(client.ip, 1);
     dp.enroll(server.ip, 2);
@@ -66,11 +74,13 @@ export async function demo(argv: string[]): Promise<number> {
     const reply = await rt.execOutput('client', [helperBinary('smtcp'), 'connect', server.ip, '7002'], { input: data });
     await sinkDone;
     after = dp.counters();
+    const bulkRedirected = after.bytes_redirected! - before.bytes_redirected!;
+    const bulkPassed = after.bytes_passed! - before.bytes_passed!;
     const sent = createHash('sha256').update(data).digest('hex');
     const recv = got.digest('hex');
     say(`    sent ${data.length} bytes sha256 ${sent.slice(0, 16)}…, server read ${gotBytes} bytes sha256 ${recv.slice(0, 16)}… ${sent === recv ? 'MATCH' : 'MISMATCH'}`);
     say(`    server saw EOF, replied ${JSON.stringify(reply.toString())}`);
-    say(`    kernel path: ${after.bytes_redirected! - before.bytes_redirected!} bytes redirected, ${after.bytes_passed! - before.bytes_passed!} carried by the stack`);
+    say(`    kernel path: ${bulkRedirected} bytes redirected, ${bulkPassed} carried by the stack`);
 
     say('\n==> outsider (not enrolled) -> server: 1 KiB request/response for 1 s');
     before = dp.counters();
@@ -83,7 +93,7 @@ export async function demo(argv: string[]): Promise<number> {
 
     say('\n==> mesh-agent status');
     process.stdout.write(renderStatus(dp.status()));
-    const ok = sent === recv && after.bytes_redirected! > 0;
+    const ok = sent === recv && bulkRedirected === data.length + 'thanks\n'.length && bulkPassed === 0;
     say(ok ? '\ndemo: OK, enrolled pods talked through the kernel short-circuit' : '\ndemo: FAILED');
     return ok ? 0 : 1;
   } finally {

@@ -1,5 +1,6 @@
 /** mesh-agent run: the agent in the foreground. */
 import { Datapath } from '../datapath/datapath.js';
+import { encodeIPv4 } from '../datapath/layout.js';
 import { DATAPATH_FLAGS, DATAPATH_FLAGS_HELP, int, parse } from './args.js';
 import { datapathOptions } from './datapath-commands.js';
 
@@ -26,9 +27,11 @@ export async function run(argv: string[]): Promise<number> {
   }, RUN_HELP, false);
   if (!p) return 0;
   const intervalMs = int(p, 'interval-ms') ?? 0;
+  const enroll = (p.values.enroll as string[] | undefined) ?? [];
+  for (const ip of enroll) encodeIPv4(ip); // bad input is reported before anything is loaded
   const dp = new Datapath(datapathOptions(p));
   const { adopted } = dp.start();
-  for (const ip of (p.values.enroll as string[] | undefined) ?? []) dp.enroll(ip);
+  for (const ip of enroll) dp.enroll(ip);
   process.stdout.write(`mesh-agent: running (pid ${process.pid}), datapath ${adopted ? 'adopted from' : 'loaded and pinned in'} ${dp.pinDir}\n`);
   // signal listeners do not keep Node alive: this timer does (and reports when asked)
   const timer = setInterval(() => {

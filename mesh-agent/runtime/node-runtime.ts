@@ -6,10 +6,13 @@
  * the mesh's cgroup root; its commands run in both.
  *
  * Everything it creates carries the runtime's prefix, so cleanup() can remove
- * what a crashed run left behind. Nothing is created in the host's network
+ * what a crashed run left behind. Pod addresses are one address space per
+ * node, as in Kubernetes: runtimes of different prefixes that share a
+ * datapath must not hand out the same address (the endpoints map is keyed by
+ * address). Nothing is created in the host's network
  * namespace: pods reach each other only through the node namespace's bridge.
  */
-import { type ChildProcess, type SpawnOptions, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, type SpawnOptions, execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,8 +29,8 @@ export const POD_NETWORK = Object.freeze({ base: '198.18.0.0', prefixLength: 16,
 export interface NodeRuntimeOptions {
   /**
    * Prefix of every netns, link and cgroup this runtime creates: 1–4
-   * lowercase letters or digits. Runtimes with different prefixes never
-   * touch each other's pods. Default: "sm".
+   * lowercase letters or digits. cleanup() of one prefix never touches
+   * another's pods. Default: "sm".
    */
   prefix?: string;
   /** cgroup v2 directory holding the pods' cgroups. Default: `<cgroup2 mount>/sockmesh`. */
@@ -280,14 +283,22 @@ export class NodeRuntime {
       }
     }
     if ((await this.#netnsList()).includes(this.nodeNetns)) await run('ip', ['netns', 'del', this.nodeNetns]);
+    this.removeCgroupRootIfEmpty();
   }
 
-  /** Removes the pods' cgroup root too, when it is empty (the datapath may still be attached to it). */
+  /**
+   * Removes the pods' cgroup root when no pod and no BPF program is in it.
+   * (The kernel would let it go with programs attached, silently detaching
+   * the datapath, so attached programs keep it.)
+   */
   removeCgroupRootIfEmpty(): void {
+    if (!existsSync(this.cgroupRoot)) return;
     try {
+      const attached = JSON.parse(execFileSync('bpftool', ['-j', 'cgroup', 'show', this.cgroupRoot]).toString().trim() || '[]') as unknown[];
+      if (attached.length > 0) return;
       rmdirSync(this.cgroupRoot);
     } catch {
-      // not empty, or in use: left alone
+      // not empty, or bpftool could not tell: left alone
     }
   }
 }

@@ -23,6 +23,7 @@ t.test('bad input gets a clear error and exit code 2', async (t) => {
     [['pod', 'add', 'x', '--ip', '10.0.0.1'], /pod address 10.0.0.1 is outside 198.18.0.2-198.18.255.254/],
     [['pod', 'add', 'x', '--prefix', 'TOO-LONG'], /runtime prefix must be 1-4 lowercase/],
     [['pod', 'exec', 'x'], /pod exec needs NAME -- CMD/],
+    [['run', '--enroll', 'pod-a'], /not an IPv4 address: "pod-a"/],
   ];
   for (const [args, message] of cases) {
     const r = cli(args);
