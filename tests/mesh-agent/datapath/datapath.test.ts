@@ -10,6 +10,7 @@ import { Datapath } from '../../../mesh-agent/datapath/datapath.js';
 import { helperBinary, repoRoot } from '../../../mesh-agent/paths.js';
 import { type ClientKind, TEST_PIN_DIR, clientArgv, collect, exchange, listen, sha256, testCgroupRoot, testMesh } from '../../fixtures/mesh.js';
 import { privileged } from '../../fixtures/privileged.js';
+import { cli } from '../../fixtures/cli.js';
 
 function delta(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.keys(b).map((k) => [k, b[k]! - (a[k] ?? 0)]));
@@ -228,6 +229,11 @@ if (privileged(t)) {
     });
     t.notOk(existsSync(`${TEST_PIN_DIR}-rejected`), 'no pin directory was left');
     t.notOk(existsSync(cgroup), 'the cgroup it created was removed');
+    const r = cli(['up', '--object', obj, '--pin-dir', `${TEST_PIN_DIR}-rejected`, '--cgroup', cgroup]);
+    t.equal(r.code, 1, 'mesh-agent up exits 1');
+    t.match(r.stderr, /rejected BPF program sm_sockops .*\[SOCKMESH_VERIFIER_REJECTED\]\n--- verifier log ---\n[\s\S]*invalid mem access[\s\S]*--- end ---\n  hint: /,
+      'and prints the verifier log between the error and the hint');
+    t.notOk(existsSync(cgroup), 'and leaves nothing behind');
   });
 
   t.test('the C helpers are built', async (t) => {
