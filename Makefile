@@ -57,11 +57,11 @@ $(BPF_OBJ): bpf/sockmesh.bpf.c bpf/sockmesh.h bpf/sockmesh_maps.h | apt
 
 helpers: $(HELPERS)
 
-tools/build/smtcp: tools/smtcp.c | apt
+tools/build/smtcp: tools/smtcp.c tools/fdio.h | apt
 	@mkdir -p $(dir $@)
 	gcc $(HELPER_CFLAGS) -o $@ $<
 
-benchmarks/build/rrbench: benchmarks/rrbench.c | apt
+benchmarks/build/rrbench: benchmarks/rrbench.c tools/fdio.h | apt
 	@mkdir -p $(dir $@)
 	gcc $(HELPER_CFLAGS) -o $@ $<
 

@@ -24,13 +24,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_SAMPLES (8u << 20)
+#define PROG "rrbench"
+#include "../tools/fdio.h"
 
-static void die(const char *what)
-{
-	fprintf(stderr, "rrbench: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
+#define MAX_SAMPLES (8u << 20)
 
 static double now_s(void)
 {
@@ -68,23 +65,6 @@ static int read_full(int fd, void *buf, size_t n)
 	return 1;
 }
 
-static void write_full(int fd, const void *buf, size_t n)
-{
-	const char *p = buf;
-
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			die("write");
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-}
-
 static void serve_one(int s)
 {
 	unsigned char hello[9];
@@ -103,7 +83,7 @@ static void serve_one(int s)
 		die("malloc");
 	if (hello[0] == 'r') {
 		while (read_full(s, buf, size))
-			write_full(s, buf, size);
+			write_all(s, buf, size);
 	} else {
 		ssize_t r;
 
@@ -115,7 +95,7 @@ static void serve_one(int s)
 			}
 			total += (uint64_t)r;
 		}
-		write_full(s, &total, sizeof(total));
+		write_all(s, &total, sizeof(total));
 	}
 	free(buf);
 }
@@ -143,7 +123,7 @@ static int dial(const char *ip, const char *port, char mode, uint64_t size)
 	if (connect(s, (struct sockaddr *)&a, sizeof(a)) < 0)
 		die("connect");
 	memcpy(hello + 1, &size, 8);
-	write_full(s, hello, sizeof(hello));
+	write_all(s, hello, sizeof(hello));
 	return s;
 }
 
@@ -186,7 +166,7 @@ int main(int argc, char **argv)
 		do {
 			uint64_t a = now_ns(), d;
 
-			write_full(s, buf, size);
+			write_all(s, buf, size);
 			if (!read_full(s, buf, size)) {
 				fprintf(stderr, "rrbench: server closed early\n");
 				return 1;
@@ -212,7 +192,7 @@ int main(int argc, char **argv)
 		memset(buf, 'y', size);
 		t0 = now_s();
 		do {
-			write_full(s, buf, size);
+			write_all(s, buf, size);
 			sent += size;
 		} while ((sent / size) % 16 || now_s() - t0 < secs);
 		if (shutdown(s, SHUT_WR) < 0)

@@ -26,30 +26,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#define PROG "smtcp"
+#include "fdio.h"
+
 #define CHUNK (64 * 1024)
 
 static unsigned long long sent, received, fionread_zero;
-
-static void die(const char *what)
-{
-	fprintf(stderr, "smtcp: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
-
-static void write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			die("write");
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-}
 
 static int open_conn(int argc, char **argv)
 {
