@@ -28,12 +28,18 @@ export function up(argv: string[]): number {
   const p = parse(argv, DATAPATH_FLAGS, UP_HELP, false);
   if (!p) return 0;
   const dp = new Datapath(datapathOptions(p));
-  const { adopted } = dp.start();
+  const { adopted, otherBuild } = dp.start();
   const st = dp.status();
   dp.stop();
   process.stdout.write(`datapath ${adopted ? 'already up: adopted' : 'up'}: pinned in ${st.pinDir}, sockops on ${st.cgroupPath ?? '?'}\n`);
+  if (otherBuild) process.stdout.write(OTHER_BUILD_WARNING);
   return 0;
 }
+
+/** Printed when the pinned programs come from another build of bpf/. */
+export const OTHER_BUILD_WARNING = 'warning: the pinned programs were loaded from another build of the BPF object; '
+  + 'they keep running as they are. To run this build: mesh-agent down, then mesh-agent up '
+  + '(connections open at that moment keep their path until they close)\n';
 
 const DOWN_HELP = `usage: mesh-agent down [--pin-dir DIR]
 

@@ -2,7 +2,7 @@
 import { Datapath } from '../datapath/datapath.js';
 import { encodeIPv4 } from '../datapath/layout.js';
 import { DATAPATH_FLAGS, DATAPATH_FLAGS_HELP, int, parse } from './args.js';
-import { datapathOptions } from './datapath-commands.js';
+import { OTHER_BUILD_WARNING, datapathOptions } from './datapath-commands.js';
 
 const RUN_HELP = `usage: mesh-agent run [flags]
 
@@ -30,9 +30,10 @@ export async function run(argv: string[]): Promise<number> {
   const enroll = (p.values.enroll as string[] | undefined) ?? [];
   for (const ip of enroll) encodeIPv4(ip); // bad input is reported before anything is loaded
   const dp = new Datapath(datapathOptions(p));
-  const { adopted } = dp.start();
+  const { adopted, otherBuild } = dp.start();
   for (const ip of enroll) dp.enroll(ip);
   process.stdout.write(`mesh-agent: running (pid ${process.pid}), datapath ${adopted ? 'adopted from' : 'loaded and pinned in'} ${dp.pinDir}\n`);
+  if (otherBuild) process.stdout.write(OTHER_BUILD_WARNING);
   // signal listeners do not keep Node alive: this timer does (and reports when asked)
   const timer = setInterval(() => {
     if (intervalMs > 0) process.stdout.write(`counters ${JSON.stringify(dp.counters())}\n`);

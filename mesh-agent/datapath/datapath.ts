@@ -110,9 +110,11 @@ export class Datapath {
 
   /**
    * Brings the datapath up, or adopts the one already pinned. Returns
-   * whether it adopted. Holds map fds until stop().
+   * whether it adopted, and whether the adopted programs were loaded from
+   * another build of the object than this agent's (an upgrade then needs
+   * down and up). Holds map fds until stop().
    */
-  start(): { adopted: boolean } {
+  start(): { adopted: boolean; otherBuild: boolean } {
     checkPrivileges();
     silenceLibbpf();
     ensureBpffs(this.pinDir);
@@ -120,7 +122,8 @@ export class Datapath {
     this.#cpus = possibleCpus();
     if (this.isUp()) {
       this.#adopt();
-      return { adopted: true };
+      const pinnedSha = this.#record()?.objectSha256;
+      return { adopted: true, otherBuild: pinnedSha !== undefined && pinnedSha !== sha256File(this.options.objectPath) };
     }
     checkKernel();
     // a crash between the first pin and the last leaves a partial set: start over
@@ -129,7 +132,7 @@ export class Datapath {
     const createdCgroup = !existsSync(cgroupPath);
     mkdirSync(cgroupPath, { recursive: true });
     this.#load(cgroupPath, createdCgroup);
-    return { adopted: false };
+    return { adopted: false, otherBuild: false };
   }
 
   /** Opens the pinned datapath; throws NotUpError when nothing is pinned. */

@@ -1,13 +1,13 @@
 /* Privileged: real BPF in a real kernel, real pods (netns + veth + bridge + cgroup). */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { Datapath } from '../../../mesh-agent/datapath/datapath.js';
-import { helperBinary, repoRoot } from '../../../mesh-agent/paths.js';
+import { defaultObjectPath, helperBinary, repoRoot } from '../../../mesh-agent/paths.js';
 import { type ClientKind, TEST_PIN_DIR, clientArgv, collect, exchange, listen, sha256, testCgroupRoot, testMesh } from '../../fixtures/mesh.js';
 import { privileged } from '../../fixtures/privileged.js';
 import { cli } from '../../fixtures/cli.js';
@@ -25,7 +25,7 @@ if (privileged(t)) {
     const a = await rt.addPod('a');
     const b = await rt.addPod('b');
     const dp = datapath();
-    t.same(dp.start(), { adopted: false });
+    t.same(dp.start(), { adopted: false, otherBuild: false });
     t.teardown(() => dp.stop());
     dp.enroll(a.ip, 1);
     dp.enroll(b.ip, 2);
@@ -194,8 +194,13 @@ if (privileged(t)) {
     first.enroll('198.18.0.2', 7);
     first.stop();
     const second = datapath();
-    t.same(second.start(), { adopted: true }, 'the second start adopted');
+    t.same(second.start(), { adopted: true, otherBuild: false }, 'the second start adopted the same build');
     t.same(second.endpoints(), [{ ip: '198.18.0.2', info: { identity: 7, flags: 1 } }], 'and sees the endpoints the first wrote');
+    const rebuilt = join(mkdtempSync(join(tmpdir(), 'sockmesh-')), 'sockmesh.bpf.o');
+    writeFileSync(rebuilt, Buffer.concat([readFileSync(defaultObjectPath()), Buffer.from([0])]));
+    const upgraded = datapath({ objectPath: rebuilt });
+    t.same(upgraded.start(), { adopted: true, otherBuild: true }, 'an agent of another build adopts, and says so');
+    upgraded.stop();
     const st = second.status();
     const progIds = [st.links!.sockops!.progId, st.links!.skMsg!.progId];
     second.down();
