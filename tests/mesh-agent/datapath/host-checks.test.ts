@@ -1,7 +1,12 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import t from 'tap';
 import {
   bpffsCovers, cgroup2MountIn, checkPrivileges, effectiveCaps, ensureBpffs, findCgroup2, missingCaps, parseMounts,
 } from '../../../mesh-agent/datapath/host-checks.js';
+import { CLI } from '../../fixtures/cli.js';
+import { privileged } from '../../fixtures/privileged.js';
 
 const HYBRID = `sysfs /sys sysfs rw,nosuid 0 0
 tmpfs /sys/fs/cgroup tmpfs rw 0 0
@@ -35,4 +40,24 @@ t.test('privileges: root or CAP_BPF + CAP_NET_ADMIN', async (t) => {
   t.throws(() => checkPrivileges('CapEff:\t0000000000000000\n'), {
     code: 'SOCKMESH_NOT_PRIVILEGED', message: /lacks CAP_BPF, CAP_NET_ADMIN/,
   });
+});
+
+// Privileged: in a private mount namespace without bpffs, the datapath mounts it itself.
+t.test('bpffs not mounted: up mounts it, and down cleans up', async (t) => {
+  if (!privileged(t)) return;
+  const pinDir = '/sys/fs/bpf/sockmesh-test-nobpffs';
+  const cgroup = join(findCgroup2(), 'sockmesh-test-nobpffs');
+  const script = [
+    'umount /sys/fs/bpf',
+    'echo "bpffs before: $(grep -c " bpf " /proc/mounts)"',
+    `"$0" "$1" up --pin-dir ${pinDir} --cgroup ${cgroup}`,
+    'echo "bpffs after: $(grep -c " bpf " /proc/mounts)"',
+    `"$0" "$1" down --pin-dir ${pinDir}`,
+  ].join(' && ');
+  const out = execFileSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, process.execPath, CLI]).toString();
+  t.match(out, /bpffs before: 0\n/, 'the namespace had no bpffs');
+  t.match(out, /datapath up: pinned in \/sys\/fs\/bpf\/sockmesh-test-nobpffs/, 'up worked');
+  t.match(out, /bpffs after: 1\n/, 'up mounted bpffs');
+  t.match(out, /datapath down: removed/, 'down worked');
+  t.notOk(existsSync(cgroup), 'the cgroup up created is gone');
 });
