@@ -7,7 +7,8 @@
  *      own 4-tuple.
  *  sk_msg (sm_sock_hash): each sendmsg is redirected to the ingress queue of
  *      the peer socket (the reversed 4-tuple), skipping TCP/IP, veth and the
- *      bridge. When the peer is not there, the normal stack carries it.
+ *      bridge. When the peer is not there, the normal stack carries that
+ *      send and every later one of the socket (see the rule below).
  *
  * Byte order rule: the two paths of one byte stream may only ever change from
  * "redirect" to "stack", never back. Redirected bytes are queued on the peer

@@ -39,7 +39,7 @@ enum sm_counter {
 	SM_CTR_MAX,
 };
 
-/* Per-socket state kept by sk_msg, keyed by the socket's sm_sock_key. */
+/* Per-socket state kept by sk_msg in socket local storage. */
 struct sm_sock_state {
 	__u32 flags;		/* SM_SOCK_F_* */
 	__u32 pad;
