@@ -13,7 +13,7 @@ function sources(dir: string): string[] {
 
 t.test('every error code in the code is documented, and every documented code exists', async (t) => {
   const used = new Set<string>();
-  for (const f of sources(join(repoRoot(), 'mesh-agent'))) {
+  for (const f of ['mesh-agent', 'xds'].flatMap((d) => sources(join(repoRoot(), d)))) {
     for (const m of readFileSync(f, 'utf8').matchAll(/'(SOCKMESH_[A-Z0-9_]+)'/g)) used.add(m[1]!);
   }
   const documented = new Set([...readFileSync(join(repoRoot(), 'docs', 'errors.md'), 'utf8').matchAll(/^\| `(SOCKMESH_[A-Z0-9_]+)`/gm)].map((m) => m[1]!));

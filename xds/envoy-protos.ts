@@ -1,0 +1,60 @@
+/**
+ * Envoy's own .proto files, as shipped inside @grpc/grpc-js-xds (deps/),
+ * loaded once into a protobufjs Root. Every xDS wire type sockmesh builds or
+ * decodes comes from here; nothing is redeclared by hand.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import protobuf from 'protobufjs';
+
+const require = createRequire(import.meta.url);
+
+/** The include directories of the shipped protos. */
+export function envoyProtoDirs(): string[] {
+  const pkg = dirname(require.resolve('@grpc/grpc-js-xds/package.json'));
+  const dirs = ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map((d) => join(pkg, 'deps', d));
+  for (const d of dirs) if (!existsSync(d)) throw new Error(`Envoy protos missing: ${d} (reinstall @grpc/grpc-js-xds)`);
+  // google/protobuf/descriptor.proto (the other well-known types are built into protobufjs)
+  dirs.push(dirname(require.resolve('protobufjs/package.json')));
+  return dirs;
+}
+
+/** The files whose messages sockmesh uses; their imports come along. */
+export const ENVOY_PROTO_FILES = [
+  'envoy/service/discovery/v3/ads.proto',
+  'envoy/service/discovery/v3/discovery.proto',
+  'envoy/config/listener/v3/listener.proto',
+  'envoy/config/route/v3/route.proto',
+  'envoy/config/cluster/v3/cluster.proto',
+  'envoy/config/endpoint/v3/endpoint.proto',
+  'envoy/config/bootstrap/v3/bootstrap.proto',
+  'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
+  'envoy/extensions/filters/http/router/v3/router.proto',
+] as const;
+
+let root: protobuf.Root | undefined;
+
+/** The Root with every Envoy type sockmesh uses, loaded on first call. */
+export function envoyRoot(): protobuf.Root {
+  if (root) return root;
+  const dirs = envoyProtoDirs();
+  const r = new protobuf.Root();
+  r.resolvePath = (_origin, target) => {
+    if (existsSync(target)) return target;
+    for (const d of dirs) {
+      const p = join(d, target);
+      if (existsSync(p)) return p;
+    }
+    return target;
+  };
+  r.loadSync([...ENVOY_PROTO_FILES], { keepCase: true });
+  r.resolveAll();
+  root = r;
+  return r;
+}
+
+/** A message type by full name, e.g. "envoy.config.cluster.v3.Cluster". */
+export function envoyType(fullName: string): protobuf.Type {
+  return envoyRoot().lookupType(fullName);
+}
