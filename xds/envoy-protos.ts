@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
 
 const require = createRequire(import.meta.url);
@@ -57,4 +58,15 @@ export function envoyRoot(): protobuf.Root {
 /** A message type by full name, e.g. "envoy.config.cluster.v3.Cluster". */
 export function envoyType(fullName: string): protobuf.Type {
   return envoyRoot().lookupType(fullName);
+}
+
+let adsDefinition: import('@grpc/proto-loader').PackageDefinition | undefined;
+
+/** The ADS service and its messages, for @grpc/grpc-js (proto field names, enums as strings). */
+export function adsPackageDefinition(): import('@grpc/proto-loader').PackageDefinition {
+  if (adsDefinition) return adsDefinition;
+  adsDefinition = protoLoader.loadSync('envoy/service/discovery/v3/ads.proto', {
+    keepCase: true, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: envoyProtoDirs(),
+  });
+  return adsDefinition;
 }

@@ -1,0 +1,127 @@
+import * as grpc from '@grpc/grpc-js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import t, { type Test } from 'tap';
+import { AdsServer } from '../../xds/ads-server.js';
+import { Snapshot, TYPE_URL } from '../../xds/snapshot.js';
+import { SnapshotCache } from '../../xds/snapshot-cache.js';
+import { decodeResource } from '../../xds/strict-encode.js';
+import { AdsTestClient } from '../fixtures/ads-client.js';
+import { cluster, endpoints, listener, route } from '../fixtures/xds-resources.js';
+
+function snapshot(v2Addr = '198.18.0.3', split: [string, number][] = [['web-v1', 90], ['web-v2', 10]]): Snapshot {
+  return Snapshot.create({
+    clusters: [cluster('web-v1'), cluster('web-v2')],
+    endpoints: [endpoints('web-v1', [['198.18.0.2', 8080]]), endpoints('web-v2', [[v2Addr, 8080]])],
+    listeners: [listener('web', 15001, 'web')],
+    routes: [route('web', split)],
+  });
+}
+
+async function setup(t: Test): Promise<{ cache: SnapshotCache; server: AdsServer; port: number; client: (node?: string) => AdsTestClient }> {
+  const cache = new SnapshotCache({ debounceMs: 5 });
+  const server = new AdsServer({ cache });
+  const port = await server.start();
+  const clients: AdsTestClient[] = [];
+  t.teardown(async () => {
+    for (const c of clients) c.close();
+    await server.stop();
+    cache.close();
+  });
+  return { cache, server, port, client: (node = 'node-1') => { const c = new AdsTestClient(port, node); clients.push(c); return c; } };
+}
+
+t.test('state of the world: request, response, ACK', async (t) => {
+  const { cache, server, client } = await setup(t);
+  const snap = snapshot();
+  cache.setSnapshot('node-1', snap);
+  const c = client();
+  c.request(TYPE_URL.cluster);
+  const r1 = await c.next(1);
+  t.equal(r1.type_url, TYPE_URL.cluster);
+  t.equal(r1.version_info, snap.versions.cluster, 'the wildcard version is the snapshot\'s');
+  t.same(r1.resources.map((r) => decodeResource('envoy.config.cluster.v3.Cluster', r.value).name), ['web-v1', 'web-v2']);
+  c.request(TYPE_URL.cluster, { version: r1.version_info, nonce: r1.nonce });
+  c.request(TYPE_URL.endpoint, { names: ['web-v2'] });
+  const r2 = await c.next(2);
+  t.equal(r2.resources.length, 1, 'named subscription: only what was asked for');
+  t.equal(decodeResource('envoy.config.endpoint.v3.ClusterLoadAssignment', r2.resources[0]!.value).cluster_name, 'web-v2');
+  t.not(r2.nonce, r1.nonce, 'every response has a fresh nonce');
+  c.request(TYPE_URL.endpoint, { names: ['web-v2'], version: r2.version_info, nonce: r2.nonce });
+  await sleep(100);
+  t.equal(c.responses.length, 2, 'an ACK is not answered');
+  const [p] = server.proxies();
+  t.equal(p?.nodeId, 'node-1');
+  t.equal(p?.types.cluster?.ackedVersion, snap.versions.cluster, 'status shows the ACKed cluster version');
+  t.equal(p?.types.endpoint?.ackedVersion, r2.version_info, 'and the ACKed endpoint version');
+});
+
+t.test('a NACK keeps the version from being sent again; a new snapshot is sent', async (t) => {
+  const { cache, server, client } = await setup(t);
+  cache.setSnapshot('node-1', snapshot());
+  const c = client();
+  c.request(TYPE_URL.route, { names: ['web'] });
+  const r1 = await c.next(1);
+  c.request(TYPE_URL.route, { names: ['web'], version: '', nonce: r1.nonce, error: 'weights must sum to 100' });
+  await sleep(150);
+  t.equal(c.responses.length, 1, 'the rejected version is not re-sent');
+  t.match(server.nacks(), [{ nodeId: 'node-1', typeUrl: TYPE_URL.route, version: r1.version_info, error: 'weights must sum to 100' }], 'the NACK is recorded');
+  t.equal(server.proxies()[0]?.types.route?.lastNack?.error, 'weights must sum to 100', 'and shown in status');
+  cache.setSnapshot('node-1', snapshot('198.18.0.3', [['web-v1', 50], ['web-v2', 50]]));
+  const r2 = await c.next(2);
+  t.not(r2.version_info, r1.version_info, 'a changed route is pushed');
+});
+
+t.test('stale nonces are ignored; pushes go clusters, endpoints, listeners, routes', async (t) => {
+  const { cache, client } = await setup(t);
+  cache.setSnapshot('node-1', snapshot());
+  const c = client();
+  c.request(TYPE_URL.route, { names: ['web'] });
+  c.request(TYPE_URL.listener);
+  c.request(TYPE_URL.endpoint, { names: ['web-v1', 'web-v2'] });
+  c.request(TYPE_URL.cluster);
+  const first = await Promise.all([1, 2, 3, 4].map((n) => c.next(n)));
+  for (const r of first) c.request(r.type_url, { names: r.type_url === TYPE_URL.route ? ['web'] : r.type_url === TYPE_URL.endpoint ? ['web-v1', 'web-v2'] : [], version: r.version_info, nonce: r.nonce });
+  await sleep(50);
+  c.request(TYPE_URL.route, { names: ['web', 'other'], nonce: 'not-the-last-nonce' });
+  await sleep(100);
+  t.equal(c.responses.length, 4, 'a request with a stale nonce changes nothing');
+  // everything changes at once: one push per type, in make-before-break order
+  cache.setSnapshot('node-1', Snapshot.create({
+    clusters: [cluster('web-v1'), cluster('web-v3')],
+    endpoints: [endpoints('web-v1', [['198.18.0.2', 8080]]), endpoints('web-v3', [['198.18.0.9', 8080]])],
+    listeners: [listener('web', 15011, 'web')],
+    routes: [route('web', [['web-v1', 50], ['web-v3', 50]])],
+  }));
+  await c.next(8);
+  t.same(c.responses.slice(4).map((r) => r.type_url), [TYPE_URL.cluster, TYPE_URL.endpoint, TYPE_URL.listener, TYPE_URL.route], 'clusters, endpoints, listeners, routes');
+  t.equal(c.responses[5]!.resources.length, 1, 'web-v2 is gone, so only web-v1 of the names asked for is sent');
+});
+
+t.test('bad streams end with a clear status; other streams keep serving', async (t) => {
+  const { cache, client } = await setup(t);
+  cache.setSnapshot('node-1', snapshot());
+  const good = client();
+  good.request(TYPE_URL.cluster);
+  await good.next(1);
+  const bad = client();
+  bad.request('type.googleapis.com/envoy.config.nope.v3.Nope');
+  const s = await bad.ended();
+  t.equal(s.code, grpc.status.INVALID_ARGUMENT);
+  t.match(s.details, /unknown type_url "type.googleapis.com\/envoy.config.nope.v3.Nope"/);
+  const anon = client();
+  anon.request(TYPE_URL.cluster, { node: false });
+  t.match((await anon.ended()).details, /must carry node.id/);
+  cache.setSnapshot('node-1', snapshot('198.18.0.7'));
+  good.request(TYPE_URL.endpoint, { names: ['web-v2'] });
+  const r = await good.next(2);
+  t.equal(r.type_url, TYPE_URL.endpoint, 'the good stream still serves');
+});
+
+t.test('a client reconnecting with an old version and no nonce is answered', async (t) => {
+  const { cache, client } = await setup(t);
+  cache.setDefaultSnapshot(snapshot());
+  const c = client('node-7');
+  c.request(TYPE_URL.cluster, { version: 'some-old-version' });
+  const r = await c.next(1);
+  t.equal(r.resources.length, 2, 'the default snapshot serves a node without one of its own');
+});

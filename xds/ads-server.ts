@@ -1,0 +1,226 @@
+/**
+ * The Aggregated Discovery Service, state of the world
+ * (StreamAggregatedResources). The server owns streams, nonces and ACK/NACK
+ * bookkeeping; the SnapshotCache owns the resources.
+ *
+ * Per stream and type: a response gets a fresh nonce; a request whose
+ * response_nonce is not the last one sent is stale and ignored; a request
+ * carrying the last nonce is an ACK, or a NACK when it has error_detail. A
+ * NACK is recorded and the rejected version is not sent again: the next
+ * response goes out when the snapshot (or the subscription) changes.
+ * Listeners and clusters are wildcard subscriptions; routes and endpoints
+ * are named, and an empty name list unsubscribes.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { createHash } from 'node:crypto';
+import { adsPackageDefinition } from './envoy-protos.js';
+import { PUSH_ORDER, type ResourceKind, type Snapshot, TYPE_URL, kindOf } from './snapshot.js';
+import type { SnapshotCache } from './snapshot-cache.js';
+
+export interface AdsServerOptions {
+  cache: SnapshotCache;
+  /** host:port to listen on. Default: 127.0.0.1:0 (a free port). */
+  address?: string;
+  /** How many NACKs to remember for status. Default: 100. */
+  nackHistory?: number;
+}
+
+/** A rejected response, as the client reported it. */
+export interface NackRecord {
+  nodeId: string;
+  typeUrl: string;
+  /** the version the client rejected */
+  version: string;
+  nonce: string;
+  /** error_detail.message */
+  error: string;
+  at: string;
+}
+
+export interface TypeState {
+  /** '*' for a wildcard subscription, else the names asked for */
+  names: '*' | string[];
+  sentVersion?: string;
+  sentNonce?: string;
+  ackedVersion?: string;
+  lastNack?: NackRecord;
+}
+
+/** A connected proxy, for status. */
+export interface ProxyStatus {
+  stream: number;
+  nodeId: string;
+  connectedAt: string;
+  types: Partial<Record<ResourceKind, TypeState>>;
+}
+
+interface DiscoveryRequest {
+  version_info: string;
+  node?: { id?: string } | null;
+  resource_names: string[];
+  type_url: string;
+  response_nonce: string;
+  error_detail?: { code?: number; message?: string } | null;
+}
+
+type AdsCall = grpc.ServerDuplexStream<DiscoveryRequest, unknown>;
+
+interface StreamState extends ProxyStatus {
+  call: AdsCall;
+  cancelWatch?: () => void;
+}
+
+const WILDCARD_KINDS: ReadonlySet<ResourceKind> = new Set(['cluster', 'listener']);
+
+/** The version of what a subscription sees in a snapshot. */
+function versionFor(snap: Snapshot, kind: ResourceKind, names: '*' | string[]): string {
+  if (names === '*') return snap.versions[kind];
+  const h = createHash('sha256');
+  for (const n of [...names].sort()) {
+    const r = snap.resources[kind].get(n);
+    h.update(`${n}\0${r?.version ?? '-'}\0`);
+  }
+  return h.digest('hex').slice(0, 16);
+}
+
+export class AdsServer {
+  readonly #cache: SnapshotCache;
+  readonly #address: string;
+  readonly #nackHistory: number;
+  #server: grpc.Server | undefined;
+  #streams = new Map<number, StreamState>();
+  #nextStream = 1;
+  #nextNonce = 1;
+  #nacks: NackRecord[] = [];
+  #port = 0;
+
+  constructor(opts: AdsServerOptions) {
+    this.#cache = opts.cache;
+    this.#address = opts.address ?? '127.0.0.1:0';
+    this.#nackHistory = opts.nackHistory ?? 100;
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  async start(): Promise<number> {
+    const server = new grpc.Server();
+    const pkg = grpc.loadPackageDefinition(adsPackageDefinition()) as unknown as {
+      envoy: { service: { discovery: { v3: { AggregatedDiscoveryService: grpc.ServiceClientConstructor } } } };
+    };
+    const service = pkg.envoy.service.discovery.v3.AggregatedDiscoveryService.service;
+    server.addService(service, {
+      StreamAggregatedResources: (call: AdsCall) => this.#onStream(call),
+      DeltaAggregatedResources: (call: grpc.ServerDuplexStream<unknown, unknown>) => {
+        call.emit('error', { code: grpc.status.UNIMPLEMENTED, details: 'delta xDS is not served yet; use StreamAggregatedResources' });
+      },
+    });
+    this.#port = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(this.#address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
+    });
+    this.#server = server;
+    return this.#port;
+  }
+
+  /** Ends every stream and stops listening. */
+  async stop(): Promise<void> {
+    for (const st of this.#streams.values()) {
+      st.cancelWatch?.();
+      st.call.end();
+    }
+    this.#streams.clear();
+    const server = this.#server;
+    this.#server = undefined;
+    if (server) await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+  }
+
+  /** Connected proxies with their per-type versions and last NACK. */
+  proxies(): ProxyStatus[] {
+    return [...this.#streams.values()].map(({ stream, nodeId, connectedAt, types }) => ({
+      stream, nodeId, connectedAt, types: structuredClone(types),
+    }));
+  }
+
+  /** The most recent NACKs, oldest first. */
+  nacks(): NackRecord[] {
+    return [...this.#nacks];
+  }
+
+  #onStream(call: AdsCall): void {
+    const st: StreamState = { stream: this.#nextStream++, nodeId: '', connectedAt: new Date().toISOString(), types: {}, call };
+    const done = () => {
+      st.cancelWatch?.();
+      this.#streams.delete(st.stream);
+    };
+    call.on('data', (req: DiscoveryRequest) => this.#onRequest(st, req));
+    call.on('end', () => {
+      done();
+      call.end();
+    });
+    call.on('error', done);
+    call.on('cancelled', done);
+  }
+
+  #fail(st: StreamState, code: grpc.status, details: string): void {
+    st.cancelWatch?.();
+    this.#streams.delete(st.stream);
+    st.call.emit('error', { code, details });
+  }
+
+  #onRequest(st: StreamState, req: DiscoveryRequest): void {
+    if (!st.nodeId) {
+      const id = req.node?.id;
+      if (!id) return this.#fail(st, grpc.status.INVALID_ARGUMENT, 'the first DiscoveryRequest of a stream must carry node.id');
+      st.nodeId = id;
+      this.#streams.set(st.stream, st);
+      st.cancelWatch = this.#cache.watch(id, (snap) => this.#push(st, snap));
+    }
+    const kind = kindOf(req.type_url);
+    if (!kind) {
+      return this.#fail(st, grpc.status.INVALID_ARGUMENT, `unknown type_url ${JSON.stringify(req.type_url)}; served: ${Object.values(TYPE_URL).join(', ')}`);
+    }
+    let ts = st.types[kind];
+    const first = ts === undefined;
+    if (req.response_nonce) {
+      if (!ts || req.response_nonce !== ts.sentNonce) return; // stale: the client has not seen the latest response
+      if (req.error_detail && (req.error_detail.message || req.error_detail.code)) {
+        const nack: NackRecord = {
+          nodeId: st.nodeId, typeUrl: req.type_url, version: ts.sentVersion ?? '', nonce: req.response_nonce,
+          error: req.error_detail.message ?? `code ${req.error_detail.code}`, at: new Date().toISOString(),
+        };
+        ts.lastNack = nack;
+        this.#nacks.push(nack);
+        if (this.#nacks.length > this.#nackHistory) this.#nacks.shift();
+      } else {
+        ts.ackedVersion = req.version_info;
+      }
+    }
+    const names: '*' | string[] = WILDCARD_KINDS.has(kind) && req.resource_names.length === 0 ? '*' : [...req.resource_names].sort();
+    const changed = !ts || JSON.stringify(ts.names) !== JSON.stringify(names);
+    if (!ts) st.types[kind] = ts = { names };
+    else ts.names = names;
+    const snap = this.#cache.snapshotFor(st.nodeId);
+    if (!snap) return; // the watch sends once there is one
+    if (first || changed || versionFor(snap, kind, names) !== ts.sentVersion) this.#send(st, kind, snap);
+  }
+
+  #send(st: StreamState, kind: ResourceKind, snap: Snapshot): void {
+    const ts = st.types[kind]!;
+    const all = snap.resources[kind];
+    const chosen = ts.names === '*' ? [...all.values()] : ts.names.flatMap((n) => all.get(n) ?? []);
+    const version = versionFor(snap, kind, ts.names);
+    const nonce = String(this.#nextNonce++);
+    ts.sentVersion = version;
+    ts.sentNonce = nonce;
+    st.call.write({ version_info: version, resources: chosen.map((r) => r.any), type_url: TYPE_URL[kind], nonce });
+  }
+
+  /** A new snapshot: send each subscribed type whose version changed, clusters first, routes last. */
+  #push(st: StreamState, snap: Snapshot): void {
+    for (const kind of PUSH_ORDER) {
+      const ts = st.types[kind];
+      if (ts && versionFor(snap, kind, ts.names) !== ts.sentVersion) this.#send(st, kind, snap);
+    }
+  }
+}
