@@ -65,18 +65,16 @@ function hash(parts: (string | Uint8Array)[]): string {
   return h.digest('hex').slice(0, 16);
 }
 
-/** Route configuration names a listener's HTTP connection managers load over RDS. */
+/** Route configuration names a listener's HTTP connection managers (in filter chains or as an API listener, as proxyless gRPC uses) load over RDS. */
 function rdsNames(listener: Obj): string[] {
-  const out: string[] = [];
+  const hcms: (Obj | undefined)[] = [(listener.api_listener as Obj | undefined)?.api_listener as Obj | undefined];
   for (const chain of (listener.filter_chains as Obj[] | undefined) ?? []) {
-    for (const f of (chain.filters as Obj[] | undefined) ?? []) {
-      const tc = f.typed_config as Obj | undefined;
-      if (tc?.['@type'] !== HCM_TYPE) continue;
-      const name = (tc.rds as Obj | undefined)?.route_config_name;
-      if (typeof name === 'string') out.push(name);
-    }
+    for (const f of (chain.filters as Obj[] | undefined) ?? []) hcms.push(f.typed_config as Obj | undefined);
   }
-  return out;
+  return hcms.flatMap((tc) => {
+    const name = tc?.['@type'] === HCM_TYPE ? (tc.rds as Obj | undefined)?.route_config_name : undefined;
+    return typeof name === 'string' ? [name] : [];
+  });
 }
 
 /** Cluster names a route configuration sends traffic to. */
