@@ -115,3 +115,36 @@ t.test('grpc-js-xds follows sockmesh\'s ADS: resolution, weighted split, EDS mov
   t.equal(seen, 'v2a', 'after the ADS server restarted, the client follows the new routes');
   t.equal(ads.proxies()[0]?.nodeId, 'grpc-client-1', 'the client reconnected');
 });
+
+t.test('50 independent grpc-js-xds clients at once', async (t) => {
+  const b = await backend('solo');
+  const cache = new SnapshotCache({ debounceMs: 5 });
+  const ads = new AdsServer({ cache });
+  const port = await ads.start();
+  cache.setDefaultSnapshot(Snapshot.create({
+    listeners: [apiListener('web', 'web')],
+    routes: [route('web', [['web-v1', 100]])],
+    clusters: [cluster('web-v1')],
+    endpoints: [weightedEndpoints('web-v1', [['127.0.0.1', b.port]])],
+  }));
+  grpcXds.register();
+  const Ctor = grpc.makeGenericClientConstructor(WHO, 'Backend');
+  // each channel gets its own bootstrap, hence its own xDS client, ADS stream and node id
+  const clients = Array.from({ length: 50 }, (_, i) => new Ctor('xds:///web', grpc.credentials.createInsecure(), {
+    'grpc.TEST_ONLY_DO_NOT_USE_IN_PROD.xds_bootstrap_config': JSON.stringify({
+      xds_servers: [{ server_uri: `127.0.0.1:${port}`, channel_creds: [{ type: 'insecure' }], server_features: ['xds_v3'] }],
+      node: { id: `client-${i}`, locality: { region: 'local', zone: 'local' } },
+    }),
+  }) as unknown as WhoClient);
+  t.teardown(async () => {
+    for (const c of clients) c.close();
+    await ads.stop();
+    cache.close();
+    b.server.forceShutdown();
+  });
+  const answers = await Promise.all(clients.map((c) => who(c)));
+  t.same(new Set(answers), new Set(['solo']), 'all 50 resolved xds:///web and got an answer');
+  const nodes = new Set(ads.proxies().map((p) => p.nodeId));
+  t.equal(nodes.size, 50, '50 proxies are connected, each with its own node id');
+  t.ok(ads.proxies().every((p) => p.types.endpoint?.ackedVersion && p.types.endpoint.ackedVersion === p.types.endpoint.sentVersion), 'and every one ACKed its endpoints');
+});
