@@ -1,0 +1,23 @@
+import t from 'tap';
+import { envoyBootstrap } from '../../xds/envoy-bootstrap.js';
+import { decodeResource, encodeStrict } from '../../xds/strict-encode.js';
+
+t.test('the bootstrap is a valid Envoy Bootstrap: ADS to the agent, admin on loopback', async (t) => {
+  const b = envoyBootstrap({ nodeId: 'node-a', adsPort: 18000, locality: { region: 'local', zone: 'node-a' } });
+  const d = decodeResource('envoy.config.bootstrap.v3.Bootstrap', encodeStrict('envoy.config.bootstrap.v3.Bootstrap', b)) as Record<string, any>;
+  t.match(d.node, { id: 'node-a', cluster: 'sockmesh-node-proxy', locality: { region: 'local', zone: 'node-a' } });
+  t.same(d.admin.address.socket_address, { address: '127.0.0.1', port_value: 15000 }, 'admin is bound to 127.0.0.1');
+  t.match(d.dynamic_resources.ads_config, { api_type: 'GRPC', transport_api_version: 'V3', grpc_services: [{ envoy_grpc: { cluster_name: 'sockmesh-xds' } }] });
+  t.match(d.dynamic_resources.cds_config, { ads: {}, resource_api_version: 'V3' }, 'clusters come over ADS');
+  t.match(d.dynamic_resources.lds_config, { ads: {}, resource_api_version: 'V3' }, 'listeners come over ADS');
+  const xds = d.static_resources.clusters[0];
+  t.equal(xds.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value, 18000, 'the xDS cluster points at the agent');
+  t.ok(xds.typed_extension_protocol_options['envoy.extensions.upstreams.http.v3.HttpProtocolOptions'].explicit_http_config.http2_protocol_options, 'over HTTP/2, as gRPC needs');
+});
+
+t.test('bad options are refused with the option named', async (t) => {
+  t.throws(() => envoyBootstrap({ nodeId: '', adsPort: 18000 }), { code: 'SOCKMESH_INVALID_ARGUMENT', message: /nodeId is required/ });
+  t.throws(() => envoyBootstrap({ nodeId: 'n', adsPort: 70000 }), { message: /adsPort must be a port/ });
+  t.throws(() => envoyBootstrap({ nodeId: 'n', adsPort: 1, adminPort: 0 }), { message: /adminPort must be a port/ });
+  t.throws(() => envoyBootstrap({ nodeId: 'n', adsPort: 1, adsAddress: 'agent.local' }), { message: /adsAddress must be an IP address/ });
+});

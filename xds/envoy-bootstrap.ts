@@ -1,0 +1,71 @@
+/**
+ * The bootstrap of the shared per-node Envoy: ADS over gRPC (HTTP/2) to the
+ * agent, every other resource from ADS, admin on 127.0.0.1 only. Checked
+ * against Envoy's Bootstrap message by the strict encoder, so a field Envoy
+ * would refuse never reaches it. Envoy itself cannot run on these machines;
+ * nothing here assumes it does.
+ */
+import { isIP } from 'node:net';
+import { InvalidArgumentError } from '../mesh-agent/errors.js';
+import { encodeStrict } from './strict-encode.js';
+
+export interface EnvoyBootstrapOptions {
+  /** node.id: what the agent's snapshot cache is keyed by. Required. */
+  nodeId: string;
+  /** node.cluster. Default: "sockmesh-node-proxy". */
+  cluster?: string;
+  /** node.locality. Default: none. */
+  locality?: { region?: string; zone?: string; sub_zone?: string };
+  /** Address of the agent's ADS server (an IP). Default: 127.0.0.1. */
+  adsAddress?: string;
+  /** Port of the agent's ADS server. Required. */
+  adsPort: number;
+  /** Envoy admin port, bound to 127.0.0.1. Default: 15000. */
+  adminPort?: number;
+}
+
+const XDS_CLUSTER = 'sockmesh-xds';
+const HTTP_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
+
+function port(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 1 || v > 65535) throw new InvalidArgumentError(`${name} must be a port (1-65535), got ${v}`);
+  return v;
+}
+
+/** The bootstrap as a plain object (proto field names); JSON.stringify it for `envoy -c`. */
+export function envoyBootstrap(opts: EnvoyBootstrapOptions): Record<string, unknown> {
+  if (!opts.nodeId) throw new InvalidArgumentError('nodeId is required');
+  const adsAddress = opts.adsAddress ?? '127.0.0.1';
+  if (!isIP(adsAddress)) throw new InvalidArgumentError(`adsAddress must be an IP address, got ${JSON.stringify(adsAddress)}`);
+  const ads = { ads: {}, resource_api_version: 'V3' };
+  const bootstrap = {
+    node: { id: opts.nodeId, cluster: opts.cluster ?? 'sockmesh-node-proxy', ...(opts.locality && { locality: opts.locality }) },
+    admin: { address: { socket_address: { address: '127.0.0.1', port_value: port('adminPort', opts.adminPort ?? 15000) } } },
+    dynamic_resources: {
+      ads_config: {
+        api_type: 'GRPC',
+        transport_api_version: 'V3',
+        grpc_services: [{ envoy_grpc: { cluster_name: XDS_CLUSTER } }],
+        set_node_on_first_message_only: true,
+      },
+      cds_config: ads,
+      lds_config: ads,
+    },
+    static_resources: {
+      clusters: [{
+        name: XDS_CLUSTER,
+        type: 'STATIC',
+        connect_timeout: { seconds: 1 },
+        typed_extension_protocol_options: {
+          [HTTP_OPTIONS]: { '@type': `type.googleapis.com/${HTTP_OPTIONS}`, explicit_http_config: { http2_protocol_options: {} } },
+        },
+        load_assignment: {
+          cluster_name: XDS_CLUSTER,
+          endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: adsAddress, port_value: port('adsPort', opts.adsPort) } } } }] }],
+        },
+      }],
+    },
+  };
+  encodeStrict('envoy.config.bootstrap.v3.Bootstrap', bootstrap);
+  return bootstrap;
+}
