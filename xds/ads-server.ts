@@ -10,6 +10,13 @@
  * response goes out when the snapshot (or the subscription) changes.
  * Listeners and clusters are wildcard subscriptions; routes and endpoints
  * are named, and an empty name list unsubscribes.
+ *
+ * Incremental (DeltaAggregatedResources): per type the server keeps what the
+ * client has (name → version, seeded from initial_resource_versions) and
+ * sends only resources whose version differs, plus removed_resources for
+ * names the client has that are gone or unsubscribed. Subscriptions change
+ * with every request, whatever its nonce; ACK/NACK bookkeeping needs the
+ * latest nonce, as in state of the world.
  */
 import * as grpc from '@grpc/grpc-js';
 import { createHash } from 'node:crypto';
@@ -40,6 +47,8 @@ export interface NackRecord {
 export interface TypeState {
   /** '*' for a wildcard subscription, else the names asked for */
   names: '*' | string[];
+  /** delta streams: what the client has, name → version */
+  known?: Record<string, string>;
   sentVersion?: string;
   sentNonce?: string;
   ackedVersion?: string;
@@ -50,6 +59,7 @@ export interface TypeState {
 export interface ProxyStatus {
   stream: number;
   nodeId: string;
+  protocol: 'sotw' | 'delta';
   connectedAt: string;
   types: Partial<Record<ResourceKind, TypeState>>;
 }
@@ -63,7 +73,17 @@ interface DiscoveryRequest {
   error_detail?: { code?: number; message?: string } | null;
 }
 
-type AdsCall = grpc.ServerDuplexStream<DiscoveryRequest, unknown>;
+interface DeltaDiscoveryRequest {
+  node?: { id?: string } | null;
+  type_url: string;
+  resource_names_subscribe: string[];
+  resource_names_unsubscribe: string[];
+  initial_resource_versions: Record<string, string>;
+  response_nonce: string;
+  error_detail?: { code?: number; message?: string } | null;
+}
+
+type AdsCall = grpc.ServerDuplexStream<DiscoveryRequest | DeltaDiscoveryRequest, unknown>;
 
 interface StreamState extends ProxyStatus {
   call: AdsCall;
@@ -111,10 +131,8 @@ export class AdsServer {
     };
     const service = pkg.envoy.service.discovery.v3.AggregatedDiscoveryService.service;
     server.addService(service, {
-      StreamAggregatedResources: (call: AdsCall) => this.#onStream(call),
-      DeltaAggregatedResources: (call: grpc.ServerDuplexStream<unknown, unknown>) => {
-        call.emit('error', { code: grpc.status.UNIMPLEMENTED, details: 'delta xDS is not served yet; use StreamAggregatedResources' });
-      },
+      StreamAggregatedResources: (call: AdsCall) => this.#onStream(call, 'sotw'),
+      DeltaAggregatedResources: (call: AdsCall) => this.#onStream(call, 'delta'),
     });
     this.#port = await new Promise<number>((resolve, reject) => {
       server.bindAsync(this.#address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
@@ -137,8 +155,8 @@ export class AdsServer {
 
   /** Connected proxies with their per-type versions and last NACK. */
   proxies(): ProxyStatus[] {
-    return [...this.#streams.values()].map(({ stream, nodeId, connectedAt, types }) => ({
-      stream, nodeId, connectedAt, types: structuredClone(types),
+    return [...this.#streams.values()].map(({ stream, nodeId, protocol, connectedAt, types }) => ({
+      stream, nodeId, protocol, connectedAt, types: structuredClone(types),
     }));
   }
 
@@ -147,13 +165,16 @@ export class AdsServer {
     return [...this.#nacks];
   }
 
-  #onStream(call: AdsCall): void {
-    const st: StreamState = { stream: this.#nextStream++, nodeId: '', connectedAt: new Date().toISOString(), types: {}, call };
+  #onStream(call: AdsCall, protocol: 'sotw' | 'delta'): void {
+    const st: StreamState = { stream: this.#nextStream++, nodeId: '', protocol, connectedAt: new Date().toISOString(), types: {}, call };
     const done = () => {
       st.cancelWatch?.();
       this.#streams.delete(st.stream);
     };
-    call.on('data', (req: DiscoveryRequest) => this.#onRequest(st, req));
+    call.on('data', (req: DiscoveryRequest | DeltaDiscoveryRequest) => {
+      if (protocol === 'sotw') this.#onRequest(st, req as DiscoveryRequest);
+      else this.#onDeltaRequest(st, req as DeltaDiscoveryRequest);
+    });
     call.on('end', () => {
       done();
       call.end();
@@ -168,33 +189,48 @@ export class AdsServer {
     st.call.emit('error', { code, details });
   }
 
-  #onRequest(st: StreamState, req: DiscoveryRequest): void {
+  /** Identifies the stream's node and checks the type; returns the kind, or undefined after ending the stream. */
+  #admit(st: StreamState, req: { node?: { id?: string } | null; type_url: string }): ResourceKind | undefined {
     if (!st.nodeId) {
       const id = req.node?.id;
-      if (!id) return this.#fail(st, grpc.status.INVALID_ARGUMENT, 'the first DiscoveryRequest of a stream must carry node.id');
+      if (!id) {
+        this.#fail(st, grpc.status.INVALID_ARGUMENT, 'the first request of a stream must carry node.id');
+        return undefined;
+      }
       st.nodeId = id;
       this.#streams.set(st.stream, st);
-      st.cancelWatch = this.#cache.watch(id, (snap) => this.#push(st, snap));
+      st.cancelWatch = this.#cache.watch(id, (snap) => (st.protocol === 'sotw' ? this.#push(st, snap) : this.#pushDelta(st, snap)));
     }
     const kind = kindOf(req.type_url);
     if (!kind) {
-      return this.#fail(st, grpc.status.INVALID_ARGUMENT, `unknown type_url ${JSON.stringify(req.type_url)}; served: ${Object.values(TYPE_URL).join(', ')}`);
+      this.#fail(st, grpc.status.INVALID_ARGUMENT, `unknown type_url ${JSON.stringify(req.type_url)}; served: ${Object.values(TYPE_URL).join(', ')}`);
     }
+    return kind;
+  }
+
+  /** ACK or NACK of the last response of this type (the caller checked the nonce). */
+  #acknowledge(st: StreamState, ts: TypeState, req: { type_url: string; response_nonce: string; error_detail?: { code?: number; message?: string } | null }, ackedVersion: string): void {
+    if (req.error_detail && (req.error_detail.message || req.error_detail.code)) {
+      const nack: NackRecord = {
+        nodeId: st.nodeId, typeUrl: req.type_url, version: ts.sentVersion ?? '', nonce: req.response_nonce,
+        error: req.error_detail.message ?? `code ${req.error_detail.code}`, at: new Date().toISOString(),
+      };
+      ts.lastNack = nack;
+      this.#nacks.push(nack);
+      if (this.#nacks.length > this.#nackHistory) this.#nacks.shift();
+    } else {
+      ts.ackedVersion = ackedVersion;
+    }
+  }
+
+  #onRequest(st: StreamState, req: DiscoveryRequest): void {
+    const kind = this.#admit(st, req);
+    if (!kind) return;
     let ts = st.types[kind];
     const first = ts === undefined;
     if (req.response_nonce) {
       if (!ts || req.response_nonce !== ts.sentNonce) return; // stale: the client has not seen the latest response
-      if (req.error_detail && (req.error_detail.message || req.error_detail.code)) {
-        const nack: NackRecord = {
-          nodeId: st.nodeId, typeUrl: req.type_url, version: ts.sentVersion ?? '', nonce: req.response_nonce,
-          error: req.error_detail.message ?? `code ${req.error_detail.code}`, at: new Date().toISOString(),
-        };
-        ts.lastNack = nack;
-        this.#nacks.push(nack);
-        if (this.#nacks.length > this.#nackHistory) this.#nacks.shift();
-      } else {
-        ts.ackedVersion = req.version_info;
-      }
+      this.#acknowledge(st, ts, req, req.version_info);
     }
     const names: '*' | string[] = WILDCARD_KINDS.has(kind) && req.resource_names.length === 0 ? '*' : [...req.resource_names].sort();
     const changed = !ts || JSON.stringify(ts.names) !== JSON.stringify(names);
@@ -202,7 +238,8 @@ export class AdsServer {
     else ts.names = names;
     const snap = this.#cache.snapshotFor(st.nodeId);
     if (!snap) return; // the watch sends once there is one
-    if (first || changed || versionFor(snap, kind, names) !== ts.sentVersion) this.#send(st, kind, snap);
+    // a bare ACK/NACK sends nothing: snapshot changes go out through the ordered push
+    if (first || changed) this.#send(st, kind, snap);
   }
 
   #send(st: StreamState, kind: ResourceKind, snap: Snapshot): void {
@@ -222,5 +259,60 @@ export class AdsServer {
       const ts = st.types[kind];
       if (ts && versionFor(snap, kind, ts.names) !== ts.sentVersion) this.#send(st, kind, snap);
     }
+  }
+
+  #onDeltaRequest(st: StreamState, req: DeltaDiscoveryRequest): void {
+    const kind = this.#admit(st, req);
+    if (!kind) return;
+    let ts = st.types[kind];
+    const first = ts === undefined;
+    if (!ts) {
+      const wildcard = WILDCARD_KINDS.has(kind) && (req.resource_names_subscribe.length === 0 || req.resource_names_subscribe.includes('*'));
+      st.types[kind] = ts = { names: wildcard ? '*' : [], known: { ...req.initial_resource_versions } };
+    }
+    if (req.response_nonce && req.response_nonce === ts.sentNonce) this.#acknowledge(st, ts, req, ts.sentVersion ?? '');
+    const known = ts.known!;
+    if (ts.names !== '*') {
+      const names = new Set(ts.names);
+      for (const n of req.resource_names_subscribe) if (n !== '*') names.add(n);
+      for (const n of req.resource_names_unsubscribe) {
+        names.delete(n);
+        delete known[n]; // a later subscribe sends it again
+      }
+      ts.names = [...names].sort();
+    }
+    // a bare ACK/NACK sends nothing: snapshot changes go out through the ordered push
+    const changed = first || req.resource_names_subscribe.length > 0 || req.resource_names_unsubscribe.length > 0;
+    const snap = this.#cache.snapshotFor(st.nodeId);
+    if (snap && changed) this.#sendDelta(st, kind, snap, 'both');
+  }
+
+  /**
+   * Sends what the client lacks or has in another version ('upsert'), what
+   * it must remove ('remove'), or both; nothing when in step.
+   */
+  #sendDelta(st: StreamState, kind: ResourceKind, snap: Snapshot, what: 'upsert' | 'remove' | 'both'): void {
+    const ts = st.types[kind]!;
+    const known = ts.known!;
+    const all = snap.resources[kind];
+    const wanted = ts.names === '*' ? [...all.keys()] : ts.names;
+    const resources = what === 'remove' ? [] : wanted.flatMap((n) => {
+      const r = all.get(n);
+      return r && known[n] !== r.version ? [{ name: n, version: r.version, resource: r.any }] : [];
+    });
+    const removed = what === 'upsert' ? [] : Object.keys(known).filter((n) => !all.has(n) || (ts.names !== '*' && !ts.names.includes(n)));
+    if (resources.length === 0 && removed.length === 0) return;
+    for (const r of resources) known[r.name] = r.version;
+    for (const n of removed) delete known[n];
+    const nonce = String(this.#nextNonce++);
+    ts.sentVersion = snap.versions[kind];
+    ts.sentNonce = nonce;
+    st.call.write({ system_version_info: snap.versions[kind], resources, removed_resources: removed, type_url: TYPE_URL[kind], nonce });
+  }
+
+  /** Make before break: additions and changes clusters first, then removals routes first. */
+  #pushDelta(st: StreamState, snap: Snapshot): void {
+    for (const kind of PUSH_ORDER) if (st.types[kind]) this.#sendDelta(st, kind, snap, 'upsert');
+    for (const kind of [...PUSH_ORDER].reverse()) if (st.types[kind]) this.#sendDelta(st, kind, snap, 'remove');
   }
 }
