@@ -5,11 +5,13 @@
  * enum name or two members of one oneof is an error naming the path, never
  * silently dropped. `google.protobuf.Any` is written as
  * `{ '@type': 'type.googleapis.com/<full name>', ...fields }` and checked
- * against the named type.
+ * against the named type. The protoc-gen-validate rules in Envoy's protos
+ * are checked too (pgv-rules.ts).
  */
 import protobuf from 'protobufjs';
 import { SockmeshError } from '../mesh-agent/errors.js';
 import { envoyRoot } from './envoy-protos.js';
+import { ruleProblems } from './pgv-rules.js';
 
 /** A resource that does not fit its proto type. */
 export class XdsEncodeError extends SockmeshError {
@@ -112,6 +114,11 @@ function checkMessage(ctx: Ctx, type: protobuf.Type, obj: unknown, path: string)
     } else {
       checkValue(ctx, field, v, here);
     }
+  }
+  const broken = ruleProblems(type, o)[0];
+  if (broken) {
+    const [where, reason] = broken;
+    throw new XdsEncodeError(ctx.top, path ? `${path}.${where}` : where, `${reason} (a validate rule of ${name})`);
   }
 }
 
