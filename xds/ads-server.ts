@@ -300,7 +300,8 @@ export class AdsServer {
       const r = all.get(n);
       return r && known[n] !== r.version ? [{ name: n, version: r.version, resource: r.any }] : [];
     });
-    const removed = what === 'upsert' ? [] : Object.keys(known).filter((n) => !all.has(n) || (ts.names !== '*' && !ts.names.includes(n)));
+    const subscribed = ts.names === '*' ? undefined : new Set(ts.names);
+    const removed = what === 'upsert' ? [] : Object.keys(known).filter((n) => !all.has(n) || (subscribed !== undefined && !subscribed.has(n)));
     if (resources.length === 0 && removed.length === 0) return;
     for (const r of resources) known[r.name] = r.version;
     for (const n of removed) delete known[n];
