@@ -18,7 +18,7 @@ all: build
 help:
 	@echo "make demo   two pods talking through the kernel short-circuit"
 	@echo "make test   type-check and run every test (privileged ones included)"
-	@echo "make bench  datapath benchmark, results in benchmarks/results/"
+	@echo "make bench  datapath and xDS benchmarks, results in benchmarks/results/"
 	@echo "make build  BPF object, C helpers and TypeScript"
 
 demo: build
@@ -30,6 +30,7 @@ test: build
 
 bench: build
 	node dist/benchmarks/datapath-bench.js
+	node --expose-gc dist/benchmarks/xds-bench.js --repeats 3
 
 deps: apt npm
 
