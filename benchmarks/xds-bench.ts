@@ -95,8 +95,8 @@ async function caseRun(nServices: number, nClients: number, repeats: number, pro
   const ms: number[] = [];
   const allMs: number[] = [];
   for (let r = 1; r <= repeats; r++) {
-    // one endpoint moves: only EDS changes
-    const moved = services(nServices);
+    // one endpoint of the current generation moves: only EDS changes, and only one resource
+    const moved = services(nServices, r - 1);
     moved[0]!.endpoints[1]!.port = 9000 + r;
     const next = Snapshot.create(meshResources(moved));
     const endpointAckedBefore = clients.map((c) => c.acked.get(TYPE_URL.endpoint));

@@ -47,8 +47,6 @@ export interface NackRecord {
 export interface TypeState {
   /** '*' for a wildcard subscription, else the names asked for */
   names: '*' | string[];
-  /** delta streams: what the client has, name → version */
-  known?: Record<string, string>;
   sentVersion?: string;
   sentNonce?: string;
   ackedVersion?: string;
@@ -88,6 +86,31 @@ type AdsCall = grpc.ServerDuplexStream<DiscoveryRequest | DeltaDiscoveryRequest,
 interface StreamState extends ProxyStatus {
   call: AdsCall;
   cancelWatch?: () => void;
+  /** delta: what the client has per type, name → version */
+  known: Partial<Record<ResourceKind, Map<string, string>>>;
+  /** delta: the snapshot the client was last brought in step with, per type */
+  inStep: Partial<Record<ResourceKind, Snapshot>>;
+}
+
+/** What changed of one kind between two snapshots: computed once per push, shared by every stream. */
+interface KindDiff { changed: string[]; removed: string[] }
+const diffs = new WeakMap<Snapshot, WeakMap<Snapshot, Partial<Record<ResourceKind, KindDiff>>>>();
+
+function snapshotDiff(prev: Snapshot, next: Snapshot, kind: ResourceKind): KindDiff {
+  let byNext = diffs.get(prev);
+  if (!byNext) diffs.set(prev, (byNext = new WeakMap()));
+  let perKind = byNext.get(next);
+  if (!perKind) byNext.set(next, (perKind = {}));
+  let d = perKind[kind];
+  if (!d) {
+    const before = prev.resources[kind];
+    const after = next.resources[kind];
+    d = perKind[kind] = {
+      changed: [...after.values()].filter((r) => before.get(r.name)?.version !== r.version).map((r) => r.name),
+      removed: [...before.keys()].filter((n) => !after.has(n)),
+    };
+  }
+  return d;
 }
 
 const WILDCARD_KINDS: ReadonlySet<ResourceKind> = new Set(['cluster', 'listener']);
@@ -166,7 +189,9 @@ export class AdsServer {
   }
 
   #onStream(call: AdsCall, protocol: 'sotw' | 'delta'): void {
-    const st: StreamState = { stream: this.#nextStream++, nodeId: '', protocol, connectedAt: new Date().toISOString(), types: {}, call };
+    const st: StreamState = {
+      stream: this.#nextStream++, nodeId: '', protocol, connectedAt: new Date().toISOString(), types: {}, call, known: {}, inStep: {},
+    };
     const done = () => {
       st.cancelWatch?.();
       this.#streams.delete(st.stream);
@@ -268,43 +293,50 @@ export class AdsServer {
     const first = ts === undefined;
     if (!ts) {
       const wildcard = WILDCARD_KINDS.has(kind) && (req.resource_names_subscribe.length === 0 || req.resource_names_subscribe.includes('*'));
-      st.types[kind] = ts = { names: wildcard ? '*' : [], known: { ...req.initial_resource_versions } };
+      st.types[kind] = ts = { names: wildcard ? '*' : [] };
+      st.known[kind] = new Map(Object.entries(req.initial_resource_versions ?? {}));
     }
     if (req.response_nonce && req.response_nonce === ts.sentNonce) this.#acknowledge(st, ts, req, ts.sentVersion ?? '');
-    const known = ts.known!;
+    const known = st.known[kind]!;
     if (ts.names !== '*') {
       const names = new Set(ts.names);
       for (const n of req.resource_names_subscribe) if (n !== '*') names.add(n);
       for (const n of req.resource_names_unsubscribe) {
         names.delete(n);
-        delete known[n]; // a later subscribe sends it again
+        known.delete(n); // a later subscribe sends it again
       }
       ts.names = [...names].sort();
     }
     // a bare ACK/NACK sends nothing: snapshot changes go out through the ordered push
     const changed = first || req.resource_names_subscribe.length > 0 || req.resource_names_unsubscribe.length > 0;
     const snap = this.#cache.snapshotFor(st.nodeId);
-    if (snap && changed) this.#sendDelta(st, kind, snap, 'both');
+    if (snap && changed) this.#sendDelta(st, kind, snap, 'both', true);
   }
 
   /**
    * Sends what the client lacks or has in another version ('upsert'), what
    * it must remove ('remove'), or both; nothing when in step.
    */
-  #sendDelta(st: StreamState, kind: ResourceKind, snap: Snapshot, what: 'upsert' | 'remove' | 'both'): void {
+  #sendDelta(st: StreamState, kind: ResourceKind, snap: Snapshot, what: 'upsert' | 'remove' | 'both', full = false): void {
     const ts = st.types[kind]!;
-    const known = ts.known!;
+    const known = st.known[kind]!;
     const all = snap.resources[kind];
-    const wanted = ts.names === '*' ? [...all.keys()] : ts.names;
-    const resources = what === 'remove' ? [] : wanted.flatMap((n) => {
-      const r = all.get(n);
-      return r && known[n] !== r.version ? [{ name: n, version: r.version, resource: r.any }] : [];
-    });
     const subscribed = ts.names === '*' ? undefined : new Set(ts.names);
-    const removed = what === 'upsert' ? [] : Object.keys(known).filter((n) => !all.has(n) || (subscribed !== undefined && !subscribed.has(n)));
+    // in step with an earlier snapshot: only what changed since can differ (the diff is shared by all streams)
+    const prev = full ? undefined : st.inStep[kind];
+    const diff = prev && prev !== snap ? snapshotDiff(prev, snap, kind) : undefined;
+    const candidates = prev === snap ? [] : diff ? diff.changed : ts.names === '*' ? [...all.keys()] : ts.names;
+    const resources = what === 'remove' ? [] : candidates.flatMap((n) => {
+      const r = all.get(n);
+      return r && (subscribed === undefined || subscribed.has(n)) && known.get(n) !== r.version
+        ? [{ name: n, version: r.version, resource: r.any }] : [];
+    });
+    const gone = diff ? diff.removed.filter((n) => known.has(n)) : [...known.keys()];
+    const removed = what === 'upsert' ? [] : gone.filter((n) => !all.has(n) || (subscribed !== undefined && !subscribed.has(n)));
+    if (what !== 'upsert') st.inStep[kind] = snap;
     if (resources.length === 0 && removed.length === 0) return;
-    for (const r of resources) known[r.name] = r.version;
-    for (const n of removed) delete known[n];
+    for (const r of resources) known.set(r.name, r.version);
+    for (const n of removed) known.delete(n);
     const nonce = String(this.#nextNonce++);
     ts.sentVersion = snap.versions[kind];
     ts.sentNonce = nonce;
