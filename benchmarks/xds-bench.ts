@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { repoRoot } from '../mesh-agent/paths.js';
 import { AdsServer } from '../xds/ads-server.js';
-import { adsPackageDefinition } from '../xds/envoy-protos.js';
+import { adsService } from '../xds/envoy-protos.js';
 import { type MeshService, meshResources, serviceKey } from '../xds/mesh-resources.js';
 import { PUSH_ORDER, Snapshot, TYPE_URL } from '../xds/snapshot.js';
 import { SnapshotCache } from '../xds/snapshot-cache.js';
@@ -33,10 +33,7 @@ class AckingClient {
   #call: grpc.ClientDuplexStream<unknown, Resp>;
   #client: grpc.Client;
   constructor(port: number, id: string, names: string[], onAck: () => void, protocol: Protocol) {
-    const pkg = grpc.loadPackageDefinition(adsPackageDefinition()) as unknown as {
-      envoy: { service: { discovery: { v3: { AggregatedDiscoveryService: grpc.ServiceClientConstructor } } } };
-    };
-    this.#client = new pkg.envoy.service.discovery.v3.AggregatedDiscoveryService(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    this.#client = new (adsService())(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
     const stub = this.#client as unknown as Record<string, () => grpc.ClientDuplexStream<unknown, Resp>>;
     this.#call = protocol === 'sotw' ? stub.StreamAggregatedResources!() : stub.DeltaAggregatedResources!();
     const named = (t: string) => t === TYPE_URL.endpoint || t === TYPE_URL.route;

@@ -20,7 +20,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { createHash } from 'node:crypto';
-import { adsPackageDefinition } from './envoy-protos.js';
+import { adsService } from './envoy-protos.js';
 import { PUSH_ORDER, type ResourceKind, type Snapshot, TYPE_URL, kindOf } from './snapshot.js';
 import type { SnapshotCache } from './snapshot-cache.js';
 
@@ -149,10 +149,7 @@ export class AdsServer {
 
   async start(): Promise<number> {
     const server = new grpc.Server();
-    const pkg = grpc.loadPackageDefinition(adsPackageDefinition()) as unknown as {
-      envoy: { service: { discovery: { v3: { AggregatedDiscoveryService: grpc.ServiceClientConstructor } } } };
-    };
-    const service = pkg.envoy.service.discovery.v3.AggregatedDiscoveryService.service;
+    const service = adsService().service;
     server.addService(service, {
       StreamAggregatedResources: (call: AdsCall) => this.#onStream(call, 'sotw'),
       DeltaAggregatedResources: (call: AdsCall) => this.#onStream(call, 'delta'),

@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
 
@@ -70,4 +71,12 @@ export function adsPackageDefinition(): import('@grpc/proto-loader').PackageDefi
     keepCase: true, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: envoyProtoDirs(),
   });
   return adsDefinition;
+}
+
+/** The ADS service's client constructor (its `.service` is the server-side definition). */
+export function adsService(): grpc.ServiceClientConstructor {
+  const pkg = grpc.loadPackageDefinition(adsPackageDefinition()) as unknown as {
+    envoy: { service: { discovery: { v3: { AggregatedDiscoveryService: grpc.ServiceClientConstructor } } } };
+  };
+  return pkg.envoy.service.discovery.v3.AggregatedDiscoveryService;
 }
