@@ -57,11 +57,6 @@ export function envoyRoot(): protobuf.Root {
   return r;
 }
 
-/** A message type by full name, e.g. "envoy.config.cluster.v3.Cluster". */
-export function envoyType(fullName: string): protobuf.Type {
-  return envoyRoot().lookupType(fullName);
-}
-
 let adsDefinition: import('@grpc/proto-loader').PackageDefinition | undefined;
 
 /** The ADS service and its messages, for @grpc/grpc-js (proto field names, enums as strings). */

@@ -44,11 +44,6 @@ export class SnapshotCache {
     return this.#byNode.get(nodeId) ?? this.#fallback;
   }
 
-  /** Node ids with a snapshot of their own. */
-  nodes(): string[] {
-    return [...this.#byNode.keys()].sort();
-  }
-
   /** Calls fn with the node's snapshot after each change; returns the cancel function. */
   watch(nodeId: string, fn: Watcher): () => void {
     let set = this.#watchers.get(nodeId);

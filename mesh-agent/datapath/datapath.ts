@@ -118,8 +118,7 @@ export class Datapath {
     checkPrivileges();
     silenceLibbpf();
     ensureBpffs(this.pinDir);
-    this.#layout = layoutFromBtf(btfOfFile(this.options.objectPath));
-    this.#cpus = possibleCpus();
+    this.#learnLayout();
     if (this.isUp()) {
       this.#adopt();
       const pinnedSha = this.#record()?.objectSha256;
@@ -139,9 +138,14 @@ export class Datapath {
   adopt(): void {
     checkPrivileges();
     if (!this.isUp()) throw new NotUpError(this.pinDir);
+    this.#learnLayout();
+    if (this.#fds.size === 0) this.#adopt();
+  }
+
+  /** Reads the object's layout (checked against the agent's) and the CPU count, once. */
+  #learnLayout(): void {
     this.#layout ??= layoutFromBtf(btfOfFile(this.options.objectPath));
     this.#cpus ||= possibleCpus();
-    if (this.#fds.size === 0) this.#adopt();
   }
 
   #adopt(): void {

@@ -23,15 +23,12 @@ const OPAQUE_BTF = koffi.pointer('btf_p', koffi.opaque('btf'));
 void OPAQUE_OBJ; void OPAQUE_PROG; void OPAQUE_MAP; void OPAQUE_LINK; void OPAQUE_BTF;
 
 const c = {
-  majorVersion: lib.func('uint32_t libbpf_major_version()'),
-  minorVersion: lib.func('uint32_t libbpf_minor_version()'),
   numPossibleCpus: lib.func('int libbpf_num_possible_cpus()'),
   probeMapType: lib.func('int libbpf_probe_bpf_map_type(int map_type, const void *opts)'),
   probeProgType: lib.func('int libbpf_probe_bpf_prog_type(int prog_type, const void *opts)'),
   objectOpenFile: lib.func('bpf_object_p bpf_object__open_file(const char *path, const void *opts)'),
   objectLoad: lib.func('int bpf_object__load(bpf_object_p obj)'),
   objectClose: lib.func('void bpf_object__close(bpf_object_p obj)'),
-  objectBtf: lib.func('btf_p bpf_object__btf(bpf_object_p obj)'),
   findProgram: lib.func('bpf_program_p bpf_object__find_program_by_name(bpf_object_p obj, const char *name)'),
   findMap: lib.func('bpf_map_p bpf_object__find_map_by_name(bpf_object_p obj, const char *name)'),
   programFd: lib.func('int bpf_program__fd(bpf_program_p prog)'),
@@ -44,7 +41,6 @@ const c = {
   linkDestroy: lib.func('int bpf_link__destroy(bpf_link_p link)'),
   linkCreate: lib.func('int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)'),
   progAttach: lib.func('int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags)'),
-  progDetach2: lib.func('int bpf_prog_detach2(int prog_fd, int attachable_fd, int type)'),
   objPin: lib.func('int bpf_obj_pin(int fd, const char *pathname)'),
   objGet: lib.func('int bpf_obj_get(const char *pathname)'),
   mapUpdate: lib.func('int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)'),
@@ -91,11 +87,6 @@ function nonNull<T>(op: string, p: T | null, hint?: string): T {
   return p as T;
 }
 
-/** libbpf's version, e.g. "1.1". */
-export function libbpfVersion(): string {
-  return `${c.majorVersion()}.${c.minorVersion()}`;
-}
-
 /** Number of possible CPUs: the stride of per-CPU map values. */
 export function possibleCpus(): number {
   return check('libbpf_num_possible_cpus', c.numPossibleCpus());
@@ -134,11 +125,6 @@ export function linkCreate(progFd: number, targetFd: number, attachType: number)
 /** Legacy attach (no link); the attachment lives as long as the target. */
 export function progAttach(progFd: number, targetFd: number, attachType: number): void {
   check('bpf_prog_attach', c.progAttach(progFd, targetFd, attachType, 0));
-}
-
-/** Legacy detach of one program from a target. */
-export function progDetach(progFd: number, targetFd: number, attachType: number): void {
-  check('bpf_prog_detach2', c.progDetach2(progFd, targetFd, attachType));
 }
 
 export function mapUpdate(fd: number, key: Buffer, value: Buffer, flags: number = BPF.ANY): void {
@@ -302,11 +288,6 @@ export class BpfObject {
   load(): number {
     return c.objectLoad(this.#ptr);
   }
-  /** The object's BTF after open (with section offsets filled in). */
-  btf(): BtfTypes {
-    const b = nonNull('bpf_object__btf', c.objectBtf(this.#ptr));
-    return readBtf(b);
-  }
   close(): void {
     if (this.#ptr === null) return;
     c.objectClose(this.#ptr);
@@ -319,26 +300,20 @@ export class BpfObject {
 export interface BtfMember { name: string; bitOffset: number; typeId: number }
 export interface BtfStruct { name: string; size: number; members: BtfMember[] }
 export interface BtfEnum { name: string; size: number; values: Map<string, number> }
-export interface BtfSecVar { name: string; offset: number; size: number }
 
 /** The parts of a BTF blob sockmesh checks its layouts against. */
 export interface BtfTypes {
   structs: Map<string, BtfStruct>;
   enums: Map<string, BtfEnum>;
-  datasecs: Map<string, BtfSecVar[]>;
 }
 
 const KIND_STRUCT = 4;
 const KIND_ENUM = 6;
-const KIND_VAR = 14;
-const KIND_DATASEC = 15;
 
 function readBtf(btf: Ptr): BtfTypes {
-  const out: BtfTypes = { structs: new Map(), enums: new Map(), datasecs: new Map() };
+  const out: BtfTypes = { structs: new Map(), enums: new Map() };
   const name = (off: number): string => c.btfNameByOffset(btf, off) ?? '';
   const count = c.btfTypeCnt(btf);
-  const varNames = new Map<number, string>();
-  const datasecIds: number[] = [];
   for (let id = 1; id < count; id++) {
     const t = c.btfTypeById(btf, id);
     const nameOff = koffi.decode(t, 0, 'uint32_t') as number;
@@ -368,25 +343,7 @@ function readBtf(btf: Ptr): BtfTypes {
       }
       const n = name(nameOff);
       if (n) out.enums.set(n, { name: n, size, values });
-    } else if (kind === KIND_VAR) {
-      varNames.set(id, name(nameOff));
-    } else if (kind === KIND_DATASEC) {
-      datasecIds.push(id);
     }
-  }
-  for (const id of datasecIds) {
-    const t = c.btfTypeById(btf, id);
-    const info = koffi.decode(t, 4, 'uint32_t') as number;
-    const vars: BtfSecVar[] = [];
-    for (let i = 0; i < (info & 0xffff); i++) {
-      const base = 12 + i * 12;
-      vars.push({
-        name: varNames.get(koffi.decode(t, base, 'uint32_t') as number) ?? '',
-        offset: koffi.decode(t, base + 4, 'uint32_t') as number,
-        size: koffi.decode(t, base + 8, 'uint32_t') as number,
-      });
-    }
-    out.datasecs.set(name(koffi.decode(t, 0, 'uint32_t') as number), vars);
   }
   return out;
 }

@@ -1,9 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
-import { AdsServer } from '../../xds/ads-server.js';
 import { Snapshot, TYPE_URL } from '../../xds/snapshot.js';
-import { SnapshotCache } from '../../xds/snapshot-cache.js';
-import { DeltaTestClient } from '../fixtures/ads-client.js';
+import { DeltaTestClient, adsFixture } from '../fixtures/ads-client.js';
 import { cluster, endpoints, listener, route } from '../fixtures/xds-resources.js';
 
 function snapshot(clusters: string[], routeTo = clusters, v1Addr = '198.18.0.2'): Snapshot {
@@ -15,18 +13,7 @@ function snapshot(clusters: string[], routeTo = clusters, v1Addr = '198.18.0.2')
   });
 }
 
-async function setup(t: Test) {
-  const cache = new SnapshotCache({ debounceMs: 5 });
-  const server = new AdsServer({ cache });
-  const port = await server.start();
-  const clients: DeltaTestClient[] = [];
-  t.teardown(async () => {
-    for (const c of clients) c.close();
-    await server.stop();
-    cache.close();
-  });
-  return { cache, server, client: () => { const c = new DeltaTestClient(port); clients.push(c); return c; } };
-}
+const setup = (t: Test) => adsFixture(t, (port, node) => new DeltaTestClient(port, node));
 
 const names = (r: { resources: { name: string }[] }) => r.resources.map((x) => x.name);
 

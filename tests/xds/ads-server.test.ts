@@ -1,11 +1,9 @@
 import * as grpc from '@grpc/grpc-js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
-import { AdsServer } from '../../xds/ads-server.js';
 import { Snapshot, TYPE_URL } from '../../xds/snapshot.js';
-import { SnapshotCache } from '../../xds/snapshot-cache.js';
 import { decodeResource } from '../../xds/strict-encode.js';
-import { AdsTestClient } from '../fixtures/ads-client.js';
+import { AdsTestClient, adsFixture } from '../fixtures/ads-client.js';
 import { cluster, endpoints, listener, route } from '../fixtures/xds-resources.js';
 
 function snapshot(v2Addr = '198.18.0.3', split: [string, number][] = [['web-v1', 90], ['web-v2', 10]]): Snapshot {
@@ -17,18 +15,7 @@ function snapshot(v2Addr = '198.18.0.3', split: [string, number][] = [['web-v1',
   });
 }
 
-async function setup(t: Test): Promise<{ cache: SnapshotCache; server: AdsServer; port: number; client: (node?: string) => AdsTestClient }> {
-  const cache = new SnapshotCache({ debounceMs: 5 });
-  const server = new AdsServer({ cache });
-  const port = await server.start();
-  const clients: AdsTestClient[] = [];
-  t.teardown(async () => {
-    for (const c of clients) c.close();
-    await server.stop();
-    cache.close();
-  });
-  return { cache, server, port, client: (node = 'node-1') => { const c = new AdsTestClient(port, node); clients.push(c); return c; } };
-}
+const setup = (t: Test) => adsFixture(t, (port, node) => new AdsTestClient(port, node));
 
 t.test('state of the world: request, response, ACK', async (t) => {
   const { cache, server, client } = await setup(t);

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { Datapath } from '../../../mesh-agent/datapath/datapath.js';
-import { defaultObjectPath, helperBinary, repoRoot } from '../../../mesh-agent/paths.js';
+import { defaultObjectPath, repoRoot } from '../../../mesh-agent/paths.js';
 import { type ClientKind, TEST_PIN_DIR, clientArgv, collect, exchange, listen, sha256, testCgroupRoot, testMesh } from '../../fixtures/mesh.js';
 import { privileged } from '../../fixtures/privileged.js';
 import { cli } from '../../fixtures/cli.js';
@@ -239,9 +239,5 @@ if (privileged(t)) {
     t.match(r.stderr, /rejected BPF program sm_sockops .*\[SOCKMESH_VERIFIER_REJECTED\]\n--- verifier log ---\n[\s\S]*invalid mem access[\s\S]*--- end ---\n  hint: /,
       'and prints the verifier log between the error and the hint');
     t.notOk(existsSync(cgroup), 'and leaves nothing behind');
-  });
-
-  t.test('the C helpers are built', async (t) => {
-    t.ok(existsSync(helperBinary('smtcp')) && existsSync(helperBinary('rrbench')));
   });
 }
