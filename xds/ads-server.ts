@@ -19,9 +19,9 @@
  * latest nonce, as in state of the world.
  */
 import * as grpc from '@grpc/grpc-js';
-import { createHash } from 'node:crypto';
 import { adsService } from './envoy-protos.js';
-import { PUSH_ORDER, type ResourceKind, type Snapshot, TYPE_URL, kindOf } from './snapshot.js';
+import { encodeDeltaResponse, encodeSotwResponse, passThroughResponses } from './response-encoder.js';
+import { type EncodedResource, PUSH_ORDER, type ResourceKind, type Snapshot, TYPE_URL, kindOf } from './snapshot.js';
 import type { SnapshotCache } from './snapshot-cache.js';
 
 export interface AdsServerOptions {
@@ -51,6 +51,25 @@ export interface TypeState {
   sentNonce?: string;
   ackedVersion?: string;
   lastNack?: NackRecord;
+}
+
+/** What the server sent and heard back for one resource type, since it started. */
+export interface TypeCounters {
+  /** responses sent */
+  responses: number;
+  /** resources in those responses */
+  resources: number;
+  /** encoded bytes of those responses */
+  bytes: number;
+  acks: number;
+  nacks: number;
+}
+
+/** Counters for metrics. */
+export interface AdsStats {
+  streamsOpened: number;
+  streamsOpen: number;
+  types: Record<ResourceKind, TypeCounters>;
 }
 
 /** A connected proxy, for status. */
@@ -86,9 +105,11 @@ type AdsCall = grpc.ServerDuplexStream<DiscoveryRequest | DeltaDiscoveryRequest,
 interface StreamState extends ProxyStatus {
   call: AdsCall;
   cancelWatch?: () => void;
+  /** named subscriptions, for membership checks */
+  subscribed: Partial<Record<ResourceKind, Set<string>>>;
   /** delta: what the client has per type, name → version */
   known: Partial<Record<ResourceKind, Map<string, string>>>;
-  /** delta: the snapshot the client was last brought in step with, per type */
+  /** the snapshot the client was last brought in step with, per type (sotw: named types; delta: all) */
   inStep: Partial<Record<ResourceKind, Snapshot>>;
 }
 
@@ -114,16 +135,14 @@ function snapshotDiff(prev: Snapshot, next: Snapshot, kind: ResourceKind): KindD
 }
 
 const WILDCARD_KINDS: ReadonlySet<ResourceKind> = new Set(['cluster', 'listener']);
+/** Kinds whose state-of-the-world responses may carry only what changed. */
+const PARTIAL_KINDS: ReadonlySet<ResourceKind> = new Set(['endpoint', 'route']);
 
-/** The version of what a subscription sees in a snapshot. */
-function versionFor(snap: Snapshot, kind: ResourceKind, names: '*' | string[]): string {
-  if (names === '*') return snap.versions[kind];
-  const h = createHash('sha256');
-  for (const n of [...names].sort()) {
-    const r = snap.resources[kind].get(n);
-    h.update(`${n}\0${r?.version ?? '-'}\0`);
-  }
-  return h.digest('hex').slice(0, 16);
+/** Whether a request's resource names are the subscription a stream already has. */
+function sameNames(current: ReadonlySet<string> | undefined, names: readonly string[]): boolean {
+  if (!current || names.length < current.size) return false;
+  for (const n of names) if (!current.has(n)) return false;
+  return names.length === current.size || new Set(names).size === current.size;
 }
 
 export class AdsServer {
@@ -134,6 +153,8 @@ export class AdsServer {
   #streams = new Map<number, StreamState>();
   #nextStream = 1;
   #nextNonce = 1;
+  #counters = Object.fromEntries(PUSH_ORDER.map((k) => [k, { responses: 0, resources: 0, bytes: 0, acks: 0, nacks: 0 }])) as Record<ResourceKind, TypeCounters>;
+  #streamsOpened = 0;
   #nacks: NackRecord[] = [];
   #port = 0;
 
@@ -150,7 +171,7 @@ export class AdsServer {
   async start(): Promise<number> {
     const server = new grpc.Server();
     const service = adsService().service;
-    server.addService(service, {
+    server.addService(passThroughResponses(service), {
       StreamAggregatedResources: (call: AdsCall) => this.#onStream(call, 'sotw'),
       DeltaAggregatedResources: (call: AdsCall) => this.#onStream(call, 'delta'),
     });
@@ -180,6 +201,11 @@ export class AdsServer {
     }));
   }
 
+  /** Counters since start, per type. */
+  stats(): AdsStats {
+    return { streamsOpened: this.#streamsOpened, streamsOpen: this.#streams.size, types: structuredClone(this.#counters) };
+  }
+
   /** The most recent NACKs, oldest first. */
   nacks(): NackRecord[] {
     return [...this.#nacks];
@@ -187,8 +213,9 @@ export class AdsServer {
 
   #onStream(call: AdsCall, protocol: 'sotw' | 'delta'): void {
     const st: StreamState = {
-      stream: this.#nextStream++, nodeId: '', protocol, connectedAt: new Date().toISOString(), types: {}, call, known: {}, inStep: {},
+      stream: this.#nextStream++, nodeId: '', protocol, connectedAt: new Date().toISOString(), types: {}, call, subscribed: {}, known: {}, inStep: {},
     };
+    this.#streamsOpened++;
     const done = () => {
       st.cancelWatch?.();
       this.#streams.delete(st.stream);
@@ -231,17 +258,19 @@ export class AdsServer {
   }
 
   /** ACK or NACK of the last response of this type (the caller checked the nonce). */
-  #acknowledge(st: StreamState, ts: TypeState, req: { type_url: string; response_nonce: string; error_detail?: { code?: number; message?: string } | null }, ackedVersion: string): void {
+  #acknowledge(st: StreamState, kind: ResourceKind, ts: TypeState, req: { type_url: string; response_nonce: string; error_detail?: { code?: number; message?: string } | null }, ackedVersion: string): void {
     if (req.error_detail && (req.error_detail.message || req.error_detail.code)) {
       const nack: NackRecord = {
         nodeId: st.nodeId, typeUrl: req.type_url, version: ts.sentVersion ?? '', nonce: req.response_nonce,
         error: req.error_detail.message ?? `code ${req.error_detail.code}`, at: new Date().toISOString(),
       };
       ts.lastNack = nack;
+      this.#counters[kind].nacks++;
       this.#nacks.push(nack);
       if (this.#nacks.length > this.#nackHistory) this.#nacks.shift();
     } else {
       ts.ackedVersion = ackedVersion;
+      this.#counters[kind].acks++;
     }
   }
 
@@ -252,35 +281,82 @@ export class AdsServer {
     const first = ts === undefined;
     if (req.response_nonce) {
       if (!ts || req.response_nonce !== ts.sentNonce) return; // stale: the client has not seen the latest response
-      this.#acknowledge(st, ts, req, req.version_info);
+      this.#acknowledge(st, kind, ts, req, req.version_info);
     }
-    const names: '*' | string[] = WILDCARD_KINDS.has(kind) && req.resource_names.length === 0 ? '*' : [...req.resource_names].sort();
-    const changed = !ts || JSON.stringify(ts.names) !== JSON.stringify(names);
-    if (!ts) st.types[kind] = ts = { names };
-    else ts.names = names;
+    const wildcard = WILDCARD_KINDS.has(kind) && req.resource_names.length === 0;
+    const changed = !ts || (wildcard ? ts.names !== '*' : !sameNames(st.subscribed[kind], req.resource_names));
+    if (changed) {
+      const names = wildcard ? '*' : [...new Set(req.resource_names)].sort();
+      if (!ts) st.types[kind] = ts = { names };
+      else ts.names = names;
+      if (names === '*') delete st.subscribed[kind];
+      else st.subscribed[kind] = new Set(names);
+    }
     const snap = this.#cache.snapshotFor(st.nodeId);
     if (!snap) return; // the watch sends once there is one
     // a bare ACK/NACK sends nothing: snapshot changes go out through the ordered push
     if (first || changed) this.#send(st, kind, snap);
   }
 
-  #send(st: StreamState, kind: ResourceKind, snap: Snapshot): void {
+  /**
+   * Sends one response of a kind: every subscribed resource, or only `only`
+   * (named kinds in a push: the resources that changed).
+   */
+  #send(st: StreamState, kind: ResourceKind, snap: Snapshot, only?: readonly string[]): void {
     const ts = st.types[kind]!;
     const all = snap.resources[kind];
-    const chosen = ts.names === '*' ? [...all.values()] : ts.names.flatMap((n) => all.get(n) ?? []);
-    const version = versionFor(snap, kind, ts.names);
+    const names = only ?? (ts.names === '*' ? undefined : ts.names);
+    const chosen: EncodedResource[] = names === undefined ? [...all.values()] : names.flatMap((n) => all.get(n) ?? []);
+    const version = snap.versions[kind];
     const nonce = String(this.#nextNonce++);
     ts.sentVersion = version;
     ts.sentNonce = nonce;
-    st.call.write({ version_info: version, resources: chosen.map((r) => r.any), type_url: TYPE_URL[kind], nonce });
+    if (ts.names !== '*') st.inStep[kind] = snap;
+    this.#write(st, kind, encodeSotwResponse({ version_info: version, type_url: TYPE_URL[kind], nonce }, chosen, all), chosen.length);
   }
 
-  /** A new snapshot: send each subscribed type whose version changed, clusters first, routes last. */
+  /**
+   * A new snapshot: clusters first, routes last. A listener or cluster
+   * response always carries every subscribed resource (what it leaves out is
+   * removed); a route or endpoint response carries only the subscribed
+   * resources that changed, which the protocol allows for these types: a
+   * client keeps the ones a response leaves out, and learns of removals
+   * from the listeners and clusters.
+   */
   #push(st: StreamState, snap: Snapshot): void {
     for (const kind of PUSH_ORDER) {
       const ts = st.types[kind];
-      if (ts && versionFor(snap, kind, ts.names) !== ts.sentVersion) this.#send(st, kind, snap);
+      if (!ts) continue;
+      if (ts.names === '*') {
+        if (snap.versions[kind] !== ts.sentVersion) this.#send(st, kind, snap);
+        continue;
+      }
+      const prev = st.inStep[kind];
+      if (prev === snap) continue;
+      if (!prev) {
+        this.#send(st, kind, snap);
+        continue;
+      }
+      const subscribed = st.subscribed[kind]!;
+      const diff = snapshotDiff(prev, snap, kind);
+      const changed = diff.changed.filter((n) => subscribed.has(n));
+      if (PARTIAL_KINDS.has(kind)) {
+        if (changed.length > 0) this.#send(st, kind, snap, changed);
+        else st.inStep[kind] = snap;
+      } else if (changed.length > 0 || diff.removed.some((n) => subscribed.has(n))) {
+        this.#send(st, kind, snap);
+      } else {
+        st.inStep[kind] = snap;
+      }
     }
+  }
+
+  #write(st: StreamState, kind: ResourceKind, bytes: Buffer, resources: number): void {
+    const c = this.#counters[kind];
+    c.responses++;
+    c.resources += resources;
+    c.bytes += bytes.length;
+    st.call.write(bytes);
   }
 
   #onDeltaRequest(st: StreamState, req: DeltaDiscoveryRequest): void {
@@ -293,7 +369,7 @@ export class AdsServer {
       st.types[kind] = ts = { names: wildcard ? '*' : [] };
       st.known[kind] = new Map(Object.entries(req.initial_resource_versions ?? {}));
     }
-    if (req.response_nonce && req.response_nonce === ts.sentNonce) this.#acknowledge(st, ts, req, ts.sentVersion ?? '');
+    if (req.response_nonce && req.response_nonce === ts.sentNonce) this.#acknowledge(st, kind, ts, req, ts.sentVersion ?? '');
     const known = st.known[kind]!;
     if (ts.names !== '*') {
       const names = new Set(ts.names);
@@ -303,6 +379,7 @@ export class AdsServer {
         known.delete(n); // a later subscribe sends it again
       }
       ts.names = [...names].sort();
+      st.subscribed[kind] = names;
     }
     // a bare ACK/NACK sends nothing: snapshot changes go out through the ordered push
     const changed = first || req.resource_names_subscribe.length > 0 || req.resource_names_unsubscribe.length > 0;
@@ -318,15 +395,14 @@ export class AdsServer {
     const ts = st.types[kind]!;
     const known = st.known[kind]!;
     const all = snap.resources[kind];
-    const subscribed = ts.names === '*' ? undefined : new Set(ts.names);
+    const subscribed = ts.names === '*' ? undefined : st.subscribed[kind] ?? new Set<string>();
     // in step with an earlier snapshot: only what changed since can differ (the diff is shared by all streams)
     const prev = full ? undefined : st.inStep[kind];
     const diff = prev && prev !== snap ? snapshotDiff(prev, snap, kind) : undefined;
     const candidates = prev === snap ? [] : diff ? diff.changed : ts.names === '*' ? [...all.keys()] : ts.names;
     const resources = what === 'remove' ? [] : candidates.flatMap((n) => {
       const r = all.get(n);
-      return r && (subscribed === undefined || subscribed.has(n)) && known.get(n) !== r.version
-        ? [{ name: n, version: r.version, resource: r.any }] : [];
+      return r && (subscribed === undefined || subscribed.has(n)) && known.get(n) !== r.version ? [r] : [];
     });
     const gone = diff ? diff.removed.filter((n) => known.has(n)) : [...known.keys()];
     const removed = what === 'upsert' ? [] : gone.filter((n) => !all.has(n) || (subscribed !== undefined && !subscribed.has(n)));
@@ -337,7 +413,8 @@ export class AdsServer {
     const nonce = String(this.#nextNonce++);
     ts.sentVersion = snap.versions[kind];
     ts.sentNonce = nonce;
-    st.call.write({ system_version_info: snap.versions[kind], resources, removed_resources: removed, type_url: TYPE_URL[kind], nonce });
+    const header = { system_version_info: snap.versions[kind], type_url: TYPE_URL[kind], nonce, removed_resources: removed };
+    this.#write(st, kind, encodeDeltaResponse(header, resources), resources.length);
   }
 
   /** Make before break: additions and changes clusters first, then removals routes first. */

@@ -40,6 +40,11 @@ t.test('state of the world: request, response, ACK', async (t) => {
   t.equal(p?.nodeId, 'node-1');
   t.equal(p?.types.cluster?.ackedVersion, snap.versions.cluster, 'status shows the ACKed cluster version');
   t.equal(p?.types.endpoint?.ackedVersion, r2.version_info, 'and the ACKed endpoint version');
+  const stats = server.stats();
+  t.match(stats, { streamsOpened: 1, streamsOpen: 1 }, 'stats count the stream');
+  t.match(stats.types.cluster, { responses: 1, resources: 2, acks: 1, nacks: 0 }, 'and the cluster response and its ACK');
+  t.match(stats.types.endpoint, { responses: 1, resources: 1, acks: 1, nacks: 0 }, 'and the endpoint response and its ACK');
+  t.ok(stats.types.cluster.bytes > 0 && stats.types.route.bytes === 0, 'and the bytes sent per type');
 });
 
 t.test('a NACK keeps the version from being sent again; a new snapshot is sent', async (t) => {
@@ -53,6 +58,7 @@ t.test('a NACK keeps the version from being sent again; a new snapshot is sent',
   t.equal(c.responses.length, 1, 'the rejected version is not re-sent');
   t.match(server.nacks(), [{ nodeId: 'node-1', typeUrl: TYPE_URL.route, version: r1.version_info, error: 'weights must sum to 100' }], 'the NACK is recorded');
   t.equal(server.proxies()[0]?.types.route?.lastNack?.error, 'weights must sum to 100', 'and shown in status');
+  t.match(server.stats().types.route, { responses: 1, acks: 0, nacks: 1 }, 'and counted');
   cache.setSnapshot('node-1', snapshot('198.18.0.3', [['web-v1', 50], ['web-v2', 50]]));
   const r2 = await c.next(2);
   t.not(r2.version_info, r1.version_info, 'a changed route is pushed');
@@ -75,13 +81,47 @@ t.test('stale nonces are ignored; pushes go clusters, endpoints, listeners, rout
   // everything changes at once: one push per type, in make-before-break order
   cache.setSnapshot('node-1', Snapshot.create({
     clusters: [cluster('web-v1'), cluster('web-v3')],
-    endpoints: [endpoints('web-v1', [['198.18.0.2', 8080]]), endpoints('web-v3', [['198.18.0.9', 8080]])],
+    endpoints: [endpoints('web-v1', [['198.18.0.4', 8080]]), endpoints('web-v3', [['198.18.0.9', 8080]])],
     listeners: [listener('web', 15011, 'web')],
     routes: [route('web', [['web-v1', 50], ['web-v3', 50]])],
   }));
   await c.next(8);
   t.same(c.responses.slice(4).map((r) => r.type_url), [TYPE_URL.cluster, TYPE_URL.endpoint, TYPE_URL.listener, TYPE_URL.route], 'clusters, endpoints, listeners, routes');
-  t.equal(c.responses[5]!.resources.length, 1, 'web-v2 is gone, so only web-v1 of the names asked for is sent');
+  t.same(c.responses[5]!.resources.map((r) => decodeResource('envoy.config.endpoint.v3.ClusterLoadAssignment', r.value).cluster_name), ['web-v1'],
+    'web-v2 is gone (the clusters say so), so only web-v1 of the names asked for is sent');
+});
+
+t.test('routes and endpoints: a push carries only what changed; listeners and clusters always carry all', async (t) => {
+  const { cache, client } = await setup(t);
+  cache.setSnapshot('node-1', snapshot());
+  const c = client();
+  c.request(TYPE_URL.cluster);
+  c.request(TYPE_URL.endpoint, { names: ['web-v1', 'web-v2'] });
+  const first = await Promise.all([1, 2].map((n) => c.next(n)));
+  for (const r of first) c.request(r.type_url, { names: r.type_url === TYPE_URL.endpoint ? ['web-v1', 'web-v2'] : [], version: r.version_info, nonce: r.nonce });
+  t.equal(first[1]!.resources.length, 2, 'the first endpoint response carries every name asked for');
+  await sleep(50);
+  const moved = snapshot('198.18.0.8');
+  cache.setSnapshot('node-1', moved);
+  const r3 = await c.next(3);
+  t.equal(r3.type_url, TYPE_URL.endpoint, 'only endpoints changed, so only endpoints are pushed');
+  t.same(r3.resources.map((r) => decodeResource('envoy.config.endpoint.v3.ClusterLoadAssignment', r.value)),
+    [{ cluster_name: 'web-v2', endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '198.18.0.8', port_value: 8080 } } } }] }] }],
+    'and only the endpoint set that moved');
+  t.equal(r3.version_info, moved.versions.endpoint, 'with the snapshot\'s endpoint version');
+  c.request(TYPE_URL.endpoint, { names: ['web-v1', 'web-v2'], version: r3.version_info, nonce: r3.nonce });
+  cache.setSnapshot('node-1', Snapshot.create({
+    clusters: [cluster('web-v1')],
+    endpoints: [endpoints('web-v1', [['198.18.0.2', 8080]])],
+  }));
+  const r4 = await c.next(4);
+  t.equal(r4.type_url, TYPE_URL.cluster);
+  t.same(r4.resources.map((r) => decodeResource('envoy.config.cluster.v3.Cluster', r.value).name), ['web-v1'], 'a cluster removed: the cluster response lists every cluster left');
+  await sleep(100);
+  t.equal(c.responses.length, 4, 'web-v1\'s endpoints did not change, so no endpoint response follows');
+  c.request(TYPE_URL.endpoint, { names: ['web-v1'], version: r3.version_info, nonce: r3.nonce });
+  const r5 = await c.next(5);
+  t.equal(r5.resources.length, 1, 'a changed subscription is answered with everything it names');
 });
 
 t.test('bad streams end with a clear status; other streams keep serving', async (t) => {
