@@ -19,6 +19,7 @@
  * latest nonce, as in state of the world.
  */
 import * as grpc from '@grpc/grpc-js';
+import diagnosticsChannel from 'node:diagnostics_channel';
 import { adsService } from './envoy-protos.js';
 import { encodeDeltaResponse, encodeSotwResponse, passThroughResponses } from './response-encoder.js';
 import { type EncodedResource, PUSH_ORDER, type ResourceKind, type Snapshot, TYPE_URL, kindOf } from './snapshot.js';
@@ -71,6 +72,22 @@ export interface AdsStats {
   streamsOpen: number;
   types: Record<ResourceKind, TypeCounters>;
 }
+
+/**
+ * Published on `ADS_ACK_CHANNEL` (node:diagnostics_channel) for every ACK
+ * and NACK, so benchmarks and telemetry can follow clients without polling.
+ */
+export interface AdsAckEvent {
+  nodeId: string;
+  stream: number;
+  kind: ResourceKind;
+  /** the version the client ACKed, or rejected when `nack` is set */
+  version: string;
+  nack?: string;
+}
+
+export const ADS_ACK_CHANNEL = 'sockmesh:xds:ack';
+const ackChannel = diagnosticsChannel.channel(ADS_ACK_CHANNEL);
 
 /** A connected proxy, for status. */
 export interface ProxyStatus {
@@ -266,11 +283,13 @@ export class AdsServer {
       };
       ts.lastNack = nack;
       this.#counters[kind].nacks++;
+      if (ackChannel.hasSubscribers) ackChannel.publish({ nodeId: st.nodeId, stream: st.stream, kind, version: nack.version, nack: nack.error } satisfies AdsAckEvent);
       this.#nacks.push(nack);
       if (this.#nacks.length > this.#nackHistory) this.#nacks.shift();
     } else {
       ts.ackedVersion = ackedVersion;
       this.#counters[kind].acks++;
+      if (ackChannel.hasSubscribers) ackChannel.publish({ nodeId: st.nodeId, stream: st.stream, kind, version: ackedVersion } satisfies AdsAckEvent);
     }
   }
 

@@ -13,10 +13,18 @@ export interface SnapshotCacheOptions {
 
 type Watcher = (snapshot: Snapshot) => void;
 
+/** One snapshot the cache holds: a node's own (nodeId) or the default (nodeId null). */
+export interface CacheEntry {
+  nodeId: string | null;
+  snapshot: Snapshot;
+  /** when it was set, ISO 8601 */
+  setAt: string;
+}
+
 export class SnapshotCache {
   readonly debounceMs: number;
-  #byNode = new Map<string, Snapshot>();
-  #fallback: Snapshot | undefined;
+  #byNode = new Map<string, CacheEntry>();
+  #fallback: CacheEntry | undefined;
   #watchers = new Map<string, Set<Watcher>>();
   #pending = new Set<string | null>();
   #timer: NodeJS.Timeout | undefined;
@@ -29,19 +37,30 @@ export class SnapshotCache {
 
   /** Sets the snapshot of one node. */
   setSnapshot(nodeId: string, snapshot: Snapshot): void {
-    this.#byNode.set(nodeId, snapshot);
+    this.#byNode.set(nodeId, { nodeId, snapshot, setAt: new Date().toISOString() });
     this.#schedule(nodeId);
   }
 
   /** Sets the snapshot served to every node that has none of its own. */
   setDefaultSnapshot(snapshot: Snapshot): void {
-    this.#fallback = snapshot;
+    this.#fallback = { nodeId: null, snapshot, setAt: new Date().toISOString() };
     this.#schedule(null);
   }
 
   /** The snapshot a node gets now, if any. */
   snapshotFor(nodeId: string): Snapshot | undefined {
+    return this.entryFor(nodeId)?.snapshot;
+  }
+
+  /** The entry a node is served from now: its own, else the default. */
+  entryFor(nodeId: string): CacheEntry | undefined {
     return this.#byNode.get(nodeId) ?? this.#fallback;
+  }
+
+  /** Every snapshot held: the default first, then nodes by id. */
+  entries(): CacheEntry[] {
+    const own = [...this.#byNode.values()].sort((a, b) => (a.nodeId! < b.nodeId! ? -1 : 1));
+    return this.#fallback ? [this.#fallback, ...own] : own;
   }
 
   /** Calls fn with the node's snapshot after each change; returns the cancel function. */

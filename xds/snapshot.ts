@@ -42,6 +42,8 @@ export interface EncodedResource {
   any: { type_url: string; value: Uint8Array };
   /** hash of the encoded bytes */
   version: string;
+  /** hash of the plain object's JSON: a later snapshot reuses this encoding when it is unchanged */
+  sourceHash: string;
 }
 
 export interface SnapshotInput {
@@ -115,8 +117,12 @@ export class Snapshot {
     this.versions = Object.freeze(versions);
   }
 
-  /** Encodes and checks every resource; throws XdsSnapshotError listing every problem. */
-  static create(input: SnapshotInput): Snapshot {
+  /**
+   * Encodes and checks every resource; throws XdsSnapshotError listing every
+   * problem. Resources identical to one of `previous` (same name, same
+   * plain object) keep its encoding instead of being encoded again.
+   */
+  static create(input: SnapshotInput, previous?: Snapshot): Snapshot {
     const problems: string[] = [];
     const lists: Record<ResourceKind, Obj[]> = {
       cluster: input.clusters ?? [], endpoint: input.endpoints ?? [], listener: input.listeners ?? [], route: input.routes ?? [],
@@ -131,8 +137,14 @@ export class Snapshot {
           continue;
         }
         try {
+          const sourceHash = hash([JSON.stringify(r, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v))]);
+          const before = previous?.resources[kind].get(name);
+          if (before?.sourceHash === sourceHash) {
+            byName.set(name, before);
+            continue;
+          }
           const any = packResource(TYPE_URL[kind].slice('type.googleapis.com/'.length), r);
-          byName.set(name, { name, resource: Object.freeze(structuredClone(r)), any, version: hash([any.value]) });
+          byName.set(name, { name, resource: Object.freeze(structuredClone(r)), any, version: hash([any.value]), sourceHash });
         } catch (err) {
           problems.push((err as Error).message);
         }

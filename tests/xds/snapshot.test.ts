@@ -26,6 +26,20 @@ t.test('a consistent snapshot: encoded once, versioned per resource and per type
   t.ok(Object.isFrozen(s.resources) && Object.isFrozen(s.resources.cluster.get('web-v1')!.resource), 'it is immutable');
 });
 
+t.test('a snapshot built on an earlier one re-encodes only what changed', async (t) => {
+  const s = Snapshot.create(input());
+  const moved = input();
+  moved.endpoints[1] = endpoints('web-v2', [['198.18.0.4', 8080]]);
+  const m = Snapshot.create(moved, s);
+  t.equal(m.resources.endpoint.get('web-v1'), s.resources.endpoint.get('web-v1'), 'an unchanged resource is the same encoded resource');
+  t.equal(m.resources.cluster.get('web-v2'), s.resources.cluster.get('web-v2'), 'of every kind');
+  t.not(m.resources.endpoint.get('web-v2'), s.resources.endpoint.get('web-v2'), 'a changed one is encoded anew');
+  t.same(m.versions, Snapshot.create(moved).versions, 'and the versions are those of a snapshot built from scratch');
+  const bad = input();
+  (bad.clusters[0] as Record<string, unknown>).lb_polcy = 'ROUND_ROBIN';
+  t.throws(() => Snapshot.create(bad, s), /lb_polcy/, 'a changed resource is checked again');
+});
+
 t.test('references that do not resolve are all reported at once', async (t) => {
   const bad = input();
   bad.endpoints.pop();
