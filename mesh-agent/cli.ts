@@ -6,6 +6,7 @@ import { down, enroll, status, unenroll, up } from './commands/datapath-commands
 import { demo } from './commands/demo.js';
 import { pod } from './commands/pod-commands.js';
 import { run } from './commands/run.js';
+import { xds } from './commands/xds-commands.js';
 
 const HELP = `usage: mesh-agent <command> [flags]
 
@@ -13,19 +14,20 @@ sockmesh's per-node agent: a sidecar-free service mesh whose pods on one node
 talk through the kernel (eBPF sockops + sk_msg on a sockhash).
 
 commands:
-  run        run the agent in the foreground (datapath up, endpoints, counters)
+  run        run the agent in the foreground (datapath, xDS server, admin API)
   up         load, attach and pin the datapath (adopts one already pinned)
   down       detach and remove the datapath and every pin
   enroll     enroll a local endpoint (IPv4) for the short-circuit
   unenroll   remove an endpoint
-  status     datapath, endpoints, sockets and counters (--json for machines)
+  status     datapath, endpoints, sockets, counters; the agent's xDS proxies (--json)
+  xds        the xDS control plane: dump (config dump), bootstrap (for Envoy)
   pod        the local node runtime: add, del, list, exec, cleanup
   demo       two pods exchanging traffic through the kernel path
 
 Every command takes --help. Needs root (or CAP_BPF + CAP_NET_ADMIN).
 `;
 
-const COMMANDS: Record<string, (argv: string[]) => number | Promise<number>> = { run, up, down, enroll, unenroll, status, pod, demo };
+const COMMANDS: Record<string, (argv: string[]) => number | Promise<number>> = { run, up, down, enroll, unenroll, status, pod, demo, xds };
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;

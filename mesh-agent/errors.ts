@@ -106,6 +106,27 @@ export class RuntimeError extends SockmeshError {
   }
 }
 
+/** A command needs the running agent, and none answers on its admin socket. */
+export class AgentNotRunningError extends SockmeshError {
+  constructor(socketPath: string) {
+    super('SOCKMESH_AGENT_NOT_RUNNING', `no agent answers on ${socketPath}`, 'start it with `mesh-agent run` (or pass the socket it uses with --admin-socket)');
+  }
+}
+
+/** Another agent already serves the admin socket. */
+export class AgentRunningError extends SockmeshError {
+  constructor(socketPath: string) {
+    super('SOCKMESH_AGENT_RUNNING', `another agent is running: it answers on ${socketPath}`, 'stop it first (SIGTERM), or give this one another --admin-socket');
+  }
+}
+
+/** Something asked for by name does not exist (a node, a resource). */
+export class NotFoundError extends SockmeshError {
+  constructor(message: string, hint?: string) {
+    super('SOCKMESH_NOT_FOUND', message, hint);
+  }
+}
+
 const ERRNO_NAMES: Record<number, string> = {
   1: 'EPERM', 2: 'ENOENT', 3: 'ESRCH', 4: 'EINTR', 5: 'EIO', 7: 'E2BIG', 9: 'EBADF', 11: 'EAGAIN',
   12: 'ENOMEM', 13: 'EACCES', 14: 'EFAULT', 16: 'EBUSY', 17: 'EEXIST', 19: 'ENODEV', 20: 'ENOTDIR',

@@ -34,6 +34,7 @@ export const ENVOY_PROTO_FILES = [
   'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
   'envoy/extensions/filters/http/router/v3/router.proto',
   'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
+  'envoy/admin/v3/config_dump.proto',
 ] as const;
 
 let root: protobuf.Root | undefined;

@@ -1,5 +1,8 @@
 /** mesh-agent up | down | enroll | unenroll | status */
-import { InvalidArgumentError } from '../errors.js';
+import type { TypeState } from '../../xds/ads-server.js';
+import { DEFAULT_ADMIN_SOCKET, adminGet } from '../admin/admin-client.js';
+import type { AgentStatus } from '../agent.js';
+import { AgentNotRunningError, InvalidArgumentError } from '../errors.js';
 import { checkPrivileges } from '../datapath/host-checks.js';
 import { encodeIPv4 } from '../datapath/layout.js';
 import { Datapath, type DatapathOptions, type DatapathStatus } from '../datapath/datapath.js';
@@ -101,30 +104,81 @@ export function unenroll(argv: string[]): number {
   return 0;
 }
 
-const STATUS_HELP = `usage: mesh-agent status [--json] [--pin-dir DIR]
+const STATUS_HELP = `usage: mesh-agent status [--json] [--pin-dir DIR] [--admin-socket PATH]
 
 Shows whether the datapath is up, what is attached where, the enrolled
-endpoints, the sockets short-circuited now and the counters.
+endpoints, the sockets short-circuited now and the counters; and, when an
+agent is running, its xDS server: the snapshot it serves, the node proxies
+connected with the versions each has ACKed, and the last NACKs.
+
+  --json               machine-readable (the datapath's fields, plus "agent"
+                       and "xds", null when no agent answers)
+  --admin-socket PATH  the running agent's admin socket (default ${DEFAULT_ADMIN_SOCKET})
 `;
 
-export function status(argv: string[]): number {
-  const p = parse(argv, { 'pin-dir': DATAPATH_FLAGS['pin-dir'], json: { type: 'boolean' } }, STATUS_HELP, false);
+export async function status(argv: string[]): Promise<number> {
+  const p = parse(argv, { 'pin-dir': DATAPATH_FLAGS['pin-dir'], json: { type: 'boolean' }, 'admin-socket': { type: 'string' } }, STATUS_HELP, false);
   if (!p) return 0;
   const dp = new Datapath(datapathOptions(p));
-  checkPrivileges();
-  let st: DatapathStatus;
-  if (dp.isUp()) {
-    dp.adopt();
-    try {
-      st = dp.status();
-    } finally {
-      dp.stop();
-    }
-  } else {
-    st = dp.status();
+  let running: AgentStatus | undefined;
+  try {
+    running = (await adminGet(str(p, 'admin-socket') ?? DEFAULT_ADMIN_SOCKET, '/status', 5000)).body as AgentStatus;
+  } catch (err) {
+    if (!(err instanceof AgentNotRunningError)) throw err;
   }
-  process.stdout.write(p.values.json ? JSON.stringify(st, null, 2) + '\n' : renderStatus(st));
+  let st: DatapathStatus;
+  if (running && running.datapath.pinDir === dp.pinDir) {
+    st = running.datapath;
+  } else {
+    checkPrivileges();
+    if (dp.isUp()) {
+      dp.adopt();
+      try {
+        st = dp.status();
+      } finally {
+        dp.stop();
+      }
+    } else {
+      st = dp.status();
+    }
+  }
+  process.stdout.write(p.values.json
+    ? JSON.stringify({ ...st, agent: running?.agent ?? null, xds: running?.xds ?? null }, null, 2) + '\n'
+    : renderStatus(st) + renderAgent(running));
   return 0;
+}
+
+const short = (v: string | undefined) => (v ? v.slice(0, 8) : '-');
+
+/** The agent and xDS part of the human status. */
+export function renderAgent(a: AgentStatus | undefined): string {
+  if (!a) return 'agent      not running\n';
+  const { agent, xds } = a;
+  const lines = [
+    `agent      running (pid ${agent.pid}) since ${agent.startedAt}, node ${agent.nodeName}`,
+    `admin      ${agent.adminSocket}${agent.adminAddress ? `, http://${agent.adminAddress} (/metrics)` : ''}`,
+    `xds        ADS on ${agent.xdsAddress}, ${xds.proxies.length} stream${xds.proxies.length === 1 ? '' : 's'} connected`,
+  ];
+  for (const s of xds.snapshots) {
+    const r = s.resources;
+    lines.push(`  snapshot ${s.node ?? '(default)'}: ${r.cluster} clusters, ${r.endpoint} endpoint sets, ${r.listener} listeners, ${r.route} route configs; set ${s.setAt}`);
+  }
+  if (xds.lastSnapshotFailure) {
+    lines.push(`  last refused configuration (${xds.lastSnapshotFailure.at}): ${xds.lastSnapshotFailure.error}`);
+  }
+  if (xds.proxies.length > 0) {
+    const cell = (t: TypeState | undefined) => {
+      if (!t) return '-';
+      if (t.lastNack && t.lastNack.version === t.sentVersion) return `${short(t.ackedVersion)} (NACKed ${short(t.sentVersion)})`;
+      return t.ackedVersion === t.sentVersion ? short(t.ackedVersion) : `${short(t.ackedVersion)} (sent ${short(t.sentVersion)})`;
+    };
+    lines.push(indent(table(['NODE', 'STREAM', 'PROTOCOL', 'CLUSTERS', 'ENDPOINTS', 'LISTENERS', 'ROUTES'],
+      xds.proxies.map((p) => [p.nodeId, p.stream, p.protocol, cell(p.types.cluster), cell(p.types.endpoint), cell(p.types.listener), cell(p.types.route)]))));
+  }
+  for (const n of xds.nacks.slice(-5)) {
+    lines.push(`  NACK ${n.at} ${n.nodeId} ${n.typeUrl.split('.').pop()} ${short(n.version)}: ${n.error}`);
+  }
+  return lines.join('\n') + '\n';
 }
 
 /** The human status table. */

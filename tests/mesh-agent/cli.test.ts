@@ -3,7 +3,8 @@ import { cli } from '../fixtures/cli.js';
 
 t.test('every command has --help', async (t) => {
   const commands = [[], ['run'], ['up'], ['down'], ['enroll'], ['unenroll'], ['status'], ['demo'],
-    ['pod'], ['pod', 'add'], ['pod', 'del'], ['pod', 'list'], ['pod', 'exec'], ['pod', 'cleanup']];
+    ['pod'], ['pod', 'add'], ['pod', 'del'], ['pod', 'list'], ['pod', 'exec'], ['pod', 'cleanup'],
+    ['xds'], ['xds', 'dump'], ['xds', 'bootstrap']];
   for (const c of commands) {
     const r = cli([...c, '--help']);
     t.equal(r.code, 0, `${c.join(' ') || 'mesh-agent'} --help exits 0`);
@@ -24,6 +25,13 @@ t.test('bad input gets a clear error and exit code 2', async (t) => {
     [['pod', 'add', 'x', '--prefix', 'TOO-LONG'], /runtime prefix must be 1-4 lowercase/],
     [['pod', 'exec', 'x'], /pod exec needs NAME -- CMD/],
     [['run', '--enroll', 'pod-a'], /not an IPv4 address: "pod-a"/],
+    [['run', '--xds-address', 'localhost:15010'], /the xDS address must be IP:PORT \(e.g. 127.0.0.1:9966\), got "localhost:15010"/],
+    [['run', '--admin-address', '127.0.0.1'], /the admin address must be IP:PORT/],
+    [['run', '--node-name', 'no spaces'], /the node name must be a DNS-style name, got "no spaces"/],
+    [['xds', 'frob'], /unknown xds command "frob"/],
+    [['xds', 'bootstrap'], /--node-id is required/],
+    [['xds', 'bootstrap', '--node-id', 'n1', '--xds-address', '127.0.0.1:0'], /--xds-address needs the port the agent listens on, not 0/],
+    [['xds', 'dump', '--type', 'clusters,secrets'], /--type: unknown resource type "secrets"; types: clusters, endpoints, listeners, routes/],
   ];
   for (const [args, message] of cases) {
     const r = cli(args);
@@ -41,4 +49,20 @@ t.test('without the capabilities: a clear error naming them', async (t) => {
     t.match(r.stderr, /needs root or CAP_BPF \+ CAP_NET_ADMIN.*\[SOCKMESH_NOT_PRIVILEGED\]/, `${cmd[0]}: names what is missing`);
     t.match(r.stderr, /hint: run mesh-agent as root/, `${cmd[0]}: says what to do`);
   }
+});
+
+t.test('xds bootstrap prints a bootstrap for the node proxy', async (t) => {
+  const r = cli(['xds', 'bootstrap', '--node-id', 'node-a~proxy', '--xds-address', '127.0.0.1:15999', '--zone', 'z1']);
+  t.equal(r.code, 0, r.stderr);
+  const b = JSON.parse(r.stdout) as Record<string, any>;
+  t.match(b.node, { id: 'node-a~proxy', cluster: 'sockmesh-node-proxy', locality: { zone: 'z1' } });
+  t.match(b.static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address, { address: '127.0.0.1', port_value: 15999 }, 'ADS points at the agent');
+  t.match(b.admin.address.socket_address, { address: '127.0.0.1', port_value: 15000 }, 'Envoy admin on loopback');
+});
+
+t.test('xds dump without a running agent says so', async (t) => {
+  const r = cli(['xds', 'dump', '--admin-socket', '/run/sockmesh-test-none/agent.sock']);
+  t.equal(r.code, 1);
+  t.match(r.stderr, /no agent answers on \/run\/sockmesh-test-none\/agent.sock \[SOCKMESH_AGENT_NOT_RUNNING\]/);
+  t.match(r.stderr, /hint: start it with `mesh-agent run`/);
 });

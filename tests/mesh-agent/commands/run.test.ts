@@ -1,6 +1,8 @@
 /* Privileged: the agent process killed while traffic flows. */
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { cli, cliSpawn, waitForLine } from '../../fixtures/cli.js';
@@ -12,9 +14,14 @@ if (privileged(t)) {
     const { rt, datapath } = await testMesh(t);
     const a = await rt.addPod('a');
     const b = await rt.addPod('b');
-    const flags = ['--pin-dir', TEST_PIN_DIR, '--cgroup', testCgroupRoot()];
+    const dir = mkdtempSync(join(tmpdir(), 'sm-run-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const adminSocket = join(dir, 'agent.sock');
+    const flags = ['--pin-dir', TEST_PIN_DIR, '--cgroup', testCgroupRoot(), '--xds-address', '127.0.0.1:0', '--admin-socket', adminSocket, '--admin-address', 'none'];
     const agent = cliSpawn(['run', ...flags, '--enroll', a.ip, '--enroll', b.ip]);
+    const xdsLine = waitForLine(agent, /^mesh-agent: xDS on/);
     t.match(await waitForLine(agent, /^mesh-agent: running/), /loaded and pinned in/, 'the agent brought the datapath up');
+    t.match(await xdsLine, new RegExp(`^mesh-agent: xDS on 127\\.0\\.0\\.1:\\d+, admin on ${adminSocket}$`), 'and serves xDS and the admin API');
     const agentExit = new Promise<NodeJS.Signals | null>((r) => agent.once('exit', (_code, sig) => r(sig)));
 
     const observer = datapath();
@@ -54,20 +61,23 @@ if (privileged(t)) {
     t.equal(after.sock_inserted! - mid.sock_inserted!, 2, 'and entered the sockhash');
     t.equal(after.bytes_redirected! - mid.bytes_redirected!, small.length + reply.length, 'and was short-circuited');
 
+    t.ok(existsSync(adminSocket), 'the killed agent left its admin socket behind');
     const next = cliSpawn(['run', ...flags]);
-    t.match(await waitForLine(next, /^mesh-agent: running/), /adopted from/, 'a new agent adopts the pins');
+    t.match(await waitForLine(next, /^mesh-agent: running/), /adopted from/, 'a new agent adopts the pins (and the stale admin socket)');
     next.kill('SIGTERM');
     t.match(await waitForLine(next, /SIGTERM/), /datapath stays pinned/, 'SIGTERM leaves the datapath in place');
     t.ok(existsSync(`${TEST_PIN_DIR}/link_sockops`), 'the links are still pinned');
 
-    const st = cli(['status', '--json', '--pin-dir', TEST_PIN_DIR]);
+    const st = cli(['status', '--json', '--pin-dir', TEST_PIN_DIR, '--admin-socket', adminSocket]);
     t.equal(st.code, 0);
-    const status = JSON.parse(st.stdout) as { up: boolean; counters: Record<string, number>; endpoints: { ip: string }[] };
+    const status = JSON.parse(st.stdout) as { up: boolean; counters: Record<string, number>; endpoints: { ip: string }[]; agent: unknown; xds: unknown };
     t.ok(status.up, 'status --json: up');
+    t.same([status.agent, status.xds], [null, null], 'and no agent running');
     t.equal(status.counters.bytes_redirected, after.bytes_redirected, 'status shows the same counters');
     t.same(status.endpoints.map((e) => e.ip), [a.ip, b.ip], 'status lists the endpoints');
-    const human = cli(['status', '--pin-dir', TEST_PIN_DIR]);
+    const human = cli(['status', '--pin-dir', TEST_PIN_DIR, '--admin-socket', adminSocket]);
     t.match(human.stdout, /bytes_redirected\s+\d+/, 'status prints a counters table');
+    t.match(human.stdout, /^agent +not running$/m, 'and that no agent runs');
 
     observer.stop();
     const down = cli(['down', '--pin-dir', TEST_PIN_DIR]);
