@@ -20,9 +20,10 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import diagnosticsChannel from 'node:diagnostics_channel';
-import { adsService } from './envoy-protos.js';
+import { adsService, envoyRoot } from './envoy-protos.js';
 import { encodeDeltaResponse, encodeSotwResponse, passThroughResponses } from './response-encoder.js';
 import { type EncodedResource, PUSH_ORDER, type ResourceKind, type Snapshot, TYPE_URL, kindOf } from './snapshot.js';
+import { wireProblem } from './wire-check.js';
 import type { SnapshotCache } from './snapshot-cache.js';
 
 export interface AdsServerOptions {
@@ -117,7 +118,36 @@ interface DeltaDiscoveryRequest {
   error_detail?: { code?: number; message?: string } | null;
 }
 
-type AdsCall = grpc.ServerDuplexStream<DiscoveryRequest | DeltaDiscoveryRequest, unknown>;
+/** What the request deserializer yields for bytes that are not the request message. */
+interface Undecodable { undecodable: string }
+
+type AdsCall = grpc.ServerDuplexStream<DiscoveryRequest | DeltaDiscoveryRequest | Undecodable, unknown>;
+
+/**
+ * The ADS service as this server serves it: requests are checked on the
+ * wire before they are decoded (garbled bytes end the stream with a reason
+ * instead of decoding as an empty request); responses may be pre-encoded.
+ */
+function serverDefinition(): grpc.ServiceDefinition {
+  const service = passThroughResponses(adsService().service);
+  const requestType = {
+    StreamAggregatedResources: 'envoy.service.discovery.v3.DiscoveryRequest',
+    DeltaAggregatedResources: 'envoy.service.discovery.v3.DeltaDiscoveryRequest',
+  } as Record<string, string>;
+  return Object.fromEntries(Object.entries(service).map(([method, def]) => {
+    const typeName = requestType[method];
+    if (!typeName) return [method, def];
+    const type = envoyRoot().lookupType(typeName);
+    const decode = def.requestDeserialize;
+    return [method, {
+      ...def,
+      requestDeserialize: (b: Buffer) => {
+        const problem = wireProblem(type, b);
+        return problem === undefined ? decode(b) : ({ undecodable: `${typeName}: ${problem}` } satisfies Undecodable);
+      },
+    }];
+  }));
+}
 
 interface StreamState extends ProxyStatus {
   call: AdsCall;
@@ -187,8 +217,7 @@ export class AdsServer {
 
   async start(): Promise<number> {
     const server = new grpc.Server();
-    const service = adsService().service;
-    server.addService(passThroughResponses(service), {
+    server.addService(serverDefinition(), {
       StreamAggregatedResources: (call: AdsCall) => this.#onStream(call, 'sotw'),
       DeltaAggregatedResources: (call: AdsCall) => this.#onStream(call, 'delta'),
     });
@@ -237,7 +266,11 @@ export class AdsServer {
       st.cancelWatch?.();
       this.#streams.delete(st.stream);
     };
-    call.on('data', (req: DiscoveryRequest | DeltaDiscoveryRequest) => {
+    call.on('data', (req: DiscoveryRequest | DeltaDiscoveryRequest | Undecodable) => {
+      if ('undecodable' in req) {
+        this.#fail(st, grpc.status.INVALID_ARGUMENT, `undecodable request: ${req.undecodable}`);
+        return;
+      }
       if (protocol === 'sotw') this.#onRequest(st, req as DiscoveryRequest);
       else this.#onDeltaRequest(st, req as DeltaDiscoveryRequest);
     });

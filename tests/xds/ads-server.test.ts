@@ -144,6 +144,28 @@ t.test('bad streams end with a clear status; other streams keep serving', async 
   t.equal(r.type_url, TYPE_URL.endpoint, 'the good stream still serves');
 });
 
+t.test('an undecodable request ends its stream with a clear status; other streams keep serving', async (t) => {
+  const { cache, port, client } = await setup(t);
+  cache.setSnapshot('node-1', snapshot());
+  const good = client();
+  good.request(TYPE_URL.cluster);
+  await good.next(1);
+  // a raw client that writes bytes that are no DiscoveryRequest
+  const raw = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  t.teardown(() => raw.close());
+  const call = raw.makeBidiStreamRequest('/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources', (b: Buffer) => b, (b: Buffer) => b);
+  const ended = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
+  call.on('error', () => undefined);
+  // type_url (field 4) says 200 bytes follow; 3 do
+  call.write(Buffer.from([0x22, 0xc8, 0x01, 0x61, 0x62, 0x63]));
+  const s = await ended;
+  t.equal(s.code, grpc.status.INVALID_ARGUMENT, 'the stream ends with INVALID_ARGUMENT');
+  t.equal(s.details, 'undecodable request: envoy.service.discovery.v3.DiscoveryRequest: type_url: length 200 runs past the end of its message', 'and says why');
+  cache.setSnapshot('node-1', snapshot('198.18.0.7'));
+  good.request(TYPE_URL.endpoint, { names: ['web-v2'] });
+  t.equal((await good.next(2)).type_url, TYPE_URL.endpoint, 'the good stream still serves');
+});
+
 t.test('a client reconnecting with an old version and no nonce is answered', async (t) => {
   const { cache, client } = await setup(t);
   cache.setDefaultSnapshot(snapshot());
