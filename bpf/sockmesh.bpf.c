@@ -9,6 +9,11 @@
  *      the peer socket (the reversed 4-tuple), skipping TCP/IP, veth and the
  *      bridge. When the peer is not there, the normal stack carries that
  *      send and every later one of the socket (see the rule below).
+ *  cgroup/connect4: a TCP connect to a service VIP:port goes straight to one
+ *      of its backends, picked at random (socket-level load balancing: no
+ *      NAT per packet, no conntrack); a service without backends refuses the
+ *      connect with ECONNREFUSED. The socket remembers the VIP.
+ *  cgroup/getpeername4: such a socket reports the VIP:port it dialled.
  *
  * Byte order rule: the two paths of one byte stream may only ever change from
  * "redirect" to "stack", never back. Redirected bytes are queued on the peer
@@ -16,6 +21,8 @@
  * keeps order; the other way could overtake bytes still in flight.
  */
 #include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/errno.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "sockmesh.h"
@@ -143,6 +150,84 @@ int sm_sk_msg(struct sk_msg_md *msg)
 	count_add(SM_CTR_MSG_PASSED, 1);
 	count_add(SM_CTR_BYTES_PASSED, size);
 	return SK_PASS;
+}
+
+/* Whether the connecting process's pod is enrolled. */
+static __always_inline int client_enrolled(void)
+{
+	__u64 cg = bpf_get_current_cgroup_id();
+	struct sm_cgroup *c = bpf_map_lookup_elem(&sm_cgroups, &cg);
+
+	return c && (c->flags & SM_CG_F_ENROLLED);
+}
+
+/* 1: connect goes on (translated or not); 0: refused, retval set. */
+static __always_inline int translate_service(struct bpf_sock_addr *ctx)
+{
+	struct sm_svc_key key = {};
+	struct sm_backend_key bkey = {};
+	struct sm_sock_svc *mem;
+	struct sm_backend *be;
+	struct sm_svc *svc;
+
+	key.vip4 = ctx->user_ip4;
+	key.port = bpf_ntohs((__u16)ctx->user_port);
+	svc = bpf_map_lookup_elem(&sm_services, &key);
+	if (!svc)
+		return 1;
+	if (!(svc->flags & SM_SVC_F_ANY_CLIENT) && !client_enrolled()) {
+		count_add(SM_CTR_SVC_NOT_ENROLLED, 1);
+		return 1;
+	}
+	if (svc->count == 0) {
+		count_add(SM_CTR_SVC_NO_BACKEND, 1);
+		bpf_set_retval(-ECONNREFUSED);
+		return 0;
+	}
+	bkey.svc_id = svc->id;
+	bkey.gen = svc->gen;
+	bkey.slot = bpf_get_prandom_u32() % svc->count;
+	be = bpf_map_lookup_elem(&sm_backends, &bkey);
+	if (!be) {
+		count_add(SM_CTR_SVC_BACKEND_MISS, 1);
+		bpf_set_retval(-ECONNREFUSED);
+		return 0;
+	}
+	mem = bpf_sk_storage_get(&sm_sock_svc, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (mem) {
+		mem->vip4 = key.vip4;
+		mem->port = key.port;
+	}
+	ctx->user_ip4 = be->ip4;
+	ctx->user_port = bpf_htons(be->port);
+	count_add(SM_CTR_SVC_TRANSLATED, 1);
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int sm_connect4(struct bpf_sock_addr *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return 1;
+	return translate_service(ctx);
+}
+
+/* A translated socket reports the service it dialled, as if connected to it. */
+static __always_inline void restore_service_peer(struct bpf_sock_addr *ctx)
+{
+	struct sm_sock_svc *mem = bpf_sk_storage_get(&sm_sock_svc, ctx->sk, 0, 0);
+
+	if (mem && mem->vip4) {
+		ctx->user_ip4 = mem->vip4;
+		ctx->user_port = bpf_htons(mem->port);
+	}
+}
+
+SEC("cgroup/getpeername4")
+int sm_getpeername4(struct bpf_sock_addr *ctx)
+{
+	restore_service_peer(ctx);
+	return 1;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

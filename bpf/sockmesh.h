@@ -36,6 +36,10 @@ enum sm_counter {
 	SM_CTR_BYTES_REDIRECTED,	/* bytes in those calls */
 	SM_CTR_MSG_PASSED,		/* sendmsg calls the stack carried (peer missing) */
 	SM_CTR_BYTES_PASSED,		/* bytes in those calls */
+	SM_CTR_SVC_TRANSLATED,		/* connects to a service VIP sent to a backend */
+	SM_CTR_SVC_NO_BACKEND,		/* connects to a service with no ready backend: refused */
+	SM_CTR_SVC_BACKEND_MISS,	/* picked slot absent (the set changed under the connect): refused */
+	SM_CTR_SVC_NOT_ENROLLED,	/* connects to a VIP left alone: the client is not enrolled */
 	SM_CTR_MAX,
 };
 
@@ -47,6 +51,59 @@ struct sm_sock_state {
 
 enum sm_sock_flags {
 	SM_SOCK_F_STACK = 1,	/* one-way switch: from now on the stack carries it */
+};
+
+/* A service frontend: VIP (network order) and port (host order), TCP. */
+struct sm_svc_key {
+	__u32 vip4;
+	__u16 port;
+	__u16 pad;
+};
+
+enum sm_svc_flags {
+	SM_SVC_F_ANY_CLIENT = 1,	/* translate for every client, enrolled or not (no kube-proxy here) */
+};
+
+/* A service: its backends are sm_backends[{id, gen, 0..count-1}]. The agent
+ * writes a new set under the other generation, then flips gen and count in
+ * one update, then deletes the old set: a connect sees one whole set. */
+struct sm_svc {
+	__u32 id;
+	__u16 count;
+	__u8 gen;
+	__u8 pad;
+	enum sm_svc_flags flags;	/* SM_SVC_F_* bits (an enum type so BTF carries the names) */
+};
+
+struct sm_backend_key {
+	__u32 svc_id;
+	__u16 slot;
+	__u8 gen;
+	__u8 pad;
+};
+
+/* A backend: pod IPv4 (network order) and port (host order). */
+struct sm_backend {
+	__u32 ip4;
+	__u16 port;
+	__u16 pad;
+};
+
+/* What the agent knows about a pod's cgroup (key: cgroup id). */
+enum sm_cgroup_flags {
+	SM_CG_F_ENROLLED = 1,	/* the pod is enrolled in the mesh */
+};
+
+struct sm_cgroup {
+	__u32 identity;
+	enum sm_cgroup_flags flags;
+};
+
+/* The service a socket dialled, kept for getpeername (socket local storage). */
+struct sm_sock_svc {
+	__u32 vip4;		/* 0: not a service connection */
+	__u16 port;
+	__u16 pad;
 };
 
 #endif /* SOCKMESH_H */

@@ -37,4 +37,36 @@ struct {
 	__type(value, __u64);
 } sm_counters SEC(".maps");
 
+/* sm_svc_key -> sm_svc; agent writes; one per service port, 64k is far beyond a cluster's services */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sm_svc_key);
+	__type(value, struct sm_svc);
+} sm_services SEC(".maps");
+
+/* sm_backend_key -> sm_backend; agent writes; backends of every service port, two generations during a change */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct sm_backend_key);
+	__type(value, struct sm_backend);
+} sm_backends SEC(".maps");
+
+/* cgroup id -> sm_cgroup; agent writes; one per local pod, sized like sm_endpoints */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sm_cgroup);
+} sm_cgroups SEC(".maps");
+
+/* socket -> sm_sock_svc (socket local storage); connect4 writes when it translates, getpeername4 reads */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sm_sock_svc);
+} sm_sock_svc SEC(".maps");
+
 #endif /* SOCKMESH_MAPS_H */

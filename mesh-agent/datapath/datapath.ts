@@ -35,9 +35,14 @@ export interface DatapathOptions {
 }
 
 /** The maps and links, by pin name. */
-const MAPS = ['sm_endpoints', 'sm_sock_hash', 'sm_sock_state', 'sm_counters'] as const;
+const MAPS = ['sm_endpoints', 'sm_sock_hash', 'sm_sock_state', 'sm_counters', 'sm_services', 'sm_backends', 'sm_cgroups', 'sm_sock_svc'] as const;
 type MapName = (typeof MAPS)[number];
+/** Hash maps the agent reconciles, with their key and value sizes. */
+export const HASH_MAPS = Object.freeze({ sm_endpoints: [4, 8], sm_services: [8, 12], sm_backends: [8, 8], sm_cgroups: [8, 8] } as const);
+export type HashMapName = keyof typeof HASH_MAPS;
 const LINK_SOCKOPS = 'link_sockops';
+/** cgroup programs attached through pinned links, by program: pin name */
+const CGROUP_LINKS = Object.freeze({ sm_connect4: 'link_connect4', sm_getpeername4: 'link_getpeername4' } as const);
 const LINK_SK_MSG = 'link_sk_msg';
 const PROG_SK_MSG = 'prog_sk_msg';
 
@@ -50,7 +55,12 @@ export interface DatapathStatus {
   objectSha256?: string;
   loadedAt?: string;
   skMsgAttach?: 'link' | 'prog';
-  links?: { sockops?: { id: number; progId: number; cgroupId: string }; skMsg?: { id: number; progId: number } };
+  links?: {
+    sockops?: { id: number; progId: number; cgroupId: string };
+    skMsg?: { id: number; progId: number };
+    connect4?: { id: number; progId: number };
+    getpeername4?: { id: number; progId: number };
+  };
   endpoints?: { ip: string; identity: number; enrolled: boolean }[];
   sockets?: number;
   counters?: Record<string, number>;
@@ -105,6 +115,7 @@ export class Datapath {
   /** True when every map and the links are pinned. */
   isUp(): boolean {
     return MAPS.every((m) => existsSync(this.#pin(m))) && existsSync(this.#pin(LINK_SOCKOPS))
+      && Object.values(CGROUP_LINKS).every((l) => existsSync(this.#pin(l)))
       && (existsSync(this.#pin(LINK_SK_MSG)) || existsSync(this.#pin(PROG_SK_MSG)));
   }
 
@@ -150,8 +161,8 @@ export class Datapath {
 
   #adopt(): void {
     for (const m of MAPS) this.#fds.set(m, objGet(this.#pin(m)));
-    const want: Record<MapName, [number, number]> = {
-      sm_endpoints: [4, 8], sm_sock_hash: [16, 8], sm_sock_state: [4, 8], sm_counters: [4, 8],
+    const want: Record<MapName, readonly [number, number]> = {
+      ...HASH_MAPS, sm_sock_hash: [16, 8], sm_sock_state: [4, 8], sm_counters: [4, 8], sm_sock_svc: [4, 8],
     };
     for (const m of MAPS) {
       const info = mapInfo(this.#fd(m));
@@ -172,11 +183,12 @@ export class Datapath {
     try {
       const sockops = obj.program('sm_sockops');
       const skMsg = obj.program('sm_sk_msg');
-      sockops.captureVerifierLog(1 << 22);
-      skMsg.captureVerifierLog(1 << 22);
+      const cgroupProgs = (Object.keys(CGROUP_LINKS) as (keyof typeof CGROUP_LINKS)[]).map((n) => [obj.program(n), CGROUP_LINKS[n]] as const);
+      const programs = [sockops, skMsg, ...cgroupProgs.map(([p]) => p)];
+      for (const p of programs) p.captureVerifierLog(1 << 22);
       const ret = obj.load();
       if (ret < 0) {
-        for (const p of [sockops, skMsg]) {
+        for (const p of programs) {
           const log = p.verifierLog();
           if (log) throw new VerifierRejectedError(p.name, -ret, log);
         }
@@ -207,18 +219,21 @@ export class Datapath {
         skMsgAttach = 'prog';
       }
       created.push(this.#pin(skMsgAttach === 'link' ? LINK_SK_MSG : PROG_SK_MSG));
+      // the service programs before sockops: a translated connect is then short-circuited too
       const cgFd = openSync(cgroupPath, fsc.O_RDONLY | fsc.O_DIRECTORY);
       try {
-        const link = sockops.attachCgroup(cgFd);
-        try {
-          link.pin(this.#pin(LINK_SOCKOPS));
-        } finally {
-          link.release();
+        for (const [prog, pin] of [...cgroupProgs, [sockops, LINK_SOCKOPS] as const]) {
+          const link = prog.attachCgroup(cgFd);
+          try {
+            link.pin(this.#pin(pin));
+          } finally {
+            link.release();
+          }
+          created.push(this.#pin(pin));
         }
       } finally {
         closeSync(cgFd);
       }
-      created.push(this.#pin(LINK_SOCKOPS));
       const record: StateRecord = {
         cgroupPath,
         createdCgroup,
@@ -261,7 +276,7 @@ export class Datapath {
   #removePins(): void {
     const record = this.#record();
     // links first: programs detach before the maps they use go away
-    for (const p of [LINK_SOCKOPS, LINK_SK_MSG, PROG_SK_MSG, ...MAPS]) rmSync(this.#pin(p), { force: true });
+    for (const p of [LINK_SOCKOPS, ...Object.values(CGROUP_LINKS), LINK_SK_MSG, PROG_SK_MSG, ...MAPS]) rmSync(this.#pin(p), { force: true });
     try {
       rmdirSync(this.pinDir);
     } catch (err) {
@@ -320,6 +335,34 @@ export class Datapath {
     return out.sort((a, b) => a.ip.localeCompare(b.ip, 'en', { numeric: true }));
   }
 
+  /** Every entry of a hash map the agent reconciles, raw. */
+  entries(name: HashMapName): [Buffer, Buffer][] {
+    const fd = this.#fd(name);
+    const [keySize, valueSize] = HASH_MAPS[name];
+    const out: [Buffer, Buffer][] = [];
+    for (const k of mapKeys(fd, keySize)) {
+      const v = mapLookup(fd, k, valueSize);
+      if (v) out.push([k, v]); // deleted between the two calls: gone
+    }
+    return out;
+  }
+
+  /** Creates or replaces one entry. */
+  put(name: HashMapName, key: Buffer, value: Buffer): void {
+    mapUpdate(this.#fd(name), key, value);
+  }
+
+  /** Deletes one entry; false when it was not there. */
+  del(name: HashMapName, key: Buffer): boolean {
+    return mapDelete(this.#fd(name), key);
+  }
+
+  /** The layout learned from the object's BTF (flag values, counter slots). */
+  get layout(): DatapathLayout {
+    if (!this.#layout) throw new NotUpError(this.pinDir);
+    return this.#layout;
+  }
+
   /** 4-tuples of the sockets currently short-circuited. */
   sockets(): SockKey[] {
     return mapKeys(this.#fd('sm_sock_hash'), 16).map(decodeSockKey);
@@ -367,6 +410,15 @@ export class Datapath {
       links.sockops = { id: li.id, progId: li.progId, cgroupId: li.cgroupId.toString() };
     } finally {
       closeSync(lfd);
+    }
+    for (const [name, pin] of [['connect4', CGROUP_LINKS.sm_connect4], ['getpeername4', CGROUP_LINKS.sm_getpeername4]] as const) {
+      const fd = objGet(this.#pin(pin));
+      try {
+        const li = linkInfo(fd);
+        links[name] = { id: li.id, progId: li.progId };
+      } finally {
+        closeSync(fd);
+      }
     }
     if (existsSync(this.#pin(LINK_SK_MSG))) {
       const mfd = objGet(this.#pin(LINK_SK_MSG));

@@ -11,6 +11,12 @@ import type { BtfTypes } from './libbpf.js';
 const EXPECTED_STRUCTS: Record<string, { size: number; members: Record<string, number> }> = {
   sm_sock_key: { size: 16, members: { local_ip4: 0, remote_ip4: 4, local_port: 8, remote_port: 12 } },
   sm_endpoint: { size: 8, members: { identity: 0, flags: 4 } },
+  sm_svc_key: { size: 8, members: { vip4: 0, port: 4, pad: 6 } },
+  sm_svc: { size: 12, members: { id: 0, count: 4, gen: 6, pad: 7, flags: 8 } },
+  sm_backend_key: { size: 8, members: { svc_id: 0, slot: 4, gen: 6, pad: 7 } },
+  sm_backend: { size: 8, members: { ip4: 0, port: 4, pad: 6 } },
+  sm_cgroup: { size: 8, members: { identity: 0, flags: 4 } },
+  sm_sock_svc: { size: 8, members: { vip4: 0, port: 4, pad: 6 } },
 };
 
 /** What the agent learns from the object's BTF. */
@@ -19,6 +25,16 @@ export interface DatapathLayout {
   counters: ReadonlyMap<string, number>;
   /** SM_EP_F_ENROLLED */
   endpointEnrolledFlag: number;
+  /** SM_SVC_F_ANY_CLIENT */
+  serviceAnyClientFlag: number;
+  /** SM_CG_F_ENROLLED */
+  cgroupEnrolledFlag: number;
+}
+
+function enumValue(btf: BtfTypes, enumName: string, name: string): number {
+  const v = btf.enums.get(enumName)?.values.get(name);
+  if (v === undefined) throw new LayoutMismatchError(`enum ${enumName} lacks ${name}`);
+  return v;
 }
 
 /** Checks the BTF against the encoders here and returns the learned layout. */
@@ -46,10 +62,12 @@ export function layoutFromBtf(btf: BtfTypes): DatapathLayout {
     if (name === 'SM_CTR_MAX') continue;
     counters.set(name.replace(/^SM_CTR_/, '').toLowerCase(), value);
   }
-  const flags = btf.enums.get('sm_endpoint_flags');
-  const enrolled = flags?.values.get('SM_EP_F_ENROLLED');
-  if (enrolled === undefined) throw new LayoutMismatchError('enum sm_endpoint_flags lacks SM_EP_F_ENROLLED');
-  return Object.freeze({ counters, endpointEnrolledFlag: enrolled });
+  return Object.freeze({
+    counters,
+    endpointEnrolledFlag: enumValue(btf, 'sm_endpoint_flags', 'SM_EP_F_ENROLLED'),
+    serviceAnyClientFlag: enumValue(btf, 'sm_svc_flags', 'SM_SVC_F_ANY_CLIENT'),
+    cgroupEnrolledFlag: enumValue(btf, 'sm_cgroup_flags', 'SM_CG_F_ENROLLED'),
+  });
 }
 
 /** Dotted IPv4 → 4 bytes in network order. */
@@ -105,3 +123,92 @@ export function encodeSockKey(k: SockKey): Buffer {
   b.writeUInt32LE(k.remotePort, 12);
   return b;
 }
+
+/** struct sm_svc_key: a service frontend. */
+export interface ServiceKey {
+  vip: string;
+  port: number;
+}
+
+export function encodeServiceKey(k: ServiceKey): Buffer {
+  const b = Buffer.alloc(8);
+  encodeIPv4(k.vip).copy(b, 0);
+  b.writeUInt16LE(k.port, 4);
+  return b;
+}
+
+export function decodeServiceKey(b: Buffer): ServiceKey {
+  return { vip: decodeIPv4(b, 0), port: b.readUInt16LE(4) };
+}
+
+/** struct sm_svc */
+export interface ServiceEntry {
+  id: number;
+  count: number;
+  gen: number;
+  flags: number;
+}
+
+export function encodeService(v: ServiceEntry): Buffer {
+  const b = Buffer.alloc(12);
+  b.writeUInt32LE(v.id >>> 0, 0);
+  b.writeUInt16LE(v.count, 4);
+  b.writeUInt8(v.gen, 6);
+  b.writeUInt32LE(v.flags >>> 0, 8);
+  return b;
+}
+
+export function decodeService(b: Buffer): ServiceEntry {
+  return { id: b.readUInt32LE(0), count: b.readUInt16LE(4), gen: b.readUInt8(6), flags: b.readUInt32LE(8) };
+}
+
+/** struct sm_backend_key */
+export interface BackendKey {
+  svcId: number;
+  slot: number;
+  gen: number;
+}
+
+export function encodeBackendKey(k: BackendKey): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt32LE(k.svcId >>> 0, 0);
+  b.writeUInt16LE(k.slot, 4);
+  b.writeUInt8(k.gen, 6);
+  return b;
+}
+
+export function decodeBackendKey(b: Buffer): BackendKey {
+  return { svcId: b.readUInt32LE(0), slot: b.readUInt16LE(4), gen: b.readUInt8(6) };
+}
+
+/** struct sm_backend */
+export interface Backend {
+  ip: string;
+  port: number;
+}
+
+export function encodeBackend(v: Backend): Buffer {
+  const b = Buffer.alloc(8);
+  encodeIPv4(v.ip).copy(b, 0);
+  b.writeUInt16LE(v.port, 4);
+  return b;
+}
+
+export function decodeBackend(b: Buffer): Backend {
+  return { ip: decodeIPv4(b, 0), port: b.readUInt16LE(4) };
+}
+
+/** A cgroup id (the cgroup directory's inode number) as the map key. */
+export function encodeCgroupId(id: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(id);
+  return b;
+}
+
+export function decodeCgroupId(b: Buffer): bigint {
+  return b.readBigUInt64LE(0);
+}
+
+/** struct sm_cgroup (same layout as sm_endpoint) */
+export const encodeCgroup = encodeEndpoint;
+export const decodeCgroup = decodeEndpoint;

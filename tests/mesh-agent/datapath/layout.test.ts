@@ -1,16 +1,21 @@
 import t from 'tap';
 import { btfOfFile, type BtfTypes } from '../../../mesh-agent/datapath/libbpf.js';
-import { decodeIPv4, decodeSockKey, encodeIPv4, encodeSockKey, layoutFromBtf } from '../../../mesh-agent/datapath/layout.js';
+import {
+  decodeBackend, decodeBackendKey, decodeCgroupId, decodeIPv4, decodeService, decodeServiceKey, decodeSockKey, encodeBackend,
+  encodeBackendKey, encodeCgroupId, encodeIPv4, encodeService, encodeServiceKey, encodeSockKey, layoutFromBtf,
+} from '../../../mesh-agent/datapath/layout.js';
 import { defaultObjectPath } from '../../../mesh-agent/paths.js';
 
 t.test('the compiled object agrees with the agent', async (t) => {
   const layout = layoutFromBtf(btfOfFile(defaultObjectPath()));
   t.same([...layout.counters.keys()], [
     'sock_inserted', 'sock_insert_failed', 'sock_skipped', 'msg_redirected', 'bytes_redirected',
-    'msg_passed', 'bytes_passed',
+    'msg_passed', 'bytes_passed', 'svc_translated', 'svc_no_backend', 'svc_backend_miss', 'svc_not_enrolled',
   ]);
   t.equal(layout.counters.get('sock_inserted'), 0);
   t.equal(layout.endpointEnrolledFlag, 1);
+  t.equal(layout.serviceAnyClientFlag, 1);
+  t.equal(layout.cgroupEnrolledFlag, 1);
 });
 
 function btfWith(change: (b: BtfTypes) => void): BtfTypes {
@@ -27,6 +32,8 @@ t.test('a layout the agent does not expect is refused, naming the difference', a
     ['member renamed', (b) => { b.structs.get('sm_endpoint')!.members[0]!.name = 'id'; }, /has members id,flags/],
     ['counters missing', (b) => b.enums.delete('sm_counter'), /enum sm_counter is missing/],
     ['flag missing', (b) => b.enums.get('sm_endpoint_flags')!.values.delete('SM_EP_F_ENROLLED'), /lacks SM_EP_F_ENROLLED/],
+    ['service struct moved', (b) => { b.structs.get('sm_svc')!.members[4]!.bitOffset = 32; }, /sm_svc.flags is at bit 32/],
+    ['service flag missing', (b) => b.enums.delete('sm_svc_flags'), /enum sm_svc_flags lacks SM_SVC_F_ANY_CLIENT/],
   ];
   for (const [name, change, message] of cases) {
     t.throws(() => layoutFromBtf(btfWith(change)), { code: 'SOCKMESH_LAYOUT_MISMATCH', message }, name);
@@ -41,4 +48,17 @@ t.test('IPv4 and 4-tuple encoding round-trips in network order', async (t) => {
   }
   const k = { localIp: '198.18.0.2', remoteIp: '198.18.0.3', localPort: 40000, remotePort: 7000 };
   t.same(decodeSockKey(encodeSockKey(k)), k);
+});
+
+t.test('service, backend and cgroup entries round-trip', async (t) => {
+  const sk = { vip: '198.19.0.10', port: 8080 };
+  t.same([...encodeServiceKey(sk)], [198, 19, 0, 10, 0x90, 0x1f, 0, 0], 'VIP in network order, port in host order');
+  t.same(decodeServiceKey(encodeServiceKey(sk)), sk);
+  const sv = { id: 70000, count: 3, gen: 1, flags: 1 };
+  t.same(decodeService(encodeService(sv)), sv);
+  const bk = { svcId: 70000, slot: 65535, gen: 1 };
+  t.same(decodeBackendKey(encodeBackendKey(bk)), bk);
+  const be = { ip: '198.18.3.4', port: 65535 };
+  t.same(decodeBackend(encodeBackend(be)), be);
+  t.equal(decodeCgroupId(encodeCgroupId(2n ** 63n + 5n)), 2n ** 63n + 5n);
 });
