@@ -1,0 +1,90 @@
+/**
+ * The cluster as sockmesh sees it: the few fields of Kubernetes' v1
+ * Namespace, Pod and Service (and discovery.k8s.io/v1 EndpointSlice) that
+ * enrollment, identity and service load balancing need. Sources (a manifest
+ * directory, the Kubernetes API) fill a ClusterStore with these; everything
+ * downstream reads only these types.
+ */
+
+export type Labels = Readonly<Record<string, string>>;
+
+export interface ObjectMeta {
+  name: string;
+  /** empty for cluster-scoped objects (Namespace) */
+  namespace: string;
+  labels: Labels;
+  annotations: Labels;
+  /** where it came from, for messages: "examples/shop.yaml#2" or "kubernetes" */
+  source: string;
+}
+
+export interface Namespace {
+  kind: 'Namespace';
+  meta: ObjectMeta;
+}
+
+export interface ContainerPort {
+  name?: string;
+  containerPort: number;
+  protocol: 'TCP' | 'UDP' | 'SCTP';
+}
+
+export interface Pod {
+  kind: 'Pod';
+  meta: ObjectMeta;
+  /** spec.nodeName; undefined: not scheduled (manifests: this node) */
+  nodeName?: string;
+  hostNetwork: boolean;
+  /** the first container's command + args, as the local runtime runs them */
+  command: string[];
+  ports: ContainerPort[];
+  /** status.podIP, once known */
+  ip?: string;
+  /** the Ready condition */
+  ready: boolean;
+  /** the runtime's or the API's word on why it is not ready */
+  phase: string;
+}
+
+export interface ServicePort {
+  name?: string;
+  port: number;
+  /** a number, or the name of a container port */
+  targetPort: number | string;
+  protocol: 'TCP' | 'UDP' | 'SCTP';
+  appProtocol?: string;
+}
+
+export interface Service {
+  kind: 'Service';
+  meta: ObjectMeta;
+  /** spec.clusterIP; undefined: to be allocated (local mode); "None": headless */
+  clusterIP?: string;
+  ports: ServicePort[];
+  /** undefined: no selector (endpoints managed elsewhere) */
+  selector?: Labels;
+}
+
+/** discovery.k8s.io/v1 EndpointSlice, for services whose endpoints the API computes. */
+export interface EndpointSlice {
+  kind: 'EndpointSlice';
+  meta: ObjectMeta;
+  /** the kubernetes.io/service-name label */
+  serviceName: string;
+  ports: { name?: string; port: number; protocol: 'TCP' | 'UDP' | 'SCTP' }[];
+  endpoints: { addresses: string[]; ready: boolean; nodeName?: string; podName?: string }[];
+}
+
+export type ClusterObject = Namespace | Pod | Service | EndpointSlice;
+export type Kind = ClusterObject['kind'];
+
+/** "namespace/name", or "name" for a namespace. */
+export function keyOf(o: { meta: Pick<ObjectMeta, 'namespace' | 'name'> }): string {
+  return o.meta.namespace ? `${o.meta.namespace}/${o.meta.name}` : o.meta.name;
+}
+
+/** Whether every selector label is set to its value on labels (an empty selector selects all). */
+export function selects(selector: Labels, labels: Labels): boolean {
+  for (const [k, v] of Object.entries(selector)) if (labels[k] !== v) return false;
+  return true;
+}
