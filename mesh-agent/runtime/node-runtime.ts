@@ -258,15 +258,23 @@ export class NodeRuntime {
 
   async #removeCgroup(dir: string): Promise<void> {
     if (!existsSync(dir)) return;
-    const procs = () => readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim();
-    if (procs() !== '') {
+    // killed processes leave cgroup.procs at once, but keep the cgroup populated until their parent reaps them
+    const populated = () => /^populated 1$/m.test(readFileSync(join(dir, 'cgroup.events'), 'utf8'));
+    if (populated()) {
       writeFileSync(join(dir, 'cgroup.kill'), '1');
-      for (let i = 0; i < 200 && procs() !== ''; i++) await sleep(10);
+      for (let i = 0; i < 300 && populated(); i++) await sleep(10);
     }
-    try {
-      rmdirSync(dir);
-    } catch (err) {
-      throw new RuntimeError(`cannot remove cgroup ${dir}: ${(err as Error).message}`, 'some process in it did not exit');
+    for (let i = 0; ; i++) {
+      try {
+        rmdirSync(dir);
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EBUSY' && i < 100) {
+          await sleep(20);
+          continue;
+        }
+        throw new RuntimeError(`cannot remove cgroup ${dir}: ${(err as Error).message}`, 'some process in it did not exit');
+      }
     }
   }
 
