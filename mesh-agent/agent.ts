@@ -1,10 +1,15 @@
 /**
- * The per-node agent, composed: the kernel datapath, the xDS control plane
- * (snapshot cache + ADS server) the node proxy connects to, and the admin
- * API (status, config dump, metrics). Constructor validates; start() does the
- * I/O; stop() releases everything in reverse order.
+ * The per-node agent, composed: the kernel datapath, the cluster (a
+ * manifest directory run by the local node runtime) reconciled into it, the
+ * xDS control plane (snapshot cache + ADS server) the node proxy connects
+ * to, and the admin API (status, config dump, metrics). Constructor
+ * validates; start() does the I/O; stop() releases everything in reverse
+ * order.
  */
+import { createHash } from 'node:crypto';
+import { existsSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { basename, join, resolve } from 'node:path';
 import { AdsServer } from '../xds/ads-server.js';
 import { DUMP_KINDS, DUMP_TYPE_NAMES, configDump } from '../xds/config-dump.js';
 import { PUSH_ORDER, type ResourceKind, Snapshot, type SnapshotInput } from '../xds/snapshot.js';
@@ -12,7 +17,18 @@ import { SnapshotCache } from '../xds/snapshot-cache.js';
 import { AdminServer } from './admin/admin-server.js';
 import { DEFAULT_ADMIN_SOCKET } from './admin/admin-client.js';
 import { type MetricFamily, PROMETHEUS_CONTENT_TYPE, renderPrometheus } from './admin/prometheus.js';
+import { ClusterStore } from './cluster/cluster-store.js';
+import { type ManifestLoad, ManifestSource } from './cluster/manifest-source.js';
+import { loadAllocations, saveAllocations } from './compiler/allocation-file.js';
+import type { PodView, ServiceView } from './compiler/compile.js';
+import { IdentityAllocator } from './compiler/identities.js';
+import { VipAllocator } from './compiler/vips.js';
 import { Datapath, type DatapathOptions, type DatapathStatus } from './datapath/datapath.js';
+import { STATE_DIR } from './paths.js';
+import { MapReconciler } from './reconciler/map-reconciler.js';
+import { type PassResult, ReconcileLoop } from './reconciler/reconcile-loop.js';
+import { NodeRuntime } from './runtime/node-runtime.js';
+import { type PodRunState, PodSupervisor } from './runtime/pod-supervisor.js';
 import { encodeIPv4 } from './datapath/layout.js';
 import { InvalidArgumentError, NotFoundError, SockmeshError } from './errors.js';
 import { parseHostPort } from './host-port.js';
@@ -35,6 +51,23 @@ export interface AgentOptions {
   adminAddress?: string | null;
   /** This node's name (node proxies' node.id derive from it). Default: the host name. */
   nodeName?: string;
+  /** A directory of Kubernetes YAML: its pods run on the local node runtime, its services are balanced in the kernel. Default: none. */
+  manifests?: string;
+  /** Name prefix of the local runtime's netns, links and cgroups. Default: "sm". */
+  runtimePrefix?: string;
+  /** Quiet time before a store change is reconciled. Default: 10 ms. */
+  reconcileDebounceMs?: number;
+  /** Where notable events go as lines (manifest reloads and their problems). Default: nowhere. */
+  log?: (line: string) => void;
+}
+
+/** The cluster part of status, when the agent runs one. */
+export interface ClusterStatus {
+  source: { kind: 'manifests'; dir: string; last: ManifestLoad | null };
+  pods: (PodView & { runtimeName?: string; restarts?: number; lastExit?: string; log?: string })[];
+  services: ServiceView[];
+  reconcile: { last: PassResult | null; passes: number; failures: number };
+  runtimeError: string | null;
 }
 
 /** The last snapshot the agent could not publish, and why; the one before keeps serving. */
@@ -52,7 +85,20 @@ export interface AgentStatus {
     nacks: ReturnType<AdsServer['nacks']>;
     lastSnapshotFailure: SnapshotFailure | null;
   };
+  cluster: ClusterStatus | null;
   datapath: DatapathStatus;
+}
+
+interface ClusterParts {
+  store: ClusterStore;
+  source: ManifestSource;
+  runtime: NodeRuntime;
+  supervisor: PodSupervisor;
+  identities: IdentityAllocator;
+  vips: VipAllocator;
+  allocationsPath: string;
+  loop?: ReconcileLoop;
+  savedAllocations?: string;
 }
 
 export class Agent {
@@ -69,6 +115,8 @@ export class Agent {
   #lastFailure: SnapshotFailure | null = null;
   #snapshotFailures = 0;
   #started = false;
+  #cluster: ClusterParts | undefined;
+  readonly #reconcileDebounceMs: number;
 
   constructor(opts: AgentOptions = {}) {
     this.nodeName = opts.nodeName ?? hostname();
@@ -81,6 +129,34 @@ export class Agent {
     parseHostPort('the xDS address', this.xdsAddress);
     this.adminSocket = opts.adminSocket ?? DEFAULT_ADMIN_SOCKET;
     this.#datapath = new Datapath(opts.datapath ?? {});
+    this.#reconcileDebounceMs = opts.reconcileDebounceMs ?? 10;
+    if (opts.manifests !== undefined) {
+      if (!existsSync(opts.manifests) || !statSync(opts.manifests).isDirectory()) {
+        throw new InvalidArgumentError(`--manifests: ${opts.manifests} is not a directory`);
+      }
+      const store = new ClusterStore();
+      const runtime = new NodeRuntime({
+        ...(opts.runtimePrefix !== undefined && { prefix: opts.runtimePrefix }),
+        ...(opts.datapath?.cgroupPath !== undefined && { cgroupRoot: opts.datapath.cgroupPath }),
+      });
+      const pinId = createHash('sha256').update(this.#datapath.pinDir).digest('hex').slice(0, 12);
+      this.#cluster = {
+        store, runtime,
+        source: new ManifestSource({
+          dir: resolve(opts.manifests), store,
+          onLoad: (r) => {
+            if (r.ok) opts.log?.(`manifests: ${r.objects} objects from ${r.files} files${r.ignored.length ? ` (${r.ignored.length} documents of other kinds ignored)` : ''}`);
+            else opts.log?.(`manifests: not applied, the last good set (${r.objects} objects) keeps serving:\n${r.errors.map((e) => `  ${e}`).join('\n')}`);
+          },
+        }),
+        supervisor: new PodSupervisor({
+          runtime, store, nodeName: this.nodeName, stateDir: join(STATE_DIR, `pods-${runtime.prefix}`), workDir: resolve(opts.manifests),
+          beforeStart: () => this.#cluster?.loop?.pass(),
+        }),
+        identities: new IdentityAllocator(), vips: new VipAllocator(),
+        allocationsPath: join(STATE_DIR, `${basename(this.#datapath.pinDir)}-${pinId}-allocations.json`),
+      };
+    }
     this.#ads = new AdsServer({ cache: this.#cache, address: this.xdsAddress });
     const adminAddress = opts.adminAddress === undefined ? DEFAULT_ADMIN_ADDRESS : opts.adminAddress;
     this.#admin = new AdminServer({
@@ -110,6 +186,7 @@ export class Agent {
     const result = this.#datapath.start();
     try {
       for (const ip of this.#enroll) this.#datapath.enroll(ip);
+      if (this.#cluster) await this.#startCluster(this.#cluster);
       this.publish({});
       try {
         await this.#ads.start();
@@ -120,6 +197,7 @@ export class Agent {
     } catch (err) {
       await this.#ads.stop();
       this.#cache.close();
+      await this.#stopCluster(false);
       this.#datapath.stop();
       throw err;
     }
@@ -127,14 +205,58 @@ export class Agent {
     return result;
   }
 
+  async #startCluster(c: ClusterParts): Promise<void> {
+    loadAllocations(c.allocationsPath, c.identities, c.vips);
+    c.source.start();
+    const layout = this.#datapath.layout;
+    const reconciler = new MapReconciler(this.#datapath, {
+      endpointEnrolled: layout.endpointEnrolledFlag, cgroupEnrolled: layout.cgroupEnrolledFlag, serviceAnyClient: layout.serviceAnyClientFlag,
+    });
+    c.loop = new ReconcileLoop({
+      store: c.store, reconciler, nodeName: this.nodeName, mode: 'local', identities: c.identities, vips: c.vips,
+      cgroups: () => c.supervisor.cgroupIds(), debounceMs: this.#reconcileDebounceMs,
+      onPass: (d) => {
+        c.supervisor.setServices(d.serviceViews.flatMap((v) => {
+          const [namespace, name] = v.key.split('/') as [string, string];
+          return v.vip ? [{ namespace, name, vip: v.vip }] : [];
+        }));
+        c.savedAllocations = saveAllocations(c.allocationsPath, c.identities, c.vips, c.savedAllocations);
+      },
+    });
+    // services (and their VIPs, for the pods' /etc/hosts) before the pods start
+    c.loop.start();
+    await c.supervisor.start();
+  }
+
+  async #stopCluster(removePods: boolean): Promise<void> {
+    const c = this.#cluster;
+    if (!c) return;
+    c.source.stop();
+    await c.supervisor.stop({ removePods });
+    c.loop?.stop();
+    if (removePods) await c.runtime.cleanup();
+  }
+
+  /** The cluster store (undefined without --manifests). */
+  get store(): ClusterStore | undefined {
+    return this.#cluster?.store;
+  }
+
+  /** Runs a reconcile pass now (tests, benchmarks); undefined without a cluster. */
+  reconcileNow(): PassResult | undefined {
+    return this.#cluster?.loop?.pass();
+  }
+
   /**
    * Stops serving, in reverse order. The datapath stays pinned in the
-   * kernel unless `down` is set.
+   * kernel unless `down` is set; the pods keep running (an agent restart
+   * adopts them) unless `removePods` is set.
    */
-  async stop(opts: { down?: boolean } = {}): Promise<void> {
+  async stop(opts: { down?: boolean; removePods?: boolean } = {}): Promise<void> {
     await this.#admin.stop();
     await this.#ads.stop();
     this.#cache.close();
+    await this.#stopCluster(opts.removePods === true);
     if (opts.down) this.#datapath.down();
     else this.#datapath.stop();
     this.#started = false;
@@ -177,7 +299,25 @@ export class Agent {
         nacks: this.#ads.nacks(),
         lastSnapshotFailure: this.#lastFailure,
       },
+      cluster: this.#clusterStatus(),
       datapath: this.#datapath.status(),
+    };
+  }
+
+  #clusterStatus(): ClusterStatus | null {
+    const c = this.#cluster;
+    if (!c) return null;
+    const runs = new Map<string, PodRunState>(c.supervisor.states().map((s) => [s.key, s]));
+    const desired = c.loop?.desired;
+    return {
+      source: { kind: 'manifests', dir: c.source.dir, last: c.source.last ?? null },
+      pods: (desired?.pods ?? []).map((p) => {
+        const r = runs.get(p.key);
+        return { ...p, ...(r && { runtimeName: r.runtimeName, restarts: r.restarts, log: r.log, ...(r.lastExit !== undefined && { lastExit: r.lastExit }) }) };
+      }),
+      services: desired?.serviceViews ?? [],
+      reconcile: { last: c.loop?.last ?? null, ...(c.loop?.counts ?? { passes: 0, failures: 0 }) },
+      runtimeError: c.supervisor.lastError ?? null,
     };
   }
 

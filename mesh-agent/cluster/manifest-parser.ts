@@ -123,7 +123,7 @@ function parseNamespace(p: Problems, doc: Obj, source: string): Namespace {
 function parsePod(p: Problems, doc: Obj, source: string): Pod {
   const m = meta(p, doc, source, true, DNS_SUBDOMAIN, 'a DNS subdomain (lowercase letters, digits, \'-\', \'.\')');
   const spec = doc.spec;
-  const pod: Pod = { kind: 'Pod', meta: m, hostNetwork: false, command: [], ports: [], ready: false, phase: 'Pending' };
+  const pod: Pod = { kind: 'Pod', meta: m, hostNetwork: false, command: [], restartPolicy: 'Always', ports: [], ready: false, phase: 'Pending' };
   if (!isObj(spec)) {
     p.add('spec', 'required');
     return pod;
@@ -132,6 +132,11 @@ function parsePod(p: Problems, doc: Obj, source: string): Pod {
   if (nodeName !== undefined) pod.nodeName = nodeName;
   if (spec.hostNetwork !== undefined && typeof spec.hostNetwork !== 'boolean') p.add('spec.hostNetwork', 'must be true or false');
   pod.hostNetwork = spec.hostNetwork === true;
+  const rp = str(p, spec, 'restartPolicy', 'spec.');
+  if (rp !== undefined) {
+    if (rp === 'Always' || rp === 'OnFailure' || rp === 'Never') pod.restartPolicy = rp;
+    else p.add('spec.restartPolicy', `must be Always, OnFailure or Never, got ${JSON.stringify(rp)}`);
+  }
   const containers = spec.containers;
   if (!Array.isArray(containers) || containers.length === 0) {
     p.add('spec.containers', 'must list at least one container');

@@ -35,8 +35,10 @@ export interface Pod {
   /** spec.nodeName; undefined: not scheduled (manifests: this node) */
   nodeName?: string;
   hostNetwork: boolean;
-  /** the first container's command + args, as the local runtime runs them */
+  /** the container's command + args, as the local runtime runs them */
   command: string[];
+  /** spec.restartPolicy (default Always) */
+  restartPolicy: 'Always' | 'OnFailure' | 'Never';
   ports: ContainerPort[];
   /** status.podIP, once known */
   ip?: string;

@@ -1,7 +1,7 @@
 /** mesh-agent up | down | enroll | unenroll | status */
 import type { TypeState } from '../../xds/ads-server.js';
 import { DEFAULT_ADMIN_SOCKET, adminGet } from '../admin/admin-client.js';
-import type { AgentStatus } from '../agent.js';
+import type { AgentStatus, ClusterStatus } from '../agent.js';
 import { AgentNotRunningError, InvalidArgumentError } from '../errors.js';
 import { checkPrivileges } from '../datapath/host-checks.js';
 import { encodeIPv4 } from '../datapath/layout.js';
@@ -178,7 +178,30 @@ export function renderAgent(a: AgentStatus | undefined): string {
   for (const n of xds.nacks.slice(-5)) {
     lines.push(`  NACK ${n.at} ${n.nodeId} ${n.typeUrl.split('.').pop()} ${short(n.version)}: ${n.error}`);
   }
+  if (a.cluster) lines.push(renderCluster(a.cluster));
   return lines.join('\n') + '\n';
+}
+
+/** Pods with enrollment and its reason, services with VIPs and backends. */
+export function renderCluster(c: ClusterStatus): string {
+  const lines: string[] = [];
+  const last = c.source.last;
+  lines.push(`manifests  ${c.source.dir}: ${last ? (last.ok ? `${last.objects} objects from ${last.files} files, read ${last.at}` : `NOT APPLIED (${last.errors.length} problems), the last good set (${last.objects} objects) runs`) : 'not read yet'}`);
+  for (const e of last?.ok === false ? last.errors.slice(0, 10) : []) lines.push(`  ${e}`);
+  const r = c.reconcile.last;
+  if (r) lines.push(`reconcile  ${c.reconcile.passes} passes, ${c.reconcile.failures} failed; last ${r.at} (compile ${r.compileMs.toFixed(1)} ms, maps ${r.reconcileMs.toFixed(1)} ms)${r.error ? `: ${r.error}` : ''}`);
+  if (c.runtimeError) lines.push(`runtime    error: ${c.runtimeError}`);
+  lines.push(`pods       ${c.pods.length} (${c.pods.filter((p) => p.enrolled).length} enrolled)`);
+  if (c.pods.length > 0) {
+    lines.push(indent(table(['POD', 'IP', 'PHASE', 'IDENTITY', 'ENROLLED', 'WHY'],
+      c.pods.map((p) => [p.key, p.ip ?? '-', `${p.phase}${p.restarts ? ` (${p.restarts} restarts)` : ''}`, p.identity, p.enrolled ? 'yes' : 'no', p.reason]))));
+  }
+  lines.push(`services   ${c.services.length}`);
+  if (c.services.length > 0) {
+    lines.push(indent(table(['SERVICE', 'VIP', 'PORTS (READY BACKENDS)', 'PROBLEMS'],
+      c.services.map((s) => [s.key, s.vip ?? '-', s.ports.map((p) => `${p.port}${p.name ? `/${p.name}` : ''} (${p.backends})`).join(', ') || '-', s.problems.join('; ') || '-']))));
+  }
+  return lines.join('\n');
 }
 
 /** The human status table. */

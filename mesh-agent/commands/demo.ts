@@ -1,115 +1,166 @@
 /**
- * mesh-agent demo: the main job on the embedded defaults. Two enrolled pods
- * exchange traffic through the kernel short-circuit, a third pod outside the
- * mesh takes the normal stack, and the counters show which path each took.
+ * mesh-agent demo: the main job on the embedded defaults. The agent runs the
+ * example app in examples/ (namespace shop in the mesh, namespace legacy
+ * outside it) on the local node runtime, with its own datapath, prefix and
+ * admin socket so nothing else on the node is touched; after some traffic it
+ * shows the pods, the services, which connections the kernel short-circuits,
+ * and the counters that prove it.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent } from '../agent.js';
+import { findCgroup2 } from '../datapath/host-checks.js';
 import { Datapath } from '../datapath/datapath.js';
-import { helperBinary } from '../paths.js';
+import { repoRoot } from '../paths.js';
 import { NodeRuntime } from '../runtime/node-runtime.js';
-import { InvalidArgumentError } from '../errors.js';
-import { parse } from './args.js';
-import { renderStatus } from './datapath-commands.js';
+import { execFileSync } from 'node:child_process';
+import { int, parse, str, table } from './args.js';
+import { renderCluster } from './datapath-commands.js';
 
-const DEMO_HELP = `usage: mesh-agent demo [--keep]
+const DEMO_HELP = `usage: mesh-agent demo [--manifests DIR] [--seconds N] [--keep]
 
-Brings the datapath up, creates pods client, server and outsider in the local
-node runtime, enrolls client and server, and runs traffic between them:
-request/response with a C client, then 16 MiB checked by sha256. The outsider
-(not enrolled) talks to the server too. The counters after each step show
-the path. Everything is removed at the end unless --keep is given.
+Runs the agent on the example app (examples/ in the checkout): namespace
+"shop" is in the mesh (annotated sockmesh.io/enabled: "true"), namespace
+"legacy" is not. A load generator in shop calls the frontend service, which
+calls catalog (in the mesh) and inventory (outside it); a reporter in legacy
+calls catalog. After the traffic runs it prints the pods and why each is or
+is not enrolled, the services with their VIPs, the connections short-
+circuited in the kernel (by pod), and the datapath counters. The demo uses
+its own datapath (/sys/fs/bpf/sockmesh-demo), runtime prefix (smd) and admin
+socket; everything is removed at the end unless --keep is given.
+
+  --manifests DIR   another app to run (default: examples/ of the checkout)
+  --seconds N       how long the traffic runs before the report (default 4)
+  --keep            leave the agent's pods and datapath in place (the agent exits)
 `;
 
 const say = (s: string) => process.stdout.write(s + '\n');
 
-export async function demo(argv: string[]): Promise<number> {
-  const p = parse(argv, { keep: { type: 'boolean' } }, DEMO_HELP, false);
-  if (!p) return 0;
-  // its own prefix and addresses, so pods made with `mesh-agent pod add` are left alone
-  const rt = new NodeRuntime({ prefix: 'smd' });
-  const ips = { client: '198.18.254.2', server: '198.18.254.3', outsider: '198.18.254.4' };
-  const dp = new Datapath({ cgroupPath: rt.cgroupRoot });
-  say('==> removing pods an earlier demo may have left');
-  await rt.cleanup();
-  const { adopted } = dp.start();
-  const taken = dp.endpoints().filter((e) => Object.values(ips).includes(e.ip));
-  if (taken.length > 0) {
-    dp.stop();
-    throw new InvalidArgumentError(`the demo's addresses are enrolled already: ${taken.map((e) => e.ip).join(', ')}`, 'unenroll them, or run the demo on another node');
-  }
-  say(adopted ? `==> the datapath is already up (${dp.pinDir}): using it, and leaving it up afterwards` : '==> datapath up');
-  const enrolled: string[] = [];
+/** Client-side TCP connections established in a netns (the peer port is the lower one: a server's). */
+function establishedClients(netns: string): { localIp: string; localPort: number; remoteIp: string; remotePort: number }[] {
+  let out: string;
   try {
-    await rt.start();
-    const client = await rt.addPod('client', { ip: ips.client });
-    const server = await rt.addPod('server', { ip: ips.server });
-    const outsider = await rt.addPod('outsider', { ip: ips.outsider });
-    say(`    pods: client ${client.ip}, server ${server.ip}, outsider ${outsider.ip} (not enrolled)`);
-    dp.enroll(client.ip, 1);
-    dp.enroll(server.ip, 2);
-    enrolled.push(client.ip, server.ip);
-    const srv = rt.exec('server', [helperBinary('rrbench'), 'serve', '7001'], { stdio: 'ignore' });
-    await sleep(200);
+    out = execFileSync('ip', ['netns', 'exec', netns, 'ss', '-Htn4', 'state', 'established'], { encoding: 'utf8' });
+  } catch {
+    return [];
+  }
+  return out.trim().split('\n').filter(Boolean).flatMap((line) => {
+    const cols = line.trim().split(/\s+/);
+    const [local, remote] = cols.slice(-2) as [string, string];
+    const [li, lp] = local.split(':') as [string, string];
+    const [ri, rp] = remote.split(':') as [string, string];
+    const c = { localIp: li, localPort: Number(lp), remoteIp: ri, remotePort: Number(rp) };
+    return c.localPort > c.remotePort ? [c] : [];
+  });
+}
 
-    say('\n==> client -> server: 1 KiB request/response for 2 s (C client, TCP_NODELAY)');
-    let before = dp.counters();
-    const rr = JSON.parse((await rt.execOutput('client', [helperBinary('rrbench'), 'rr', server.ip, '7001', '1024', '2'])).toString()) as
-      { requests: number; rps: number; p50_us: number; p99_us: number };
-    let after = dp.counters();
-    say(`    ${rr.requests} requests, ${rr.rps.toFixed(0)}/s, p50 ${rr.p50_us.toFixed(1)} us, p99 ${rr.p99_us.toFixed(1)} us`);
-    say(`    kernel path: ${after.msg_redirected! - before.msg_redirected!} messages / ${after.bytes_redirected! - before.bytes_redirected!} bytes redirected socket to socket, ${after.msg_passed! - before.msg_passed!} passed to the stack`);
-    say(`    (the client sent ${rr.requests * 1024 + 9} bytes and the server ${rr.requests * 1024}: ${2 * rr.requests * 1024 + 9} in all)`);
+const PIN_DIR = '/sys/fs/bpf/sockmesh-demo';
+const PREFIX = 'smd';
+const ADMIN_SOCKET = '/run/sockmesh/demo.sock';
 
-    say('\n==> client -> server: 16 MiB of random bytes, half-close, then a reply');
-    const data = randomBytes(16 << 20);
-    before = dp.counters();
-    const sink = rt.exec('server', [helperBinary('smtcp'), 'listen', '7002'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const got = createHash('sha256');
-    let gotBytes = 0;
-    sink.stdout!.on('data', (d: Buffer) => { got.update(d); gotBytes += d.length; });
-    sink.stdin!.end('thanks\n');
-    const sinkDone = new Promise((r) => sink.on('close', r));
-    await sleep(200);
-    const reply = await rt.execOutput('client', [helperBinary('smtcp'), 'connect', server.ip, '7002'], { input: data });
-    await sinkDone;
-    after = dp.counters();
-    const bulkRedirected = after.bytes_redirected! - before.bytes_redirected!;
-    const bulkPassed = after.bytes_passed! - before.bytes_passed!;
-    const sent = createHash('sha256').update(data).digest('hex');
-    const recv = got.digest('hex');
-    say(`    sent ${data.length} bytes sha256 ${sent.slice(0, 16)}…, server read ${gotBytes} bytes sha256 ${recv.slice(0, 16)}… ${sent === recv ? 'MATCH' : 'MISMATCH'}`);
-    say(`    server saw EOF, replied ${JSON.stringify(reply.toString())}`);
-    say(`    kernel path: ${bulkRedirected} bytes redirected, ${bulkPassed} carried by the stack`);
+export async function demo(argv: string[]): Promise<number> {
+  const p = parse(argv, { manifests: { type: 'string' }, seconds: { type: 'string' }, keep: { type: 'boolean' } }, DEMO_HELP, false);
+  if (!p) return 0;
+  const manifests = str(p, 'manifests') ?? join(repoRoot(), 'examples');
+  const seconds = int(p, 'seconds', 1) ?? 4;
+  const cgroupPath = join(findCgroup2(), 'sockmesh-demo');
+  say('==> removing what an earlier demo may have left');
+  await new NodeRuntime({ prefix: PREFIX, cgroupRoot: cgroupPath }).cleanup();
+  new Datapath({ pinDir: PIN_DIR, cgroupPath }).down();
 
-    say('\n==> outsider (not enrolled) -> server: 1 KiB request/response for 1 s');
-    before = dp.counters();
-    const orr = JSON.parse((await rt.execOutput('outsider', [helperBinary('rrbench'), 'rr', server.ip, '7001', '1024', '1'])).toString()) as
-      { requests: number; p50_us: number };
-    after = dp.counters();
-    say(`    ${orr.requests} requests, p50 ${orr.p50_us.toFixed(1)} us over veth and the bridge`);
-    say(`    kernel path: ${after.msg_redirected! - before.msg_redirected!} messages redirected, ${after.sock_skipped! - before.sock_skipped!} sockets skipped (an end not enrolled)`);
-    srv.kill();
+  const agent = new Agent({
+    manifests, runtimePrefix: PREFIX, datapath: { pinDir: PIN_DIR, cgroupPath },
+    adminSocket: ADMIN_SOCKET, adminAddress: null, xdsAddress: '127.0.0.1:0', nodeName: 'demo-node',
+    log: (line) => say(`    agent: ${line}`),
+  });
+  say(`==> starting the agent on ${manifests}`);
+  await agent.start();
+  let ok = false;
+  try {
+    say('==> waiting for every pod to run and every service to have a backend');
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const c = agent.status().cluster!;
+      const pods = c.pods.filter((x) => x.local);
+      if (pods.length > 0 && pods.every((x) => x.phase === 'Running') && c.services.every((s) => s.ports.every((sp) => sp.backends > 0))) break;
+      if (Date.now() > deadline) throw new Error(`pods not running after 30 s: ${pods.map((x) => `${x.key} ${x.phase}`).join(', ')}`);
+      await sleep(200);
+    }
+    const before = agent.status().datapath.counters!;
+    say(`==> traffic for ${seconds} s: loadgen -> frontend -> catalog + inventory; legacy/reporter -> catalog`);
+    await sleep(seconds * 1000);
+    const st = agent.status();
+    const after = st.datapath.counters!;
+    const cluster = st.cluster!;
+    say('');
+    say(renderCluster(cluster));
 
-    say('\n==> mesh-agent status');
-    process.stdout.write(renderStatus(dp.status()));
-    const ok = sent === recv && bulkRedirected === data.length + 'thanks\n'.length && bulkPassed === 0;
-    say(ok ? '\ndemo: OK, enrolled pods talked through the kernel short-circuit' : '\ndemo: FAILED');
-    return ok ? 0 : 1;
-  } finally {
-    if (!p.values.keep) {
-      say(`\n==> removing the pods${adopted ? '' : ' and the datapath'}`);
-      await rt.cleanup();
-      for (const ip of enrolled) dp.unenroll(ip);
-      if (adopted) {
-        dp.stop(); // its cgroup stays: removing it would detach the programs
-      } else {
-        dp.down();
-        rt.removeCgroupRootIfEmpty();
-      }
-    } else {
+    // every established connection of every pod, and the path it takes
+    const byIp = new Map(cluster.pods.filter((x) => x.ip).map((x) => [x.ip!, x]));
+    const dp = new Datapath({ pinDir: PIN_DIR, cgroupPath });
+    dp.adopt();
+    let inHash: Set<string>;
+    try {
+      inHash = new Set(dp.sockets().map((s) => `${s.localIp}:${s.localPort}>${s.remoteIp}:${s.remotePort}`));
+    } finally {
       dp.stop();
-      say('\n==> kept: see `mesh-agent status`, `mesh-agent pod list`; remove with `mesh-agent pod cleanup && mesh-agent down`');
+    }
+    const rows: string[][] = [];
+    const paths: { client: string; server: string; kernel: boolean }[] = [];
+    for (const pod of cluster.pods) {
+      if (!pod.runtimeName) continue;
+      for (const c of establishedClients(`${PREFIX}-pod-${pod.runtimeName}`)) {
+        const server = byIp.get(c.remoteIp);
+        const kernel = inHash.has(`${c.localIp}:${c.localPort}>${c.remoteIp}:${c.remotePort}`);
+        const why = kernel ? 'both enrolled'
+          : !pod.enrolled ? `${pod.key} not enrolled` : server && !server.enrolled ? `${server.key} not enrolled` : 'opened before both ends were enrolled';
+        paths.push({ client: pod.key, server: server?.key ?? c.remoteIp, kernel });
+        rows.push([pod.key, `${server?.key ?? c.remoteIp}:${c.remotePort}`, kernel ? 'kernel short-circuit' : 'TCP/IP stack', why]);
+      }
+    }
+    say('\nconnections open now (from each pod\'s netns; path from sm_sock_hash)');
+    say(table(['CLIENT', 'SERVER', 'PATH', 'WHY'], rows.sort((a, b) => (a.join() < b.join() ? -1 : 1))).split('\n').map((l) => `  ${l}`).join('\n'));
+    const d = (k: string) => after[k]! - before[k]!;
+    say(`\ndatapath counters over the ${seconds} s of traffic`);
+    say(`  connects to a service VIP sent to a backend in the kernel  ${d('svc_translated')}`);
+    say(`  sockets put into the short-circuit (both ends enrolled)    ${d('sock_inserted')}`);
+    say(`  sockets left on the TCP/IP stack (an end not enrolled)     ${d('sock_skipped')}`);
+    say(`  bytes redirected socket to socket                          ${d('bytes_redirected')}`);
+    say(`  bytes sent through the stack by short-circuited sockets    ${d('bytes_passed')}`);
+    say('  (keep-alive connections opened before the window carry most of the bytes; new sockets are counted as they open)');
+
+    const logs = (key: string) => {
+      const x = cluster.pods.find((q) => q.key === key);
+      return x?.log && existsSync(x.log) ? readFileSync(x.log, 'utf8') : '';
+    };
+    const lastLine = (key: string) => logs(key).trim().split('\n').filter((l) => /requests/.test(l)).pop() ?? '(no report yet)';
+    say(`\nshop/loadgen says:    ${lastLine('shop/loadgen')}`);
+    say(`legacy/reporter says: ${lastLine('legacy/reporter')}`);
+
+    const has = (client: RegExp, server: RegExp, kernel: boolean) => paths.some((x) => client.test(x.client) && server.test(x.server) && x.kernel === kernel);
+    const checks: [string, boolean][] = [
+      ['shop/loadgen -> shop/frontend takes the kernel short-circuit', has(/^shop\/loadgen$/, /^shop\/frontend$/, true)],
+      ['shop/frontend -> shop/catalog-* takes the kernel short-circuit', has(/^shop\/frontend$/, /^shop\/catalog-/, true)],
+      ['shop/frontend -> legacy/inventory takes the stack', has(/^shop\/frontend$/, /^legacy\/inventory$/, false)],
+      ['legacy/reporter -> shop/catalog-* takes the stack', has(/^legacy\/reporter$/, /^shop\/catalog-/, false)],
+      ['no connection of a legacy pod is short-circuited', !paths.some((x) => x.kernel && (x.client.startsWith('legacy/') || x.server.startsWith('legacy/')))],
+      ['bytes took the kernel path, none fell back to the stack', d('bytes_redirected') > 0 && d('bytes_passed') === 0],
+      ['the mesh app answered (loadgen: the last 20 requests all good)', /^20 requests, 0 failed/.test(lastLine('shop/loadgen'))],
+      ['the legacy client reached the mesh service by name', /"pod":"catalog-/.test(lastLine('legacy/reporter'))],
+    ];
+    say('');
+    for (const [what, good] of checks) say(`  ${good ? 'ok  ' : 'FAIL'} ${what}`);
+    ok = checks.every(([, good]) => good);
+    say(ok ? '\ndemo: OK' : '\ndemo: FAILED');
+  } finally {
+    if (p.values.keep) {
+      await agent.stop();
+      say(`\n==> kept: pods of prefix ${PREFIX} and the datapath in ${PIN_DIR}; \`mesh-agent run --manifests ${manifests} --prefix ${PREFIX} --pin-dir ${PIN_DIR} --cgroup ${cgroupPath}\` adopts them`);
+    } else {
+      say('\n==> removing the pods, the runtime network and the datapath');
+      await agent.stop({ down: true, removePods: true });
     }
   }
+  return ok ? 0 : 1;
 }

@@ -5,15 +5,28 @@ import { encodeIPv4 } from '../datapath/layout.js';
 import { DATAPATH_FLAGS, DATAPATH_FLAGS_HELP, int, parse, str } from './args.js';
 import { OTHER_BUILD_WARNING, datapathOptions } from './datapath-commands.js';
 
-const RUN_HELP = `usage: mesh-agent run [flags]
+const RUN_HELP = `usage: mesh-agent run [--manifests DIR] [flags]
 
 Runs the agent in the foreground: brings the datapath up (or adopts the one
-pinned by an earlier agent), enrolls the given endpoints, serves xDS to the
-node proxy and the admin API (status, config dump, Prometheus metrics). On
-SIGTERM or SIGINT it exits and leaves the datapath working in the kernel
-(pinned), unless --down-on-exit is given. If the agent is killed,
-short-circuited connections go on and new ones are still short-circuited.
+pinned by an earlier agent), runs the cluster in --manifests (its pods on the
+local node runtime, its services balanced in the kernel, watched and
+reconciled continuously), serves xDS to the node proxy and the admin API
+(status, config dump, Prometheus metrics).
 
+Pods of a namespace annotated sockmesh.io/enabled: "true" join the mesh
+(a pod opts out with the same annotation set to "false"): their connections
+to each other, direct or through a service, are short-circuited in the
+kernel. An invalid manifest is reported (file, document, field) and the
+last good set keeps running.
+
+On SIGTERM or SIGINT it exits; the datapath stays in the kernel (pinned) and
+the pods keep running, so the next agent adopts both, unless --down-on-exit
+or --cleanup-on-exit is given. If the agent is killed, short-circuited
+connections go on and new ones are still short-circuited.
+
+  --manifests DIR         a directory of Kubernetes YAML (v1 Namespace, Pod, Service)
+  --prefix P              the local runtime's name prefix (default sm)
+  --cleanup-on-exit       remove the pods (and the runtime's network) when stopping
 ${DATAPATH_FLAGS_HELP}
   --enroll IPV4           enroll this endpoint (repeatable)
   --xds-address IP:PORT   where the node proxy reaches the ADS server (default ${DEFAULT_XDS_ADDRESS})
@@ -35,6 +48,9 @@ export async function run(argv: string[]): Promise<number> {
     'node-name': { type: 'string' },
     'interval-ms': { type: 'string' },
     'down-on-exit': { type: 'boolean' },
+    manifests: { type: 'string' },
+    prefix: { type: 'string' },
+    'cleanup-on-exit': { type: 'boolean' },
   }, RUN_HELP, false);
   if (!p) return 0;
   const intervalMs = int(p, 'interval-ms') ?? 0;
@@ -44,7 +60,12 @@ export async function run(argv: string[]): Promise<number> {
   const nodeName = str(p, 'node-name');
   const xdsAddress = str(p, 'xds-address');
   const adminSocket = str(p, 'admin-socket');
+  const manifests = str(p, 'manifests');
+  const prefix = str(p, 'prefix');
   const agent = new Agent({
+    ...(manifests !== undefined && { manifests }),
+    ...(prefix !== undefined && { runtimePrefix: prefix }),
+    log: (line) => process.stdout.write(`mesh-agent: ${line}\n`),
     datapath: datapathOptions(p), enroll,
     ...(xdsAddress !== undefined && { xdsAddress }),
     ...(adminSocket !== undefined && { adminSocket }),
@@ -66,7 +87,9 @@ export async function run(argv: string[]): Promise<number> {
   });
   clearInterval(timer);
   const down = p.values['down-on-exit'] === true;
-  await agent.stop({ down });
+  const removePods = p.values['cleanup-on-exit'] === true;
+  await agent.stop({ down, removePods });
   process.stdout.write(down ? `mesh-agent: ${signal}: datapath removed\n` : `mesh-agent: ${signal}: exiting, datapath stays pinned in ${agent.pinDir}\n`);
+  if (manifests !== undefined) process.stdout.write(removePods ? `mesh-agent: pods removed\n` : `mesh-agent: pods keep running; the next agent adopts them\n`);
   return 0;
 }

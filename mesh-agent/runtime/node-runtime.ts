@@ -14,8 +14,8 @@
  */
 import { type ChildProcess, type SpawnOptions, execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { InvalidArgumentError, RuntimeError } from '../errors.js';
@@ -224,6 +224,57 @@ export class NodeRuntime {
       ['-c', 'echo $$ > "$0" && exec ip netns exec "$@"', procs, this.podNetns(name), ...argv],
       options,
     );
+  }
+
+  /**
+   * Starts argv in the pod as a process of its own session that outlives
+   * this one (a pod's main process: the agent may restart while it runs),
+   * with stdout and stderr appended to logPath. Resolves with the child
+   * (its 'exit' fires while this process lives).
+   */
+  spawnDetached(name: string, argv: string[], logPath: string, cwd?: string): ChildProcess {
+    mkdirSync(dirname(logPath), { recursive: true });
+    const fd = openSync(logPath, 'a');
+    try {
+      const child = this.exec(name, argv, { detached: true, stdio: ['ignore', fd, fd], ...(cwd !== undefined && { cwd }) });
+      child.unref();
+      return child;
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** Whether any process runs in the pod's cgroup (zombies not yet reaped count). */
+  podRunning(name: string): boolean {
+    try {
+      return /^populated 1$/m.test(readFileSync(join(this.podCgroup(name), 'cgroup.events'), 'utf8'));
+    } catch {
+      return false;
+    }
+  }
+
+  /** Kills every process of the pod (the pod itself stays). */
+  async killPodProcesses(name: string): Promise<void> {
+    const dir = this.podCgroup(name);
+    if (!existsSync(dir)) return;
+    writeFileSync(join(dir, 'cgroup.kill'), '1');
+    for (let i = 0; i < 300 && this.podRunning(name); i++) await sleep(10);
+  }
+
+  /** The pod's cgroup id (its directory's inode number), as BPF sees it. */
+  podCgroupId(name: string): bigint {
+    return statSync(this.podCgroup(name), { bigint: true }).ino;
+  }
+
+  /**
+   * Writes the pod's /etc/hosts (what \`ip netns exec\` mounts over the host's).
+   * Rewritten in place, never replaced: processes already running see the
+   * file they were started with, so it must stay the same inode.
+   */
+  writePodHosts(name: string, content: string): void {
+    const dir = join('/etc/netns', this.podNetns(name));
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'hosts'), content);
   }
 
   /** Runs argv in the pod to completion; resolves with its stdout, rejects on a non-zero exit. */

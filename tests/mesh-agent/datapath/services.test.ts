@@ -37,7 +37,10 @@ if (privileged(t)) {
     const cg = (pod: string) => statSync(rt.podCgroup(pod), { bigint: true }).ino;
     const fe = (vip: string, port: number, ips: string[], anyClient = true): ServiceFrontend => ({ vip, port, anyClient, service: 'test', backends: ips.map((ip) => ({ ip, port: 7000 })) });
     const state = (frontends: ServiceFrontend[]): DesiredState => ({
-      endpoints: new Map([a, b, c].map((p) => [p.ip, { identity: 300, enrolled: true }] as const).concat([[d.ip, { identity: 301, enrolled: false }]])),
+      endpoints: new Map<string, { identity: number; enrolled: boolean }>([
+        ...[a, b, c].map((p) => [p.ip, { identity: 300, enrolled: true }] as [string, { identity: number; enrolled: boolean }]),
+        [d.ip, { identity: 301, enrolled: false }],
+      ]),
       cgroups: new Map([[cg('a'), { identity: 300, enrolled: true }], [cg('d'), { identity: 301, enrolled: false }]]),
       services: new Map(frontends.map((f) => [`${f.vip}:${f.port}`, f])), pods: [], serviceViews: [],
     });
