@@ -66,7 +66,7 @@ export interface ClusterStatus {
   source: { kind: 'manifests'; dir: string; last: ManifestLoad | null };
   pods: (PodView & { runtimeName?: string; restarts?: number; lastExit?: string; log?: string })[];
   services: ServiceView[];
-  reconcile: { last: PassResult | null; passes: number; failures: number };
+  reconcile: { last: PassResult | null; passes: number; failures: number; writes: number; deletes: number };
   runtimeError: string | null;
 }
 
@@ -223,9 +223,10 @@ export class Agent {
         c.savedAllocations = saveAllocations(c.allocationsPath, c.identities, c.vips, c.savedAllocations);
       },
     });
-    // services (and their VIPs, for the pods' /etc/hosts) before the pods start
-    c.loop.start();
+    // pods an earlier agent left running are adopted (their addresses back in the store) before the
+    // first pass, so it does not take their entries out; new pods get theirs (and /etc/hosts) before they start
     await c.supervisor.start();
+    c.loop.start();
   }
 
   async #stopCluster(removePods: boolean): Promise<void> {
@@ -316,7 +317,7 @@ export class Agent {
         return { ...p, ...(r && { runtimeName: r.runtimeName, restarts: r.restarts, log: r.log, ...(r.lastExit !== undefined && { lastExit: r.lastExit }) }) };
       }),
       services: desired?.serviceViews ?? [],
-      reconcile: { last: c.loop?.last ?? null, ...(c.loop?.counts ?? { passes: 0, failures: 0 }) },
+      reconcile: { last: c.loop?.last ?? null, ...(c.loop?.counts ?? { passes: 0, failures: 0, writes: 0, deletes: 0 }) },
       runtimeError: c.supervisor.lastError ?? null,
     };
   }

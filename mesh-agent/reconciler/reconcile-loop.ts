@@ -44,6 +44,8 @@ export class ReconcileLoop {
   #last: PassResult | undefined;
   #passes = 0;
   #failures = 0;
+  #writes = 0;
+  #deletes = 0;
   #stopped = true;
 
   constructor(opts: ReconcileLoopOptions) {
@@ -58,8 +60,9 @@ export class ReconcileLoop {
     return this.#last;
   }
 
-  get counts(): { passes: number; failures: number } {
-    return { passes: this.#passes, failures: this.#failures };
+  /** Passes run and failed, and map entries written and deleted, since the loop was made. */
+  get counts(): { passes: number; failures: number; writes: number; deletes: number } {
+    return { passes: this.#passes, failures: this.#failures, writes: this.#writes, deletes: this.#deletes };
   }
 
   /** Runs one pass now, then follows the store. */
@@ -98,6 +101,8 @@ export class ReconcileLoop {
       t1 = performance.now();
       result.compileMs = t1 - t0;
       result.stats = this.#o.reconciler.reconcile(desired);
+      for (const n of Object.values(result.stats.writes)) this.#writes += n;
+      for (const n of Object.values(result.stats.deletes)) this.#deletes += n;
       result.reconcileMs = performance.now() - t1;
       this.#desired = desired;
       this.#o.onPass?.(desired);
