@@ -55,7 +55,7 @@ export interface AgentOptions {
   manifests?: string;
   /** Name prefix of the local runtime's netns, links and cgroups. Default: "sm". */
   runtimePrefix?: string;
-  /** Quiet time before a store change is reconciled. Default: 10 ms. */
+  /** Quiet time before a store change is reconciled. Default: 1 ms. */
   reconcileDebounceMs?: number;
   /** Where notable events go as lines (manifest reloads and their problems). Default: nowhere. */
   log?: (line: string) => void;
@@ -99,6 +99,7 @@ interface ClusterParts {
   allocationsPath: string;
   loop?: ReconcileLoop;
   savedAllocations?: string;
+  savedRevision?: string;
 }
 
 export class Agent {
@@ -129,7 +130,7 @@ export class Agent {
     parseHostPort('the xDS address', this.xdsAddress);
     this.adminSocket = opts.adminSocket ?? DEFAULT_ADMIN_SOCKET;
     this.#datapath = new Datapath(opts.datapath ?? {});
-    this.#reconcileDebounceMs = opts.reconcileDebounceMs ?? 10;
+    this.#reconcileDebounceMs = opts.reconcileDebounceMs ?? 1;
     if (opts.manifests !== undefined) {
       if (!existsSync(opts.manifests) || !statSync(opts.manifests).isDirectory()) {
         throw new InvalidArgumentError(`--manifests: ${opts.manifests} is not a directory`);
@@ -215,18 +216,26 @@ export class Agent {
     c.loop = new ReconcileLoop({
       store: c.store, reconciler, nodeName: this.nodeName, mode: 'local', identities: c.identities, vips: c.vips,
       cgroups: () => c.supervisor.cgroupIds(), debounceMs: this.#reconcileDebounceMs,
-      onPass: (d) => {
-        c.supervisor.setServices(d.serviceViews.flatMap((v) => {
-          const [namespace, name] = v.key.split('/') as [string, string];
-          return v.vip ? [{ namespace, name, vip: v.vip }] : [];
-        }));
-        c.savedAllocations = saveAllocations(c.allocationsPath, c.identities, c.vips, c.savedAllocations);
+      onPass: (d, servicesChanged) => {
+        if (servicesChanged) {
+          c.supervisor.setServices(d.serviceViews.flatMap((v) => {
+            const [namespace, name] = v.key.split('/') as [string, string];
+            return v.vip ? [{ namespace, name, vip: v.vip }] : [];
+          }));
+        }
+        const rev = `${c.identities.revision}/${c.vips.revision}`;
+        if (rev !== c.savedRevision) {
+          c.savedAllocations = saveAllocations(c.allocationsPath, c.identities, c.vips, c.savedAllocations);
+          c.savedRevision = rev;
+        }
       },
     });
     // pods an earlier agent left running are adopted (their addresses back in the store) before the
-    // first pass, so it does not take their entries out; new pods get theirs (and /etc/hosts) before they start
+    // first pass, so it does not take their entries out; new pods get theirs (and /etc/hosts) before they
+    // start (the supervisor asks for a pass then); the loop follows the store from before either
+    c.loop.start({ pass: false });
     await c.supervisor.start();
-    c.loop.start();
+    if (!c.loop.last) c.loop.pass();
   }
 
   async #stopCluster(removePods: boolean): Promise<void> {

@@ -17,6 +17,8 @@ export function identityKey(namespace: string, labels: Labels): string {
 }
 
 export class IdentityAllocator {
+  /** bumped by every change (to know when to save) */
+  revision = 0;
   #byKey = new Map<string, number>();
   #used = new Set<number>();
   #next = FIRST_IDENTITY;
@@ -25,6 +27,7 @@ export class IdentityAllocator {
   seed(key: string, id: number): void {
     if (id < FIRST_IDENTITY || id > MAX_IDENTITY || this.#byKey.has(key) || this.#used.has(id)) return;
     this.#byKey.set(key, id);
+    this.revision++;
     this.#used.add(id);
   }
 
@@ -36,8 +39,18 @@ export class IdentityAllocator {
     if (this.#used.size >= MAX_IDENTITY - FIRST_IDENTITY + 1) throw new RangeError('no identity left');
     id = this.#next;
     this.#byKey.set(key, id);
+    this.revision++;
     this.#used.add(id);
     return id;
+  }
+
+  /** Frees one key's id. */
+  release(key: string): void {
+    const id = this.#byKey.get(key);
+    if (id === undefined) return;
+    this.#byKey.delete(key);
+    this.revision++;
+    this.#used.delete(id);
   }
 
   /** Frees the ids of every key not in `live`. */
@@ -45,6 +58,7 @@ export class IdentityAllocator {
     for (const [key, id] of this.#byKey) {
       if (!live.has(key)) {
         this.#byKey.delete(key);
+    this.revision++;
         this.#used.delete(id);
       }
     }

@@ -30,6 +30,8 @@ function fnv(s: string): number {
 }
 
 export class VipAllocator {
+  /** bumped by every change (to know when to save) */
+  revision = 0;
   #byKey = new Map<string, string>();
   #owner = new Map<string, string>();
 
@@ -37,6 +39,7 @@ export class VipAllocator {
   seed(key: string, vip: string): void {
     if (!inServiceNetwork(vip) || this.#byKey.has(key) || this.#owner.has(vip)) return;
     this.#byKey.set(key, vip);
+    this.revision++;
     this.#owner.set(vip, key);
   }
 
@@ -45,17 +48,18 @@ export class VipAllocator {
     return this.#owner.get(vip);
   }
 
-  /** The service's VIP, allocating one when it has none; `taken` are VIPs users gave other services. */
-  vipFor(key: string, taken: ReadonlySet<string>): string {
+  /** The service's VIP, allocating one when it has none; `taken` says which VIPs users gave other services. */
+  vipFor(key: string, taken: (vip: string) => boolean): string {
     const have = this.#byKey.get(key);
-    if (have !== undefined && !taken.has(have)) return have;
+    if (have !== undefined && !taken(have)) return have;
     if (have !== undefined) this.#owner.delete(have);
     const usable = SERVICE_NETWORK.size - 2;
     let n = (fnv(key) % usable) + 1;
     for (let i = 0; i < usable; i++, n = (n % usable) + 1) {
       const vip = intToIp(SERVICE_NETWORK.base + n);
-      if (!this.#owner.has(vip) && !taken.has(vip)) {
+      if (!this.#owner.has(vip) && !taken(vip)) {
         this.#byKey.set(key, vip);
+    this.revision++;
         this.#owner.set(vip, key);
         return vip;
       }
@@ -63,11 +67,26 @@ export class VipAllocator {
     throw new RangeError('the service range 198.19.0.0/16 is full');
   }
 
+  /** Frees one service's VIP. */
+  release(key: string): void {
+    const vip = this.#byKey.get(key);
+    if (vip === undefined) return;
+    this.#byKey.delete(key);
+    this.revision++;
+    this.#owner.delete(vip);
+  }
+
+  /** The VIP a service holds, if any. */
+  held(key: string): string | undefined {
+    return this.#byKey.get(key);
+  }
+
   /** Frees the VIPs of services not in `live`. */
   retain(live: ReadonlySet<string>): void {
     for (const [key, vip] of this.#byKey) {
       if (!live.has(key)) {
         this.#byKey.delete(key);
+    this.revision++;
         this.#owner.delete(vip);
       }
     }

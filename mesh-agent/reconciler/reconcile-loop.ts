@@ -1,11 +1,13 @@
 /**
- * The control loop: on every store change (debounced), compile the cluster
- * into the desired datapath state and reconcile the maps. One pass at a
- * time; a change during a pass triggers another. A failed pass is recorded
- * and retried; the maps keep what the last good pass wrote.
+ * The control loop: on every store change (debounced), compile what changed
+ * into the desired datapath state and reconcile those map entries. The
+ * first pass (and a periodic resync, which re-reads the maps from the
+ * kernel) compiles and compares everything. A failed pass is recorded and
+ * retried as a full one; the maps keep what the last good pass wrote.
  */
 import type { ClusterStore } from '../cluster/cluster-store.js';
-import { type DesiredState, compile } from '../compiler/compile.js';
+import type { DesiredState } from '../compiler/compile.js';
+import { IncrementalCompiler } from '../compiler/incremental-compiler.js';
 import type { IdentityAllocator } from '../compiler/identities.js';
 import type { VipAllocator } from '../compiler/vips.js';
 import type { MapReconciler, ReconcileStats } from './map-reconciler.js';
@@ -19,17 +21,21 @@ export interface ReconcileLoopOptions {
   vips: VipAllocator;
   /** pod key → cgroup id, asked at each pass */
   cgroups: () => ReadonlyMap<string, bigint>;
-  /** called after each good pass (hosts files, allocation saving, …) */
-  onPass?: (desired: DesiredState) => void;
-  /** Default: 10 ms. */
+  /** called after each good pass (hosts files, allocation saving, …), with whether services may have changed */
+  onPass?: (desired: DesiredState, servicesChanged: boolean) => void;
+  /** Quiet time after a store change before the pass (changes in it are batched). Default: 1 ms. */
   debounceMs?: number;
   /** Retry delay after a failed pass. Default: 1000 ms. */
   retryMs?: number;
+  /** How often the maps are re-read from the kernel and everything compared. Default: 300000 ms (5 min); 0: never. */
+  resyncMs?: number;
 }
 
 export interface PassResult {
   at: string;
   revision: number;
+  /** everything compiled and compared, or only what changed */
+  kind: 'full' | 'incremental';
   compileMs: number;
   reconcileMs: number;
   stats?: ReconcileStats;
@@ -40,6 +46,12 @@ export class ReconcileLoop {
   readonly #o: Required<Omit<ReconcileLoopOptions, 'onPass'>> & Pick<ReconcileLoopOptions, 'onPass'>;
   #cancel: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
+  #resyncTimer: NodeJS.Timeout | undefined;
+  readonly #compiler: IncrementalCompiler;
+  /** keys the store reported since the last good pass */
+  #touched = new Set<string>();
+  #needFull = true;
+  #reload = false;
   #desired: DesiredState | undefined;
   #last: PassResult | undefined;
   #passes = 0;
@@ -49,7 +61,8 @@ export class ReconcileLoop {
   #stopped = true;
 
   constructor(opts: ReconcileLoopOptions) {
-    this.#o = { debounceMs: 10, retryMs: 1000, ...opts };
+    this.#o = { debounceMs: 1, retryMs: 1000, resyncMs: 300_000, ...opts };
+    this.#compiler = new IncrementalCompiler({ nodeName: opts.nodeName, mode: opts.mode, identities: opts.identities, vips: opts.vips });
   }
 
   get desired(): DesiredState | undefined {
@@ -65,17 +78,29 @@ export class ReconcileLoop {
     return { passes: this.#passes, failures: this.#failures, writes: this.#writes, deletes: this.#deletes };
   }
 
-  /** Runs one pass now, then follows the store. */
-  start(): PassResult {
+  /** Follows the store from now on, and runs the first (full) pass unless told to wait for a pass() call. */
+  start(opts: { pass?: boolean } = {}): PassResult | undefined {
     this.#stopped = false;
-    this.#cancel = this.#o.store.onChange(() => this.#schedule(this.#o.debounceMs));
-    return this.pass();
+    this.#cancel = this.#o.store.onChange((change) => {
+      for (const k of change.touched) this.#touched.add(k);
+      this.#schedule(this.#o.debounceMs);
+    });
+    if (this.#o.resyncMs > 0) {
+      this.#resyncTimer = setInterval(() => {
+        this.#needFull = true;
+        this.#reload = true;
+        this.#schedule(0);
+      }, this.#o.resyncMs);
+      this.#resyncTimer.unref();
+    }
+    return opts.pass === false ? undefined : this.pass();
   }
 
   stop(): void {
     this.#stopped = true;
     this.#cancel?.();
     if (this.#timer) clearTimeout(this.#timer);
+    if (this.#resyncTimer) clearInterval(this.#resyncTimer);
     this.#timer = undefined;
   }
 
@@ -87,30 +112,41 @@ export class ReconcileLoop {
     }, ms);
   }
 
-  /** Compiles and reconciles now. */
+  /** Compiles and reconciles now: what changed since the last pass, or everything when due. */
   pass(): PassResult {
     const revision = this.#o.store.revision;
+    const full = this.#needFull;
     const t0 = performance.now();
     let t1 = t0;
-    const result: PassResult = { at: new Date().toISOString(), revision, compileMs: 0, reconcileMs: 0 };
+    const result: PassResult = { at: new Date().toISOString(), revision, kind: full ? 'full' : 'incremental', compileMs: 0, reconcileMs: 0 };
+    const touched = this.#touched;
+    this.#touched = new Set();
     try {
-      const desired = compile({
+      const src = {
         namespaces: this.#o.store.namespaces(), pods: this.#o.store.pods(), services: this.#o.store.services(),
-        nodeName: this.#o.nodeName, mode: this.#o.mode, cgroups: this.#o.cgroups(), identities: this.#o.identities, vips: this.#o.vips,
-      });
+        endpointSlices: this.#o.store.endpointSlices(), cgroups: this.#o.cgroups(),
+      };
+      const delta = full ? this.#compiler.full(src) : this.#compiler.update(src, touched);
+      const desired = this.#compiler.state();
       t1 = performance.now();
       result.compileMs = t1 - t0;
-      result.stats = this.#o.reconciler.reconcile(desired);
+      if (full && this.#reload) this.#o.reconciler.load();
+      result.stats = full ? this.#o.reconciler.reconcile(desired) : this.#o.reconciler.apply(desired, delta);
+      result.reconcileMs = performance.now() - t1;
       for (const n of Object.values(result.stats.writes)) this.#writes += n;
       for (const n of Object.values(result.stats.deletes)) this.#deletes += n;
-      result.reconcileMs = performance.now() - t1;
+      this.#needFull = false;
+      this.#reload = false;
       this.#desired = desired;
-      this.#o.onPass?.(desired);
+      this.#o.onPass?.(desired, full || delta.services.size > 0);
       this.#passes++;
     } catch (err) {
       result.error = (err as Error).message;
       result.reconcileMs = performance.now() - t1;
       this.#failures++;
+      // what failed half-way is redone whole, from the maps as the kernel has them
+      this.#needFull = true;
+      this.#reload = true;
       this.#schedule(this.#o.retryMs);
     }
     this.#last = result;

@@ -74,6 +74,7 @@ interface Realised {
   hosts: string;
   /** stopped by us (spec change, removal): its exit is not a failure */
   stopping: boolean;
+  cgroupId?: bigint;
 }
 
 /** The runtime's name for a pod: "ns-name" when that is a DNS label, else a shortened form with a hash. */
@@ -142,7 +143,8 @@ export class PodSupervisor {
     const out = new Map<string, bigint>();
     for (const p of this.#pods.values()) {
       try {
-        out.set(p.key, this.#rt.podCgroupId(p.rt));
+        p.cgroupId ??= this.#rt.podCgroupId(p.rt);
+        out.set(p.key, p.cgroupId);
       } catch {
         // being removed
       }

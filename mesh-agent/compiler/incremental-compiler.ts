@@ -1,0 +1,345 @@
+/**
+ * The compiler that keeps its result: after a full pass, an update redoes
+ * only what the touched objects affect: a pod (its endpoint, cgroup,
+ * identity, and the services of its namespace that select it, before or
+ * after), a namespace (its pods' enrollment), a service (its VIP and
+ * frontends, and services contending for the same clusterIP), an
+ * EndpointSlice (its service). Each update returns the keys whose desired
+ * entries may have changed, so the reconciler looks at those alone.
+ */
+import { isIPv4 } from 'node:net';
+import { type Labels, type Pod, type Service, keyOf, selects } from '../cluster/model.js';
+import {
+  type CompileInput, type DesiredDelta, type DesiredState, type PodView, type ServiceFrontend, type ServiceView, enrollment, targetPortOf,
+} from './compile.js';
+import { type IdentityAllocator, identityKey } from './identities.js';
+import { type VipAllocator, inServiceNetwork } from './vips.js';
+
+export interface IncrementalCompilerOptions {
+  nodeName: string;
+  mode: 'local' | 'kubernetes';
+  identities: IdentityAllocator;
+  vips: VipAllocator;
+}
+
+/** The store's view the compiler reads at each update. */
+export type CompileSource = Pick<CompileInput, 'namespaces' | 'pods' | 'services' | 'cgroups' | 'endpointSlices'>;
+
+interface PodEntry {
+  pod: Pod;
+  idKey: string;
+  view: PodView;
+  ip?: string;
+  cg?: bigint;
+}
+
+interface SvcEntry {
+  svc: Service;
+  /** the clusterIP it claims (given by the user) */
+  claim?: string;
+  vip?: string;
+  frontends: string[];
+  view: ServiceView;
+}
+
+function ipToInt(ip: string): number {
+  const p = ip.split('.').map(Number);
+  return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
+}
+
+function addTo<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
+  let s = m.get(k);
+  if (!s) m.set(k, (s = new Set()));
+  s.add(v);
+}
+
+function removeFrom<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
+  const s = m.get(k);
+  if (!s) return;
+  s.delete(v);
+  if (s.size === 0) m.delete(k);
+}
+
+export class IncrementalCompiler {
+  readonly #o: IncrementalCompilerOptions;
+  readonly #endpoints = new Map<string, { identity: number; enrolled: boolean }>();
+  /** pod IPv4 → the pods that have it (two only for a moment, with stale objects: the least key's entry counts) */
+  readonly #ipClaims = new Map<string, Set<string>>();
+  readonly #cgroups = new Map<bigint, { identity: number; enrolled: boolean }>();
+  readonly #services = new Map<string, ServiceFrontend>();
+  /** frontend key → the service it belongs to now */
+  readonly #feOwner = new Map<string, string>();
+  readonly #pods = new Map<string, PodEntry>();
+  readonly #podsByNs = new Map<string, Set<string>>();
+  readonly #svcs = new Map<string, SvcEntry>();
+  readonly #svcsByNs = new Map<string, Set<string>>();
+  /** clusterIP → the services whose spec gives it (the least key holds it) */
+  readonly #claims = new Map<string, Set<string>>();
+  readonly #idRefs = new Map<string, number>();
+  #delta: DesiredDelta = { endpoints: new Set(), cgroups: new Set(), services: new Set() };
+
+  constructor(opts: IncrementalCompilerOptions) {
+    this.#o = opts;
+  }
+
+  /** The desired state as it stands (live maps; the arrays are built on access). */
+  state(): DesiredState {
+    const pods = this.#pods;
+    const svcs = this.#svcs;
+    return {
+      endpoints: this.#endpoints, cgroups: this.#cgroups, services: this.#services,
+      get pods() { return [...pods.values()].map((e) => e.view).sort((a, b) => (a.key < b.key ? -1 : 1)); },
+      get serviceViews() { return [...svcs.values()].map((e) => e.view).sort((a, b) => (a.key < b.key ? -1 : 1)); },
+    };
+  }
+
+  /** Compiles everything from scratch. */
+  full(src: CompileSource): DesiredDelta {
+    const touched = new Set<string>();
+    for (const k of this.#pods.keys()) touched.add(`Pod ${k}`);
+    for (const k of this.#svcs.keys()) touched.add(`Service ${k}`);
+    for (const k of src.namespaces.keys()) touched.add(`Namespace ${k}`);
+    for (const k of src.pods.keys()) touched.add(`Pod ${k}`);
+    // services in key order, so contention for a clusterIP resolves as a fresh start would
+    for (const k of [...src.services.keys()].sort()) touched.add(`Service ${k}`);
+    const delta = this.update(src, touched);
+    // allocations nothing refers to any more (also those made before a restart)
+    this.#o.identities.retain(new Set(this.#idRefs.keys()));
+    this.#o.vips.retain(new Set([...this.#svcs].filter(([, e]) => e.svc.clusterIP === undefined).map(([k]) => k)));
+    return delta;
+  }
+
+  /** Recompiles what `touched` ("Kind key" strings, as the store reports them) affects. */
+  update(src: CompileSource, touched: ReadonlySet<string>): DesiredDelta {
+    this.#delta = { endpoints: new Set(), cgroups: new Set(), services: new Set() };
+    const pods = new Set<string>();
+    const services = new Set<string>();
+    for (const t of touched) {
+      const sp = t.indexOf(' ');
+      const kind = t.slice(0, sp);
+      const key = t.slice(sp + 1);
+      if (kind === 'Pod') pods.add(key);
+      else if (kind === 'Service') services.add(key);
+      else if (kind === 'Namespace') {
+        for (const p of this.#podsByNs.get(key) ?? []) pods.add(p);
+        for (const [k, p] of src.pods) if (p.meta.namespace === key) pods.add(k);
+      } else if (kind === 'EndpointSlice') {
+        const slice = src.endpointSlices?.get(key);
+        const ns = key.split('/')[0]!;
+        if (slice) services.add(`${ns}/${slice.serviceName}`);
+        for (const s of this.#svcsByNs.get(ns) ?? []) if (this.#svcs.get(s)?.svc.selector === undefined) services.add(s);
+      }
+    }
+    for (const key of pods) this.#pod(src, key, services);
+    // a service redone can ask for others (contention for a clusterIP); each is redone after its last request
+    const pending = new Set(services); // insertion-ordered; a key asked for again moves to the end
+    const runs = new Map<string, number>();
+    while (pending.size > 0) {
+      const key = pending.values().next().value as string;
+      pending.delete(key);
+      const n = (runs.get(key) ?? 0) + 1;
+      if (n > 4) continue; // settled: contention changes owners at most once per side
+      runs.set(key, n);
+      for (const more of this.#service(src, key)) {
+        pending.delete(more);
+        pending.add(more);
+      }
+    }
+    return this.#delta;
+  }
+
+  #pod(src: CompileSource, key: string, dirtyServices: Set<string>): void {
+    const old = this.#pods.get(key);
+    const pod = src.pods.get(key);
+    const ns = key.slice(0, key.indexOf('/'));
+    if (old) {
+      if (old.ip !== undefined) {
+        removeFrom(this.#ipClaims, old.ip, key);
+        this.#settleEndpoint(old.ip);
+      }
+      if (old.cg !== undefined) {
+        this.#cgroups.delete(old.cg);
+        this.#delta.cgroups.add(old.cg);
+      }
+      this.#unref(old.idKey);
+      this.#pods.delete(key);
+      removeFrom(this.#podsByNs, ns, key);
+      this.#markServices(ns, old.pod.meta.labels, dirtyServices);
+    }
+    if (!pod) return;
+    const e = enrollment(pod, src.namespaces.get(pod.meta.namespace), this.#o.nodeName);
+    const idKey = identityKey(pod.meta.namespace, pod.meta.labels);
+    this.#idRefs.set(idKey, (this.#idRefs.get(idKey) ?? 0) + 1);
+    const identity = this.#o.identities.idFor(idKey);
+    const entry: PodEntry = {
+      pod, idKey,
+      view: {
+        key, namespace: pod.meta.namespace, name: pod.meta.name, ...(pod.ip !== undefined && { ip: pod.ip }),
+        ready: pod.ready, phase: pod.phase, enrolled: e.enrolled, reason: e.reason, identity, local: e.local,
+      },
+    };
+    this.#pods.set(key, entry);
+    if (pod.ip !== undefined && !pod.hostNetwork) {
+      entry.ip = pod.ip;
+      addTo(this.#ipClaims, pod.ip, key);
+      this.#settleEndpoint(pod.ip);
+    }
+    const cg = src.cgroups.get(key);
+    if (cg !== undefined) {
+      entry.cg = cg;
+      this.#cgroups.set(cg, { identity, enrolled: e.enrolled });
+      this.#delta.cgroups.add(cg);
+    }
+    this.#pods.set(key, entry);
+    addTo(this.#podsByNs, ns, key);
+    this.#markServices(ns, pod.meta.labels, dirtyServices);
+  }
+
+  /** The endpoint entry of an address: from the least pod key claiming it, or none. */
+  #settleEndpoint(ip: string): void {
+    this.#delta.endpoints.add(ip);
+    const claims = this.#ipClaims.get(ip);
+    const owner = claims && claims.size > 0 ? [...claims].sort()[0]! : undefined;
+    const view = owner === undefined ? undefined : this.#pods.get(owner)?.view;
+    if (!view) this.#endpoints.delete(ip);
+    else this.#endpoints.set(ip, { identity: view.identity, enrolled: view.enrolled });
+  }
+
+  #unref(idKey: string): void {
+    const n = (this.#idRefs.get(idKey) ?? 1) - 1;
+    if (n > 0) {
+      this.#idRefs.set(idKey, n);
+      return;
+    }
+    this.#idRefs.delete(idKey);
+    this.#o.identities.release(idKey);
+  }
+
+  /** Services of a namespace whose selector matches these labels. */
+  #markServices(ns: string, labels: Labels, into: Set<string>): void {
+    for (const s of this.#svcsByNs.get(ns) ?? []) {
+      const sel = this.#svcs.get(s)?.svc.selector;
+      if (sel && selects(sel, labels)) into.add(s);
+    }
+  }
+
+  /** Recomputes one service; returns other services that must be recomputed (clusterIP contention). */
+  #service(src: CompileSource, key: string): string[] {
+    const more: string[] = [];
+    const old = this.#svcs.get(key);
+    const svc = src.services.get(key);
+    const ns = key.slice(0, key.indexOf('/'));
+    const fresh = new Set<string>();
+    if (old && old.svc !== svc) {
+      if (old.claim !== undefined) {
+        removeFrom(this.#claims, old.claim, key);
+        more.push(...(this.#claims.get(old.claim) ?? []));
+      }
+      if (!svc || svc.clusterIP !== undefined) this.#o.vips.release(key);
+    }
+    if (!svc) {
+      if (old) {
+        for (const fe of old.frontends) this.#dropFrontend(fe, key);
+        this.#svcs.delete(key);
+        removeFrom(this.#svcsByNs, ns, key);
+      }
+      return more;
+    }
+    const view: ServiceView = { key, ports: [], problems: [] };
+    const entry: SvcEntry = { svc, frontends: [], view };
+    this.#svcs.set(key, entry);
+    addTo(this.#svcsByNs, ns, key);
+    const vip = this.#vipOf(svc, key, entry, more);
+    if (vip !== undefined) {
+      view.vip = vip;
+      entry.vip = vip;
+      for (const sp of svc.ports) {
+        if (sp.protocol !== 'TCP') {
+          view.problems.push(`port ${sp.port}/${sp.protocol}: only TCP is balanced in the kernel`);
+          continue;
+        }
+        const backends = this.#backends(src, svc, sp.targetPort, sp.name, sp.protocol);
+        const feKey = `${vip}:${sp.port}`;
+        const fe: ServiceFrontend = { vip, port: sp.port, anyClient: this.#o.mode === 'local', backends, service: `${key}:${sp.name ?? sp.port}` };
+        this.#services.set(feKey, fe);
+        this.#feOwner.set(feKey, key);
+        this.#delta.services.add(feKey);
+        entry.frontends.push(feKey);
+        fresh.add(feKey);
+        view.ports.push({ port: sp.port, ...(sp.name !== undefined && { name: sp.name }), backends: backends.length });
+      }
+    }
+    for (const fe of old?.frontends ?? []) if (!fresh.has(fe)) this.#dropFrontend(fe, key);
+    return more;
+  }
+
+  /** Drops a frontend the service had, unless another service holds that VIP:port now. */
+  #dropFrontend(feKey: string, key: string): void {
+    if (this.#feOwner.get(feKey) !== key) return;
+    this.#services.delete(feKey);
+    this.#feOwner.delete(feKey);
+    this.#delta.services.add(feKey);
+  }
+
+  #vipOf(svc: Service, key: string, entry: SvcEntry, more: string[]): string | undefined {
+    const view = entry.view;
+    const ip = svc.clusterIP;
+    if (ip === 'None') {
+      view.problems.push('headless (clusterIP: None): no VIP, nothing to balance');
+      return undefined;
+    }
+    if (ip === undefined) {
+      if (this.#o.mode === 'kubernetes') {
+        view.problems.push('no clusterIP yet');
+        return undefined;
+      }
+      return this.#o.vips.vipFor(key, (v) => this.#claims.has(v));
+    }
+    if (!isIPv4(ip)) {
+      view.problems.push(`clusterIP ${ip} is not IPv4`);
+      return undefined;
+    }
+    if (this.#o.mode === 'local' && !inServiceNetwork(ip)) {
+      view.problems.push(`clusterIP ${ip} is outside the local service range 198.19.0.0/16`);
+      return undefined;
+    }
+    const before = this.#claims.get(ip);
+    const ownerBefore = before && before.size > 0 ? [...before].sort()[0] : undefined;
+    addTo(this.#claims, ip, key);
+    entry.claim = ip;
+    const owner = [...this.#claims.get(ip)!].sort()[0]!;
+    // a new holder: every other claimant's view names the holder, so each is redone
+    if (ownerBefore !== owner) for (const k of this.#claims.get(ip)!) if (k !== key) more.push(k);
+    // a service given this address by the allocator moves away
+    const allocated = this.#o.vips.ownerOf(ip);
+    if (allocated !== undefined && allocated !== key) more.push(allocated);
+    if (owner !== key) {
+      view.problems.push(`clusterIP ${ip} is already service ${owner}'s`);
+      return undefined;
+    }
+    return ip;
+  }
+
+  #backends(src: CompileSource, svc: Service, target: number | string, portName: string | undefined, protocol: string): { ip: string; port: number }[] {
+    const out: { ip: string; port: number }[] = [];
+    if (svc.selector !== undefined) {
+      for (const pk of this.#podsByNs.get(svc.meta.namespace) ?? []) {
+        const p = this.#pods.get(pk)!.pod;
+        if (!p.ready || p.ip === undefined || !selects(svc.selector, p.meta.labels)) continue;
+        const port = targetPortOf(p, target, protocol);
+        if (port !== undefined) out.push({ ip: p.ip, port });
+      }
+    } else {
+      const name = keyOf(svc).split('/')[1];
+      for (const slice of src.endpointSlices?.values() ?? []) {
+        if (slice.meta.namespace !== svc.meta.namespace || slice.serviceName !== name) continue;
+        const port = slice.ports.find((sp) => (sp.name ?? '') === (portName ?? '') && sp.protocol === protocol)?.port;
+        if (port === undefined) continue;
+        for (const ep of slice.endpoints) if (ep.ready) for (const a of ep.addresses) if (isIPv4(a)) out.push({ ip: a, port });
+      }
+    }
+    out.sort((a, b) => (a.ip === b.ip ? a.port - b.port : ipToInt(a.ip) - ipToInt(b.ip)));
+    return out.filter((b, i) => i === 0 || b.ip !== out[i - 1]!.ip || b.port !== out[i - 1]!.port);
+  }
+}
+
