@@ -18,6 +18,8 @@ import { AdminServer } from './admin/admin-server.js';
 import { DEFAULT_ADMIN_SOCKET } from './admin/admin-client.js';
 import { type MetricFamily, PROMETHEUS_CONTENT_TYPE, renderPrometheus } from './admin/prometheus.js';
 import { ClusterStore } from './cluster/cluster-store.js';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { InformerState, KubeSource } from './cluster/kube-source.js';
 import { type ManifestLoad, ManifestSource } from './cluster/manifest-source.js';
 import { loadAllocations, saveAllocations } from './compiler/allocation-file.js';
 import type { PodView, ServiceView } from './compiler/compile.js';
@@ -53,6 +55,12 @@ export interface AgentOptions {
   nodeName?: string;
   /** A directory of Kubernetes YAML: its pods run on the local node runtime, its services are balanced in the kernel. Default: none. */
   manifests?: string;
+  /**
+   * The Kubernetes API as the cluster source instead (the pods are the
+   * kubelet's; services use the cluster's clusterIPs and EndpointSlices).
+   * Default: none.
+   */
+  kubernetes?: { kubeConfig?: KubeConfig };
   /** Name prefix of the local runtime's netns, links and cgroups. Default: "sm". */
   runtimePrefix?: string;
   /** Quiet time before a store change is reconciled. Default: 1 ms. */
@@ -63,7 +71,7 @@ export interface AgentOptions {
 
 /** The cluster part of status, when the agent runs one. */
 export interface ClusterStatus {
-  source: { kind: 'manifests'; dir: string; last: ManifestLoad | null };
+  source: { kind: 'manifests'; dir: string; last: ManifestLoad | null } | { kind: 'kubernetes'; server: string; informers: InformerState[] };
   pods: (PodView & { runtimeName?: string; restarts?: number; lastExit?: string; log?: string })[];
   services: ServiceView[];
   reconcile: { last: PassResult | null; passes: number; failures: number; writes: number; deletes: number };
@@ -91,9 +99,13 @@ export interface AgentStatus {
 
 interface ClusterParts {
   store: ClusterStore;
-  source: ManifestSource;
-  runtime: NodeRuntime;
-  supervisor: PodSupervisor;
+  mode: 'local' | 'kubernetes';
+  source?: ManifestSource;
+  kube?: KubeSource;
+  /** for the Kubernetes source, made at start (its client library loads only then) */
+  kubeConfig?: KubeConfig | undefined;
+  runtime?: NodeRuntime;
+  supervisor?: PodSupervisor;
   identities: IdentityAllocator;
   vips: VipAllocator;
   allocationsPath: string;
@@ -142,7 +154,7 @@ export class Agent {
       });
       const pinId = createHash('sha256').update(this.#datapath.pinDir).digest('hex').slice(0, 12);
       this.#cluster = {
-        store, runtime,
+        store, runtime, mode: 'local',
         source: new ManifestSource({
           dir: resolve(opts.manifests), store,
           onLoad: (r) => {
@@ -154,6 +166,15 @@ export class Agent {
           runtime, store, nodeName: this.nodeName, stateDir: join(STATE_DIR, `pods-${runtime.prefix}`), workDir: resolve(opts.manifests),
           beforeStart: () => this.#cluster?.loop?.pass(),
         }),
+        identities: new IdentityAllocator(), vips: new VipAllocator(),
+        allocationsPath: join(STATE_DIR, `${basename(this.#datapath.pinDir)}-${pinId}-allocations.json`),
+      };
+    } else if (opts.kubernetes !== undefined) {
+      const store = new ClusterStore();
+      const pinId = createHash('sha256').update(this.#datapath.pinDir).digest('hex').slice(0, 12);
+      this.#cluster = {
+        store, mode: 'kubernetes',
+        kubeConfig: opts.kubernetes.kubeConfig,
         identities: new IdentityAllocator(), vips: new VipAllocator(),
         allocationsPath: join(STATE_DIR, `${basename(this.#datapath.pinDir)}-${pinId}-allocations.json`),
       };
@@ -208,16 +229,21 @@ export class Agent {
 
   async #startCluster(c: ClusterParts): Promise<void> {
     loadAllocations(c.allocationsPath, c.identities, c.vips);
-    c.source.start();
+    c.source?.start();
+    if (c.mode === 'kubernetes') {
+      const { KubeSource } = await import('./cluster/kube-source.js');
+      c.kube = new KubeSource({ store: c.store, ...(c.kubeConfig && { kubeConfig: c.kubeConfig }) });
+      await c.kube.start();
+    }
     const layout = this.#datapath.layout;
     const reconciler = new MapReconciler(this.#datapath, {
       endpointEnrolled: layout.endpointEnrolledFlag, cgroupEnrolled: layout.cgroupEnrolledFlag, serviceAnyClient: layout.serviceAnyClientFlag,
     });
     c.loop = new ReconcileLoop({
-      store: c.store, reconciler, nodeName: this.nodeName, mode: 'local', identities: c.identities, vips: c.vips,
-      cgroups: () => c.supervisor.cgroupIds(), debounceMs: this.#reconcileDebounceMs,
+      store: c.store, reconciler, nodeName: this.nodeName, mode: c.mode, identities: c.identities, vips: c.vips,
+      cgroups: () => c.supervisor?.cgroupIds() ?? new Map(), debounceMs: this.#reconcileDebounceMs,
       onPass: (d, servicesChanged) => {
-        if (servicesChanged) {
+        if (servicesChanged && c.supervisor) {
           c.supervisor.setServices(d.serviceViews.flatMap((v) => {
             const [namespace, name] = v.key.split('/') as [string, string];
             return v.vip ? [{ namespace, name, vip: v.vip }] : [];
@@ -234,20 +260,21 @@ export class Agent {
     // first pass, so it does not take their entries out; new pods get theirs (and /etc/hosts) before they
     // start (the supervisor asks for a pass then); the loop follows the store from before either
     c.loop.start({ pass: false });
-    await c.supervisor.start();
+    await c.supervisor?.start();
     if (!c.loop.last) c.loop.pass();
   }
 
   async #stopCluster(removePods: boolean): Promise<void> {
     const c = this.#cluster;
     if (!c) return;
-    c.source.stop();
-    await c.supervisor.stop({ removePods });
+    c.source?.stop();
+    await c.kube?.stop();
+    await c.supervisor?.stop({ removePods });
     c.loop?.stop();
-    if (removePods) await c.runtime.cleanup();
+    if (removePods) await c.runtime?.cleanup();
   }
 
-  /** The cluster store (undefined without --manifests). */
+  /** The cluster store (undefined without a cluster source). */
   get store(): ClusterStore | undefined {
     return this.#cluster?.store;
   }
@@ -317,17 +344,17 @@ export class Agent {
   #clusterStatus(): ClusterStatus | null {
     const c = this.#cluster;
     if (!c) return null;
-    const runs = new Map<string, PodRunState>(c.supervisor.states().map((s) => [s.key, s]));
+    const runs = new Map<string, PodRunState>((c.supervisor?.states() ?? []).map((s) => [s.key, s]));
     const desired = c.loop?.desired;
     return {
-      source: { kind: 'manifests', dir: c.source.dir, last: c.source.last ?? null },
+      source: c.source ? { kind: 'manifests', dir: c.source.dir, last: c.source.last ?? null } : { kind: 'kubernetes', server: c.kube?.server ?? '(starting)', informers: c.kube?.states() ?? [] },
       pods: (desired?.pods ?? []).map((p) => {
         const r = runs.get(p.key);
         return { ...p, ...(r && { runtimeName: r.runtimeName, restarts: r.restarts, log: r.log, ...(r.lastExit !== undefined && { lastExit: r.lastExit }) }) };
       }),
       services: desired?.serviceViews ?? [],
       reconcile: { last: c.loop?.last ?? null, ...(c.loop?.counts ?? { passes: 0, failures: 0, writes: 0, deletes: 0 }) },
-      runtimeError: c.supervisor.lastError ?? null,
+      runtimeError: c.supervisor?.lastError ?? null,
     };
   }
 

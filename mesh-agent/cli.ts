@@ -2,11 +2,6 @@
 /** mesh-agent: sockmesh's per-node agent and its admin commands. */
 import { InvalidArgumentError } from './errors.js';
 import { reportError } from './commands/args.js';
-import { down, enroll, status, unenroll, up } from './commands/datapath-commands.js';
-import { demo } from './commands/demo.js';
-import { pod } from './commands/pod-commands.js';
-import { run } from './commands/run.js';
-import { xds } from './commands/xds-commands.js';
 
 const HELP = `usage: mesh-agent <command> [flags]
 
@@ -27,7 +22,20 @@ commands:
 Every command takes --help. Needs root (or CAP_BPF + CAP_NET_ADMIN).
 `;
 
-const COMMANDS: Record<string, (argv: string[]) => number | Promise<number>> = { run, up, down, enroll, unenroll, status, pod, demo, xds };
+type Command = (argv: string[]) => number | Promise<number>;
+
+/** Each command's module loads when it runs (the agent's libraries take a while to load). */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  run: async () => (await import('./commands/run.js')).run,
+  up: async () => (await import('./commands/datapath-commands.js')).up,
+  down: async () => (await import('./commands/datapath-commands.js')).down,
+  enroll: async () => (await import('./commands/datapath-commands.js')).enroll,
+  unenroll: async () => (await import('./commands/datapath-commands.js')).unenroll,
+  status: async () => (await import('./commands/datapath-commands.js')).status,
+  pod: async () => (await import('./commands/pod-commands.js')).pod,
+  demo: async () => (await import('./commands/demo.js')).demo,
+  xds: async () => (await import('./commands/xds-commands.js')).xds,
+};
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -35,9 +43,9 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return cmd === undefined ? 2 : 0;
   }
-  const fn = COMMANDS[cmd];
-  if (!fn) throw new InvalidArgumentError(`unknown command ${JSON.stringify(cmd)}`, 'see mesh-agent --help');
-  return fn(rest);
+  const load = COMMANDS[cmd];
+  if (!load) throw new InvalidArgumentError(`unknown command ${JSON.stringify(cmd)}`, 'see mesh-agent --help');
+  return (await load())(rest);
 }
 
 main(process.argv.slice(2)).then(

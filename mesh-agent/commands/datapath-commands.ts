@@ -185,9 +185,15 @@ export function renderAgent(a: AgentStatus | undefined): string {
 /** Pods with enrollment and its reason, services with VIPs and backends. */
 export function renderCluster(c: ClusterStatus): string {
   const lines: string[] = [];
-  const last = c.source.last;
-  lines.push(`manifests  ${c.source.dir}: ${last ? (last.ok ? `${last.objects} objects from ${last.files} files, read ${last.at}` : `NOT APPLIED (${last.errors.length} problems), the last good set (${last.objects} objects) runs`) : 'not read yet'}`);
-  for (const e of last?.ok === false ? last.errors.slice(0, 10) : []) lines.push(`  ${e}`);
+  if (c.source.kind === 'manifests') {
+    const last = c.source.last;
+    lines.push(`manifests  ${c.source.dir}: ${last ? (last.ok ? `${last.objects} objects from ${last.files} files, read ${last.at}` : `NOT APPLIED (${last.errors.length} problems), the last good set (${last.objects} objects) runs`) : 'not read yet'}`);
+    for (const e of last?.ok === false ? last.errors.slice(0, 10) : []) lines.push(`  ${e}`);
+  } else {
+    lines.push(`kubernetes ${c.source.server}`);
+    lines.push(indent(table(['RESOURCE', 'CONNECTED', 'LISTS', 'RECONNECTS', 'RESOURCE VERSION', 'LAST ERROR'],
+      c.source.informers.map((i) => [i.resource, i.connected ? 'yes' : 'no', i.lists, i.reconnects, i.resourceVersion || '-', i.lastError ?? '-']))));
+  }
   const r = c.reconcile.last;
   if (r) lines.push(`reconcile  ${c.reconcile.passes} passes, ${c.reconcile.failures} failed; last ${r.at} (compile ${r.compileMs.toFixed(1)} ms, maps ${r.reconcileMs.toFixed(1)} ms)${r.error ? `: ${r.error}` : ''}`);
   if (c.runtimeError) lines.push(`runtime    error: ${c.runtimeError}`);

@@ -1,5 +1,7 @@
 /** mesh-agent run: the agent in the foreground. */
+import type { KubeConfig } from '@kubernetes/client-node';
 import { DEFAULT_ADMIN_SOCKET } from '../admin/admin-client.js';
+import { InvalidArgumentError } from '../errors.js';
 import { Agent, DEFAULT_ADMIN_ADDRESS, DEFAULT_XDS_ADDRESS } from '../agent.js';
 import { encodeIPv4 } from '../datapath/layout.js';
 import { DATAPATH_FLAGS, DATAPATH_FLAGS_HELP, int, parse, str } from './args.js';
@@ -25,6 +27,9 @@ or --cleanup-on-exit is given. If the agent is killed, short-circuited
 connections go on and new ones are still short-circuited.
 
   --manifests DIR         a directory of Kubernetes YAML (v1 Namespace, Pod, Service)
+  --kubernetes            the Kubernetes API instead (~/.kube/config, $KUBECONFIG or in-cluster);
+                          pods are the kubelet's, services the cluster's clusterIPs and EndpointSlices
+  --kubeconfig FILE       the Kubernetes API, with this kubeconfig
   --prefix P              the local runtime's name prefix (default sm)
   --cleanup-on-exit       remove the pods (and the runtime's network) when stopping
 ${DATAPATH_FLAGS_HELP}
@@ -49,6 +54,8 @@ export async function run(argv: string[]): Promise<number> {
     'interval-ms': { type: 'string' },
     'down-on-exit': { type: 'boolean' },
     manifests: { type: 'string' },
+    kubernetes: { type: 'boolean' },
+    kubeconfig: { type: 'string' },
     prefix: { type: 'string' },
     'cleanup-on-exit': { type: 'boolean' },
   }, RUN_HELP, false);
@@ -62,8 +69,24 @@ export async function run(argv: string[]): Promise<number> {
   const adminSocket = str(p, 'admin-socket');
   const manifests = str(p, 'manifests');
   const prefix = str(p, 'prefix');
+  const kubeconfig = str(p, 'kubeconfig');
+  const useKube = p.values.kubernetes === true || kubeconfig !== undefined;
+  if (useKube && manifests !== undefined) throw new InvalidArgumentError('--manifests and --kubernetes/--kubeconfig are two cluster sources: pick one');
+  let kubeConfig: KubeConfig | undefined;
+  if (useKube) {
+    const k8s = await import('@kubernetes/client-node'); // loaded only for this source: it takes a while
+    kubeConfig = new k8s.KubeConfig();
+    try {
+      if (kubeconfig !== undefined) kubeConfig.loadFromFile(kubeconfig);
+      else kubeConfig.loadFromDefault();
+    } catch (err) {
+      throw new InvalidArgumentError(`cannot load the kubeconfig${kubeconfig ? ` ${kubeconfig}` : ''}: ${(err as Error).message}`);
+    }
+    if (!kubeConfig.getCurrentCluster()) throw new InvalidArgumentError(`the kubeconfig${kubeconfig ? ` ${kubeconfig}` : ''} names no current cluster`);
+  }
   const agent = new Agent({
     ...(manifests !== undefined && { manifests }),
+    ...(kubeConfig !== undefined && { kubernetes: { kubeConfig } }),
     ...(prefix !== undefined && { runtimePrefix: prefix }),
     log: (line) => process.stdout.write(`mesh-agent: ${line}\n`),
     datapath: datapathOptions(p), enroll,

@@ -32,7 +32,7 @@ export interface CompileInput {
   identities: IdentityAllocator;
   /** VIPs of services without a clusterIP (local mode) */
   vips: VipAllocator;
-  /** EndpointSlices: the backends of services without a selector */
+  /** EndpointSlices: the backends of every service in kubernetes mode (of services without a selector in local mode) */
   endpointSlices?: ReadonlyMap<string, EndpointSlice>;
 }
 

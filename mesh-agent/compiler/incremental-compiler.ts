@@ -76,6 +76,8 @@ export class IncrementalCompiler {
   /** clusterIP → the services whose spec gives it (the least key holds it) */
   readonly #claims = new Map<string, Set<string>>();
   readonly #idRefs = new Map<string, number>();
+  /** EndpointSlice key → the service it serves */
+  readonly #sliceService = new Map<string, string>();
   #delta: DesiredDelta = { endpoints: new Set(), cgroups: new Set(), services: new Set() };
 
   constructor(opts: IncrementalCompilerOptions) {
@@ -125,9 +127,16 @@ export class IncrementalCompiler {
         for (const [k, p] of src.pods) if (p.meta.namespace === key) pods.add(k);
       } else if (kind === 'EndpointSlice') {
         const slice = src.endpointSlices?.get(key);
-        const ns = key.split('/')[0]!;
-        if (slice) services.add(`${ns}/${slice.serviceName}`);
-        for (const s of this.#svcsByNs.get(ns) ?? []) if (this.#svcs.get(s)?.svc.selector === undefined) services.add(s);
+        const ns = key.slice(0, key.indexOf('/'));
+        const before = this.#sliceService.get(key);
+        if (before) services.add(before);
+        if (slice) {
+          const svc = `${ns}/${slice.serviceName}`;
+          this.#sliceService.set(key, svc);
+          services.add(svc);
+        } else {
+          this.#sliceService.delete(key);
+        }
       }
     }
     for (const key of pods) this.#pod(src, key, services);
@@ -217,6 +226,7 @@ export class IncrementalCompiler {
 
   /** Services of a namespace whose selector matches these labels. */
   #markServices(ns: string, labels: Labels, into: Set<string>): void {
+    if (this.#o.mode === 'kubernetes') return; // backends come from EndpointSlices, not pods
     for (const s of this.#svcsByNs.get(ns) ?? []) {
       const sel = this.#svcs.get(s)?.svc.selector;
       if (sel && selects(sel, labels)) into.add(s);
@@ -322,7 +332,8 @@ export class IncrementalCompiler {
 
   #backends(src: CompileSource, svc: Service, target: number | string, portName: string | undefined, protocol: string): { ip: string; port: number }[] {
     const out: { ip: string; port: number }[] = [];
-    if (svc.selector !== undefined) {
+    // local mode: from the pods (nothing computes EndpointSlices here); kubernetes: the API's EndpointSlices
+    if (svc.selector !== undefined && this.#o.mode === 'local') {
       for (const pk of this.#podsByNs.get(svc.meta.namespace) ?? []) {
         const p = this.#pods.get(pk)!.pod;
         if (!p.ready || p.ip === undefined || !selects(svc.selector, p.meta.labels)) continue;

@@ -58,6 +58,11 @@ async function until<T>(what: string, f: () => T | undefined | false, timeoutMs 
   }
 }
 
+function manifestLoad(agent: Agent) {
+  const src = agent.status().cluster!.source;
+  return src.kind === 'manifests' ? src.last : undefined;
+}
+
 interface Dialed { peer?: string; reply?: string; error?: string }
 
 async function dial(rt: NodeRuntime, pod: string, host: string, count: number, timeoutMs = 2000): Promise<Dialed[]> {
@@ -164,14 +169,14 @@ if (privileged(t)) {
     t.ok(agent.status().cluster!.pods.every((p) => p.restarts === 0), 'no pod was restarted');
 
     write('app.yaml', app(true).replace('sockmesh.io/enabled: "true"', 'sockmesh.io/enabled: "true"\n    bad: [1') + '---\napiVersion: v1\nkind: Pod\nmetadata: { name: Bad_Name }\n');
-    await until('the bad set reported', () => agent.status().cluster!.source.last?.ok === false);
+    await until('the bad set reported', () => manifestLoad(agent)?.ok === false);
     const bad = agent.status().cluster!;
-    t.match(bad.source.last!.errors.join('\n'), /app\.yaml: document/, `the problem names the file and document: ${bad.source.last!.errors[0]}`);
+    t.match(manifestLoad(agent)!.errors.join('\n'), /app\.yaml: document/, `the problem names the file and document: ${manifestLoad(agent)!.errors[0]}`);
     t.ok(bad.pods.every((p) => p.enrolled && p.phase === 'Running'), 'the last good set keeps running, enrolled');
     t.equal((await dial(rt, 'shop/client', 'web', 1))[0]?.reply?.split(' ')[0], 'web-1', 'and serving');
 
     write('app.yaml', app(true));
-    await until('good again', () => agent.status().cluster!.source.last?.ok === true);
+    await until('good again', () => manifestLoad(agent)?.ok === true);
 
     // the agent restarts: pods and connections carry on, the maps are already right
     const vip = agent.status().cluster!.services[0]!.vip;
