@@ -16,9 +16,9 @@ TS_STAMP := dist/.built
 all: build
 
 help:
-	@echo "make demo   two pods talking through the kernel short-circuit"
+	@echo "make demo   the example app (examples/) in two namespaces, one in the mesh"
 	@echo "make test   type-check and run every test (privileged ones included)"
-	@echo "make bench  datapath and xDS benchmarks, results in benchmarks/results/"
+	@echo "make bench  datapath, xDS and cluster benchmarks, results in benchmarks/results/"
 	@echo "make build  BPF object, C helpers and TypeScript"
 
 demo: build
@@ -30,7 +30,8 @@ test: build
 
 bench: build
 	node dist/benchmarks/datapath-bench.js
-	node --expose-gc dist/benchmarks/xds-bench.js --repeats 3
+	node --expose-gc dist/benchmarks/xds-bench.js --repeats 5
+	node --expose-gc dist/benchmarks/cluster-bench.js
 
 deps: apt npm
 

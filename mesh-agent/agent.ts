@@ -411,6 +411,30 @@ export class Agent {
       },
       { name: 'sockmesh_xds_snapshot_failures_total', help: 'Configurations refused as inconsistent (the last good one kept serving).', type: 'counter', samples: [{ value: this.#snapshotFailures }] },
     );
+    const c = this.#cluster;
+    if (c?.loop) {
+      const counts = c.loop.counts;
+      const last = c.loop.last;
+      const pods = c.loop.desired?.pods ?? [];
+      out.push(
+        { name: 'sockmesh_reconcile_passes_total', help: 'Reconcile passes (cluster state into the datapath maps).', type: 'counter', samples: [{ value: counts.passes }] },
+        { name: 'sockmesh_reconcile_failures_total', help: 'Reconcile passes that failed (retried in full).', type: 'counter', samples: [{ value: counts.failures }] },
+        { name: 'sockmesh_reconcile_map_writes_total', help: 'Map entries written by reconcile passes.', type: 'counter', samples: [{ value: counts.writes }] },
+        { name: 'sockmesh_reconcile_map_deletes_total', help: 'Map entries deleted by reconcile passes.', type: 'counter', samples: [{ value: counts.deletes }] },
+        {
+          name: 'sockmesh_reconcile_last_seconds', help: 'Duration of the last pass, by step.', type: 'gauge',
+          samples: [{ labels: { step: 'compile' }, value: (last?.compileMs ?? 0) / 1000 }, { labels: { step: 'maps' }, value: (last?.reconcileMs ?? 0) / 1000 }],
+        },
+        {
+          name: 'sockmesh_pods', help: 'Pods known, by whether they are in the mesh.', type: 'gauge',
+          samples: [{ labels: { enrolled: 'true' }, value: pods.filter((p) => p.enrolled).length }, { labels: { enrolled: 'false' }, value: pods.filter((p) => !p.enrolled).length }],
+        },
+        { name: 'sockmesh_service_frontends', help: 'Service VIP:port frontends balanced in the kernel.', type: 'gauge', samples: [{ value: c.loop.desired?.services.size ?? 0 }] },
+      );
+      if (c.source) {
+        out.push({ name: 'sockmesh_manifests_valid', help: 'Whether the last read of the manifest directory was applied (0: the last good set still runs).', type: 'gauge', samples: [{ value: c.source.last?.ok === false ? 0 : 1 }] });
+      }
+    }
     return out;
   }
 }

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
+import { renderPrometheus } from '../../mesh-agent/admin/prometheus.js';
 import { Agent } from '../../mesh-agent/agent.js';
 import { Datapath } from '../../mesh-agent/datapath/datapath.js';
 import { repoRoot } from '../../mesh-agent/paths.js';
@@ -173,6 +174,9 @@ if (privileged(t)) {
     const bad = agent.status().cluster!;
     t.match(manifestLoad(agent)!.errors.join('\n'), /app\.yaml: document/, `the problem names the file and document: ${manifestLoad(agent)!.errors[0]}`);
     t.ok(bad.pods.every((p) => p.enrolled && p.phase === 'Running'), 'the last good set keeps running, enrolled');
+    const m = renderPrometheus(agent.metrics());
+    t.match(m, /^sockmesh_manifests_valid 0$/m, '/metrics says the manifests were not applied');
+    t.match(m, /^sockmesh_pods\{enrolled="true"\} 2$/m, 'and counts the enrolled pods');
     t.equal((await dial(rt, 'shop/client', 'web', 1))[0]?.reply?.split(' ')[0], 'web-1', 'and serving');
 
     write('app.yaml', app(true));
