@@ -14,6 +14,7 @@ import {
 } from './compile.js';
 import { type IdentityAllocator, identityKey } from './identities.js';
 import { type VipAllocator, inServiceNetwork } from './vips.js';
+import { ipToInt } from '../ipv4.js';
 
 export interface IncrementalCompilerOptions {
   nodeName: string;
@@ -40,11 +41,6 @@ interface SvcEntry {
   vip?: string;
   frontends: string[];
   view: ServiceView;
-}
-
-function ipToInt(ip: string): number {
-  const p = ip.split('.').map(Number);
-  return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
 }
 
 function addTo<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {

@@ -4,18 +4,10 @@
  * the agent's saved allocations); a new one starts at a hash of its name and
  * takes the next free address.
  */
+import { intToIp, ipToInt } from '../ipv4.js';
 
 /** The local service range: 198.19.0.0/16 (RFC 2544), without its first and last address. */
 export const SERVICE_NETWORK = Object.freeze({ base: ((198 << 24) | (19 << 16)) >>> 0, size: 1 << 16 });
-
-function ipToInt(ip: string): number {
-  const p = ip.split('.').map(Number);
-  return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
-}
-
-function intToIp(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-}
 
 export function inServiceNetwork(ip: string): boolean {
   const n = ipToInt(ip);

@@ -130,11 +130,16 @@ export interface ServiceKey {
   port: number;
 }
 
-export function encodeServiceKey(k: ServiceKey): Buffer {
+/** An IPv4 (network order) and a port (host order) in 8 bytes: sm_svc_key and sm_backend share it. */
+function encodeAddrPort(ip: string, port: number): Buffer {
   const b = Buffer.alloc(8);
-  encodeIPv4(k.vip).copy(b, 0);
-  b.writeUInt16LE(k.port, 4);
+  encodeIPv4(ip).copy(b, 0);
+  b.writeUInt16LE(port, 4);
   return b;
+}
+
+export function encodeServiceKey(k: ServiceKey): Buffer {
+  return encodeAddrPort(k.vip, k.port);
 }
 
 export function decodeServiceKey(b: Buffer): ServiceKey {
@@ -188,10 +193,7 @@ export interface Backend {
 }
 
 export function encodeBackend(v: Backend): Buffer {
-  const b = Buffer.alloc(8);
-  encodeIPv4(v.ip).copy(b, 0);
-  b.writeUInt16LE(v.port, 4);
-  return b;
+  return encodeAddrPort(v.ip, v.port);
 }
 
 export function decodeBackend(b: Buffer): Backend {

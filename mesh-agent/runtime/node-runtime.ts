@@ -20,6 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { InvalidArgumentError, RuntimeError } from '../errors.js';
 import { findCgroup2 } from '../datapath/host-checks.js';
+import { intToIp, ipToInt } from '../ipv4.js';
 
 const execFileP = promisify(execFile);
 
@@ -45,15 +46,6 @@ export interface PodInfo {
 }
 
 const POD_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-
-function ipToInt(ip: string): number {
-  const p = ip.split('.').map(Number);
-  return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
-}
-
-function intToIp(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-}
 
 /** Whether ip is a usable pod address (inside 198.18.0.0/16, not network, gateway or broadcast). */
 export function isPodAddress(ip: string): boolean {
