@@ -152,13 +152,30 @@ int sm_sk_msg(struct sk_msg_md *msg)
 	return SK_PASS;
 }
 
-/* Whether the connecting process's pod is enrolled. */
+/* How far up the cgroup tree a pod's cgroup may sit above a process: the
+ * local runtime runs processes in the pod's cgroup; the kubelet runs them in
+ * a container cgroup below it, and QoS classes put pods at different depths. */
+#define SM_CGROUP_LEVELS 8
+
+/* Whether the connecting process belongs to an enrolled pod: its own cgroup,
+ * or the nearest ancestor the agent knows. */
 static __always_inline int client_enrolled(void)
 {
 	__u64 cg = bpf_get_current_cgroup_id();
 	struct sm_cgroup *c = bpf_map_lookup_elem(&sm_cgroups, &cg);
+	int level;
 
-	return c && (c->flags & SM_CG_F_ENROLLED);
+	if (c)
+		return c->flags & SM_CG_F_ENROLLED;
+	for (level = SM_CGROUP_LEVELS; level >= 1; level--) {
+		cg = bpf_get_current_ancestor_cgroup_id(level);
+		if (!cg)
+			continue; /* deeper than this process */
+		c = bpf_map_lookup_elem(&sm_cgroups, &cg);
+		if (c)
+			return c->flags & SM_CG_F_ENROLLED;
+	}
+	return 0;
 }
 
 /* 1: connect goes on (translated or not); 0: refused, retval set. */

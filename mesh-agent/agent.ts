@@ -21,6 +21,8 @@ import { ClusterStore } from './cluster/cluster-store.js';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { InformerState, KubeSource } from './cluster/kube-source.js';
 import { type ManifestLoad, ManifestSource } from './cluster/manifest-source.js';
+import { PodCgroupFinder } from './cluster/pod-cgroups.js';
+import { findCgroup2 } from './datapath/host-checks.js';
 import { loadAllocations, saveAllocations } from './compiler/allocation-file.js';
 import type { PodView, ServiceView } from './compiler/compile.js';
 import { IdentityAllocator } from './compiler/identities.js';
@@ -102,6 +104,7 @@ interface ClusterParts {
   mode: 'local' | 'kubernetes';
   source?: ManifestSource;
   kube?: KubeSource;
+  podCgroups?: PodCgroupFinder;
   /** for the Kubernetes source, made at start (its client library loads only then) */
   kubeConfig?: KubeConfig | undefined;
   runtime?: NodeRuntime;
@@ -241,7 +244,7 @@ export class Agent {
     });
     c.loop = new ReconcileLoop({
       store: c.store, reconciler, nodeName: this.nodeName, mode: c.mode, identities: c.identities, vips: c.vips,
-      cgroups: () => c.supervisor?.cgroupIds() ?? new Map(), debounceMs: this.#reconcileDebounceMs,
+      cgroups: () => c.supervisor?.cgroupIds() ?? this.#kubePodCgroups(c), debounceMs: this.#reconcileDebounceMs,
       onPass: (d, servicesChanged) => {
         if (servicesChanged && c.supervisor) {
           c.supervisor.setServices(d.serviceViews.flatMap((v) => {
@@ -262,6 +265,19 @@ export class Agent {
     c.loop.start({ pass: false });
     await c.supervisor?.start();
     if (!c.loop.last) c.loop.pass();
+  }
+
+  /** Kubernetes mode: pods on this node, by key → the cgroup the kubelet made for them (found on demand). */
+  #kubePodCgroups(c: ClusterParts): Pick<ReadonlyMap<string, bigint>, 'get'> {
+    c.podCgroups ??= new PodCgroupFinder({ root: findCgroup2() });
+    const finder = c.podCgroups;
+    return {
+      get: (key: string) => {
+        const pod = c.store.pods().get(key);
+        if (!pod?.meta.uid || pod.nodeName !== this.nodeName) return undefined;
+        return finder.lookup(pod.meta.uid);
+      },
+    };
   }
 
   async #stopCluster(removePods: boolean): Promise<void> {

@@ -36,7 +36,7 @@ type AnyObj = { metadata?: k8s.V1ObjectMeta };
 
 function meta(m: k8s.V1ObjectMeta | undefined): ObjectMeta {
   return {
-    name: m?.name ?? '', namespace: m?.namespace ?? '', source: KUBE_SOURCE_ID,
+    name: m?.name ?? '', namespace: m?.namespace ?? '', source: KUBE_SOURCE_ID, ...(m?.uid !== undefined && { uid: m.uid }),
     labels: { ...(m?.labels ?? {}) } as Labels, annotations: { ...(m?.annotations ?? {}) } as Labels,
   };
 }

@@ -16,6 +16,8 @@ export interface ObjectMeta {
   annotations: Labels;
   /** where it came from, for messages: "examples/shop.yaml#2" or "kubernetes" */
   source: string;
+  /** metadata.uid, when the source has one (the Kubernetes API) */
+  uid?: string;
 }
 
 export interface Namespace {

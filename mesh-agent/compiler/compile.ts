@@ -27,8 +27,8 @@ export interface CompileInput {
    * the rest).
    */
   mode: 'local' | 'kubernetes';
-  /** pod key → cgroup id, for pods the local runtime realised */
-  cgroups: ReadonlyMap<string, bigint>;
+  /** pod key → cgroup id, for pods whose cgroup is known (asked only for pods being compiled) */
+  cgroups: Pick<ReadonlyMap<string, bigint>, 'get'>;
   identities: IdentityAllocator;
   /** VIPs of services without a clusterIP (local mode) */
   vips: VipAllocator;

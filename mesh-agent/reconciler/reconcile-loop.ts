@@ -19,8 +19,8 @@ export interface ReconcileLoopOptions {
   mode: 'local' | 'kubernetes';
   identities: IdentityAllocator;
   vips: VipAllocator;
-  /** pod key → cgroup id, asked at each pass */
-  cgroups: () => ReadonlyMap<string, bigint>;
+  /** pod key → cgroup id, asked at each pass (and then only for the pods being compiled) */
+  cgroups: () => Pick<ReadonlyMap<string, bigint>, 'get'>;
   /** called after each good pass (hosts files, allocation saving, …), with whether services may have changed */
   onPass?: (desired: DesiredState, servicesChanged: boolean) => void;
   /** Quiet time after a store change before the pass (changes in it are batched). Default: 1 ms. */

@@ -1,11 +1,13 @@
 /* Privileged: the agent with the Kubernetes API as its cluster source (a stand-in API server; no cluster runs here). */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { Agent } from '../../mesh-agent/agent.js';
-import { decodeBackend, decodeService, decodeServiceKey } from '../../mesh-agent/datapath/layout.js';
+import { decodeBackend, decodeCgroupId, decodeEndpoint, decodeService, decodeServiceKey } from '../../mesh-agent/datapath/layout.js';
+import { repoRoot } from '../../mesh-agent/paths.js';
 import { FakeKubeApi } from '../fixtures/fake-kube-api.js';
 import { TEST_PIN_DIR, testCgroupRoot, testMesh } from '../fixtures/mesh.js';
 import { privileged } from '../fixtures/privileged.js';
@@ -51,5 +53,54 @@ if (privileged(t)) {
     api.delete('/api/v1/services', 'web', 'shop');
     for (let i = 0; i < 100 && services().length > 0; i++) await sleep(50);
     t.same(services(), [], 'a deleted service leaves the maps');
+  });
+}
+
+if (privileged(t)) {
+  t.test('a process in a kubelet-style pod cgroup is seen as its pod: its VIP connects are balanced in the kernel', async (t) => {
+    const { rt, datapath } = await testMesh(t);
+    const srv = await rt.addPod('srv');
+    const cli = await rt.addPod('cli');
+    const uid = '0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0';
+    // where the kubelet (cgroupfs driver) would put the pod, and its container below
+    const podCg = join(testCgroupRoot(), 'kubepods', 'burstable', `pod${uid}`);
+    mkdirSync(join(podCg, 'ctr'), { recursive: true });
+    t.teardown(() => { for (const d of [join(podCg, 'ctr'), podCg, join(podCg, '..'), join(podCg, '..', '..')]) try { rmdirSync(d); } catch { /* busy or gone */ } });
+    const api = new FakeKubeApi();
+    await api.start();
+    api.put('/api/v1/namespaces', { metadata: { name: 'shop', annotations: { 'sockmesh.io/enabled': 'true' } } });
+    api.put('/api/v1/pods', { ...pod('client', cli.ip, 'node-a'), metadata: { name: 'client', namespace: 'shop', uid, labels: { app: 'client' } } });
+    api.put('/api/v1/pods', pod('web', srv.ip, 'node-a'));
+    api.put('/api/v1/services', { metadata: { name: 'web', namespace: 'shop' }, spec: { clusterIP: '198.19.0.50', selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 'http' }] } });
+    api.put('/apis/discovery.k8s.io/v1/endpointslices', {
+      metadata: { name: 'web-x', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } }, addressType: 'IPv4',
+      ports: [{ name: 'http', port: 7000, protocol: 'TCP' }], endpoints: [{ addresses: [srv.ip], conditions: { ready: true } }],
+    });
+    const dir = mkdtempSync(join(tmpdir(), 'sm-kube-'));
+    const agent = new Agent({
+      kubernetes: { kubeConfig: api.kubeConfig() }, datapath: { pinDir: TEST_PIN_DIR, cgroupPath: testCgroupRoot() },
+      adminSocket: join(dir, 'agent.sock'), adminAddress: null, xdsAddress: '127.0.0.1:0', nodeName: 'node-a',
+    });
+    await agent.start();
+    t.teardown(async () => { await agent.stop(); await api.stop(); rmSync(dir, { recursive: true, force: true }); });
+    const server = rt.exec('srv', [process.execPath, join(repoRoot(), 'tests', 'fixtures', 'svc-peer.mjs'), 'serve', '7000', 'web'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    await new Promise((r) => server.stderr!.once('data', r));
+    const dp = datapath();
+    dp.adopt();
+    t.teardown(() => dp.stop());
+    const podCgId = statSync(podCg, { bigint: true }).ino;
+    for (let i = 0; i < 100 && !dp.entries('sm_cgroups').some(([k]) => decodeCgroupId(k) === podCgId); i++) await sleep(50);
+    const entry = dp.entries('sm_cgroups').find(([k]) => decodeCgroupId(k) === podCgId);
+    t.ok(entry, 'the pod\'s cgroup, found by its UID, is in sm_cgroups');
+    t.equal(entry && decodeEndpoint(entry[1]).flags, dp.layout.cgroupEnrolledFlag, 'as enrolled');
+    const before = dp.counters();
+    // the container's process: in the pod cgroup's child, in the pod's network namespace
+    const out = execFileSync('sh', ['-c', 'echo $$ > "$0" && exec ip netns exec "$@"', join(podCg, 'ctr', 'cgroup.procs'), rt.podNetns('cli'),
+      process.execPath, join(repoRoot(), 'tests', 'fixtures', 'svc-peer.mjs'), 'dial', '198.19.0.50', '80', '3', '2000'], { encoding: 'utf8', timeout: 30_000 });
+    const replies = out.trim().split('\n').map((l) => JSON.parse(l) as { peer?: string; reply?: string });
+    t.ok(replies.every((r) => r.reply?.startsWith('web ') && r.peer === '198.19.0.50:80'), 'the VIP reached the backend, and getpeername shows the VIP');
+    const after = dp.counters();
+    t.equal(after.svc_translated! - before.svc_translated!, 3, 'translated in the kernel: the process counts as its pod, one cgroup level up');
+    t.equal(after.sock_inserted! - before.sock_inserted!, 6, 'and short-circuited (both pods enrolled)');
   });
 }
