@@ -6,7 +6,7 @@
  * readiness) that no manifest carries. Listeners hear of each change with
  * the keys it touched, so work downstream can be incremental.
  */
-import { type ClusterObject, type EndpointSlice, type Kind, type Namespace, type Pod, type Service, keyOf } from './model.js';
+import { type ClusterObject, type EndpointSlice, type HTTPRoute, type Kind, type Namespace, type Pod, type Service, keyOf } from './model.js';
 
 /** Pod status as the runtime (or the API) reports it. */
 export interface PodStatus {
@@ -29,10 +29,11 @@ type ByKind = {
   Pod: Map<string, Pod>;
   Service: Map<string, Service>;
   EndpointSlice: Map<string, EndpointSlice>;
+  HTTPRoute: Map<string, HTTPRoute>;
 };
 
 export class ClusterStore {
-  readonly #objects: ByKind = { Namespace: new Map(), Pod: new Map(), Service: new Map(), EndpointSlice: new Map() };
+  readonly #objects: ByKind = { Namespace: new Map(), Pod: new Map(), Service: new Map(), EndpointSlice: new Map(), HTTPRoute: new Map() };
   /** which source wrote each object ("Kind key" → source id) */
   readonly #owner = new Map<string, string>();
   readonly #podStatus = new Map<string, PodStatus>();
@@ -57,6 +58,10 @@ export class ClusterStore {
 
   endpointSlices(): ReadonlyMap<string, EndpointSlice> {
     return this.#objects.EndpointSlice;
+  }
+
+  httpRoutes(): ReadonlyMap<string, HTTPRoute> {
+    return this.#objects.HTTPRoute;
   }
 
   /** Calls fn after every change; returns the cancel function. */

@@ -1,12 +1,13 @@
 /**
  * Kubernetes-shaped YAML (multi-document files) into the cluster model:
- * v1 Namespace, Pod and Service. Every problem is reported with the file,
+ * v1 Namespace, Pod and Service, and Gateway API HTTPRoute. Every problem is reported with the file,
  * the document (1-based, and its kind and name when known), the field path
  * and the reason; a file with any problem contributes nothing. Kinds sockmesh
  * does not read are listed as ignored, not refused. Pure: text in, objects out.
  */
 import { isIPv4 } from 'node:net';
 import { parseAllDocuments } from 'yaml';
+import { parseHTTPRoute } from './httproute-parser.js';
 import type { ClusterObject, ContainerPort, Labels, Namespace, ObjectMeta, Pod, Service, ServicePort } from './model.js';
 
 export interface ParsedManifests {
@@ -225,6 +226,10 @@ const KINDS: Record<string, { apiVersion: string; parse: (p: Problems, doc: Obj,
   Namespace: { apiVersion: 'v1', parse: parseNamespace },
   Pod: { apiVersion: 'v1', parse: parsePod },
   Service: { apiVersion: 'v1', parse: parseService },
+  HTTPRoute: {
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    parse: (p, doc, source) => parseHTTPRoute(p, doc, meta(p, doc, source, true, DNS_SUBDOMAIN, 'a DNS subdomain (lowercase letters, digits, \'-\', \'.\')')),
+  },
 };
 
 /** Parses one file's text. `file` names it in messages. */

@@ -79,7 +79,61 @@ export interface EndpointSlice {
   endpoints: { addresses: string[]; ready: boolean; nodeName?: string; podName?: string }[];
 }
 
-export type ClusterObject = Namespace | Pod | Service | EndpointSlice;
+/** A Gateway API match: exact, prefix or regular expression. */
+export interface HTTPPathMatch {
+  type: 'Exact' | 'PathPrefix' | 'RegularExpression';
+  value: string;
+}
+
+export interface HTTPValueMatch {
+  type: 'Exact' | 'RegularExpression';
+  name: string;
+  value: string;
+}
+
+export interface HTTPRouteMatch {
+  path: HTTPPathMatch;
+  headers: HTTPValueMatch[];
+  queryParams: HTTPValueMatch[];
+  method?: string;
+}
+
+export interface HTTPHeaderModifier {
+  set: { name: string; value: string }[];
+  add: { name: string; value: string }[];
+  remove: string[];
+}
+
+export interface HTTPBackendRef {
+  name: string;
+  namespace: string;
+  port: number;
+  weight: number;
+}
+
+export interface HTTPRouteRule {
+  /** at least one; a rule without matches matches every request (PathPrefix /) */
+  matches: HTTPRouteMatch[];
+  backendRefs: HTTPBackendRef[];
+  requestHeaderModifier?: HTTPHeaderModifier;
+  responseHeaderModifier?: HTTPHeaderModifier;
+  /** timeouts.request: the whole request, retries included */
+  requestTimeoutMs?: number;
+  /** timeouts.backendRequest: each try */
+  backendRequestTimeoutMs?: number;
+  /** retry (experimental in the Gateway API): attempts after the first, on these status codes */
+  retry?: { attempts: number; codes: number[]; backoffMs?: number };
+}
+
+/** gateway.networking.k8s.io/v1 HTTPRoute attached to Services (the GAMMA mesh pattern). */
+export interface HTTPRoute {
+  kind: 'HTTPRoute';
+  meta: ObjectMeta;
+  parentRefs: { name: string; namespace: string; port?: number }[];
+  rules: HTTPRouteRule[];
+}
+
+export type ClusterObject = Namespace | Pod | Service | EndpointSlice | HTTPRoute;
 export type Kind = ClusterObject['kind'];
 
 /** "namespace/name", or "name" for a namespace. */
