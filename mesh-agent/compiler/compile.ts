@@ -5,7 +5,7 @@
  * `compile` does it all at once; the IncrementalCompiler (incremental-
  * compiler.ts) keeps the result and redoes only what a change touches.
  */
-import type { EndpointSlice, Namespace, Pod, Service } from '../cluster/model.js';
+import type { EndpointSlice, HTTPRoute, Namespace, Pod, Service } from '../cluster/model.js';
 import type { IdentityAllocator } from './identities.js';
 import { IncrementalCompiler } from './incremental-compiler.js';
 import type { VipAllocator } from './vips.js';
@@ -34,6 +34,8 @@ export interface CompileInput {
   vips: VipAllocator;
   /** EndpointSlices: the backends of every service in kubernetes mode (of services without a selector in local mode) */
   endpointSlices?: ReadonlyMap<string, EndpointSlice>;
+  /** HTTPRoutes: a service one attaches to is served at L7 */
+  httpRoutes?: ReadonlyMap<string, HTTPRoute>;
 }
 
 export interface PodView {
@@ -55,16 +57,22 @@ export interface ServiceFrontend {
   port: number;
   /** translate for clients that are not enrolled too */
   anyClient: boolean;
-  /** sorted by ip, then port */
+  /** sorted by ip, then port; for an L7 port, the node proxy's listener alone */
   backends: { ip: string; port: number }[];
   /** "ns/name:portName-or-number" */
   service: string;
+  /** set when this port is served by the node proxy: its listener port, and the service's own backends */
+  l7?: { listenerPort: number; backends: { ip: string; port: number }[] };
 }
+
+/** Annotation that sends every port of a service through the node proxy. */
+export const L7_ANNOTATION = 'sockmesh.io/l7';
 
 export interface ServiceView {
   key: string;
   vip?: string;
-  ports: { port: number; name?: string; backends: number }[];
+  /** l7: the node proxy's listener port when the port is served at L7 */
+  ports: { port: number; name?: string; backends: number; l7?: number }[];
   /** why it is not (fully) served */
   problems: string[];
 }

@@ -10,9 +10,10 @@
 import { isIPv4 } from 'node:net';
 import { type Labels, type Pod, type Service, keyOf, selects } from '../cluster/model.js';
 import {
-  type CompileInput, type DesiredDelta, type DesiredState, type PodView, type ServiceFrontend, type ServiceView, enrollment, targetPortOf,
+  type CompileInput, type DesiredDelta, type DesiredState, L7_ANNOTATION, type PodView, type ServiceFrontend, type ServiceView, enrollment, targetPortOf,
 } from './compile.js';
 import { type IdentityAllocator, identityKey } from './identities.js';
+import type { ListenerPortAllocator } from './listener-ports.js';
 import { type VipAllocator, inServiceNetwork } from './vips.js';
 import { ipToInt } from '../ipv4.js';
 
@@ -21,10 +22,18 @@ export interface IncrementalCompilerOptions {
   mode: 'local' | 'kubernetes';
   identities: IdentityAllocator;
   vips: VipAllocator;
+  /**
+   * The node proxy, when one runs: L7 service ports (appProtocol http or
+   * h2c, the sockmesh.io/l7 annotation, an HTTPRoute attached) are sent to
+   * its listeners. Without it they are served at L4.
+   */
+  l7?: { proxyIp: () => string | undefined; listenerPorts: ListenerPortAllocator };
 }
 
 /** The store's view the compiler reads at each update. */
-export type CompileSource = Pick<CompileInput, 'namespaces' | 'pods' | 'services' | 'cgroups' | 'endpointSlices'>;
+export type CompileSource = Pick<CompileInput, 'namespaces' | 'pods' | 'services' | 'cgroups' | 'endpointSlices' | 'httpRoutes'>;
+
+const L7_PROTOCOLS = new Set(['http', 'h2c', 'kubernetes.io/h2c', 'kubernetes.io/http']);
 
 interface PodEntry {
   pod: Pod;
@@ -74,10 +83,21 @@ export class IncrementalCompiler {
   readonly #idRefs = new Map<string, number>();
   /** EndpointSlice key → the service it serves */
   readonly #sliceService = new Map<string, string>();
+  /** service key → the HTTPRoutes attached to it; HTTPRoute key → the services it attaches to */
+  readonly #routesBySvc = new Map<string, Set<string>>();
+  readonly #routeParents = new Map<string, string[]>();
   #delta: DesiredDelta = { endpoints: new Set(), cgroups: new Set(), services: new Set() };
 
   constructor(opts: IncrementalCompilerOptions) {
     this.#o = opts;
+  }
+
+  /** A service port's own backends (for an L7 port, not the proxy's listener), by "ns/name" and port. */
+  backendsOf(key: string, port: number): { ip: string; port: number }[] | undefined {
+    const e = this.#svcs.get(key);
+    if (!e?.vip) return undefined;
+    const fe = this.#services.get(`${e.vip}:${port}`);
+    return fe ? (fe.l7?.backends ?? fe.backends) : undefined;
   }
 
   /** The desired state as it stands (live maps; the arrays are built on access). */
@@ -100,10 +120,13 @@ export class IncrementalCompiler {
     for (const k of src.pods.keys()) touched.add(`Pod ${k}`);
     // services in key order, so contention for a clusterIP resolves as a fresh start would
     for (const k of [...src.services.keys()].sort()) touched.add(`Service ${k}`);
+    for (const k of this.#routeParents.keys()) touched.add(`HTTPRoute ${k}`);
+    for (const k of src.httpRoutes?.keys() ?? []) touched.add(`HTTPRoute ${k}`);
     const delta = this.update(src, touched);
     // allocations nothing refers to any more (also those made before a restart)
     this.#o.identities.retain(new Set(this.#idRefs.keys()));
     this.#o.vips.retain(new Set([...this.#svcs].filter(([, e]) => e.svc.clusterIP === undefined).map(([k]) => k)));
+    this.#o.l7?.listenerPorts.retain(new Set([...this.#services.values()].filter((f) => f.l7).map((f) => this.#l7Key(f))));
     return delta;
   }
 
@@ -121,6 +144,21 @@ export class IncrementalCompiler {
       else if (kind === 'Namespace') {
         for (const p of this.#podsByNs.get(key) ?? []) pods.add(p);
         for (const [k, p] of src.pods) if (p.meta.namespace === key) pods.add(k);
+      } else if (kind === 'HTTPRoute') {
+        for (const svc of this.#routeParents.get(key) ?? []) {
+          services.add(svc);
+          removeFrom(this.#routesBySvc, svc, key);
+        }
+        this.#routeParents.delete(key);
+        const route = src.httpRoutes?.get(key);
+        if (route) {
+          const parents = [...new Set(route.parentRefs.map((r) => `${r.namespace}/${r.name}`))];
+          this.#routeParents.set(key, parents);
+          for (const svc of parents) {
+            addTo(this.#routesBySvc, svc, key);
+            services.add(svc);
+          }
+        }
       } else if (kind === 'EndpointSlice') {
         const slice = src.endpointSlices?.get(key);
         const ns = key.slice(0, key.indexOf('/'));
@@ -267,21 +305,45 @@ export class IncrementalCompiler {
         const backends = this.#backends(src, svc, sp.targetPort, sp.name, sp.protocol);
         const feKey = `${vip}:${sp.port}`;
         const fe: ServiceFrontend = { vip, port: sp.port, anyClient: this.#o.mode === 'local', backends, service: `${key}:${sp.name ?? sp.port}` };
+        const proxyIp = this.#isL7(svc, key, sp.appProtocol) ? this.#o.l7?.proxyIp() : undefined;
+        if (proxyIp !== undefined) {
+          const listenerPort = this.#o.l7!.listenerPorts.portFor(`${key}:${sp.port}`);
+          fe.l7 = { listenerPort, backends };
+          fe.backends = [{ ip: proxyIp, port: listenerPort }];
+        } else if (this.#isL7(svc, key, sp.appProtocol)) {
+          view.problems.push(`port ${sp.port}: L7 wanted, but no node proxy runs: served at L4 meanwhile`);
+        }
+        const prev = this.#services.get(feKey);
+        if (prev?.l7 && !fe.l7 && this.#feOwner.get(feKey) === key) this.#o.l7?.listenerPorts.release(this.#l7Key(prev));
         this.#services.set(feKey, fe);
         this.#feOwner.set(feKey, key);
         this.#delta.services.add(feKey);
         entry.frontends.push(feKey);
         fresh.add(feKey);
-        view.ports.push({ port: sp.port, ...(sp.name !== undefined && { name: sp.name }), backends: backends.length });
+        view.ports.push({ port: sp.port, ...(sp.name !== undefined && { name: sp.name }), backends: backends.length, ...(fe.l7 && { l7: fe.l7.listenerPort }) });
       }
     }
     for (const fe of old?.frontends ?? []) if (!fresh.has(fe)) this.#dropFrontend(fe, key);
     return more;
   }
 
+  /** Whether a service port goes through the node proxy. */
+  #isL7(svc: Service, key: string, appProtocol: string | undefined): boolean {
+    if (!this.#o.l7) return false;
+    return (appProtocol !== undefined && L7_PROTOCOLS.has(appProtocol.toLowerCase()))
+      || svc.meta.annotations[L7_ANNOTATION] === 'true'
+      || (this.#routesBySvc.get(key)?.size ?? 0) > 0;
+  }
+
+  #l7Key(fe: ServiceFrontend): string {
+    return `${fe.service.slice(0, fe.service.lastIndexOf(':'))}:${fe.port}`;
+  }
+
   /** Drops a frontend the service had, unless another service holds that VIP:port now. */
   #dropFrontend(feKey: string, key: string): void {
     if (this.#feOwner.get(feKey) !== key) return;
+    const fe = this.#services.get(feKey);
+    if (fe?.l7) this.#o.l7?.listenerPorts.release(this.#l7Key(fe));
     this.#services.delete(feKey);
     this.#feOwner.delete(feKey);
     this.#delta.services.add(feKey);

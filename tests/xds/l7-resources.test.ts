@@ -1,0 +1,63 @@
+import t from 'tap';
+import { parseManifestFile } from '../../mesh-agent/cluster/manifest-parser.js';
+import type { HTTPRoute } from '../../mesh-agent/cluster/model.js';
+import { l7Resources } from '../../xds/l7-resources.js';
+import { Snapshot } from '../../xds/snapshot.js';
+
+function routes(yaml: string): Map<string, HTTPRoute> {
+  const r = parseManifestFile('r.yaml', yaml);
+  if (r.errors.length) throw new Error(r.errors.join('\n'));
+  return new Map(r.objects.map((o) => [`${o.meta.namespace}/${o.meta.name}`, o as HTTPRoute]));
+}
+
+const ROUTE = `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: split, namespace: shop }
+spec:
+  parentRefs: [{ kind: Service, name: web }]
+  rules:
+  - matches: [{ path: { type: PathPrefix, value: /api/ } }]
+    backendRefs: [{ name: web-v1, port: 80, weight: 90 }, { name: web-v2, port: 80, weight: 10 }]
+    timeouts: { request: 2s, backendRequest: 500ms }
+    retry: { attempts: 2, codes: [503], backoff: 20ms }
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: { add: [{ name: X-Served-By, value: mesh }], remove: [server] }
+  - matches: [{ path: { type: Exact, value: /health }, method: GET }, { headers: [{ name: x-canary, value: "1" }] }]
+    backendRefs: [{ name: web-v2, port: 80 }]
+`;
+
+const backends = (svc: string, port: number) => ({ 'shop/web:80': [{ ip: '198.18.0.2', port: 8080 }], 'shop/web-v1:80': [{ ip: '198.18.0.3', port: 8080 }], 'shop/web-v2:80': [{ ip: '198.18.0.4', port: 8080 }] } as Record<string, { ip: string; port: number }[]>)[`${svc}:${port}`];
+
+t.test('HTTPRoutes compile into listeners, routes and clusters Envoy accepts', async (t) => {
+  const lastGood = new Map<string, HTTPRoute>();
+  const out = l7Resources({ proxyIp: '198.18.255.254', ports: [{ service: 'shop/web', port: 80, listenerPort: 20000 }, { service: 'shop/db', port: 5432, listenerPort: 20001 }], routes: routes(ROUTE), backends, lastGood });
+  t.same([...out.routeStatus], [['shop/split', { state: 'accepted', reasons: [] }]]);
+  const snap = Snapshot.create(out.resources);
+  t.same([...snap.resources.listener.keys()], ['shop/db:5432', 'shop/web:80'], 'a listener per L7 service port');
+  t.same([...snap.resources.cluster.keys()], ['shop/db:5432', 'shop/web-v1:80', 'shop/web-v2:80'], 'a cluster per backend service port');
+  const rc = snap.resources.route.get('shop/web:80')!.resource as { virtual_hosts: { routes: { name: string; match: Record<string, unknown>; route: Record<string, unknown> }[] }[] };
+  const rs = rc.virtual_hosts[0]!.routes;
+  t.same(rs.map((r) => r.name), ['shop/split#1', 'shop/split#0', 'shop/split#1'], 'exact path first, then the prefix, then a header-only match (prefix /)');
+  t.same(rs[1]!.match, { path_separated_prefix: '/api' }, 'a Gateway API prefix matches whole segments');
+  t.match(rs[1]!.route, {
+    weighted_clusters: { clusters: [{ name: 'shop/web-v1:80', weight: { value: 90 } }, { name: 'shop/web-v2:80', weight: { value: 10 } }] },
+    timeout: { seconds: 2 }, retry_policy: { retry_on: 'retriable-status-codes', retriable_status_codes: [503], num_retries: { value: 2 }, per_try_timeout: { nanos: 500_000_000 } },
+  });
+  t.match(rs[0]!.match, { path: '/health', headers: [{ name: ':method', string_match: { exact: 'GET' } }] });
+  t.match(snap.resources.route.get('shop/db:5432')!.resource, { virtual_hosts: [{ routes: [{ match: { prefix: '/' }, route: { cluster: 'shop/db:5432' } }] }] }, 'no route attached: everything to the service itself');
+  t.match(snap.resources.listener.get('shop/web:80')!.resource, { address: { socket_address: { address: '198.18.255.254', port_value: 20000 } } });
+});
+
+t.test('a route whose backend does not exist is refused; its last good version serves', async (t) => {
+  const lastGood = new Map<string, HTTPRoute>();
+  const ports = [{ service: 'shop/web', port: 80, listenerPort: 20000 }];
+  l7Resources({ proxyIp: '198.18.255.254', ports, routes: routes(ROUTE), backends, lastGood });
+  const broken = routes(ROUTE.replace('name: web-v2, port: 80 }]\n', 'name: web-v3, port: 80 }]\n'));
+  const out = l7Resources({ proxyIp: '198.18.255.254', ports, routes: broken, backends, lastGood });
+  t.same(out.routeStatus.get('shop/split'), { state: 'stale', reasons: ['rules[1]: backend shop/web-v3:80 is no service port with a VIP'] });
+  t.ok(Snapshot.create(out.resources).resources.cluster.has('shop/web-v2:80'), 'the last good version still sends to web-v2');
+  const fresh = l7Resources({ proxyIp: '198.18.255.254', ports, routes: broken, backends, lastGood: new Map() });
+  t.equal(fresh.routeStatus.get('shop/split')?.state, 'refused', 'with no good version before, nothing of it serves');
+  t.match(Snapshot.create(fresh.resources).resources.route.get('shop/web:80')!.resource, { virtual_hosts: [{ routes: [{ name: 'shop/web:80#default' }] }] });
+});
