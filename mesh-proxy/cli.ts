@@ -1,0 +1,108 @@
+#!/usr/bin/env node
+/** mesh-proxy: sockmesh's built-in node proxy, configured over xDS by the agent. */
+import { createWriteStream } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { propagation } from '@opentelemetry/api';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
+import { AdminServer } from '../mesh-agent/admin/admin-server.js';
+import { renderPrometheus } from '../mesh-agent/admin/prometheus.js';
+import { MeshProxy } from './proxy.js';
+import { XdsClient } from './xds-client.js';
+
+const HELP = `usage: mesh-proxy --xds TARGET --node-id ID [flags]
+
+sockmesh's built-in shared L7 proxy (one per node). It is configured over
+Envoy's xDS v3 (ADS, state of the world) by mesh-agent, which starts and
+supervises it; it serves HTTP/1.1 and h2c on the listeners it is given.
+
+  --xds TARGET            the agent's ADS server: unix:/run/sockmesh/xds.sock or IP:PORT
+  --node-id ID            the node.id it presents (the agent's snapshot key)
+  --admin-socket PATH     admin endpoint (/config_dump, /stats, /metrics, /ready) on a unix socket
+  --admin-address IP:PORT the same over TCP (default: none)
+  --access-log DEST       stdout (default), none, or a file path: one JSON line per request
+  --drain-ms N            on SIGTERM, how long requests in flight may take (default 5000)
+`;
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      xds: { type: 'string' }, 'node-id': { type: 'string' }, 'admin-socket': { type: 'string' }, 'admin-address': { type: 'string' },
+      'access-log': { type: 'string' }, 'drain-ms': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (!values.xds || !values['node-id']) {
+    process.stderr.write('mesh-proxy: --xds and --node-id are required (see --help)\n');
+    return 2;
+  }
+  // real span ids (and a trace started when none comes in); exporting them is the agent's telemetry's job
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  const provider = new BasicTracerProvider();
+  provider.register();
+  const dest = values['access-log'] ?? 'stdout';
+  const out = dest === 'none' ? undefined : dest === 'stdout' ? process.stdout : createWriteStream(dest, { flags: 'a' });
+  const proxy = new MeshProxy({ ...(out && { accessLog: (e) => out.write(`${JSON.stringify(e)}\n`) }) });
+  let applying = Promise.resolve();
+  const xds = new XdsClient({
+    target: values.xds, nodeId: values['node-id'],
+    onConfig: (cfg) => {
+      applying = applying.then(() => proxy.apply(cfg)).catch((err: unknown) => { process.stderr.write(`mesh-proxy: ${(err as Error).message}\n`); });
+    },
+  });
+  xds.start();
+  let admin: AdminServer | undefined;
+  if (values['admin-socket']) {
+    admin = new AdminServer({
+      socketPath: values['admin-socket'],
+      ...(values['admin-address'] && { address: values['admin-address'] }),
+      routes: {
+        '/ready': () => (xds.connected && proxy.config ? { body: 'ready\n' } : { status: 503, body: 'not ready\n' }),
+        '/config_dump': () => ({ body: { xds: xds.status(), listeners: proxy.listeners(), listenerErrors: Object.fromEntries(proxy.listenerErrors), config: summary(proxy) } }),
+        '/stats': () => ({ body: { ...proxy.stats, xds: { connected: xds.connected, acks: xds.acks, nacks: xds.nacks } } }),
+        '/metrics': () => ({
+          body: renderPrometheus([
+            { name: 'mesh_proxy_requests_total', help: 'Requests received.', type: 'counter', samples: [{ value: proxy.stats.requests }] },
+            { name: 'mesh_proxy_responses_total', help: 'Responses by status class.', type: 'counter', samples: Object.entries(proxy.stats.responses).map(([k, v]) => ({ labels: { class: k }, value: v })) },
+            { name: 'mesh_proxy_retries_total', help: 'Retries.', type: 'counter', samples: [{ value: proxy.stats.retries }] },
+            { name: 'mesh_proxy_timeouts_total', help: 'Requests answered 504.', type: 'counter', samples: [{ value: proxy.stats.timeouts }] },
+            { name: 'mesh_proxy_active_requests', help: 'Requests in flight.', type: 'gauge', samples: [{ value: proxy.stats.active }] },
+            { name: 'mesh_proxy_xds_nacks_total', help: 'Configurations refused.', type: 'counter', samples: [{ value: xds.nacks }] },
+          ]),
+          contentType: 'text/plain; version=0.0.4; charset=utf-8',
+        }),
+      },
+    });
+    await admin.start();
+  }
+  process.stderr.write(`mesh-proxy: started (pid ${process.pid}), xDS ${values.xds} as ${values['node-id']}\n`);
+  const signal = await new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  process.stderr.write(`mesh-proxy: ${signal}: draining\n`);
+  xds.stop();
+  await proxy.stop(Number(values['drain-ms'] ?? 5000));
+  await admin?.stop();
+  await provider.shutdown();
+  return 0;
+}
+
+function summary(proxy: MeshProxy): Record<string, unknown> {
+  const c = proxy.config;
+  if (!c) return {};
+  return {
+    listeners: [...c.listeners.values()],
+    routes: [...c.routes.values()].map((t) => ({ name: t.name, virtualHosts: t.virtualHosts.map((v) => ({ name: v.name, domains: v.domains, routes: v.routes.map((r) => ({ name: r.name, clusters: r.clusters, timeoutMs: r.timeoutMs, retry: r.retry && { ...r.retry, on: [...r.retry.on], codes: [...r.retry.codes] } })) })) })),
+    clusters: [...c.clusters.values()].map((cl) => ({ ...cl, endpoints: c.endpoints.get(cl.edsName) ?? [] })),
+  };
+}
+
+main().then((code) => { process.exitCode = code; }, (err: unknown) => {
+  process.stderr.write(`mesh-proxy: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,389 @@
+/**
+ * mesh-proxy's data plane: a listener per xDS listener (HTTP/1.1 and h2c on
+ * one port, told apart by the HTTP/2 preface), the router, and upstream
+ * pools (undici) per endpoint, balanced round robin or least request.
+ * A request gets its route's timeout (504 when it runs out), retries on the
+ * route's status codes with a per-try timeout and backoff, header changes,
+ * and W3C trace context: the incoming traceparent is continued (or a trace
+ * started) with a server span, and the backend gets a new parent span id.
+ * A new configuration applies without failing requests in flight: they keep
+ * the routes and pools they started with; removed listeners stop accepting
+ * and removed pools close after their last request.
+ */
+import { type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { type Http2Server, type Http2ServerRequest, type Http2ServerResponse, createServer as createH2Server } from 'node:http2';
+import { type Server as NetServer, type Socket, createServer as createNetServer } from 'node:net';
+import { Readable } from 'node:stream';
+import { context, propagation, SpanKind, SpanStatusCode, trace, type Tracer } from '@opentelemetry/api';
+import { Pool } from 'undici';
+import { type ClusterConfig, type RouteEntry, pickCluster, selectRoute } from './config.js';
+import type { ProxyConfig } from './xds-client.js';
+
+type Req = IncomingMessage | Http2ServerRequest;
+type Res = ServerResponse | Http2ServerResponse;
+
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'host', 'http2-settings']);
+/** Bodies of requests that may be retried are kept up to this size; larger ones are sent once. */
+const RETRY_BUFFER_BYTES = 1 << 20;
+
+export interface AccessLogEntry {
+  time: string;
+  listener: string;
+  method: string;
+  path: string;
+  protocol: string;
+  status: number;
+  durationMs: number;
+  route?: string;
+  cluster?: string;
+  upstream?: string;
+  attempts: number;
+  flags: string[];
+  traceId?: string;
+  downstream: string;
+}
+
+export interface ProxyStats {
+  requests: number;
+  responses: Record<string, number>;
+  retries: number;
+  timeouts: number;
+  noRoute: number;
+  noHealthyUpstream: number;
+  upstreamErrors: number;
+  active: number;
+}
+
+interface Endpoint { key: string; pool: Pool; active: number }
+
+class Upstream {
+  readonly config: ClusterConfig;
+  endpoints: Endpoint[] = [];
+  #rr = 0;
+  constructor(config: ClusterConfig) {
+    this.config = config;
+  }
+  /** Round robin, or least request (the fewer in flight of two picked at random, as Envoy does). */
+  pick(exclude?: string): Endpoint | undefined {
+    const eps = this.endpoints.length > 1 && exclude ? this.endpoints.filter((e) => e.key !== exclude) : this.endpoints;
+    if (eps.length === 0) return undefined;
+    if (this.config.lb === 'least_request' && eps.length > 1) {
+      const a = eps[Math.floor(Math.random() * eps.length)]!;
+      const b = eps[Math.floor(Math.random() * eps.length)]!;
+      return a.active <= b.active ? a : b;
+    }
+    return eps[this.#rr++ % eps.length];
+  }
+}
+
+interface Listening { name: string; ip: string; port: number; net: NetServer; h1: Server; h2: Http2Server; sockets: Set<Socket> }
+
+export interface MeshProxyOptions {
+  /** where access log lines go (JSON); default: nowhere */
+  accessLog?: (e: AccessLogEntry) => void;
+  tracer?: Tracer;
+}
+
+export class MeshProxy {
+  #config: ProxyConfig | undefined;
+  #listening = new Map<string, Listening>();
+  #upstreams = new Map<string, Upstream>();
+  #pools = new Map<string, Pool>();
+  readonly #accessLog: ((e: AccessLogEntry) => void) | undefined;
+  readonly #tracer: Tracer;
+  readonly stats: ProxyStats = { requests: 0, responses: {}, retries: 0, timeouts: 0, noRoute: 0, noHealthyUpstream: 0, upstreamErrors: 0, active: 0 };
+  /** listener problems (a port that cannot be bound), for the admin endpoint */
+  listenerErrors = new Map<string, string>();
+
+  constructor(opts: MeshProxyOptions = {}) {
+    this.#accessLog = opts.accessLog;
+    this.#tracer = opts.tracer ?? trace.getTracer('mesh-proxy');
+  }
+
+  get config(): ProxyConfig | undefined {
+    return this.#config;
+  }
+
+  listeners(): { name: string; address: string }[] {
+    return [...this.#listening.values()].map((l) => ({ name: l.name, address: `${l.ip}:${l.port}` }));
+  }
+
+  /** Applies a configuration: listeners opened and closed, pools made and closed, routes swapped. */
+  async apply(cfg: ProxyConfig): Promise<void> {
+    this.#config = cfg;
+    // upstreams: pools per endpoint, shared by clusters that name the same address
+    const wanted = new Map<string, Upstream>();
+    for (const c of cfg.clusters.values()) {
+      const u = this.#upstreams.get(c.name)?.config.lb === c.lb ? this.#upstreams.get(c.name)! : new Upstream(c);
+      const eps = cfg.endpoints.get(c.edsName) ?? [];
+      u.endpoints = eps.map((e) => {
+        const key = `${e.ip}:${e.port}`;
+        let pool = this.#pools.get(key);
+        if (!pool) {
+          pool = new Pool(`http://${key}`, { connections: 64, connectTimeout: c.connectTimeoutMs, keepAliveTimeout: 30_000, pipelining: 1 });
+          this.#pools.set(key, pool);
+        }
+        const before = u.endpoints.find((x) => x.key === key);
+        return { key, pool, active: before?.active ?? 0 };
+      });
+      wanted.set(c.name, u);
+    }
+    this.#upstreams = wanted;
+    const live = new Set([...wanted.values()].flatMap((u) => u.endpoints.map((e) => e.key)));
+    for (const [key, pool] of [...this.#pools]) {
+      if (live.has(key)) continue;
+      this.#pools.delete(key);
+      void pool.close().catch(() => undefined); // after its requests in flight
+    }
+    // listeners
+    for (const [name, l] of [...this.#listening]) {
+      const want = cfg.listeners.get(name);
+      if (want && want.ip === l.ip && want.port === l.port) continue;
+      this.#listening.delete(name);
+      await this.#close(l);
+    }
+    for (const l of cfg.listeners.values()) {
+      if (this.#listening.has(l.name)) continue;
+      try {
+        this.#listening.set(l.name, await this.#listen(l.name, l.ip, l.port));
+        this.listenerErrors.delete(l.name);
+      } catch (err) {
+        this.listenerErrors.set(l.name, (err as Error).message);
+      }
+    }
+  }
+
+  async #listen(name: string, ip: string, port: number): Promise<Listening> {
+    const handler = (req: Req, res: Res) => { void this.#handle(name, req, res); };
+    const h1 = createServer({ keepAliveTimeout: 60_000 }, handler);
+    const h2 = createH2Server({}, handler);
+    const sockets = new Set<Socket>();
+    const net = createNetServer((socket: Socket) => {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+      // h2c with prior knowledge starts with the HTTP/2 preface; anything else is HTTP/1.1
+      socket.once('data', (first: Buffer) => {
+        socket.pause();
+        socket.unshift(first);
+        const isH2 = first.subarray(0, Math.min(first.length, H2_PREFACE.length)).equals(H2_PREFACE.subarray(0, Math.min(first.length, H2_PREFACE.length)));
+        (isH2 ? h2 : h1).emit('connection', socket);
+        socket.resume();
+      });
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve, reject) => {
+      net.once('error', reject);
+      net.listen(port, ip, () => { net.off('error', reject); resolve(); });
+    });
+    return { name, ip, port, net, h1, h2, sockets };
+  }
+
+  /** Stops accepting; idle connections close now, busy ones after their request (or at drainMs). */
+  async #close(l: Listening, drainMs = 5000): Promise<void> {
+    const closed = new Promise<void>((resolve) => l.net.close(() => resolve()));
+    l.h1.closeIdleConnections();
+    const deadline = Date.now() + drainMs;
+    while (l.sockets.size > 0 && Date.now() < deadline) {
+      l.h1.closeIdleConnections();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    for (const s of l.sockets) s.destroy();
+    await closed;
+  }
+
+  /** Stops accepting, lets requests in flight finish (up to drainMs), closes the pools. */
+  async stop(drainMs = 5000): Promise<void> {
+    const ls = [...this.#listening.values()];
+    this.#listening.clear();
+    await Promise.all(ls.map((l) => this.#close(l, drainMs)));
+    await Promise.all([...this.#pools.values()].map((p) => p.destroy().catch(() => undefined)));
+    this.#pools.clear();
+  }
+
+  async #handle(listenerName: string, req: Req, res: Res): Promise<void> {
+    const t0 = performance.now();
+    this.stats.requests++;
+    this.stats.active++;
+    const cfg = this.#config;
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
+    const host = String(req.headers[':authority'] ?? req.headers.host ?? '');
+    const log: AccessLogEntry = {
+      time: new Date().toISOString(), listener: listenerName, method: req.method ?? 'GET', path, protocol: `HTTP/${req.httpVersion}`,
+      status: 0, durationMs: 0, attempts: 0, flags: [], downstream: `${req.socket?.remoteAddress ?? '?'}:${req.socket?.remotePort ?? '?'}`,
+    };
+    const parent = propagation.extract(context.active(), req.headers, { get: (h, k) => { const v = (h as IncomingHttpHeaders)[k]; return Array.isArray(v) ? v[0] : v; }, keys: (h) => Object.keys(h as object) });
+    const span = this.#tracer.startSpan(`${req.method} ${path}`, { kind: SpanKind.SERVER, attributes: { 'http.request.method': req.method ?? 'GET', 'url.path': path } }, parent);
+    log.traceId = span.spanContext().traceId;
+    const finish = (status: number) => {
+      log.status = status;
+      log.durationMs = Math.round((performance.now() - t0) * 1000) / 1000;
+      this.stats.responses[`${Math.floor(status / 100)}xx`] = (this.stats.responses[`${Math.floor(status / 100)}xx`] ?? 0) + 1;
+      this.stats.active--;
+      span.setAttribute('http.response.status_code', status);
+      if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+      span.end();
+      this.#accessLog?.(log);
+    };
+    const reply = (status: number, body: string, flag: string) => {
+      log.flags.push(flag);
+      if (!res.headersSent) {
+        res.statusCode = status;
+        res.setHeader('content-type', 'text/plain');
+        res.end(`${body}\n`);
+      } else {
+        res.destroy();
+      }
+      finish(status);
+    };
+    const listener = cfg?.listeners.get(listenerName);
+    const table = listener ? cfg?.routes.get(listener.routeConfig) : undefined;
+    if (!table) {
+      this.stats.noRoute++;
+      req.resume();
+      return reply(503, 'no route configuration yet', 'NC');
+    }
+    const headerOf = (n: string) => { const v = req.headers[n]; return Array.isArray(v) ? v.join(',') : v; };
+    const route = selectRoute(table, host, path, new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), (n) => (n === ':method' ? req.method : headerOf(n)));
+    if (!route) {
+      this.stats.noRoute++;
+      req.resume();
+      return reply(404, 'no route matched', 'NR');
+    }
+    log.route = route.name;
+    const clusterName = pickCluster(route);
+    log.cluster = clusterName;
+    const upstream = this.#upstreams.get(clusterName);
+    // the body: kept for retries when small enough, else streamed once
+    let body: Buffer | Readable | undefined;
+    const hasBody = req.method !== 'GET' && req.method !== 'HEAD' && (req.headers['content-length'] !== '0');
+    if (hasBody) {
+      if (route.retry && Number(req.headers['content-length'] ?? RETRY_BUFFER_BYTES + 1) <= RETRY_BUFFER_BYTES) body = await readAll(req);
+      else body = req as Readable;
+    } else {
+      req.resume();
+    }
+    const deadline = route.timeoutMs > 0 ? Date.now() + route.timeoutMs : Infinity;
+    const maxTries = 1 + (route.retry && (body === undefined || Buffer.isBuffer(body)) ? route.retry.numRetries : 0);
+    let lastEndpoint: string | undefined;
+    for (let attempt = 1; ; attempt++) {
+      log.attempts = attempt;
+      const ep = upstream?.pick(lastEndpoint);
+      if (!ep) {
+        this.stats.noHealthyUpstream++;
+        return reply(503, 'no healthy upstream', 'UH');
+      }
+      lastEndpoint = ep.key;
+      log.upstream = ep.key;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        this.stats.timeouts++;
+        return reply(504, 'upstream request timeout', 'UT');
+      }
+      const perTry = route.retry?.perTryTimeoutMs || Infinity;
+      const tryMs = Math.min(left, perTry);
+      const client = this.#tracer.startSpan(`${req.method} ${path}`, { kind: SpanKind.CLIENT, attributes: { 'server.address': ep.key.split(':')[0]!, 'server.port': Number(ep.key.split(':')[1]) } }, trace.setSpan(parent, span));
+      const headers = upstreamHeaders(req, route, host);
+      propagation.inject(trace.setSpan(parent, client), headers, { set: (h, k, v) => { (h as Record<string, string>)[k] = v; } });
+      const ac = new AbortController();
+      const timer = Number.isFinite(tryMs) ? setTimeout(() => ac.abort(new Error('timeout')), tryMs) : undefined;
+      ep.active++;
+      try {
+        const r = await ep.pool.request({ path: url, method: (req.method ?? 'GET') as 'GET', headers, body: body as Buffer | Readable | undefined, signal: ac.signal });
+        client.setAttribute('http.response.status_code', r.statusCode);
+        const retriable = attempt < maxTries && retryOn(route, r.statusCode);
+        if (retriable) {
+          client.end();
+          await r.body.dump().catch(() => undefined);
+          ep.active--;
+          if (timer) clearTimeout(timer);
+          this.stats.retries++;
+          span.addEvent('retry', { 'http.response.status_code': r.statusCode, attempt });
+          await backoff(route, attempt, deadline);
+          continue;
+        }
+        res.statusCode = r.statusCode;
+        for (const [k, v] of Object.entries(r.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) res.setHeader(k, v);
+        for (const h of route.responseRemove) res.removeHeader(h);
+        for (const h of route.responseAdd) {
+          const cur = res.getHeader(h.name);
+          res.setHeader(h.name, h.overwrite || cur === undefined ? h.value : `${String(cur)},${h.value}`);
+        }
+        try {
+          const out = res as ServerResponse; // the compat API of HTTP/2 writes alike
+          for await (const chunk of r.body) if (!out.write(chunk as Buffer)) await new Promise((ok) => out.once('drain', ok));
+          out.end();
+        } catch {
+          res.destroy(); // the backend or the client went away mid-body
+        }
+        client.end();
+        ep.active--;
+        if (timer) clearTimeout(timer);
+        return finish(r.statusCode);
+      } catch (err) {
+        ep.active--;
+        if (timer) clearTimeout(timer);
+        const timedOut = ac.signal.aborted;
+        client.recordException(err as Error);
+        client.end();
+        this.stats.upstreamErrors++;
+        if (attempt < maxTries && (timedOut ? route.retry!.on.size > 0 : retryOnError(route)) && Date.now() < deadline) {
+          this.stats.retries++;
+          span.addEvent('retry', { 'error.type': timedOut ? 'timeout' : (err as Error).message, attempt });
+          await backoff(route, attempt, deadline);
+          continue;
+        }
+        if (timedOut) {
+          this.stats.timeouts++;
+          return reply(504, 'upstream request timeout', 'UT');
+        }
+        return reply(503, `upstream connect error or disconnect/reset before headers: ${(err as Error).message}`, 'UF');
+      }
+    }
+  }
+}
+
+function retryOn(route: RouteEntry, status: number): boolean {
+  const r = route.retry;
+  if (!r) return false;
+  if (r.on.has('retriable-status-codes') && r.codes.has(status)) return true;
+  if (r.on.has('5xx') && status >= 500) return true;
+  if (r.on.has('gateway-error') && status >= 502 && status <= 504) return true;
+  return false;
+}
+
+function retryOnError(route: RouteEntry): boolean {
+  const on = route.retry?.on;
+  return on !== undefined && (on.has('5xx') || on.has('gateway-error') || on.has('connect-failure') || on.has('reset') || on.has('retriable-status-codes'));
+}
+
+/** Exponential backoff with full jitter (Envoy's: base × 2^n, capped at 10× base), within the deadline. */
+async function backoff(route: RouteEntry, attempt: number, deadline: number): Promise<void> {
+  const base = route.retry?.backoffMs ?? 25;
+  const ms = Math.random() * Math.min(base * 2 ** (attempt - 1), base * 10);
+  await new Promise((r) => setTimeout(r, Math.max(0, Math.min(ms, deadline - Date.now()))));
+}
+
+function upstreamHeaders(req: Req, route: RouteEntry, host: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (k.startsWith(':') || HOP_BY_HOP.has(k) || v === undefined) continue;
+    out[k] = Array.isArray(v) ? v.join(', ') : v;
+  }
+  out.host = host;
+  const xff = out['x-forwarded-for'];
+  const peer = req.socket?.remoteAddress ?? '';
+  out['x-forwarded-for'] = xff ? `${xff}, ${peer}` : peer;
+  out['x-forwarded-proto'] = 'http';
+  for (const h of route.requestRemove) delete out[h];
+  for (const h of route.requestAdd) out[h.name] = h.overwrite || out[h.name] === undefined ? h.value : `${out[h.name]},${h.value}`;
+  return out;
+}
+
+async function readAll(s: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}

@@ -1,0 +1,140 @@
+/* mesh-proxy against the agent's ADS server and HTTP backends on loopback (the kernel redirect is tested with real pods elsewhere). */
+import { request } from 'undici';
+import t from 'tap';
+import { backend, freePort, l7Fixture, parseRoutes } from '../fixtures/l7.js';
+
+const split = (w1: number, w2: number) => parseRoutes(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web, namespace: shop }
+spec:
+  parentRefs: [{ kind: Service, name: web }]
+  rules:
+  - matches: [{ headers: [{ name: x-canary, value: "yes" }] }]
+    backendRefs: [{ name: web-v2, port: 80 }]
+  - backendRefs: [{ name: web-v1, port: 80, weight: ${w1} }, { name: web-v2, port: 80, weight: ${w2} }]
+`);
+
+t.test('routing: a 90/10 split within tolerance, header routing, 404 for no match', async (t) => {
+  const { publish, log } = await l7Fixture(t);
+  const v1 = await backend(t, 'v1');
+  const v2 = await backend(t, 'v2');
+  const listen = await freePort();
+  await publish([{ service: 'shop/web', port: 80, listenerPort: listen }], split(90, 10), { 'shop/web-v1:80': [v1.port], 'shop/web-v2:80': [v2.port], 'shop/web:80': [v1.port] });
+  const counts = { v1: 0, v2: 0 } as Record<string, number>;
+  for (let i = 0; i < 1000; i++) {
+    const r = await request(`http://127.0.0.1:${listen}/items`);
+    counts[await r.body.text()]!++;
+  }
+  t.ok(counts.v2! >= 70 && counts.v2! <= 130, `1000 requests: v1 ${counts.v1}, v2 ${counts.v2} (10% ± 3 points)`);
+  const canary = await request(`http://127.0.0.1:${listen}/`, { headers: { 'x-canary': 'yes' } });
+  t.equal(await canary.body.text(), 'v2', 'a header match sends to its backend');
+  t.equal(log.at(-1)?.route, 'shop/web#0', 'the access log names the route');
+});
+
+t.test('a 503 is retried to success; a slow backend gets 504 at the timeout', async (t) => {
+  const { publish } = await l7Fixture(t);
+  let calls = 0;
+  const flaky = await backend(t, 'flaky', (_req, res) => { calls++; res.statusCode = calls % 3 === 0 ? 200 : 503; res.end(calls % 3 === 0 ? 'ok' : 'busy'); });
+  const slow = await backend(t, 'slow', (_req, res) => { setTimeout(() => res.end('late'), 1500); });
+  const listen = await freePort();
+  const routes = parseRoutes(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web, namespace: shop }
+spec:
+  parentRefs: [{ kind: Service, name: web }]
+  rules:
+  - matches: [{ path: { type: PathPrefix, value: /flaky } }]
+    backendRefs: [{ name: flaky, port: 80 }]
+    retry: { attempts: 3, codes: [503], backoff: 5ms }
+  - matches: [{ path: { type: PathPrefix, value: /slow } }]
+    backendRefs: [{ name: slow, port: 80 }]
+    timeouts: { request: 300ms }
+`);
+  await publish([{ service: 'shop/web', port: 80, listenerPort: listen }], routes, { 'shop/flaky:80': [flaky.port], 'shop/slow:80': [slow.port], 'shop/web:80': [flaky.port] });
+  const r = await request(`http://127.0.0.1:${listen}/flaky`, { method: 'POST', body: 'payload' });
+  t.equal(r.statusCode, 200, 'two 503s retried, the third try answers');
+  t.equal(await r.body.text(), 'ok');
+  t.equal(calls, 3, 'three tries reached the backend');
+  const t0 = Date.now();
+  const s = await request(`http://127.0.0.1:${listen}/slow`);
+  const took = Date.now() - t0;
+  t.equal(s.statusCode, 504, 'the slow backend: 504');
+  t.ok(took >= 280 && took < 1200, `at the 300 ms timeout (${took} ms)`);
+});
+
+t.test('trace context: the backend gets the same trace id and a new parent span', async (t) => {
+  const { publish } = await l7Fixture(t);
+  const b = await backend(t, 'b');
+  const listen = await freePort();
+  await publish([{ service: 'shop/b', port: 80, listenerPort: listen }], new Map(), { 'shop/b:80': [b.port] });
+  const incoming = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+  await (await request(`http://127.0.0.1:${listen}/`, { headers: { traceparent: incoming, tracestate: 'vendor=x' } })).body.text();
+  const got = String(b.seen.at(-1)!.headers.traceparent);
+  const [, traceId, parent, flags] = got.split('-');
+  t.equal(traceId, '0af7651916cd43dd8448eb211c80319c', 'the same trace id');
+  t.not(parent, 'b7ad6b7169203331', `a new parent span (${parent})`);
+  t.equal(flags, '01', 'still sampled');
+  t.equal(b.seen.at(-1)!.headers.tracestate, 'vendor=x', 'tracestate travels along');
+  await (await request(`http://127.0.0.1:${listen}/`)).body.text();
+  t.match(String(b.seen.at(-1)!.headers.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/, 'without one, a trace is started');
+});
+
+t.test('a route the proxy cannot run is NACKed and traffic stays on the last good config', async (t) => {
+  const { publish, xds } = await l7Fixture(t);
+  const v1 = await backend(t, 'v1');
+  const v2 = await backend(t, 'v2');
+  const listen = await freePort();
+  const ports = [{ service: 'shop/web', port: 80, listenerPort: listen }];
+  const backends = { 'shop/web-v1:80': [v1.port], 'shop/web-v2:80': [v2.port], 'shop/web:80': [v1.port] };
+  await publish(ports, split(100, 0), backends);
+  t.equal(await (await request(`http://127.0.0.1:${listen}/`)).body.text(), 'v1');
+  // a regex the control plane's check would refuse, put in past it: what a proxy must NACK
+  const bad = parseRoutes(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web, namespace: shop }
+spec:
+  parentRefs: [{ kind: Service, name: web }]
+  rules:
+  - matches: [{ path: { type: RegularExpression, value: "/x" } }]
+    backendRefs: [{ name: web-v2, port: 80 }]
+`);
+  (bad.get('shop/web')!.rules[0]!.matches[0]!.path as { value: string }).value = '(';
+  await publish(ports, bad, backends);
+  t.equal(xds.nacks, 1, 'the proxy NACKed it');
+  t.match(xds.status().route.lastNack?.error, /invalid regex "\("/, `with the reason: ${xds.status().route.lastNack?.error}`);
+  t.equal(await (await request(`http://127.0.0.1:${listen}/`)).body.text(), 'v1', 'requests keep the last good routes');
+});
+
+t.test('a route change under steady load fails no request', async (t) => {
+  const { publish } = await l7Fixture(t);
+  const v1 = await backend(t, 'v1');
+  const v2 = await backend(t, 'v2');
+  const listen = await freePort();
+  const ports = [{ service: 'shop/web', port: 80, listenerPort: listen }];
+  const backends = { 'shop/web-v1:80': [v1.port], 'shop/web-v2:80': [v2.port], 'shop/web:80': [v1.port] };
+  await publish(ports, split(100, 0), backends);
+  let stop = false;
+  let ok = 0;
+  let failed = 0;
+  const seen = new Set<string>();
+  const load = Promise.all(Array.from({ length: 8 }, async () => {
+    while (!stop) {
+      try {
+        const r = await request(`http://127.0.0.1:${listen}/`);
+        const body = await r.body.text();
+        if (r.statusCode === 200) { ok++; seen.add(body); } else failed++;
+      } catch {
+        failed++;
+      }
+    }
+  }));
+  for (const [a, b] of [[50, 50], [0, 100], [100, 0], [30, 70]] as const) {
+    await new Promise((r) => setTimeout(r, 150));
+    await publish(ports, split(a, b), backends);
+  }
+  await new Promise((r) => setTimeout(r, 150));
+  stop = true;
+  await load;
+  t.equal(failed, 0, `${ok} requests under 4 route changes, none failed`);
+  t.same([...seen].sort(), ['v1', 'v2'], 'and both versions served as the split moved');
+});
