@@ -22,8 +22,14 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import type { InformerState, KubeSource } from './cluster/kube-source.js';
 import { type ManifestLoad, ManifestSource } from './cluster/manifest-source.js';
 import { PodCgroupFinder } from './cluster/pod-cgroups.js';
+import type { HTTPRoute } from './cluster/model.js';
+import { type L7Port, type RouteStatus, l7Resources } from '../xds/l7-resources.js';
+import { ListenerPortAllocator } from './compiler/listener-ports.js';
+import { NODE_PROXY, NodeProxy, type NodeProxyStatus } from './runtime/node-proxy.js';
+import { POD_NETWORK } from './runtime/node-runtime.js';
+import type { DesiredState } from './compiler/compile.js';
 import { findCgroup2 } from './datapath/host-checks.js';
-import { loadAllocations, saveAllocations } from './compiler/allocation-file.js';
+import { loadAllocations, loadListenerPorts, saveAllocations } from './compiler/allocation-file.js';
 import type { PodView, ServiceView } from './compiler/compile.js';
 import { IdentityAllocator } from './compiler/identities.js';
 import { VipAllocator } from './compiler/vips.js';
@@ -39,6 +45,10 @@ import { parseHostPort } from './host-port.js';
 
 /** Where the node proxy finds the agent's ADS server by default (Istio's plaintext xDS port). */
 export const DEFAULT_XDS_ADDRESS = '127.0.0.1:15010';
+/** The ADS server's unix socket by default (for the node proxy in the runtime's node namespace). */
+export const DEFAULT_XDS_SOCKET = '/run/sockmesh/xds.sock';
+/** Annotation choosing a service's load balancing at L7: "round-robin" (default) or "least-request". */
+export const LB_ANNOTATION = 'sockmesh.io/lb';
 /** The admin API's TCP address by default (metrics for Prometheus). */
 export const DEFAULT_ADMIN_ADDRESS = '127.0.0.1:9966';
 
@@ -69,6 +79,13 @@ export interface AgentOptions {
   reconcileDebounceMs?: number;
   /** Where notable events go as lines (manifest reloads and their problems). Default: nowhere. */
   log?: (line: string) => void;
+  /** The agent's ADS server on a unix socket too (the node proxy runs in another network namespace). Default: /run/sockmesh/xds.sock. */
+  xdsSocket?: string;
+  /**
+   * The node proxy for L7 services (local runtime only): "mesh-proxy", "envoy", a path to an Envoy binary,
+   * or "none" (L7 services are then served at L4). Default: Envoy when on PATH, else mesh-proxy.
+   */
+  proxy?: string;
 }
 
 /** The cluster part of status, when the agent runs one. */
@@ -77,6 +94,7 @@ export interface ClusterStatus {
   pods: (PodView & { runtimeName?: string; restarts?: number; lastExit?: string; log?: string })[];
   services: ServiceView[];
   reconcile: { last: PassResult | null; passes: number; failures: number; writes: number; deletes: number };
+  l7: L7Status;
   runtimeError: string | null;
 }
 
@@ -99,12 +117,23 @@ export interface AgentStatus {
   datapath: DatapathStatus;
 }
 
+/** L7 in status: the node proxy and every HTTPRoute's fate. */
+export interface L7Status {
+  proxy: NodeProxyStatus | null;
+  proxyAddress: string | null;
+  routes: { key: string; state: RouteStatus['state']; reasons: string[] }[];
+}
+
 interface ClusterParts {
   store: ClusterStore;
   mode: 'local' | 'kubernetes';
   source?: ManifestSource;
   kube?: KubeSource;
   podCgroups?: PodCgroupFinder;
+  proxy?: NodeProxy;
+  listenerPorts?: ListenerPortAllocator;
+  routeStatus?: Map<string, RouteStatus>;
+  lastGoodRoutes?: Map<string, HTTPRoute>;
   /** for the Kubernetes source, made at start (its client library loads only then) */
   kubeConfig?: KubeConfig | undefined;
   runtime?: NodeRuntime;
@@ -121,6 +150,7 @@ export class Agent {
   readonly nodeName: string;
   readonly xdsAddress: string;
   readonly adminSocket: string;
+  readonly xdsSocket: string;
   readonly #enroll: readonly string[];
   readonly #datapath: Datapath;
   readonly #cache = new SnapshotCache();
@@ -165,6 +195,13 @@ export class Agent {
             else opts.log?.(`manifests: not applied, the last good set (${r.objects} objects) keeps serving:\n${r.errors.map((e) => `  ${e}`).join('\n')}`);
           },
         }),
+        ...(opts.proxy !== 'none' && {
+          proxy: new NodeProxy({
+            runtime, xdsSocket: opts.xdsSocket ?? DEFAULT_XDS_SOCKET, nodeId: `${this.nodeName}~${NODE_PROXY}`,
+            stateDir: join(STATE_DIR, `proxy-${runtime.prefix}`), ...(opts.proxy !== undefined && { proxy: opts.proxy }),
+          }),
+          listenerPorts: new ListenerPortAllocator(), routeStatus: new Map(), lastGoodRoutes: new Map(),
+        }),
         supervisor: new PodSupervisor({
           runtime, store, nodeName: this.nodeName, stateDir: join(STATE_DIR, `pods-${runtime.prefix}`), workDir: resolve(opts.manifests),
           beforeStart: () => this.#cluster?.loop?.pass(),
@@ -182,7 +219,8 @@ export class Agent {
         allocationsPath: join(STATE_DIR, `${basename(this.#datapath.pinDir)}-${pinId}-allocations.json`),
       };
     }
-    this.#ads = new AdsServer({ cache: this.#cache, address: this.xdsAddress });
+    this.#ads = new AdsServer({ cache: this.#cache, address: this.xdsAddress, socketPath: opts.xdsSocket ?? DEFAULT_XDS_SOCKET });
+    this.xdsSocket = opts.xdsSocket ?? DEFAULT_XDS_SOCKET;
     const adminAddress = opts.adminAddress === undefined ? DEFAULT_ADMIN_ADDRESS : opts.adminAddress;
     this.#admin = new AdminServer({
       socketPath: this.adminSocket,
@@ -212,7 +250,7 @@ export class Agent {
     try {
       for (const ip of this.#enroll) this.#datapath.enroll(ip);
       if (this.#cluster) await this.#startCluster(this.#cluster);
-      this.publish({});
+      if (!this.#snapshot) this.publish({}); // nothing for the node proxy yet: an empty, consistent configuration
       try {
         await this.#ads.start();
       } catch (err) {
@@ -242,7 +280,9 @@ export class Agent {
     const reconciler = new MapReconciler(this.#datapath, {
       endpointEnrolled: layout.endpointEnrolledFlag, cgroupEnrolled: layout.cgroupEnrolledFlag, serviceAnyClient: layout.serviceAnyClientFlag,
     });
+    if (c.listenerPorts) loadListenerPorts(c.allocationsPath, c.listenerPorts);
     c.loop = new ReconcileLoop({
+      ...(c.proxy && c.listenerPorts && { l7: { proxyIp: () => POD_NETWORK.gateway, listenerPorts: c.listenerPorts } }),
       store: c.store, reconciler, nodeName: this.nodeName, mode: c.mode, identities: c.identities, vips: c.vips,
       cgroups: () => c.supervisor?.cgroupIds() ?? this.#kubePodCgroups(c), debounceMs: this.#reconcileDebounceMs,
       onPass: (d, servicesChanged) => {
@@ -252,9 +292,10 @@ export class Agent {
             return v.vip ? [{ namespace, name, vip: v.vip }] : [];
           }));
         }
-        const rev = `${c.identities.revision}/${c.vips.revision}`;
+        if (servicesChanged && c.proxy) this.#publishL7(c, d);
+        const rev = `${c.identities.revision}/${c.vips.revision}/${c.listenerPorts?.revision ?? 0}`;
         if (rev !== c.savedRevision) {
-          c.savedAllocations = saveAllocations(c.allocationsPath, c.identities, c.vips, c.savedAllocations);
+          c.savedAllocations = saveAllocations(c.allocationsPath, c.identities, c.vips, c.savedAllocations, c.listenerPorts);
           c.savedRevision = rev;
         }
       },
@@ -265,6 +306,28 @@ export class Agent {
     c.loop.start({ pass: false });
     await c.supervisor?.start();
     if (!c.loop.last) c.loop.pass();
+    c.proxy?.start(); // the runtime's node namespace exists now
+  }
+
+  /** The node proxy's configuration from the L7 services and their HTTPRoutes; a refused snapshot is recorded, the last good serves. */
+  #publishL7(c: ClusterParts, d: DesiredState): void {
+    const ports: L7Port[] = [];
+    for (const fe of d.services.values()) {
+      if (!fe.l7) continue;
+      ports.push({ service: fe.service.slice(0, fe.service.lastIndexOf(':')), port: fe.port, listenerPort: fe.l7.listenerPort });
+    }
+    const compiler = c.loop!.compiler;
+    const out = l7Resources({
+      proxyIp: POD_NETWORK.gateway, ports, routes: c.store.httpRoutes(), lastGood: c.lastGoodRoutes!,
+      backends: (svc, port) => compiler.backendsOf(svc, port),
+      lbPolicy: (svc) => (c.store.services().get(svc)?.meta.annotations[LB_ANNOTATION] === 'least-request' ? 'LEAST_REQUEST' : 'ROUND_ROBIN'),
+    });
+    c.routeStatus = out.routeStatus;
+    try {
+      this.publish(out.resources);
+    } catch {
+      // recorded by publish(); the last good snapshot serves
+    }
   }
 
   /** Kubernetes mode: pods on this node, by key → the cgroup the kubelet made for them (found on demand). */
@@ -285,6 +348,7 @@ export class Agent {
     if (!c) return;
     c.source?.stop();
     await c.kube?.stop();
+    await c.proxy?.stop({ remove: removePods });
     await c.supervisor?.stop({ removePods });
     c.loop?.stop();
     if (removePods) await c.runtime?.cleanup();
@@ -371,6 +435,11 @@ export class Agent {
       services: desired?.serviceViews ?? [],
       reconcile: { last: c.loop?.last ?? null, ...(c.loop?.counts ?? { passes: 0, failures: 0, writes: 0, deletes: 0 }) },
       runtimeError: c.supervisor?.lastError ?? null,
+      l7: {
+        proxy: c.proxy?.status() ?? null,
+        proxyAddress: c.proxy ? POD_NETWORK.gateway : null,
+        routes: [...(c.routeStatus ?? new Map<string, RouteStatus>())].map(([key, st]) => ({ key, ...st })).sort((a, b) => (a.key < b.key ? -1 : 1)),
+      },
     };
   }
 

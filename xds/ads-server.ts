@@ -20,6 +20,8 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import diagnosticsChannel from 'node:diagnostics_channel';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { adsService, envoyRoot } from './envoy-protos.js';
 import { encodeDeltaResponse, encodeSotwResponse, passThroughResponses } from './response-encoder.js';
 import { type EncodedResource, PUSH_ORDER, type ResourceKind, type Snapshot, TYPE_URL, kindOf } from './snapshot.js';
@@ -30,6 +32,8 @@ export interface AdsServerOptions {
   cache: SnapshotCache;
   /** host:port to listen on. Default: 127.0.0.1:0 (a free port). */
   address?: string;
+  /** A unix socket to serve on as well (for proxies in other network namespaces). Default: none. */
+  socketPath?: string;
   /** How many NACKs to remember for status. Default: 100. */
   nackHistory?: number;
 }
@@ -195,6 +199,7 @@ function sameNames(current: ReadonlySet<string> | undefined, names: readonly str
 export class AdsServer {
   readonly #cache: SnapshotCache;
   readonly #address: string;
+  readonly #socketPath: string | undefined;
   readonly #nackHistory: number;
   #server: grpc.Server | undefined;
   #streams = new Map<number, StreamState>();
@@ -208,6 +213,7 @@ export class AdsServer {
   constructor(opts: AdsServerOptions) {
     this.#cache = opts.cache;
     this.#address = opts.address ?? '127.0.0.1:0';
+    this.#socketPath = opts.socketPath;
     this.#nackHistory = opts.nackHistory ?? 100;
   }
 
@@ -224,6 +230,14 @@ export class AdsServer {
     this.#port = await new Promise<number>((resolve, reject) => {
       server.bindAsync(this.#address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
     });
+    if (this.#socketPath) {
+      rmSync(this.#socketPath, { force: true }); // an earlier agent's (a running one holds the admin socket, checked before)
+      mkdirSync(dirname(this.#socketPath), { recursive: true });
+      await new Promise<void>((resolve, reject) => {
+        server.bindAsync(`unix:${this.#socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
+      });
+      chmodSync(this.#socketPath, 0o600);
+    }
     this.#server = server;
     return this.#port;
   }
@@ -238,6 +252,7 @@ export class AdsServer {
     const server = this.#server;
     this.#server = undefined;
     if (server) await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+    if (server && this.#socketPath) rmSync(this.#socketPath, { force: true });
   }
 
   /** Connected proxies with their per-type versions and last NACK. */

@@ -18,8 +18,10 @@ export interface EnvoyBootstrapOptions {
   locality?: { region?: string; zone?: string; sub_zone?: string };
   /** Address of the agent's ADS server (an IP). Default: 127.0.0.1. */
   adsAddress?: string;
-  /** Port of the agent's ADS server. Required. */
-  adsPort: number;
+  /** Port of the agent's ADS server. Required unless adsPipe is given. */
+  adsPort?: number;
+  /** The agent's ADS unix socket, instead of an address and port (for an Envoy in another network namespace). */
+  adsPipe?: string;
   /** Envoy admin port, bound to 127.0.0.1. Default: 15000. */
   adminPort?: number;
 }
@@ -61,7 +63,15 @@ export function envoyBootstrap(opts: EnvoyBootstrapOptions): Record<string, unkn
         },
         load_assignment: {
           cluster_name: XDS_CLUSTER,
-          endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: adsAddress, port_value: port('adsPort', opts.adsPort) } } } }] }],
+          endpoints: [{
+            lb_endpoints: [{
+              endpoint: {
+                address: opts.adsPipe !== undefined
+                  ? { pipe: { path: opts.adsPipe } }
+                  : { socket_address: { address: adsAddress, port_value: port('adsPort', opts.adsPort ?? 0) } },
+              },
+            }],
+          }],
         },
       }],
     },

@@ -205,7 +205,15 @@ export function renderCluster(c: ClusterStatus): string {
   lines.push(`services   ${c.services.length}`);
   if (c.services.length > 0) {
     lines.push(indent(table(['SERVICE', 'VIP', 'PORTS (READY BACKENDS)', 'PROBLEMS'],
-      c.services.map((s) => [s.key, s.vip ?? '-', s.ports.map((p) => `${p.port}${p.name ? `/${p.name}` : ''} (${p.backends})`).join(', ') || '-', s.problems.join('; ') || '-']))));
+      c.services.map((s) => [s.key, s.vip ?? '-', s.ports.map((p) => `${p.port}${p.name ? `/${p.name}` : ''} (${p.backends})${p.l7 ? ` L7 via node proxy :${p.l7}` : ''}`).join(', ') || '-', s.problems.join('; ') || '-']))));
+  }
+  const l7 = c.l7;
+  if (l7.proxy) {
+    const p = l7.proxy;
+    lines.push(`node proxy ${p.kind} on ${l7.proxyAddress}: ${p.running ? 'running' : 'NOT RUNNING'}${p.restarts ? `, ${p.restarts} restarts` : ''}${p.lastExit ? ` (last exit: ${p.lastExit})` : ''}; log ${p.log}`);
+  }
+  if (l7.routes.length > 0) {
+    lines.push(indent(table(['HTTPROUTE', 'STATE', 'WHY'], l7.routes.map((r) => [r.key, r.state, r.reasons.join('; ') || '-']))));
   }
   return lines.join('\n');
 }

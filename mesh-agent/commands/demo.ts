@@ -71,7 +71,7 @@ export async function demo(argv: string[]): Promise<number> {
 
   const agent = new Agent({
     manifests, runtimePrefix: PREFIX, datapath: { pinDir: PIN_DIR, cgroupPath },
-    adminSocket: ADMIN_SOCKET, adminAddress: null, xdsAddress: '127.0.0.1:0', nodeName: 'demo-node',
+    adminSocket: ADMIN_SOCKET, adminAddress: null, xdsAddress: '127.0.0.1:0', xdsSocket: '/run/sockmesh/demo-xds.sock', nodeName: 'demo-node',
     log: (line) => say(`    agent: ${line}`),
   });
   say(`==> starting the agent on ${manifests}`);

@@ -2,7 +2,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { DEFAULT_ADMIN_SOCKET } from '../admin/admin-client.js';
 import { InvalidArgumentError } from '../errors.js';
-import { Agent, DEFAULT_ADMIN_ADDRESS, DEFAULT_XDS_ADDRESS } from '../agent.js';
+import { Agent, DEFAULT_ADMIN_ADDRESS, DEFAULT_XDS_ADDRESS, DEFAULT_XDS_SOCKET } from '../agent.js';
 import { encodeIPv4 } from '../datapath/layout.js';
 import { DATAPATH_FLAGS, DATAPATH_FLAGS_HELP, int, parse, str } from './args.js';
 import { OTHER_BUILD_WARNING, datapathOptions } from './datapath-commands.js';
@@ -34,7 +34,10 @@ connections go on and new ones are still short-circuited.
   --cleanup-on-exit       remove the pods (and the runtime's network) when stopping
 ${DATAPATH_FLAGS_HELP}
   --enroll IPV4           enroll this endpoint (repeatable)
-  --xds-address IP:PORT   where the node proxy reaches the ADS server (default ${DEFAULT_XDS_ADDRESS})
+  --xds-address IP:PORT   the ADS server over TCP (default ${DEFAULT_XDS_ADDRESS})
+  --xds-socket PATH       the ADS server on a unix socket, for the node proxy (default ${DEFAULT_XDS_SOCKET})
+  --proxy P               the node proxy for L7 services: mesh-proxy, envoy, a path to an Envoy
+                          binary, or none (default: envoy when on PATH, else mesh-proxy)
   --admin-socket PATH     the admin API for the CLI, mode 0600 (default ${DEFAULT_ADMIN_SOCKET})
   --admin-address IP:PORT the admin API over HTTP, for Prometheus at /metrics; "none" for
                           none (default ${DEFAULT_ADMIN_ADDRESS})
@@ -48,6 +51,8 @@ export async function run(argv: string[]): Promise<number> {
     ...DATAPATH_FLAGS,
     enroll: { type: 'string', multiple: true },
     'xds-address': { type: 'string' },
+    'xds-socket': { type: 'string' },
+    proxy: { type: 'string' },
     'admin-socket': { type: 'string' },
     'admin-address': { type: 'string' },
     'node-name': { type: 'string' },
@@ -67,6 +72,8 @@ export async function run(argv: string[]): Promise<number> {
   const nodeName = str(p, 'node-name');
   const xdsAddress = str(p, 'xds-address');
   const adminSocket = str(p, 'admin-socket');
+  const xdsSocket = str(p, 'xds-socket');
+  const proxy = str(p, 'proxy');
   const manifests = str(p, 'manifests');
   const prefix = str(p, 'prefix');
   const kubeconfig = str(p, 'kubeconfig');
@@ -92,6 +99,8 @@ export async function run(argv: string[]): Promise<number> {
     datapath: datapathOptions(p), enroll,
     ...(xdsAddress !== undefined && { xdsAddress }),
     ...(adminSocket !== undefined && { adminSocket }),
+    ...(xdsSocket !== undefined && { xdsSocket }),
+    ...(proxy !== undefined && { proxy }),
     ...(adminAddress !== undefined && { adminAddress: adminAddress === 'none' ? null : adminAddress }),
     ...(nodeName !== undefined && { nodeName }),
   });

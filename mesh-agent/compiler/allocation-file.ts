@@ -6,11 +6,13 @@
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { IdentityAllocator } from './identities.js';
+import type { ListenerPortAllocator } from './listener-ports.js';
 import type { VipAllocator } from './vips.js';
 
 interface Saved {
   identities: [string, number][];
   vips: [string, string][];
+  listenerPorts?: [string, number][];
 }
 
 /** Seeds the allocators from the file; a missing or unreadable file seeds nothing. */
@@ -26,9 +28,19 @@ export function loadAllocations(path: string, identities: IdentityAllocator, vip
   return true;
 }
 
+/** Seeds the node proxy's listener ports from the file. */
+export function loadListenerPorts(path: string, ports: ListenerPortAllocator): void {
+  try {
+    const saved = JSON.parse(readFileSync(path, 'utf8')) as Saved;
+    for (const [k, p] of saved.listenerPorts ?? []) if (typeof k === 'string' && Number.isInteger(p)) ports.seed(k, p);
+  } catch {
+    // nothing saved
+  }
+}
+
 /** Writes the file atomically; returns the text written (callers skip writes of the same text). */
-export function saveAllocations(path: string, identities: IdentityAllocator, vips: VipAllocator, previous?: string): string {
-  const text = JSON.stringify({ identities: identities.entries(), vips: vips.entries() } satisfies Saved) + '\n';
+export function saveAllocations(path: string, identities: IdentityAllocator, vips: VipAllocator, previous?: string, listenerPorts?: ListenerPortAllocator): string {
+  const text = JSON.stringify({ identities: identities.entries(), vips: vips.entries(), ...(listenerPorts && { listenerPorts: listenerPorts.entries() }) } satisfies Saved) + '\n';
   if (text === previous) return text;
   writeFileSync(`${path}.tmp`, text);
   renameSync(`${path}.tmp`, path);

@@ -33,6 +33,9 @@ export interface IncrementalCompilerOptions {
 /** The store's view the compiler reads at each update. */
 export type CompileSource = Pick<CompileInput, 'namespaces' | 'pods' | 'services' | 'cgroups' | 'endpointSlices' | 'httpRoutes'>;
 
+/** The node proxy's identity (below FIRST_IDENTITY: reserved). */
+export const NODE_PROXY_IDENTITY = 2;
+
 const L7_PROTOCOLS = new Set(['http', 'h2c', 'kubernetes.io/h2c', 'kubernetes.io/http']);
 
 interface PodEntry {
@@ -123,6 +126,12 @@ export class IncrementalCompiler {
     for (const k of this.#routeParents.keys()) touched.add(`HTTPRoute ${k}`);
     for (const k of src.httpRoutes?.keys() ?? []) touched.add(`HTTPRoute ${k}`);
     const delta = this.update(src, touched);
+    // the node proxy's address is an enrolled endpoint: both legs through it are short-circuited
+    const proxyIp = this.#o.l7?.proxyIp();
+    if (proxyIp !== undefined && !this.#ipClaims.has(proxyIp)) {
+      this.#endpoints.set(proxyIp, { identity: NODE_PROXY_IDENTITY, enrolled: true });
+      delta.endpoints.add(proxyIp);
+    }
     // allocations nothing refers to any more (also those made before a restart)
     this.#o.identities.retain(new Set(this.#idRefs.keys()));
     this.#o.vips.retain(new Set([...this.#svcs].filter(([, e]) => e.svc.clusterIP === undefined).map(([k]) => k)));
@@ -244,7 +253,8 @@ export class IncrementalCompiler {
     const claims = this.#ipClaims.get(ip);
     const owner = claims && claims.size > 0 ? [...claims].sort()[0]! : undefined;
     const view = owner === undefined ? undefined : this.#pods.get(owner)?.view;
-    if (!view) this.#endpoints.delete(ip);
+    if (!view && ip === this.#o.l7?.proxyIp()) this.#endpoints.set(ip, { identity: NODE_PROXY_IDENTITY, enrolled: true });
+    else if (!view) this.#endpoints.delete(ip);
     else this.#endpoints.set(ip, { identity: view.identity, enrolled: view.enrolled });
   }
 

@@ -7,7 +7,7 @@
  */
 import type { ClusterStore } from '../cluster/cluster-store.js';
 import type { DesiredState } from '../compiler/compile.js';
-import { IncrementalCompiler } from '../compiler/incremental-compiler.js';
+import { IncrementalCompiler, type IncrementalCompilerOptions } from '../compiler/incremental-compiler.js';
 import type { IdentityAllocator } from '../compiler/identities.js';
 import type { VipAllocator } from '../compiler/vips.js';
 import type { MapReconciler, ReconcileStats } from './map-reconciler.js';
@@ -21,7 +21,13 @@ export interface ReconcileLoopOptions {
   vips: VipAllocator;
   /** pod key → cgroup id, asked at each pass (and then only for the pods being compiled) */
   cgroups: () => Pick<ReadonlyMap<string, bigint>, 'get'>;
-  /** called after each good pass (hosts files, allocation saving, …), with whether services may have changed */
+  /** the node proxy, for L7 services (see IncrementalCompilerOptions) */
+  l7?: IncrementalCompilerOptions['l7'];
+  /**
+   * called after each good pass (hosts files, allocation saving, the node
+   * proxy's configuration, …), with whether services (or the routes
+   * attached to them) may have changed
+   */
   onPass?: (desired: DesiredState, servicesChanged: boolean) => void;
   /** Quiet time after a store change before the pass (changes in it are batched). Default: 1 ms. */
   debounceMs?: number;
@@ -43,7 +49,7 @@ export interface PassResult {
 }
 
 export class ReconcileLoop {
-  readonly #o: Required<Omit<ReconcileLoopOptions, 'onPass'>> & Pick<ReconcileLoopOptions, 'onPass'>;
+  readonly #o: Required<Omit<ReconcileLoopOptions, 'onPass' | 'l7'>> & Pick<ReconcileLoopOptions, 'onPass' | 'l7'>;
   #cancel: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
   #resyncTimer: NodeJS.Timeout | undefined;
@@ -62,7 +68,14 @@ export class ReconcileLoop {
 
   constructor(opts: ReconcileLoopOptions) {
     this.#o = { debounceMs: 1, retryMs: 1000, resyncMs: 300_000, ...opts };
-    this.#compiler = new IncrementalCompiler({ nodeName: opts.nodeName, mode: opts.mode, identities: opts.identities, vips: opts.vips });
+    this.#compiler = new IncrementalCompiler({
+      nodeName: opts.nodeName, mode: opts.mode, identities: opts.identities, vips: opts.vips, ...(opts.l7 && { l7: opts.l7 }),
+    });
+  }
+
+  /** The compiler (for what the state does not carry: a service port's own backends). */
+  get compiler(): IncrementalCompiler {
+    return this.#compiler;
   }
 
   get desired(): DesiredState | undefined {
@@ -124,7 +137,7 @@ export class ReconcileLoop {
     try {
       const src = {
         namespaces: this.#o.store.namespaces(), pods: this.#o.store.pods(), services: this.#o.store.services(),
-        endpointSlices: this.#o.store.endpointSlices(), cgroups: this.#o.cgroups(),
+        endpointSlices: this.#o.store.endpointSlices(), httpRoutes: this.#o.store.httpRoutes(), cgroups: this.#o.cgroups(),
       };
       const delta = full ? this.#compiler.full(src) : this.#compiler.update(src, touched);
       const desired = this.#compiler.state();
@@ -138,7 +151,7 @@ export class ReconcileLoop {
       this.#needFull = false;
       this.#reload = false;
       this.#desired = desired;
-      this.#o.onPass?.(desired, full || delta.services.size > 0);
+      this.#o.onPass?.(desired, full || delta.services.size > 0 || [...touched].some((k) => k.startsWith('HTTPRoute ')));
       this.#passes++;
     } catch (err) {
       result.error = (err as Error).message;

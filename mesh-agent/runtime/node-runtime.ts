@@ -77,6 +77,14 @@ async function run(cmd: string, args: string[]): Promise<string> {
   }
 }
 
+function cgroupPopulated(dir: string): boolean {
+  try {
+    return /^populated 1$/m.test(readFileSync(join(dir, 'cgroup.events'), 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
 export class NodeRuntime {
   readonly prefix: string;
   readonly #cgroupRootOpt: string | undefined;
@@ -236,13 +244,57 @@ export class NodeRuntime {
     }
   }
 
+  /** The cgroup of a node process (the node proxy): under the pods' root, so the datapath sees its sockets. */
+  nodeProcessCgroup(name: string): string {
+    return join(this.cgroupRoot, `${this.prefix}-${name}`);
+  }
+
+  /**
+   * Starts a node process (the node proxy) in the node namespace, where the
+   * bridge is (the pods' gateway address), in a cgroup of its own under the
+   * pods' root; detached, logging to logPath.
+   */
+  spawnInNode(name: string, argv: string[], logPath: string): ChildProcess {
+    const cg = this.nodeProcessCgroup(name);
+    mkdirSync(cg, { recursive: true });
+    mkdirSync(dirname(logPath), { recursive: true });
+    const fd = openSync(logPath, 'a');
+    try {
+      const child = spawn('sh', ['-c', 'echo $$ > "$0" && exec ip netns exec "$@"', join(cg, 'cgroup.procs'), this.nodeNetns, ...argv], {
+        detached: true, stdio: ['ignore', fd, fd],
+      });
+      child.unref();
+      return child;
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** Whether a node process runs. */
+  nodeProcessRunning(name: string): boolean {
+    return cgroupPopulated(this.nodeProcessCgroup(name));
+  }
+
+  /** Signals every process of a node process's cgroup; with SIGKILL, waits until they are gone and removes the cgroup. */
+  async stopNodeProcess(name: string, signal: 'SIGTERM' | 'SIGKILL', waitMs = 5000): Promise<boolean> {
+    const cg = this.nodeProcessCgroup(name);
+    if (!existsSync(cg)) return true;
+    for (const pid of readFileSync(join(cg, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+      try {
+        process.kill(Number(pid), signal);
+      } catch {
+        // gone meanwhile
+      }
+    }
+    for (let i = 0; i < waitMs / 20 && cgroupPopulated(cg); i++) await sleep(20);
+    if (cgroupPopulated(cg)) return false;
+    await this.#removeCgroup(cg);
+    return true;
+  }
+
   /** Whether any process runs in the pod's cgroup (zombies not yet reaped count). */
   podRunning(name: string): boolean {
-    try {
-      return /^populated 1$/m.test(readFileSync(join(this.podCgroup(name), 'cgroup.events'), 'utf8'));
-    } catch {
-      return false;
-    }
+    return cgroupPopulated(this.podCgroup(name));
   }
 
   /** Kills every process of the pod (the pod itself stays). */
@@ -330,7 +382,7 @@ export class NodeRuntime {
     for (const ns of ours) await this.removePod(ns.slice(`${this.prefix}-pod-`.length));
     if (existsSync(this.cgroupRoot)) {
       for (const d of readdirSync(this.cgroupRoot)) {
-        if (d.startsWith(`${this.prefix}-pod-`)) await this.#removeCgroup(join(this.cgroupRoot, d));
+        if (d.startsWith(`${this.prefix}-`)) await this.#removeCgroup(join(this.cgroupRoot, d)); // pods and node processes
       }
     }
     if ((await this.#netnsList()).includes(this.nodeNetns)) await run('ip', ['netns', 'del', this.nodeNetns]);

@@ -35,7 +35,7 @@ if (privileged(t)) {
     const dir = mkdtempSync(join(tmpdir(), 'sm-kube-'));
     const agent = new Agent({
       kubernetes: { kubeConfig: api.kubeConfig() }, datapath: { pinDir: TEST_PIN_DIR, cgroupPath: testCgroupRoot() },
-      adminSocket: join(dir, 'agent.sock'), adminAddress: null, xdsAddress: '127.0.0.1:0', nodeName: 'node-a',
+      adminSocket: join(dir, 'agent.sock'), adminAddress: null, xdsAddress: '127.0.0.1:0', xdsSocket: join(dir, 'xds.sock'), nodeName: 'node-a',
     });
     await agent.start();
     t.teardown(async () => { await agent.stop(); await api.stop(); rmSync(dir, { recursive: true, force: true }); });
@@ -79,7 +79,7 @@ if (privileged(t)) {
     const dir = mkdtempSync(join(tmpdir(), 'sm-kube-'));
     const agent = new Agent({
       kubernetes: { kubeConfig: api.kubeConfig() }, datapath: { pinDir: TEST_PIN_DIR, cgroupPath: testCgroupRoot() },
-      adminSocket: join(dir, 'agent.sock'), adminAddress: null, xdsAddress: '127.0.0.1:0', nodeName: 'node-a',
+      adminSocket: join(dir, 'agent.sock'), adminAddress: null, xdsAddress: '127.0.0.1:0', xdsSocket: join(dir, 'xds.sock'), nodeName: 'node-a',
     });
     await agent.start();
     t.teardown(async () => { await agent.stop(); await api.stop(); rmSync(dir, { recursive: true, force: true }); });

@@ -85,7 +85,7 @@ async function setup(t: Test) {
   const start = async () => {
     const agent = new Agent({
       manifests: dir, runtimePrefix: PREFIX, datapath: { pinDir: TEST_PIN_DIR, cgroupPath },
-      adminSocket: join(adminDir, 'agent.sock'), adminAddress: null, xdsAddress: '127.0.0.1:0', nodeName: 'test-node',
+      adminSocket: join(adminDir, 'agent.sock'), adminAddress: null, xdsAddress: '127.0.0.1:0', xdsSocket: join(adminDir, 'xds.sock'), nodeName: 'test-node',
     });
     await agent.start();
     agents.push(agent);

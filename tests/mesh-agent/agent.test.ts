@@ -39,7 +39,7 @@ if (privileged(t)) {
     const adminSocket = join(dir, 'agent.sock');
     const agent = new Agent({
       datapath: { pinDir: TEST_PIN_DIR, cgroupPath: testCgroupRoot() },
-      enroll: ['198.18.0.2'], xdsAddress: '127.0.0.1:0', adminSocket, adminAddress: '127.0.0.1:0', nodeName: 'node-a',
+      enroll: ['198.18.0.2'], xdsAddress: '127.0.0.1:0', xdsSocket: join(dir, 'xds.sock'), adminSocket, adminAddress: '127.0.0.1:0', nodeName: 'node-a',
     });
     const { adopted } = await agent.start();
     t.notOk(adopted, 'the agent loaded the datapath');

@@ -21,3 +21,9 @@ t.test('bad options are refused with the option named', async (t) => {
   t.throws(() => envoyBootstrap({ nodeId: 'n', adsPort: 1, adminPort: 0 }), { message: /adminPort must be a port/ });
   t.throws(() => envoyBootstrap({ nodeId: 'n', adsPort: 1, adsAddress: 'agent.local' }), { message: /adsAddress must be an IP address/ });
 });
+
+t.test('an Envoy in another network namespace reaches the agent over its unix socket', async (t) => {
+  const b = envoyBootstrap({ nodeId: 'node-a~node-proxy', adsPipe: '/run/sockmesh/xds.sock' });
+  const d = decodeResource('envoy.config.bootstrap.v3.Bootstrap', encodeStrict('envoy.config.bootstrap.v3.Bootstrap', b)) as Record<string, any>;
+  t.same(d.static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address, { pipe: { path: '/run/sockmesh/xds.sock' } });
+});

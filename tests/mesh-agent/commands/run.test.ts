@@ -17,7 +17,7 @@ if (privileged(t)) {
     const dir = mkdtempSync(join(tmpdir(), 'sm-run-'));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const adminSocket = join(dir, 'agent.sock');
-    const flags = ['--pin-dir', TEST_PIN_DIR, '--cgroup', testCgroupRoot(), '--xds-address', '127.0.0.1:0', '--admin-socket', adminSocket, '--admin-address', 'none'];
+    const flags = ['--pin-dir', TEST_PIN_DIR, '--cgroup', testCgroupRoot(), '--xds-address', '127.0.0.1:0', '--xds-socket', join(dir, 'xds.sock'), '--admin-socket', adminSocket, '--admin-address', 'none'];
     const agent = cliSpawn(['run', ...flags, '--enroll', a.ip, '--enroll', b.ip]);
     const xdsLine = waitForLine(agent, /^mesh-agent: xDS on/);
     t.match(await waitForLine(agent, /^mesh-agent: running/), /loaded and pinned in/, 'the agent brought the datapath up');

@@ -1,0 +1,186 @@
+/**
+ * The shared L7 proxy of the node, run and supervised by the agent: Envoy
+ * when one is configured or on PATH (started with the generated bootstrap),
+ * else the built-in mesh-proxy. It runs in the runtime's node namespace, on
+ * the pods' gateway address, in a cgroup under the pods' root so the kernel
+ * short-circuits both its legs; it gets its configuration over the agent's
+ * ADS unix socket. It is restarted with backoff when it exits, survives an
+ * agent restart (the next agent adopts it), and drains on stop.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { envoyBootstrap } from '../../xds/envoy-bootstrap.js';
+import { repoRoot } from '../paths.js';
+import type { NodeRuntime } from './node-runtime.js';
+
+export const NODE_PROXY = 'node-proxy';
+
+export interface NodeProxyOptions {
+  runtime: NodeRuntime;
+  /** the agent's ADS unix socket */
+  xdsSocket: string;
+  /** node.id the proxy presents */
+  nodeId: string;
+  /** where its log, admin socket and bootstrap go */
+  stateDir: string;
+  /** "envoy", "mesh-proxy", or a path to an Envoy binary. Default: Envoy when one is on PATH, else mesh-proxy. */
+  proxy?: string;
+  backoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+export interface NodeProxyStatus {
+  kind: 'envoy' | 'mesh-proxy';
+  binary: string;
+  running: boolean;
+  pid?: number;
+  restarts: number;
+  lastExit?: string;
+  log: string;
+  adminSocket?: string;
+}
+
+function onPath(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    const p = join(dir, name);
+    try {
+      accessSync(p, constants.X_OK);
+      return p;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+export class NodeProxy {
+  readonly kind: 'envoy' | 'mesh-proxy';
+  readonly binary: string;
+  readonly #o: NodeProxyOptions;
+  #child: ChildProcess | undefined;
+  #running = false;
+  #restarts = 0;
+  #lastExit: string | undefined;
+  #delay: number;
+  #startedAt = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #poll: NodeJS.Timeout | undefined;
+  #stopped = true;
+
+  constructor(opts: NodeProxyOptions) {
+    this.#o = opts;
+    this.#delay = opts.backoffMs ?? 500;
+    const want = opts.proxy;
+    if (want === 'mesh-proxy') {
+      this.kind = 'mesh-proxy';
+      this.binary = join(repoRoot(), 'dist', 'mesh-proxy', 'cli.js');
+    } else {
+      const envoy = want === undefined || want === 'envoy' ? onPath('envoy') : want;
+      if (envoy) {
+        this.kind = 'envoy';
+        this.binary = envoy;
+      } else {
+        if (want === 'envoy') throw new Error('no envoy binary on PATH');
+        this.kind = 'mesh-proxy';
+        this.binary = join(repoRoot(), 'dist', 'mesh-proxy', 'cli.js');
+      }
+    }
+    this.#delay = opts.backoffMs ?? 500;
+  }
+
+  get log(): string {
+    return join(this.#o.stateDir, `${NODE_PROXY}.log`);
+  }
+
+  get adminSocket(): string {
+    return join(this.#o.stateDir, `${NODE_PROXY}-admin.sock`);
+  }
+
+  #recordPath(): string {
+    return join(this.#o.stateDir, `${NODE_PROXY}.json`);
+  }
+
+  #argv(): string[] {
+    if (this.kind === 'envoy') {
+      const bootstrap = join(this.#o.stateDir, 'envoy-bootstrap.json');
+      writeFileSync(bootstrap, JSON.stringify(envoyBootstrap({ nodeId: this.#o.nodeId, adsPipe: this.#o.xdsSocket, adminPort: 15000 }), null, 2));
+      return [this.binary, '-c', bootstrap, '--drain-time-s', '5', '--base-id', '7'];
+    }
+    return [process.execPath, this.binary, '--xds', `unix:${this.#o.xdsSocket}`, '--node-id', this.#o.nodeId, '--admin-socket', this.adminSocket, '--access-log', join(this.#o.stateDir, `${NODE_PROXY}-access.log`)];
+  }
+
+  /** Starts it, or adopts the one an earlier agent left running (when it runs the same binary). */
+  start(): void {
+    this.#stopped = false;
+    mkdirSync(this.#o.stateDir, { recursive: true });
+    const rec = (() => {
+      try {
+        return JSON.parse(readFileSync(this.#recordPath(), 'utf8')) as { argv: string[]; restarts: number };
+      } catch {
+        return undefined;
+      }
+    })();
+    const argv = this.#argv();
+    if (this.#o.runtime.nodeProcessRunning(NODE_PROXY) && rec && JSON.stringify(rec.argv) === JSON.stringify(argv)) {
+      this.#running = true;
+      this.#restarts = rec.restarts;
+      this.#poll = setInterval(() => this.#watchAdopted(), 500);
+      return;
+    }
+    if (this.#o.runtime.nodeProcessRunning(NODE_PROXY)) void this.#o.runtime.stopNodeProcess(NODE_PROXY, 'SIGKILL').then(() => this.#spawn());
+    else this.#spawn();
+  }
+
+  #watchAdopted(): void {
+    if (this.#child || !this.#running) return;
+    if (!this.#o.runtime.nodeProcessRunning(NODE_PROXY)) this.#exited(undefined, 'exited');
+  }
+
+  #spawn(): void {
+    if (this.#stopped) return;
+    const argv = this.#argv();
+    writeFileSync(this.#recordPath(), JSON.stringify({ argv, restarts: this.#restarts }) + '\n');
+    writeFileSync(this.log, `--- sockmesh: starting ${this.kind} (restart ${this.#restarts}) at ${new Date().toISOString()}\n`, { flag: 'a' });
+    const child = this.#o.runtime.spawnInNode(NODE_PROXY, argv, this.log);
+    this.#child = child;
+    this.#running = true;
+    this.#startedAt = Date.now();
+    child.once('exit', (code, signal) => this.#exited(child, signal ? `killed by ${signal}` : `exit code ${code}`));
+  }
+
+  #exited(child: ChildProcess | undefined, how: string): void {
+    if (child && child !== this.#child) return;
+    this.#child = undefined;
+    this.#running = false;
+    this.#lastExit = how;
+    if (this.#stopped) return;
+    if (Date.now() - this.#startedAt > 30_000) this.#delay = this.#o.backoffMs ?? 500;
+    const delay = this.#delay;
+    this.#delay = Math.min(this.#delay * 2, this.#o.maxBackoffMs ?? 10_000);
+    this.#timer = setTimeout(() => {
+      this.#restarts++;
+      this.#spawn();
+    }, delay);
+  }
+
+  status(): NodeProxyStatus {
+    return {
+      kind: this.kind, binary: this.binary, running: this.#running, restarts: this.#restarts, log: this.log,
+      ...(this.#child?.pid !== undefined && { pid: this.#child.pid }),
+      ...(this.#lastExit !== undefined && { lastExit: this.#lastExit }),
+      ...(this.kind === 'mesh-proxy' && { adminSocket: this.adminSocket }),
+    };
+  }
+
+  /** Stops supervising; with `remove`, drains it (SIGTERM, then SIGKILL) and removes its cgroup, else leaves it running. */
+  async stop(opts: { remove?: boolean; drainMs?: number } = {}): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    if (this.#poll) clearInterval(this.#poll);
+    if (!opts.remove) return;
+    const drained = await this.#o.runtime.stopNodeProcess(NODE_PROXY, 'SIGTERM', opts.drainMs ?? 6000);
+    if (!drained) await this.#o.runtime.stopNodeProcess(NODE_PROXY, 'SIGKILL');
+    if (existsSync(this.#recordPath())) writeFileSync(this.#recordPath(), '{}\n');
+  }
+}
