@@ -134,6 +134,7 @@ interface ClusterParts {
   listenerPorts?: ListenerPortAllocator;
   routeStatus?: Map<string, RouteStatus>;
   lastGoodRoutes?: Map<string, HTTPRoute>;
+  l7Resources?: Required<SnapshotInput>;
   /** for the Kubernetes source, made at start (its client library loads only then) */
   kubeConfig?: KubeConfig | undefined;
   runtime?: NodeRuntime;
@@ -323,6 +324,7 @@ export class Agent {
       lbPolicy: (svc) => (c.store.services().get(svc)?.meta.annotations[LB_ANNOTATION] === 'least-request' ? 'LEAST_REQUEST' : 'ROUND_ROBIN'),
     });
     c.routeStatus = out.routeStatus;
+    c.l7Resources = out.resources;
     try {
       this.publish(out.resources);
     } catch {
@@ -352,6 +354,11 @@ export class Agent {
     await c.supervisor?.stop({ removePods });
     c.loop?.stop();
     if (removePods) await c.runtime?.cleanup();
+  }
+
+  /** A copy of the node proxy's configuration as last compiled from the cluster (empty without L7). */
+  l7Resources(): Required<SnapshotInput> {
+    return structuredClone(this.#cluster?.l7Resources ?? { clusters: [], endpoints: [], listeners: [], routes: [] });
   }
 
   /** The cluster store (undefined without a cluster source). */
