@@ -13,7 +13,7 @@
 import { type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import { type Http2Server, type Http2ServerRequest, type Http2ServerResponse, createServer as createH2Server } from 'node:http2';
 import { type Server as NetServer, type Socket, createServer as createNetServer } from 'node:net';
-import { Readable } from 'node:stream';
+import { Duplex, Readable } from 'node:stream';
 import { context, propagation, SpanKind, SpanStatusCode, trace, type Tracer } from '@opentelemetry/api';
 import { Pool } from 'undici';
 import { type ClusterConfig, type RouteEntry, pickCluster, selectRoute } from './config.js';
@@ -164,11 +164,16 @@ export class MeshProxy {
       socket.once('close', () => sockets.delete(socket));
       // h2c with prior knowledge starts with the HTTP/2 preface; anything else is HTTP/1.1
       socket.once('data', (first: Buffer) => {
-        socket.pause();
-        socket.unshift(first);
-        const isH2 = first.subarray(0, Math.min(first.length, H2_PREFACE.length)).equals(H2_PREFACE.subarray(0, Math.min(first.length, H2_PREFACE.length)));
-        (isH2 ? h2 : h1).emit('connection', socket);
-        socket.resume();
+        const n = Math.min(first.length, H2_PREFACE.length);
+        if (first.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) {
+          // HTTP/2 reads the socket's handle itself and would miss the bytes already read: hand it a stream that replays them
+          h2.emit('connection', replaying(socket, first));
+        } else {
+          socket.pause();
+          socket.unshift(first);
+          h1.emit('connection', socket);
+          socket.resume();
+        }
       });
       socket.on('error', () => undefined);
     });
@@ -343,6 +348,23 @@ export class MeshProxy {
       }
     }
   }
+}
+
+/** A stream over the socket that first yields the bytes already read from it. */
+function replaying(socket: Socket, first: Buffer): Duplex {
+  const d = new Duplex({
+    read() { socket.resume(); },
+    write(chunk: Buffer, _enc, cb) { socket.write(chunk, cb); },
+    final(cb) { socket.end(); cb(); },
+    destroy(err, cb) { socket.destroy(err ?? undefined); cb(err); },
+  });
+  d.push(first);
+  socket.on('data', (c: Buffer) => { if (!d.push(c)) socket.pause(); });
+  socket.on('end', () => d.push(null));
+  socket.on('close', () => d.destroy());
+  socket.on('error', (e) => d.destroy(e));
+  Object.assign(d, { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort, remoteFamily: socket.remoteFamily });
+  return d;
 }
 
 function retryOn(route: RouteEntry, status: number): boolean {

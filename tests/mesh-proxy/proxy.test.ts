@@ -138,3 +138,24 @@ t.test('a route change under steady load fails no request', async (t) => {
   t.equal(failed, 0, `${ok} requests under 4 route changes, none failed`);
   t.same([...seen].sort(), ['v1', 'v2'], 'and both versions served as the split moved');
 });
+
+t.test('h2c (HTTP/2 with prior knowledge) and HTTP/1.1 on the same listener', async (t) => {
+  const { publish } = await l7Fixture(t);
+  const b = await backend(t, 'b');
+  const listen = await freePort();
+  await publish([{ service: 'shop/b', port: 80, listenerPort: listen }], new Map(), { 'shop/b:80': [b.port] });
+  const { connect } = await import('node:http2');
+  const session = connect(`http://127.0.0.1:${listen}`);
+  t.teardown(() => session.close());
+  const body = await new Promise<string>((resolve, reject) => {
+    const req = session.request({ ':path': '/h2', ':method': 'GET' });
+    let data = '';
+    req.on('data', (d: Buffer) => { data += d.toString(); });
+    req.on('end', () => resolve(data));
+    req.on('error', reject);
+    req.end();
+  });
+  t.equal(body, 'b', 'an h2c request is proxied');
+  t.equal(b.seen.at(-1)!.url, '/h2');
+  t.equal(await (await request(`http://127.0.0.1:${listen}/h1`)).body.text(), 'b', 'and an HTTP/1.1 one on the same port');
+});
