@@ -8,7 +8,7 @@ BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -I$(ARCH_INCLUDE)
 HELPER_CFLAGS := -O2 -g -Wall -Wextra -Werror
 
 BPF_OBJ := bpf/build/sockmesh.bpf.o
-HELPERS := tools/build/smtcp benchmarks/build/rrbench
+HELPERS := tools/build/smtcp benchmarks/build/rrbench benchmarks/build/httpload
 TS_STAMP := dist/.built
 
 .PHONY: all demo test bench deps apt npm bpf helpers build typecheck clean help
@@ -28,10 +28,17 @@ test: build
 	npx tsc -p tsconfig.json --noEmit
 	set -o pipefail; npx tap --reporter=tap | node tools/tap-summary.mjs
 
+BENCH_APT_PACKAGES := haproxy nftables
+
 bench: build
+	@missing=""; for p in $(BENCH_APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 	node dist/benchmarks/datapath-bench.js
 	node --expose-gc dist/benchmarks/xds-bench.js --repeats 5
 	node --expose-gc dist/benchmarks/cluster-bench.js
+	node dist/benchmarks/l7-bench.js
 
 deps: apt npm
 
@@ -64,6 +71,10 @@ tools/build/smtcp: tools/smtcp.c tools/fdio.h | apt
 	gcc $(HELPER_CFLAGS) -o $@ $<
 
 benchmarks/build/rrbench: benchmarks/rrbench.c tools/fdio.h | apt
+	@mkdir -p $(dir $@)
+	gcc $(HELPER_CFLAGS) -o $@ $<
+
+benchmarks/build/httpload: benchmarks/httpload.c | apt
 	@mkdir -p $(dir $@)
 	gcc $(HELPER_CFLAGS) -o $@ $<
 

@@ -24,6 +24,8 @@ type Res = ServerResponse | Http2ServerResponse;
 
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'host', 'http2-settings']);
+/** Responses up to this size (with a Content-Length) are sent in one write with their headers. */
+const SMALL_BODY_BYTES = 64 << 10;
 /** Bodies of requests that may be retried are kept up to this size; larger ones are sent once. */
 const RETRY_BUFFER_BYTES = 1 << 20;
 
@@ -292,11 +294,11 @@ export class MeshProxy {
       const client = this.#tracer.startSpan(`${req.method} ${path}`, { kind: SpanKind.CLIENT, attributes: { 'server.address': ep.key.split(':')[0]!, 'server.port': Number(ep.key.split(':')[1]) } }, trace.setSpan(parent, span));
       const headers = upstreamHeaders(req, route, host);
       propagation.inject(trace.setSpan(parent, client), headers, { set: (h, k, v) => { (h as Record<string, string>)[k] = v; } });
-      const ac = new AbortController();
-      const timer = Number.isFinite(tryMs) ? setTimeout(() => ac.abort(new Error('timeout')), tryMs) : undefined;
+      const ac = Number.isFinite(tryMs) ? new AbortController() : undefined;
+      const timer = ac ? setTimeout(() => ac.abort(new Error('timeout')), tryMs) : undefined;
       ep.active++;
       try {
-        const r = await ep.pool.request({ path: url, method: (req.method ?? 'GET') as 'GET', headers, body: body as Buffer | Readable | undefined, signal: ac.signal });
+        const r = await ep.pool.request({ path: url, method: (req.method ?? 'GET') as 'GET', headers, body: body as Buffer | Readable | undefined, ...(ac && { signal: ac.signal }) });
         client.setAttribute('http.response.status_code', r.statusCode);
         const retriable = attempt < maxTries && retryOn(route, r.statusCode);
         if (retriable) {
@@ -318,8 +320,13 @@ export class MeshProxy {
         }
         try {
           const out = res as ServerResponse; // the compat API of HTTP/2 writes alike
-          for await (const chunk of r.body) if (!out.write(chunk as Buffer)) await new Promise((ok) => out.once('drain', ok));
-          out.end();
+          const length = Number(r.headers['content-length'] ?? -1);
+          if (length >= 0 && length <= SMALL_BODY_BYTES) {
+            out.end(Buffer.from(await r.body.arrayBuffer())); // headers and body in one write
+          } else {
+            for await (const chunk of r.body) if (!out.write(chunk as Buffer)) await new Promise((ok) => out.once('drain', ok));
+            out.end();
+          }
         } catch {
           res.destroy(); // the backend or the client went away mid-body
         }
@@ -330,7 +337,7 @@ export class MeshProxy {
       } catch (err) {
         ep.active--;
         if (timer) clearTimeout(timer);
-        const timedOut = ac.signal.aborted;
+        const timedOut = ac?.signal.aborted === true;
         client.recordException(err as Error);
         client.end();
         this.stats.upstreamErrors++;
