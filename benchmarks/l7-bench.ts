@@ -106,7 +106,7 @@ async function main(): Promise<void> {
   }
   const rounds = Number(values.rounds ?? 3);
   const seconds = Number(values.seconds ?? 3);
-  const rate = Number(values.rate ?? 1000);
+  const rate = Number(values.rate ?? 300);
   const conc = Number(values.concurrency ?? 16);
   const outDir = values.out ?? join(repoRoot(), 'benchmarks', 'results');
   const cgroupPath = join(findCgroup2(), 'sockmesh-l7bench');
@@ -206,6 +206,8 @@ async function main(): Promise<void> {
         if (mode === 'sidecar-haproxy') await setupSidecars('haproxy');
         const infraPids = mode === 'sockmesh-l7' ? [status().cluster!.l7.proxy!.pid ?? proxyPid(rt)] : mode === 'direct' ? [] : sidecars.map((s) => s.pid!);
         const [host, port] = mode === 'sockmesh-l7' ? [vip, 80] : [serverIp, APP_PORT];
+        // warm every mode the same way before measuring (JIT, pools): sidecars start fresh each run, the node proxy does not
+        await rt.execOutput(clientPod, [helperBinary('httpload'), host, String(port), '/', String(conc), '0', '2', '0'], { timeoutMs: 30_000 });
         const c0 = status().datapath.counters!;
         const u0 = procUsage(infraPids);
         const closed = await load(host, port, 0);
@@ -270,7 +272,7 @@ function write(outDir: string, runs: Run[], params: Record<string, number>): voi
   const md = [
     '# L7 benchmark', '',
     `Commit \`${doc.commit.slice(0, 12)}\`, ${doc.date}, kernel ${doc.machine.kernel}, ${doc.machine.cores} × ${doc.machine.cpu}.`,
-    `One client pod, one HTTP server pod (Node), ${params.rounds} rounds with the modes in turn; closed loop: ${params.concurrency} connections for ${params.seconds} s; open loop: ${params.rate} requests/s over ${params.concurrency} connections for ${params.seconds} s (after 1 s of warm-up each). Medians over rounds. Infrastructure = the proxies (the node proxy, or both sidecars): their CPU seconds and RSS.`, '',
+    `One client pod, one HTTP server pod (Node), ${params.rounds} rounds with the modes in turn; each mode is warmed with 2 s of closed-loop load first; closed loop: ${params.concurrency} connections for ${params.seconds} s; open loop: ${params.rate} requests/s over ${params.concurrency} connections for ${params.seconds} s (after 1 s of warm-up each). Medians over rounds. Infrastructure = the proxies (the node proxy, or both sidecars): their CPU seconds and RSS over the two measured runs.`, '',
     '| mode | req/s (closed) | p50 µs | p90 µs | p99 µs (open, fixed rate) | infra CPU s / 1000 req | infra RSS MiB | errors | path proven |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---|',
     ...MODES.map((m) => `| ${m} | ${f(a[m].rps)} | ${f(a[m].p50)} | ${f(a[m].p90)} | ${f(a[m].p99)} | ${f(a[m].cpuPerK, 3)} | ${f(a[m].rssMiB)} | ${a[m].errors} | ${a[m].pathOk ? 'yes' : 'NO'} |`), '',

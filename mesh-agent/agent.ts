@@ -135,6 +135,7 @@ interface ClusterParts {
   routeStatus?: Map<string, RouteStatus>;
   lastGoodRoutes?: Map<string, HTTPRoute>;
   l7Resources?: Required<SnapshotInput>;
+  workloadsText?: string;
   /** for the Kubernetes source, made at start (its client library loads only then) */
   kubeConfig?: KubeConfig | undefined;
   runtime?: NodeRuntime;
@@ -286,7 +287,8 @@ export class Agent {
       ...(c.proxy && c.listenerPorts && { l7: { proxyIp: () => POD_NETWORK.gateway, listenerPorts: c.listenerPorts } }),
       store: c.store, reconciler, nodeName: this.nodeName, mode: c.mode, identities: c.identities, vips: c.vips,
       cgroups: () => c.supervisor?.cgroupIds() ?? this.#kubePodCgroups(c), debounceMs: this.#reconcileDebounceMs,
-      onPass: (d, servicesChanged) => {
+      onPass: (d, servicesChanged, endpointsChanged) => {
+        if (endpointsChanged && c.proxy) this.#writeWorkloads(c, d);
         if (servicesChanged && c.supervisor) {
           c.supervisor.setServices(d.serviceViews.flatMap((v) => {
             const [namespace, name] = v.key.split('/') as [string, string];
@@ -330,6 +332,21 @@ export class Agent {
     } catch {
       // recorded by publish(); the last good snapshot serves
     }
+  }
+
+  /** The node proxy's map of caller addresses to workloads (it names the calling pod in its log and spans). */
+  #writeWorkloads(c: ClusterParts, d: DesiredState): void {
+    const map: Record<string, { namespace: string; pod: string; app?: string; identity: number }> = {};
+    for (const p of d.pods) {
+      if (!p.local || p.ip === undefined) continue;
+      const labels = c.store.pods().get(p.key)?.meta.labels ?? {};
+      const app = labels['app.kubernetes.io/name'] ?? labels.app;
+      map[p.ip] = { namespace: p.namespace, pod: p.name, ...(app !== undefined && { app }), identity: p.identity };
+    }
+    const text = JSON.stringify(map);
+    if (text === c.workloadsText) return;
+    c.workloadsText = text;
+    c.proxy!.writeWorkloads(text);
   }
 
   /** Kubernetes mode: pods on this node, by key → the cgroup the kubelet made for them (found on demand). */

@@ -1,13 +1,13 @@
 #!/usr/bin/env node
 /** mesh-proxy: sockmesh's built-in node proxy, configured over xDS by the agent. */
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync, watchFile } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { propagation } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import { AdminServer } from '../mesh-agent/admin/admin-server.js';
 import { renderPrometheus } from '../mesh-agent/admin/prometheus.js';
-import { MeshProxy } from './proxy.js';
+import { MeshProxy, type Workload } from './proxy.js';
 import { XdsClient } from './xds-client.js';
 
 const HELP = `usage: mesh-proxy --xds TARGET --node-id ID [flags]
@@ -22,13 +22,15 @@ supervises it; it serves HTTP/1.1 and h2c on the listeners it is given.
   --admin-address IP:PORT the same over TCP (default: none)
   --access-log DEST       stdout (default), none, or a file path: one JSON line per request
   --drain-ms N            on SIGTERM, how long requests in flight may take (default 5000)
+  --workloads FILE        the agent's map of pod addresses to workloads (JSON), read again when it
+                          changes: the calling pod is named in the access log and spans
 `;
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       xds: { type: 'string' }, 'node-id': { type: 'string' }, 'admin-socket': { type: 'string' }, 'admin-address': { type: 'string' },
-      'access-log': { type: 'string' }, 'drain-ms': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      'access-log': { type: 'string' }, 'drain-ms': { type: 'string' }, workloads: { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   });
@@ -47,6 +49,18 @@ async function main(): Promise<number> {
   const dest = values['access-log'] ?? 'stdout';
   const out = dest === 'none' ? undefined : dest === 'stdout' ? process.stdout : createWriteStream(dest, { flags: 'a' });
   const proxy = new MeshProxy({ ...(out && { accessLog: (e) => out.write(`${JSON.stringify(e)}\n`) }) });
+  const workloadsFile = values.workloads;
+  if (workloadsFile) {
+    const load = () => {
+      try {
+        proxy.setWorkloads(new Map(Object.entries(JSON.parse(readFileSync(workloadsFile, 'utf8')) as Record<string, Workload>)));
+      } catch {
+        // not written yet, or being replaced: the next change reads it
+      }
+    };
+    load();
+    watchFile(workloadsFile, { interval: 500 }, load);
+  }
   let applying = Promise.resolve();
   const xds = new XdsClient({
     target: values.xds, nodeId: values['node-id'],

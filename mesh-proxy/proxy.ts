@@ -44,6 +44,16 @@ export interface AccessLogEntry {
   flags: string[];
   traceId?: string;
   downstream: string;
+  /** the calling workload, "namespace/pod", when its address is known */
+  source?: string;
+}
+
+/** A calling workload, by its address. */
+export interface Workload {
+  namespace: string;
+  pod: string;
+  app?: string;
+  identity: number;
 }
 
 export interface ProxyStats {
@@ -93,6 +103,8 @@ export class MeshProxy {
   #upstreams = new Map<string, Upstream>();
   #pools = new Map<string, Pool>();
   readonly #accessLog: ((e: AccessLogEntry) => void) | undefined;
+  /** caller address → workload (see setWorkloads) */
+  #workloads: ReadonlyMap<string, Workload> = new Map();
   readonly #tracer: Tracer;
   readonly stats: ProxyStats = { requests: 0, responses: {}, retries: 0, timeouts: 0, noRoute: 0, noHealthyUpstream: 0, upstreamErrors: 0, active: 0 };
   /** listener problems (a port that cannot be bound), for the admin endpoint */
@@ -101,6 +113,11 @@ export class MeshProxy {
   constructor(opts: MeshProxyOptions = {}) {
     this.#accessLog = opts.accessLog;
     this.#tracer = opts.tracer ?? trace.getTracer('mesh-proxy');
+  }
+
+  /** Who is behind each pod address (the agent writes this map; a sidecar-free proxy learns callers from it). */
+  setWorkloads(map: ReadonlyMap<string, Workload>): void {
+    this.#workloads = map;
   }
 
   get config(): ProxyConfig | undefined {
@@ -221,8 +238,16 @@ export class MeshProxy {
       time: new Date().toISOString(), listener: listenerName, method: req.method ?? 'GET', path, protocol: `HTTP/${req.httpVersion}`,
       status: 0, durationMs: 0, attempts: 0, flags: [], downstream: `${req.socket?.remoteAddress ?? '?'}:${req.socket?.remotePort ?? '?'}`,
     };
+    const caller = this.#workloads.get((req.socket?.remoteAddress ?? '').replace(/^::ffff:/, ''));
+    if (caller) log.source = `${caller.namespace}/${caller.pod}`;
     const parent = propagation.extract(context.active(), req.headers, { get: (h, k) => { const v = (h as IncomingHttpHeaders)[k]; return Array.isArray(v) ? v[0] : v; }, keys: (h) => Object.keys(h as object) });
-    const span = this.#tracer.startSpan(`${req.method} ${path}`, { kind: SpanKind.SERVER, attributes: { 'http.request.method': req.method ?? 'GET', 'url.path': path } }, parent);
+    const span = this.#tracer.startSpan(`${req.method} ${path}`, {
+      kind: SpanKind.SERVER,
+      attributes: {
+        'http.request.method': req.method ?? 'GET', 'url.path': path,
+        ...(caller && { 'k8s.namespace.name': caller.namespace, 'k8s.pod.name': caller.pod, 'sockmesh.identity': caller.identity, ...(caller.app && { 'service.name': caller.app }) }),
+      },
+    }, parent);
     log.traceId = span.spanContext().traceId;
     const finish = (status: number) => {
       log.status = status;

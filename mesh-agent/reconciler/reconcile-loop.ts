@@ -28,7 +28,7 @@ export interface ReconcileLoopOptions {
    * proxy's configuration, …), with whether services (or the routes
    * attached to them) may have changed
    */
-  onPass?: (desired: DesiredState, servicesChanged: boolean) => void;
+  onPass?: (desired: DesiredState, servicesChanged: boolean, endpointsChanged: boolean) => void;
   /** Quiet time after a store change before the pass (changes in it are batched). Default: 1 ms. */
   debounceMs?: number;
   /** Retry delay after a failed pass. Default: 1000 ms. */
@@ -151,7 +151,7 @@ export class ReconcileLoop {
       this.#needFull = false;
       this.#reload = false;
       this.#desired = desired;
-      this.#o.onPass?.(desired, full || delta.services.size > 0 || [...touched].some((k) => k.startsWith('HTTPRoute ')));
+      this.#o.onPass?.(desired, full || delta.services.size > 0 || [...touched].some((k) => k.startsWith('HTTPRoute ')), full || delta.endpoints.size > 0);
       this.#passes++;
     } catch (err) {
       result.error = (err as Error).message;

@@ -8,7 +8,7 @@
  * agent restart (the next agent adopts it), and drains on stop.
  */
 import type { ChildProcess } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { envoyBootstrap } from '../../xds/envoy-bootstrap.js';
 import { repoRoot } from '../paths.js';
@@ -93,6 +93,17 @@ export class NodeProxy {
     return join(this.#o.stateDir, `${NODE_PROXY}.log`);
   }
 
+  /** source address → workload, for mesh-proxy (written by the agent, read by the proxy when it changes) */
+  get workloadsFile(): string {
+    return join(this.#o.stateDir, 'workloads.json');
+  }
+
+  writeWorkloads(json: string): void {
+    mkdirSync(this.#o.stateDir, { recursive: true });
+    writeFileSync(`${this.workloadsFile}.tmp`, json);
+    renameSync(`${this.workloadsFile}.tmp`, this.workloadsFile);
+  }
+
   get adminSocket(): string {
     return join(this.#o.stateDir, `${NODE_PROXY}-admin.sock`);
   }
@@ -107,7 +118,7 @@ export class NodeProxy {
       writeFileSync(bootstrap, JSON.stringify(envoyBootstrap({ nodeId: this.#o.nodeId, adsPipe: this.#o.xdsSocket, adminPort: 15000 }), null, 2));
       return [this.binary, '-c', bootstrap, '--drain-time-s', '5', '--base-id', '7'];
     }
-    return [process.execPath, this.binary, '--xds', `unix:${this.#o.xdsSocket}`, '--node-id', this.#o.nodeId, '--admin-socket', this.adminSocket, '--access-log', join(this.#o.stateDir, `${NODE_PROXY}-access.log`)];
+    return [process.execPath, this.binary, '--xds', `unix:${this.#o.xdsSocket}`, '--node-id', this.#o.nodeId, '--admin-socket', this.adminSocket, '--access-log', join(this.#o.stateDir, `${NODE_PROXY}-access.log`), '--workloads', this.workloadsFile];
   }
 
   /** Starts it, or adopts the one an earlier agent left running (when it runs the same binary). */

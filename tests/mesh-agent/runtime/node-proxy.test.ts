@@ -1,0 +1,56 @@
+/*
+ * Privileged: the agent's supervision of the node proxy. No Envoy can be
+ * installed here, so an executable named envoy on PATH stands in for it: it
+ * records how it was started and answers SIGTERM by recording that it drained.
+ */
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import t from 'tap';
+import { NodeProxy } from '../../../mesh-agent/runtime/node-proxy.js';
+import { NodeRuntime } from '../../../mesh-agent/runtime/node-runtime.js';
+import { encodeStrict } from '../../../xds/strict-encode.js';
+import { testCgroupRoot } from '../../fixtures/mesh.js';
+import { privileged } from '../../fixtures/privileged.js';
+
+async function until(what: string, f: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!f()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+if (privileged(t)) {
+  t.test('with an envoy on PATH: started with the generated bootstrap, restarted when it dies, drained on stop', async (t) => {
+    const rt = new NodeRuntime({ prefix: 'smf', cgroupRoot: testCgroupRoot() });
+    await rt.cleanup();
+    await rt.start();
+    const dir = mkdtempSync(join(tmpdir(), 'sm-envoy-'));
+    t.teardown(async () => { await rt.cleanup(); rmSync(dir, { recursive: true, force: true }); });
+    const starts = join(dir, 'starts');
+    writeFileSync(join(dir, 'envoy'), `#!/bin/sh\necho "$@" >> ${starts}\ntrap 'echo drained >> ${starts}; exit 0' TERM\nwhile true; do sleep 0.1; done\n`);
+    chmodSync(join(dir, 'envoy'), 0o755);
+    const path = process.env.PATH;
+    process.env.PATH = `${dir}${delimiter}${path}`;
+    t.teardown(() => { process.env.PATH = path; });
+    const proxy = new NodeProxy({ runtime: rt, xdsSocket: '/run/sockmesh/test-xds.sock', nodeId: 'n1~node-proxy', stateDir: join(dir, 'state'), backoffMs: 100 });
+    t.equal(proxy.kind, 'envoy', 'an envoy on PATH is chosen over mesh-proxy');
+    proxy.start();
+    await until('started', () => existsSync(starts));
+    const args = readFileSync(starts, 'utf8').trim().split(' ');
+    t.same(args.slice(0, 1), ['-c'], `started as envoy ${args.join(' ')}`);
+    const bootstrap = JSON.parse(readFileSync(args[1]!, 'utf8')) as Record<string, any>;
+    t.ok(encodeStrict('envoy.config.bootstrap.v3.Bootstrap', bootstrap).length > 0, 'with a bootstrap Envoy\'s Bootstrap message accepts');
+    t.same(bootstrap.static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address, { pipe: { path: '/run/sockmesh/test-xds.sock' } }, 'ADS over the agent\'s unix socket');
+    t.equal(bootstrap.node.id, 'n1~node-proxy');
+    t.ok(rt.nodeProcessRunning('node-proxy'), 'running in its cgroup under the pods\' root');
+    await rt.stopNodeProcess('node-proxy', 'SIGKILL');
+    await until('restarted', () => proxy.status().restarts === 1 && proxy.status().running);
+    t.equal(readFileSync(starts, 'utf8').trim().split('\n').length, 2, 'the agent restarted it after it died');
+    await proxy.stop({ remove: true });
+    t.match(readFileSync(starts, 'utf8'), /drained/, 'stop drains it with SIGTERM');
+    t.notOk(rt.nodeProcessRunning('node-proxy'), 'and it is gone');
+  });
+}
