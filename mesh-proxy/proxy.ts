@@ -76,11 +76,24 @@ class Upstream {
   constructor(config: ClusterConfig) {
     this.config = config;
   }
-  /** Round robin, or least request (the fewer in flight of two picked at random, as Envoy does). */
+  /**
+   * Round robin, or least request: the fewest requests in flight among all
+   * endpoints when there are few (ties in turn), else the fewer of two
+   * picked at random (Envoy's power of two choices).
+   */
   pick(exclude?: string): Endpoint | undefined {
     const eps = this.endpoints.length > 1 && exclude ? this.endpoints.filter((e) => e.key !== exclude) : this.endpoints;
     if (eps.length === 0) return undefined;
     if (this.config.lb === 'least_request' && eps.length > 1) {
+      if (eps.length <= 4) {
+        const start = this.#rr++;
+        let best = eps[start % eps.length]!;
+        for (let i = 1; i < eps.length; i++) {
+          const e = eps[(start + i) % eps.length]!;
+          if (e.active < best.active) best = e;
+        }
+        return best;
+      }
       const a = eps[Math.floor(Math.random() * eps.length)]!;
       const b = eps[Math.floor(Math.random() * eps.length)]!;
       return a.active <= b.active ? a : b;

@@ -159,3 +159,26 @@ t.test('h2c (HTTP/2 with prior knowledge) and HTTP/1.1 on the same listener', as
   t.equal(b.seen.at(-1)!.url, '/h2');
   t.equal(await (await request(`http://127.0.0.1:${listen}/h1`)).body.text(), 'b', 'and an HTTP/1.1 one on the same port');
 });
+
+t.test('least request sends new requests away from a backend that is slow to answer', async (t) => {
+  const { publish } = await l7Fixture(t);
+  const fast = await backend(t, 'fast');
+  const slow = await backend(t, 'slow', (_req, res) => { setTimeout(() => res.end('slow'), 300); });
+  const listen = await freePort();
+  const ports = [{ service: 'shop/web', port: 80, listenerPort: listen }];
+  const spread = async () => {
+    const counts: Record<string, number> = { fast: 0, slow: 0 };
+    // 4 clients for 1.5 s, each sending again as soon as it has its answer: the slow backend keeps its requests in flight
+    const end = Date.now() + 1500;
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      while (Date.now() < end) counts[await (await request(`http://127.0.0.1:${listen}/`)).body.text()]!++;
+    }));
+    return counts;
+  };
+  await publish(ports, new Map(), { 'shop/web:80': [fast.port, slow.port] }, 'ROUND_ROBIN');
+  const rr = await spread();
+  t.ok(Math.abs(rr.slow! - rr.fast!) <= 4, `round robin: as many to each (fast ${rr.fast}, slow ${rr.slow})`);
+  await publish(ports, new Map(), { 'shop/web:80': [fast.port, slow.port] }, 'LEAST_REQUEST');
+  const lr = await spread();
+  t.ok(lr.fast! > 5 * lr.slow!, `least request: most to the fast one (fast ${lr.fast}, slow ${lr.slow})`);
+});
