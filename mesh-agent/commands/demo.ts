@@ -23,8 +23,9 @@ const DEMO_HELP = `usage: mesh-agent demo [--manifests DIR] [--seconds N] [--kee
 Runs the agent on the example app (examples/ in the checkout): namespace
 "shop" is in the mesh (annotated sockmesh.io/enabled: "true"), namespace
 "legacy" is not. A load generator in shop calls the frontend service, which
-calls catalog (in the mesh) and inventory (outside it); a reporter in legacy
-calls catalog. After the traffic runs it prints the pods and why each is or
+calls catalog (in the mesh, an L7 service: an HTTPRoute sends it through the
+node's shared proxy) and inventory (outside it); a reporter in legacy calls
+catalog. After the traffic runs it prints the pods and why each is or
 is not enrolled, the services with their VIPs, the connections short-
 circuited in the kernel (by pod), and the datapath counters. The demo uses
 its own datapath (/sys/fs/bpf/sockmesh-demo), runtime prefix (smd) and admin
@@ -108,15 +109,20 @@ export async function demo(argv: string[]): Promise<number> {
     }
     const rows: string[][] = [];
     const paths: { client: string; server: string; kernel: boolean }[] = [];
-    for (const pod of cluster.pods) {
-      if (!pod.runtimeName) continue;
-      for (const c of establishedClients(`${PREFIX}-pod-${pod.runtimeName}`)) {
-        const server = byIp.get(c.remoteIp);
+    const proxyIp = cluster.l7.proxyAddress;
+    const nameOf = (ip: string) => (ip === proxyIp ? 'node proxy' : byIp.get(ip)?.key ?? ip);
+    const enrolledIp = (ip: string) => ip === proxyIp || byIp.get(ip)?.enrolled === true;
+    const clients = [
+      ...cluster.pods.filter((p) => p.runtimeName).map((p) => ({ name: p.key, netns: `${PREFIX}-pod-${p.runtimeName}` })),
+      ...(proxyIp ? [{ name: 'node proxy', netns: `${PREFIX}-node` }] : []),
+    ];
+    for (const cl of clients) {
+      for (const c of establishedClients(cl.netns)) {
         const kernel = inHash.has(`${c.localIp}:${c.localPort}>${c.remoteIp}:${c.remotePort}`);
         const why = kernel ? 'both enrolled'
-          : !pod.enrolled ? `${pod.key} not enrolled` : server && !server.enrolled ? `${server.key} not enrolled` : 'opened before both ends were enrolled';
-        paths.push({ client: pod.key, server: server?.key ?? c.remoteIp, kernel });
-        rows.push([pod.key, `${server?.key ?? c.remoteIp}:${c.remotePort}`, kernel ? 'kernel short-circuit' : 'TCP/IP stack', why]);
+          : !enrolledIp(c.localIp) ? `${nameOf(c.localIp)} not enrolled` : !enrolledIp(c.remoteIp) ? `${nameOf(c.remoteIp)} not enrolled` : 'opened before both ends were enrolled';
+        paths.push({ client: cl.name, server: nameOf(c.remoteIp), kernel });
+        rows.push([cl.name, `${nameOf(c.remoteIp)}:${c.remotePort}`, kernel ? 'kernel short-circuit' : 'TCP/IP stack', why]);
       }
     }
     say('\nconnections open now (from each pod\'s netns; path from sm_sock_hash)');
@@ -130,6 +136,11 @@ export async function demo(argv: string[]): Promise<number> {
     say(`  bytes sent through the stack by short-circuited sockets    ${d('bytes_passed')}`);
     say('  (keep-alive connections opened before the window carry most of the bytes; new sockets are counted as they open)');
 
+    const proxyLogPath = cluster.l7.proxy ? join(cluster.l7.proxy.log, '..', 'node-proxy-access.log') : '';
+    const proxyLog = (existsSync(proxyLogPath) ? readFileSync(proxyLogPath, 'utf8').trim().split('\n').filter(Boolean) : []).map((l) => JSON.parse(l) as { listener: string; status: number; source?: string; route?: string; upstream?: string });
+    const last = proxyLog.filter((e) => e.listener === 'shop/catalog:80').slice(-3);
+    say('\nthe node proxy\'s access log (last 3 catalog requests: caller, route, backend)');
+    for (const e of last) say(`  ${e.source ?? '?'} -> ${e.route} -> ${e.upstream} ${e.status}`);
     const logs = (key: string) => {
       const x = cluster.pods.find((q) => q.key === key);
       return x?.log && existsSync(x.log) ? readFileSync(x.log, 'utf8') : '';
@@ -141,10 +152,12 @@ export async function demo(argv: string[]): Promise<number> {
     const has = (client: RegExp, server: RegExp, kernel: boolean) => paths.some((x) => client.test(x.client) && server.test(x.server) && x.kernel === kernel);
     const checks: [string, boolean][] = [
       ['shop/loadgen -> shop/frontend takes the kernel short-circuit', has(/^shop\/loadgen$/, /^shop\/frontend$/, true)],
-      ['shop/frontend -> shop/catalog-* takes the kernel short-circuit', has(/^shop\/frontend$/, /^shop\/catalog-/, true)],
+      ['shop/frontend -> node proxy (catalog is L7) takes the kernel short-circuit', has(/^shop\/frontend$/, /^node proxy$/, true)],
+      ['node proxy -> shop/catalog-* takes the kernel short-circuit', has(/^node proxy$/, /^shop\/catalog-/, true)],
       ['shop/frontend -> legacy/inventory takes the stack', has(/^shop\/frontend$/, /^legacy\/inventory$/, false)],
-      ['legacy/reporter -> shop/catalog-* takes the stack', has(/^legacy\/reporter$/, /^shop\/catalog-/, false)],
+      ['legacy/reporter -> node proxy takes the stack (reporter is not in the mesh)', has(/^legacy\/reporter$/, /^node proxy$/, false)],
       ['no connection of a legacy pod is short-circuited', !paths.some((x) => x.kernel && (x.client.startsWith('legacy/') || x.server.startsWith('legacy/')))],
+      ['the node proxy served catalog (its access log)', proxyLog.some((e) => e.listener === 'shop/catalog:80' && e.status === 200)],
       ['bytes took the kernel path, none fell back to the stack', d('bytes_redirected') > 0 && d('bytes_passed') === 0],
       ['the mesh app answered (loadgen: the last 20 requests all good)', /^20 requests, 0 failed/.test(lastLine('shop/loadgen'))],
       ['the legacy client reached the mesh service by name', /"pod":"catalog-/.test(lastLine('legacy/reporter'))],
