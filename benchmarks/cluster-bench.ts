@@ -7,9 +7,7 @@
  * the process's RSS. The pods exist only in the store: no runtime pod is
  * made. The maps are read back from the kernel to prove what was written.
  */
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ClusterStore } from '../mesh-agent/cluster/cluster-store.js';
@@ -21,6 +19,7 @@ import { findCgroup2 } from '../mesh-agent/datapath/host-checks.js';
 import { repoRoot } from '../mesh-agent/paths.js';
 import { MapReconciler } from '../mesh-agent/reconciler/map-reconciler.js';
 import { ReconcileLoop } from '../mesh-agent/reconciler/reconcile-loop.js';
+import { gitCommit, machine } from './bench-meta.js';
 
 const HELP = `usage: node --expose-gc dist/benchmarks/cluster-bench.js [--pods N] [--services N] [--changes N] [--out DIR]
 
@@ -138,10 +137,9 @@ async function main(): Promise<void> {
     gc?.();
     const rss = process.memoryUsage().rss;
     const heap = process.memoryUsage().heapUsed;
-    const git = (args: string[]) => { try { return execFileSync('git', args, { cwd: repoRoot() }).toString().trim(); } catch { return 'unknown'; } };
-    const doc = {
-      benchmark: 'cluster', date: new Date().toISOString(), commit: git(['rev-parse', 'HEAD']),
-      machine: { kernel: release(), cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length },
+      const doc = {
+      benchmark: 'cluster', date: new Date().toISOString(), commit: gitCommit(),
+      machine: machine(),
       params: { pods: nPods, services: nServices, changes: nChanges },
       storeLoadMs: storeMs,
       full: { ms: fullMs, compileMs: full.compileMs, mapsMs: full.reconcileMs, writes: full.stats!.writes },

@@ -8,9 +8,8 @@
  * CPU is the whole machine's busy time from /proc/stat during the run
  * (user + system + irq + softirq), per request or per GiB.
  */
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, hostname, release } from 'node:os';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -18,6 +17,7 @@ import { Datapath } from '../mesh-agent/datapath/datapath.js';
 import { findCgroup2 } from '../mesh-agent/datapath/host-checks.js';
 import { helperBinary, repoRoot } from '../mesh-agent/paths.js';
 import { NodeRuntime } from '../mesh-agent/runtime/node-runtime.js';
+import { gitCommit, gitDirty, machine } from './bench-meta.js';
 
 const HELP = `usage: node dist/benchmarks/datapath-bench.js [--seconds S] [--rounds N] [--out DIR]
 
@@ -145,14 +145,13 @@ function summarize(runs: Run[]) {
 }
 
 function writeResults(outDir: string, data: { seconds: number; rounds: number; runs: Run[] }): void {
-  const git = (args: string[]) => { try { return execFileSync('git', args, { cwd: repoRoot() }).toString().trim(); } catch { return 'unknown'; } };
   const summary = summarize(data.runs);
   const doc = {
     benchmark: 'datapath',
     date: new Date().toISOString(),
-    commit: git(['rev-parse', 'HEAD']),
-    dirty: git(['status', '--porcelain', '--untracked-files=no']) !== '',
-    machine: { hostname: hostname(), kernel: release(), cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length },
+    commit: gitCommit(),
+    dirty: gitDirty(),
+    machine: { hostname: hostname(), ...machine() },
     params: { secondsPerRun: data.seconds, rounds: data.rounds, loadGenerator: 'benchmarks/rrbench.c' },
     allPathsVerified: data.runs.every((r) => r.pathOk),
     summary,

@@ -14,7 +14,7 @@
  */
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, release, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -28,6 +28,7 @@ import { AdsServer } from '../xds/ads-server.js';
 import { l7Resources } from '../xds/l7-resources.js';
 import { Snapshot } from '../xds/snapshot.js';
 import { SnapshotCache } from '../xds/snapshot-cache.js';
+import { gitCommit, machine } from './bench-meta.js';
 
 const HELP = `usage: node dist/benchmarks/l7-bench.js [--rounds N] [--seconds S] [--rate R] [--concurrency C] [--out DIR]
 
@@ -261,10 +262,9 @@ function write(outDir: string, runs: Run[], params: Record<string, number>): voi
     infraCpu: a['sockmesh-l7'].cpuPerK / a['sidecar-mesh-proxy'].cpuPerK,
     infraMemory: a['sockmesh-l7'].rssMiB / a['sidecar-mesh-proxy'].rssMiB,
   };
-  const git = (args: string[]) => { try { return execFileSync('git', args, { cwd: repoRoot() }).toString().trim(); } catch { return 'unknown'; } };
   const doc = {
-    benchmark: 'l7', date: new Date().toISOString(), commit: git(['rev-parse', 'HEAD']),
-    machine: { kernel: release(), cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length }, params, modes: a, ratios, runs,
+    benchmark: 'l7', date: new Date().toISOString(), commit: gitCommit(),
+    machine: machine(), params, modes: a, ratios, runs,
   };
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, 'l7.json'), JSON.stringify(doc, null, 2) + '\n');

@@ -5,10 +5,9 @@
  * own (xds-bench-clients.ts) over real gRPC on loopback, as proxies would;
  * the server sees their ACKs on its diagnostics channel.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import diagnosticsChannel from 'node:diagnostics_channel';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -18,6 +17,7 @@ import { meshResources } from '../xds/mesh-resources.js';
 import { PUSH_ORDER, type ResourceKind, Snapshot } from '../xds/snapshot.js';
 import { SnapshotCache } from '../xds/snapshot-cache.js';
 import { benchServices } from './xds-bench-model.js';
+import { gitCommit, machine } from './bench-meta.js';
 
 const HELP = `usage: node dist/benchmarks/xds-bench.js [--repeats N] [--out DIR] [--only PROTOCOL:SERVICES:CLIENTS]
 
@@ -166,10 +166,9 @@ async function main(): Promise<void> {
       }
     }
   }
-  const git = (args: string[]) => { try { return execFileSync('git', args, { cwd: repoRoot() }).toString().trim(); } catch { return 'unknown'; } };
   const doc = {
-    benchmark: 'xds', date: new Date().toISOString(), commit: git(['rev-parse', 'HEAD']),
-    machine: { kernel: release(), cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length },
+    benchmark: 'xds', date: new Date().toISOString(), commit: gitCommit(),
+    machine: machine(),
     params: { repeats, debounceMs: 10, clientsInProcess: false },
     bytesPerService: bytes / 1000, heapBytesPerService: gc ? heapPerService : null, rows,
   };

@@ -9,7 +9,7 @@ import { Agent } from '../../mesh-agent/agent.js';
 import { decodeBackend, decodeCgroupId, decodeEndpoint, decodeService, decodeServiceKey } from '../../mesh-agent/datapath/layout.js';
 import { repoRoot } from '../../mesh-agent/paths.js';
 import { FakeKubeApi } from '../fixtures/fake-kube-api.js';
-import { TEST_PIN_DIR, testCgroupRoot, testMesh } from '../fixtures/mesh.js';
+import { TEST_PIN_DIR, agentEndpoints, testCgroupRoot, testMesh } from '../fixtures/mesh.js';
 import { privileged } from '../fixtures/privileged.js';
 
 const pod = (name: string, ip: string, node: string) => ({
@@ -35,7 +35,7 @@ if (privileged(t)) {
     const dir = mkdtempSync(join(tmpdir(), 'sm-kube-'));
     const agent = new Agent({
       kubernetes: { kubeConfig: api.kubeConfig() }, datapath: { pinDir: TEST_PIN_DIR, cgroupPath: testCgroupRoot() },
-      adminSocket: join(dir, 'agent.sock'), adminAddress: null, xdsAddress: '127.0.0.1:0', xdsSocket: join(dir, 'xds.sock'), nodeName: 'node-a',
+      ...agentEndpoints(dir), nodeName: 'node-a',
     });
     await agent.start();
     t.teardown(async () => { await agent.stop(); await api.stop(); rmSync(dir, { recursive: true, force: true }); });
@@ -79,7 +79,7 @@ if (privileged(t)) {
     const dir = mkdtempSync(join(tmpdir(), 'sm-kube-'));
     const agent = new Agent({
       kubernetes: { kubeConfig: api.kubeConfig() }, datapath: { pinDir: TEST_PIN_DIR, cgroupPath: testCgroupRoot() },
-      adminSocket: join(dir, 'agent.sock'), adminAddress: null, xdsAddress: '127.0.0.1:0', xdsSocket: join(dir, 'xds.sock'), nodeName: 'node-a',
+      ...agentEndpoints(dir), nodeName: 'node-a',
     });
     await agent.start();
     t.teardown(async () => { await agent.stop(); await api.stop(); rmSync(dir, { recursive: true, force: true }); });

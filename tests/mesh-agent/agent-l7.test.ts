@@ -5,12 +5,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
 import { Agent } from '../../mesh-agent/agent.js';
-import { Datapath } from '../../mesh-agent/datapath/datapath.js';
 import { repoRoot } from '../../mesh-agent/paths.js';
-import { NodeRuntime } from '../../mesh-agent/runtime/node-runtime.js';
 import { runtimeName } from '../../mesh-agent/runtime/pod-supervisor.js';
-import { TEST_PIN_DIR, testCgroupRoot } from '../fixtures/mesh.js';
+import { TEST_PIN_DIR, agentEndpoints, cleanNode } from '../fixtures/mesh.js';
 import { privileged } from '../fixtures/privileged.js';
+import { until } from '../fixtures/wait.js';
 
 const APP = join(repoRoot(), 'tests', 'fixtures', 'http-app.mjs');
 const CLIENT = join(repoRoot(), 'tests', 'fixtures', 'http-client.mjs');
@@ -50,29 +49,13 @@ const manifests = (w1: number, w2: number) => [
   route(w1, w2),
 ].join('---\n');
 
-async function until<T>(what: string, f: () => T | undefined | false, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
 async function setup(t: Test) {
-  const cgroupPath = testCgroupRoot();
-  const rt = new NodeRuntime({ prefix: PREFIX, cgroupRoot: cgroupPath });
-  const clean = async () => {
-    await rt.cleanup();
-    new Datapath({ pinDir: TEST_PIN_DIR, cgroupPath }).down();
-  };
-  await clean();
+  const { rt, cgroupPath, clean } = await cleanNode(PREFIX);
   const dir = mkdtempSync(join(tmpdir(), 'sm-l7-'));
   writeFileSync(join(dir, 'app.yaml'), manifests(90, 10));
   const agent = new Agent({
     manifests: dir, runtimePrefix: PREFIX, datapath: { pinDir: TEST_PIN_DIR, cgroupPath }, proxy: 'mesh-proxy',
-    adminSocket: join(dir, 'agent.sock'), xdsSocket: join(dir, 'xds.sock'), adminAddress: null, xdsAddress: '127.0.0.1:0', nodeName: 'l7-node',
+    ...agentEndpoints(dir), nodeName: 'l7-node',
   });
   await agent.start();
   t.teardown(async () => {

@@ -6,12 +6,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
 import { renderPrometheus } from '../../mesh-agent/admin/prometheus.js';
 import { Agent } from '../../mesh-agent/agent.js';
-import { Datapath } from '../../mesh-agent/datapath/datapath.js';
 import { repoRoot } from '../../mesh-agent/paths.js';
 import { NodeRuntime } from '../../mesh-agent/runtime/node-runtime.js';
 import { runtimeName } from '../../mesh-agent/runtime/pod-supervisor.js';
-import { TEST_PIN_DIR, testCgroupRoot } from '../fixtures/mesh.js';
+import { TEST_PIN_DIR, cleanNode } from '../fixtures/mesh.js';
 import { privileged } from '../fixtures/privileged.js';
+import { until } from '../fixtures/wait.js';
 
 const PEER = join(repoRoot(), 'tests', 'fixtures', 'svc-peer.mjs');
 const PREFIX = 'smm';
@@ -49,16 +49,6 @@ spec:
 
 const docs = (...d: string[]) => d.join('---\n');
 
-async function until<T>(what: string, f: () => T | undefined | false, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
 function manifestLoad(agent: Agent) {
   const src = agent.status().cluster!.source;
   return src.kind === 'manifests' ? src.last : undefined;
@@ -72,13 +62,7 @@ async function dial(rt: NodeRuntime, pod: string, host: string, count: number, t
 }
 
 async function setup(t: Test) {
-  const cgroupPath = testCgroupRoot();
-  const rt = new NodeRuntime({ prefix: PREFIX, cgroupRoot: cgroupPath });
-  const clean = async () => {
-    await rt.cleanup();
-    new Datapath({ pinDir: TEST_PIN_DIR, cgroupPath }).down();
-  };
-  await clean();
+  const { rt, cgroupPath, clean } = await cleanNode(PREFIX);
   const dir = mkdtempSync(join(tmpdir(), 'sm-manifests-'));
   const adminDir = mkdtempSync(join(tmpdir(), 'sm-admin-'));
   const agents: Agent[] = [];

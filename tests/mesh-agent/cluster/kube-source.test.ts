@@ -10,6 +10,7 @@ import { compile } from '../../../mesh-agent/compiler/compile.js';
 import { IdentityAllocator } from '../../../mesh-agent/compiler/identities.js';
 import { VipAllocator } from '../../../mesh-agent/compiler/vips.js';
 import { FakeKubeApi } from '../../fixtures/fake-kube-api.js';
+import { until } from '../../fixtures/wait.js';
 
 const NS = '/api/v1/namespaces';
 const PODS = '/api/v1/pods';
@@ -28,14 +29,6 @@ const slice = (ips: string[]) => ({
   ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
   endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true }, nodeName: 'node-a' })),
 });
-
-async function until(what: string, f: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!f()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 t.test('list, then watch; 410 Gone relists; a lost server is reconnected with backoff', async (t) => {
   const api = new FakeKubeApi();

@@ -6,21 +6,13 @@
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { NodeProxy } from '../../../mesh-agent/runtime/node-proxy.js';
 import { NodeRuntime } from '../../../mesh-agent/runtime/node-runtime.js';
 import { encodeStrict } from '../../../xds/strict-encode.js';
 import { testCgroupRoot } from '../../fixtures/mesh.js';
 import { privileged } from '../../fixtures/privileged.js';
-
-async function until(what: string, f: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!f()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
+import { until } from '../../fixtures/wait.js';
 
 if (privileged(t)) {
   t.test('with an envoy on PATH: started with the generated bootstrap, restarted when it dies, drained on stop', async (t) => {
