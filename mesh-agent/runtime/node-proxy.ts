@@ -118,7 +118,7 @@ export class NodeProxy {
       writeFileSync(bootstrap, JSON.stringify(envoyBootstrap({ nodeId: this.#o.nodeId, adsPipe: this.#o.xdsSocket, adminPort: 15000 }), null, 2));
       return [this.binary, '-c', bootstrap, '--drain-time-s', '5', '--base-id', '7'];
     }
-    return [process.execPath, this.binary, '--xds', `unix:${this.#o.xdsSocket}`, '--node-id', this.#o.nodeId, '--admin-socket', this.adminSocket, '--access-log', join(this.#o.stateDir, `${NODE_PROXY}-access.log`), '--workloads', this.workloadsFile];
+    return [process.execPath, this.binary, '--xds', `unix:${this.#o.xdsSocket}`, '--node-id', this.#o.nodeId, '--admin-socket', this.adminSocket, '--admin-address', '127.0.0.1:15000', '--access-log', join(this.#o.stateDir, `${NODE_PROXY}-access.log`), '--workloads', this.workloadsFile];
   }
 
   /** Starts it, or adopts the one an earlier agent left running (when it runs the same binary). */
