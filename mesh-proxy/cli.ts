@@ -2,7 +2,7 @@
 /** mesh-proxy: sockmesh's built-in node proxy, configured over xDS by the agent. */
 import { createWriteStream, readFileSync, watchFile } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { propagation } from '@opentelemetry/api';
+import { propagation, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import { AdminServer } from '../mesh-agent/admin/admin-server.js';
@@ -45,7 +45,7 @@ async function main(): Promise<number> {
   // real span ids (and a trace started when none comes in); exporting them is the agent's telemetry's job
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   const provider = new BasicTracerProvider();
-  provider.register();
+  trace.setGlobalTracerProvider(provider);
   const dest = values['access-log'] ?? 'stdout';
   const out = dest === 'none' ? undefined : dest === 'stdout' ? process.stdout : createWriteStream(dest, { flags: 'a' });
   const proxy = new MeshProxy({ ...(out && { accessLog: (e) => out.write(`${JSON.stringify(e)}\n`) }) });
