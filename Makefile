@@ -80,7 +80,7 @@ benchmarks/build/httpload: benchmarks/httpload.c | apt
 
 build: deps bpf helpers $(TS_STAMP)
 
-$(TS_STAMP): $(shell find mesh-agent mesh-proxy xds policies benchmarks -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json node_modules/.package-lock.json
+$(TS_STAMP): $(shell find mesh-agent mesh-proxy xds telemetry policies benchmarks -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json node_modules/.package-lock.json
 	npx tsc -p tsconfig.build.json
 	@touch $@
 

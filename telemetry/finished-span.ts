@@ -1,0 +1,71 @@
+/**
+ * Finished spans built from plain fields: the spans the agent makes from
+ * kernel events, and the spans it receives from the node proxy, enter the
+ * same exporters as SDK spans.
+ */
+import { TraceFlags, type Attributes, type HrTime, type Link, type SpanContext, type SpanKind, type SpanStatus } from '@opentelemetry/api';
+import type { InstrumentationScope } from '@opentelemetry/core';
+import type { Resource } from '@opentelemetry/resources';
+import type { ReadableSpan, TimedEvent } from '@opentelemetry/sdk-trace-base';
+
+export interface SpanFields {
+  name: string;
+  kind: SpanKind;
+  traceId: string;
+  spanId: string;
+  /** the parent's span id (same trace), if any */
+  parentSpanId?: string;
+  sampled?: boolean;
+  startNs: bigint;
+  endNs: bigint;
+  attributes: Attributes;
+  links?: Link[];
+  events?: { name: string; timeNs: bigint; attributes?: Attributes }[];
+  status?: SpanStatus;
+  resource: Resource;
+  scope: InstrumentationScope;
+}
+
+export function hrTime(ns: bigint): HrTime {
+  return [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)];
+}
+
+export function finishedSpan(f: SpanFields): ReadableSpan {
+  const flags = f.sampled === false ? TraceFlags.NONE : TraceFlags.SAMPLED;
+  const ctx: SpanContext = { traceId: f.traceId, spanId: f.spanId, traceFlags: flags };
+  const events: TimedEvent[] = (f.events ?? []).map((e) => ({ name: e.name, time: hrTime(e.timeNs), ...(e.attributes && { attributes: e.attributes }) }));
+  const end = f.endNs < f.startNs ? f.startNs : f.endNs;
+  return {
+    name: f.name,
+    kind: f.kind,
+    spanContext: () => ctx,
+    ...(f.parentSpanId && { parentSpanContext: { traceId: f.traceId, spanId: f.parentSpanId, traceFlags: flags, isRemote: true } }),
+    startTime: hrTime(f.startNs),
+    endTime: hrTime(end),
+    duration: hrTime(end - f.startNs),
+    status: f.status ?? { code: 0 },
+    attributes: f.attributes,
+    links: f.links ?? [],
+    events,
+    ended: true,
+    resource: f.resource,
+    instrumentationScope: f.scope,
+    droppedAttributesCount: 0,
+    droppedEventsCount: 0,
+    droppedLinksCount: 0,
+  };
+}
+
+export function randomTraceId(): string {
+  return randomHex(16);
+}
+
+export function randomSpanId(): string {
+  return randomHex(8);
+}
+
+function randomHex(bytes: number): string {
+  let s = '';
+  for (let i = 0; i < bytes; i++) s += Math.floor(Math.random() * 256).toString(16).padStart(2, '0');
+  return s === '0'.repeat(bytes * 2) ? randomHex(bytes) : s;
+}
