@@ -1,10 +1,16 @@
 #!/usr/bin/env node
 /** mesh-proxy: sockmesh's built-in node proxy, configured over xDS by the agent. */
 import { createWriteStream, readFileSync, watchFile } from 'node:fs';
+import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { propagation, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
+import { ExportQueue } from '../telemetry/export-queue.js';
+import { RelayExporter } from '../telemetry/otlp-json-relay.js';
+import { createSpanExporter } from '../telemetry/span-exporter.js';
+import { telemetryOptions } from '../telemetry/telemetry-options.js';
+import { WorkloadTracers } from '../telemetry/workload-tracers.js';
 import { AdminServer } from '../mesh-agent/admin/admin-server.js';
 import { renderPrometheus } from '../mesh-agent/admin/prometheus.js';
 import { MeshProxy, type Workload } from './proxy.js';
@@ -24,13 +30,23 @@ supervises it; it serves HTTP/1.1 and h2c on the listeners it is given.
   --drain-ms N            on SIGTERM, how long requests in flight may take (default 5000)
   --workloads FILE        the agent's map of pod addresses to workloads (JSON), read again when it
                           changes: the calling pod is named in the access log and spans
+  --telemetry-socket PATH the agent's span relay (unix socket): spans go to the agent, which links,
+                          counts and exports them; without it, spans go to OTEL_EXPORTER_OTLP_ENDPOINT
+                          when that is set, and are not exported otherwise
+  --node NAME             k8s.node.name on spans (default: the host name)
+  --sample-ratio R        the ratio of new traces sampled, 0..1 (default: OTEL_TRACES_SAMPLER[_ARG], else 1);
+                          a caller's sampling decision (traceparent) is always kept
+
+Spans: per request, the caller's CLIENT span and the backend's SERVER span (one per attempt),
+each with its own workload's resource (service.name, k8s.namespace.name, k8s.pod.name).
 `;
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       xds: { type: 'string' }, 'node-id': { type: 'string' }, 'admin-socket': { type: 'string' }, 'admin-address': { type: 'string' },
-      'access-log': { type: 'string' }, 'drain-ms': { type: 'string' }, workloads: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      'access-log': { type: 'string' }, 'drain-ms': { type: 'string' }, workloads: { type: 'string' },
+      'telemetry-socket': { type: 'string' }, node: { type: 'string' }, 'sample-ratio': { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   });
@@ -44,11 +60,20 @@ async function main(): Promise<number> {
   }
   // real span ids (and a trace started when none comes in); exporting them is the agent's telemetry's job
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-  const provider = new BasicTracerProvider();
-  trace.setGlobalTracerProvider(provider);
+  const tel = telemetryOptions(process.env, { ...(values['sample-ratio'] !== undefined && { sampleRatio: values['sample-ratio'] }) });
+  let exporter: SpanExporter | undefined;
+  if (tel.enabled && values['telemetry-socket']) exporter = new RelayExporter({ socketPath: values['telemetry-socket'] });
+  else if (tel.enabled && tel.target === 'otlp') exporter = createSpanExporter(tel);
+  const queue = exporter && new ExportQueue(exporter, { maxQueueSize: tel.maxQueueSize, maxExportBatchSize: tel.maxExportBatchSize, scheduledDelayMs: Math.min(tel.scheduledDelayMs, 200), exportTimeoutMs: tel.timeoutMs + 1000, shutdownTimeoutMs: tel.shutdownTimeoutMs });
+  // without an exporter, spans still get real ids (trace context is propagated) and are not kept
+  const tracers = new WorkloadTracers({
+    processor: queue ?? { onStart() {}, onEnd() {}, forceFlush: async () => {}, shutdown: async () => {} },
+    sampleRatio: tel.sampleRatio, node: values.node ?? hostname(), scope: 'sockmesh.node-proxy', fallback: { serviceName: 'sockmesh-node-proxy' },
+  });
+  trace.setGlobalTracerProvider({ getTracer: () => tracers.tracer(undefined) });
   const dest = values['access-log'] ?? 'stdout';
   const out = dest === 'none' ? undefined : dest === 'stdout' ? process.stdout : createWriteStream(dest, { flags: 'a' });
-  const proxy = new MeshProxy({ ...(out && { accessLog: (e) => out.write(`${JSON.stringify(e)}\n`) }) });
+  const proxy = new MeshProxy({ ...(out && { accessLog: (e) => out.write(`${JSON.stringify(e)}\n`) }), tracerFor: (w) => tracers.tracer(w) });
   const workloadsFile = values.workloads;
   if (workloadsFile) {
     const load = () => {
@@ -77,7 +102,7 @@ async function main(): Promise<number> {
       routes: {
         '/ready': () => (xds.connected && proxy.config ? { body: 'ready\n' } : { status: 503, body: 'not ready\n' }),
         '/config_dump': () => ({ body: { xds: xds.status(), listeners: proxy.listeners(), listenerErrors: Object.fromEntries(proxy.listenerErrors), config: summary(proxy) } }),
-        '/stats': () => ({ body: { ...proxy.stats, xds: { connected: xds.connected, acks: xds.acks, nacks: xds.nacks } } }),
+        '/stats': () => ({ body: { ...proxy.stats, xds: { connected: xds.connected, acks: xds.acks, nacks: xds.nacks }, ...(queue && { spans: queue.stats() }) } }),
         '/metrics': () => ({
           body: renderPrometheus([
             { name: 'mesh_proxy_requests_total', help: 'Requests received.', type: 'counter', samples: [{ value: proxy.stats.requests }] },
@@ -85,6 +110,12 @@ async function main(): Promise<number> {
             { name: 'mesh_proxy_retries_total', help: 'Retries.', type: 'counter', samples: [{ value: proxy.stats.retries }] },
             { name: 'mesh_proxy_timeouts_total', help: 'Requests answered 504.', type: 'counter', samples: [{ value: proxy.stats.timeouts }] },
             { name: 'mesh_proxy_active_requests', help: 'Requests in flight.', type: 'gauge', samples: [{ value: proxy.stats.active }] },
+            ...(queue ? [
+              { name: 'mesh_proxy_spans_exported_total', help: 'Spans handed on (to the agent or the collector).', type: 'counter' as const, samples: [{ value: queue.stats().exported }] },
+              { name: 'mesh_proxy_spans_dropped_total', help: 'Spans lost: queue full, export failed, or still queued at shutdown.', type: 'counter' as const, samples: [
+                { labels: { reason: 'queue_full' }, value: queue.stats().droppedQueueFull }, { labels: { reason: 'export_failed' }, value: queue.stats().failed },
+              ] },
+            ] : []),
             { name: 'mesh_proxy_xds_nacks_total', help: 'Configurations refused.', type: 'counter', samples: [{ value: xds.nacks }] },
           ]),
           contentType: 'text/plain; version=0.0.4; charset=utf-8',
@@ -102,7 +133,7 @@ async function main(): Promise<number> {
   xds.stop();
   await proxy.stop(Number(values['drain-ms'] ?? 5000));
   await admin?.stop();
-  await provider.shutdown();
+  await queue?.shutdown();
   return 0;
 }
 

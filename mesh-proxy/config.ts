@@ -28,6 +28,8 @@ export interface StringMatcher {
 export interface RouteEntry {
   name: string;
   path: StringMatcher;
+  /** the path match as a low-cardinality template, for http.route: "/api/*", "/health", "regex:^/v[0-9]+" */
+  template: string;
   headers: { name: string; match: StringMatcher; invert: boolean; present?: boolean }[];
   query: { name: string; match: StringMatcher }[];
   clusters: { name: string; weight: number }[];
@@ -135,6 +137,14 @@ export function listenerConfig(l: Obj): ListenerConfig {
   return { name, ip: String(sa.address), port, routeConfig: String(rds.route_config_name) };
 }
 
+function routeTemplate(match: Obj): string {
+  if (typeof match.path === 'string') return match.path;
+  if (typeof match.prefix === 'string') return match.prefix.endsWith('/') ? `${match.prefix}*` : `${match.prefix}/*`;
+  if (typeof match.path_separated_prefix === 'string') return `${match.path_separated_prefix}/*`;
+  const re = (match.safe_regex as Obj | undefined)?.regex;
+  return typeof re === 'string' ? `regex:${re}` : '/*';
+}
+
 function routeEntry(r: Obj, where: string): RouteEntry {
   const match = obj(r.match, `${where}: match`);
   const action = r.route as Obj | undefined;
@@ -165,6 +175,7 @@ function routeEntry(r: Obj, where: string): RouteEntry {
   return {
     name: String(r.name ?? ''),
     path: pathMatcher(match, `${where}: match`),
+    template: routeTemplate(match),
     headers: ((match.headers as Obj[] | undefined) ?? []).map((h, i) => {
       const name = String(h.name).toLowerCase();
       if (h.present_match !== undefined) return { name, match: { test: () => true }, invert: h.invert_match === true, present: Boolean(h.present_match) };

@@ -48,10 +48,12 @@ export interface AccessLogEntry {
   source?: string;
 }
 
-/** A calling workload, by its address. */
+/** A workload (a pod), by its address: the caller of a request, or the backend that serves it. */
 export interface Workload {
   namespace: string;
   pod: string;
+  /** service.name of its spans: the app.kubernetes.io/name or app label, else the owner's name */
+  serviceName: string;
   app?: string;
   identity: number;
 }
@@ -107,7 +109,11 @@ interface Listening { name: string; ip: string; port: number; net: NetServer; h1
 export interface MeshProxyOptions {
   /** where access log lines go (JSON); default: nowhere */
   accessLog?: (e: AccessLogEntry) => void;
-  tracer?: Tracer;
+  /**
+   * The tracer for a workload's spans (its resource names the pod); undefined
+   * for an address no workload has. Default: the global tracer for all.
+   */
+  tracerFor?: (w: Workload | undefined) => Tracer;
 }
 
 export class MeshProxy {
@@ -118,14 +124,15 @@ export class MeshProxy {
   readonly #accessLog: ((e: AccessLogEntry) => void) | undefined;
   /** caller address → workload (see setWorkloads) */
   #workloads: ReadonlyMap<string, Workload> = new Map();
-  readonly #tracer: Tracer;
+  readonly #tracerFor: (w: Workload | undefined) => Tracer;
   readonly stats: ProxyStats = { requests: 0, responses: {}, retries: 0, timeouts: 0, noRoute: 0, noHealthyUpstream: 0, upstreamErrors: 0, active: 0 };
   /** listener problems (a port that cannot be bound), for the admin endpoint */
   listenerErrors = new Map<string, string>();
 
   constructor(opts: MeshProxyOptions = {}) {
     this.#accessLog = opts.accessLog;
-    this.#tracer = opts.tracer ?? trace.getTracer('mesh-proxy');
+    const global = trace.getTracer('mesh-proxy');
+    this.#tracerFor = opts.tracerFor ?? (() => global);
   }
 
   /** Who is behind each pod address (the agent writes this map; a sidecar-free proxy learns callers from it). */
@@ -251,16 +258,24 @@ export class MeshProxy {
       time: new Date().toISOString(), listener: listenerName, method: req.method ?? 'GET', path, protocol: `HTTP/${req.httpVersion}`,
       status: 0, durationMs: 0, attempts: 0, flags: [], downstream: `${req.socket?.remoteAddress ?? '?'}:${req.socket?.remotePort ?? '?'}`,
     };
-    const caller = this.#workloads.get((req.socket?.remoteAddress ?? '').replace(/^::ffff:/, ''));
+    // The spans a sidecar pair would report: the caller's outbound CLIENT span for the whole
+    // request (retries as events), and per attempt the chosen backend's inbound SERVER span.
+    const callerIp = (req.socket?.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const caller = this.#workloads.get(callerIp);
     if (caller) log.source = `${caller.namespace}/${caller.pod}`;
     const parent = propagation.extract(context.active(), req.headers, { get: (h, k) => { const v = (h as IncomingHttpHeaders)[k]; return Array.isArray(v) ? v[0] : v; }, keys: (h) => Object.keys(h as object) });
-    const span = this.#tracer.startSpan(`${req.method} ${path}`, {
-      kind: SpanKind.SERVER,
+    const [hostName, hostPort] = splitHost(host);
+    const local = req.socket?.localPort;
+    const span = this.#tracerFor(caller).startSpan(req.method ?? 'GET', {
+      kind: SpanKind.CLIENT,
       attributes: {
-        'http.request.method': req.method ?? 'GET', 'url.path': path,
-        ...(caller && { 'k8s.namespace.name': caller.namespace, 'k8s.pod.name': caller.pod, 'sockmesh.identity': caller.identity, ...(caller.app && { 'service.name': caller.app }) }),
+        'http.request.method': req.method ?? 'GET', 'url.path': path, 'server.address': hostName, 'server.port': hostPort ?? local ?? 80,
+        'client.address': callerIp, 'client.port': req.socket?.remotePort ?? 0,
+        'network.local.address': (req.socket?.localAddress ?? '').replace(/^::ffff:/, ''), 'network.local.port': local ?? 0,
+        'network.protocol.version': req.httpVersion === '2.0' ? '2' : req.httpVersion,
       },
     }, parent);
+    const outer = trace.setSpan(parent, span);
     log.traceId = span.spanContext().traceId;
     const finish = (status: number) => {
       log.status = status;
@@ -268,7 +283,11 @@ export class MeshProxy {
       this.stats.responses[`${Math.floor(status / 100)}xx`] = (this.stats.responses[`${Math.floor(status / 100)}xx`] ?? 0) + 1;
       this.stats.active--;
       span.setAttribute('http.response.status_code', status);
-      if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+      if (log.attempts > 1) span.setAttribute('http.request.resend_count', log.attempts - 1);
+      if (status >= 400) {
+        span.setAttribute('error.type', String(status));
+        span.setStatus({ code: SpanStatusCode.ERROR, ...(log.flags.length > 0 && { message: log.flags.join(',') }) });
+      }
       span.end();
       this.#accessLog?.(log);
     };
@@ -298,6 +317,8 @@ export class MeshProxy {
       return reply(404, 'no route matched', 'NR');
     }
     log.route = route.name;
+    span.updateName(`${req.method ?? 'GET'} ${route.template}`);
+    span.setAttribute('http.route', route.template);
     const clusterName = pickCluster(route);
     log.cluster = clusterName;
     const upstream = this.#upstreams.get(clusterName);
@@ -329,15 +350,25 @@ export class MeshProxy {
       }
       const perTry = route.retry?.perTryTimeoutMs || Infinity;
       const tryMs = Math.min(left, perTry);
-      const client = this.#tracer.startSpan(`${req.method} ${path}`, { kind: SpanKind.CLIENT, attributes: { 'server.address': ep.key.split(':')[0]!, 'server.port': Number(ep.key.split(':')[1]) } }, trace.setSpan(parent, span));
+      const [epIp, epPort] = splitHost(ep.key);
+      span.setAttributes({ 'network.peer.address': epIp, 'network.peer.port': epPort ?? 0 });
+      const client = this.#tracerFor(this.#workloads.get(epIp)).startSpan(`${req.method ?? 'GET'} ${route.template}`, {
+        kind: SpanKind.SERVER,
+        attributes: {
+          'http.request.method': req.method ?? 'GET', 'url.path': path, 'http.route': route.template, 'server.address': epIp, 'server.port': epPort ?? 0,
+          'client.address': callerIp, 'network.peer.address': callerIp, 'network.peer.port': req.socket?.remotePort ?? 0,
+          ...(attempt > 1 && { 'http.request.resend_count': attempt - 1 }),
+        },
+      }, outer);
       const headers = upstreamHeaders(req, route, host);
-      propagation.inject(trace.setSpan(parent, client), headers, { set: (h, k, v) => { (h as Record<string, string>)[k] = v; } });
+      propagation.inject(trace.setSpan(outer, client), headers, { set: (h, k, v) => { (h as Record<string, string>)[k] = v; } });
       const ac = Number.isFinite(tryMs) ? new AbortController() : undefined;
       const timer = ac ? setTimeout(() => ac.abort(new Error('timeout')), tryMs) : undefined;
       ep.active++;
       try {
         const r = await ep.pool.request({ path: url, method: (req.method ?? 'GET') as 'GET', headers, body: body as Buffer | Readable | undefined, ...(ac && { signal: ac.signal }) });
         client.setAttribute('http.response.status_code', r.statusCode);
+        if (r.statusCode >= 500) client.setStatus({ code: SpanStatusCode.ERROR });
         const retriable = attempt < maxTries && retryOn(route, r.statusCode);
         if (retriable) {
           client.end();
@@ -377,6 +408,8 @@ export class MeshProxy {
         if (timer) clearTimeout(timer);
         const timedOut = ac?.signal.aborted === true;
         client.recordException(err as Error);
+        client.setAttribute('error.type', timedOut ? 'timeout' : ((err as { code?: string }).code ?? (err as Error).name));
+        client.setStatus({ code: SpanStatusCode.ERROR, message: timedOut ? 'timeout' : (err as Error).message });
         client.end();
         this.stats.upstreamErrors++;
         if (attempt < maxTries && (timedOut ? route.retry!.on.size > 0 : retryOnError(route)) && Date.now() < deadline) {
@@ -393,6 +426,13 @@ export class MeshProxy {
       }
     }
   }
+}
+
+/** "host:port" → [host, port]; "[v6]:port" too. */
+function splitHost(h: string): [string, number | undefined] {
+  const m = /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(h);
+  if (!m) return [h, undefined];
+  return [m[1]!.replace(/^\[|\]$/g, ''), m[2] === undefined ? undefined : Number(m[2])];
 }
 
 /** A stream over the socket that first yields the bytes already read from it. */

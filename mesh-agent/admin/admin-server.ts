@@ -18,6 +18,19 @@ export interface AdminReply {
   /** A string is sent as text/plain unless contentType says otherwise; anything else as JSON. */
   body: unknown;
   contentType?: string;
+  /**
+   * A stream instead of a body: after `body` (written first, as JSON lines
+   * when it is an array), the route keeps writing lines until the client goes
+   * away (onClose) or it calls end().
+   */
+  stream?: (out: AdminStream) => void;
+}
+
+export interface AdminStream {
+  /** false when the client is slow (the caller may skip lines) */
+  write(line: string): boolean;
+  end(): void;
+  onClose(cb: () => void): void;
 }
 
 export type AdminRoute = (query: URLSearchParams) => AdminReply | Promise<AdminReply>;
@@ -138,6 +151,20 @@ function listen(server: Server, go: () => void): Promise<void> {
 }
 
 function send(res: ServerResponse, reply: AdminReply, headOnly = false): void {
+  if (reply.stream && !headOnly) {
+    res.statusCode = reply.status ?? 200;
+    res.setHeader('content-type', 'application/x-ndjson');
+    res.flushHeaders();
+    if (Array.isArray(reply.body)) for (const x of reply.body) res.write(`${JSON.stringify(x)}\n`);
+    const closers: (() => void)[] = [];
+    res.on('close', () => { for (const c of closers) c(); });
+    reply.stream({
+      write: (line) => res.write(line.endsWith('\n') ? line : `${line}\n`),
+      end: () => res.end(),
+      onClose: (cb) => closers.push(cb),
+    });
+    return;
+  }
   const text = typeof reply.body === 'string';
   const body = text ? (reply.body as string) : JSON.stringify(reply.body, null, 2) + '\n';
   res.statusCode = reply.status ?? 200;

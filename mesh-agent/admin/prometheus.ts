@@ -3,11 +3,13 @@
  * TYPE lines, label values escaped. Pure; the admin server serves it.
  */
 
-export type MetricType = 'counter' | 'gauge';
+export type MetricType = 'counter' | 'gauge' | 'histogram';
 
 export interface Sample {
   labels?: Record<string, string>;
   value: number;
+  /** a histogram's series: _bucket (with an le label), _sum or _count */
+  suffix?: '_bucket' | '_sum' | '_count';
 }
 
 export interface MetricFamily {
@@ -51,8 +53,42 @@ export function renderPrometheus(families: readonly MetricFamily[]): string {
       const labels = Object.entries(s.labels ?? {});
       for (const [k] of labels) if (!LABEL.test(k) || k.startsWith('__')) throw new Error(`bad label name ${JSON.stringify(k)} on ${f.name}`);
       const l = labels.length ? `{${labels.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(',')}}` : '';
-      out.push(`${f.name}${l} ${number(s.value)}`);
+      out.push(`${f.name}${s.suffix ?? ''}${l} ${number(s.value)}`);
     }
   }
   return out.join('\n') + '\n';
+}
+
+/** A histogram with fixed buckets, by label set. */
+export class Histogram {
+  readonly #bounds: readonly number[];
+  readonly #series = new Map<string, { labels: Record<string, string>; counts: number[]; sum: number; count: number }>();
+
+  /** bounds: the buckets' upper bounds, ascending (+Inf is implied) */
+  constructor(bounds: readonly number[]) {
+    this.#bounds = bounds;
+  }
+
+  observe(labels: Record<string, string>, value: number): void {
+    const key = JSON.stringify(labels);
+    let s = this.#series.get(key);
+    if (!s) {
+      s = { labels, counts: new Array<number>(this.#bounds.length).fill(0), sum: 0, count: 0 };
+      this.#series.set(key, s);
+    }
+    for (let i = 0; i < this.#bounds.length; i++) if (value <= this.#bounds[i]!) s.counts[i]!++;
+    s.sum += value;
+    s.count++;
+  }
+
+  samples(): Sample[] {
+    const out: Sample[] = [];
+    for (const s of this.#series.values()) {
+      this.#bounds.forEach((b, i) => out.push({ suffix: '_bucket', labels: { ...s.labels, le: String(b) }, value: s.counts[i]! }));
+      out.push({ suffix: '_bucket', labels: { ...s.labels, le: '+Inf' }, value: s.count });
+      out.push({ suffix: '_sum', labels: s.labels, value: s.sum });
+      out.push({ suffix: '_count', labels: s.labels, value: s.count });
+    }
+    return out;
+  }
 }

@@ -1,0 +1,49 @@
+/**
+ * Prometheus metrics of what the mesh carried: connections and bytes by path
+ * (kernel splice or TCP/IP stack), requests through the node proxy and their
+ * latency by workload pair. Fed by flow records; rendered by the admin API.
+ */
+import { Histogram, type MetricFamily } from '../admin/prometheus.js';
+import type { FlowRecord } from './flow-tracker.js';
+
+const LATENCY_BOUNDS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+function workload(w: FlowRecord['source']): string {
+  return w.pod !== undefined ? `${w.namespace}/${w.service ?? w.pod}` : 'unknown';
+}
+
+export class FlowMetrics {
+  readonly #connections = new Map<string, number>();
+  readonly #bytes = new Map<string, number>();
+  readonly #requests = new Map<string, { labels: Record<string, string>; value: number }>();
+  readonly #latency = new Histogram(LATENCY_BOUNDS_S);
+
+  record(f: FlowRecord): void {
+    if (f.type === 'l4') {
+      this.#connections.set(f.path, (this.#connections.get(f.path) ?? 0) + 1);
+      this.#bytes.set(`${f.path}|sent`, (this.#bytes.get(`${f.path}|sent`) ?? 0) + (f.bytesSent ?? 0));
+      this.#bytes.set(`${f.path}|received`, (this.#bytes.get(`${f.path}|received`) ?? 0) + (f.bytesReceived ?? 0));
+      return;
+    }
+    const pair = { source_workload: workload(f.source), destination_workload: workload(f.destination) };
+    const labels = { ...pair, status_class: f.status ? `${Math.floor(f.status / 100)}xx` : 'none' };
+    const key = JSON.stringify(labels);
+    const c = this.#requests.get(key);
+    if (c) c.value++;
+    else this.#requests.set(key, { labels, value: 1 });
+    this.#latency.observe(pair, f.durationMs / 1000);
+  }
+
+  families(): MetricFamily[] {
+    return [
+      { name: 'sockmesh_connections_total', help: 'Finished TCP connections of mesh pods, by the path their bytes took (kernel: spliced socket to socket; stack: the TCP/IP stack).', type: 'counter',
+        samples: [...this.#connections].map(([path, value]) => ({ labels: { path }, value })) },
+      { name: 'sockmesh_connection_bytes_total', help: 'Bytes of finished connections, by path and direction (as the client sees it).', type: 'counter',
+        samples: [...this.#bytes].map(([k, value]) => { const [path, direction] = k.split('|') as [string, string]; return { labels: { path, direction }, value }; }) },
+      { name: 'sockmesh_requests_total', help: 'HTTP requests through the node proxy, by calling and serving workload (namespace/service) and status class.', type: 'counter',
+        samples: [...this.#requests.values()] },
+      { name: 'sockmesh_request_duration_seconds', help: 'HTTP request latency through the node proxy, as the caller sees it, by workload pair.', type: 'histogram',
+        samples: this.#latency.samples() },
+    ];
+  }
+}

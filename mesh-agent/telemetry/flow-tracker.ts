@@ -1,0 +1,274 @@
+/**
+ * Connections as the kernel saw them (sockops open/close events on the ring
+ * buffer) become L4 spans and flow records. A connection's span gets its ids
+ * when it opens, so the node proxy's request spans that ride it can link to
+ * it while it is open; it is exported a little after it closes, once the peer
+ * socket's close (and its byte count) had time to arrive.
+ *
+ * Attribution: a connection whose client side is a local socket belongs to
+ * the client's workload (a CLIENT span); one seen only on its server side
+ * (a caller from outside the node) belongs to the server's (a SERVER span).
+ */
+import { SpanKind, SpanStatusCode, type Link } from '@opentelemetry/api';
+import type { Resource } from '@opentelemetry/resources';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { finishedSpan, randomSpanId, randomTraceId } from '../../telemetry/finished-span.js';
+import type { WorkloadIdentity } from '../../telemetry/workload-tracers.js';
+
+/** One sockops event, as the datapath's flow-event reader decodes it. */
+export interface KernelFlowEvent {
+  kind: 'open' | 'close';
+  cookie: bigint;
+  /** kernel monotonic ns of the event */
+  tsNs: bigint;
+  /** for close: kernel monotonic ns of the open */
+  openNs?: bigint;
+  local: { ip: string; port: number };
+  remote: { ip: string; port: number };
+  /** the connecting (client) side */
+  active: boolean;
+  shortCircuited: boolean;
+  service?: { ip: string; port: number };
+  stackSentBytes: number | bigint;
+  stackRecvBytes: number | bigint;
+  redirSentBytes: number | bigint;
+}
+
+/** What observe streams and metrics count: one finished connection or one request. */
+export interface FlowRecord {
+  type: 'l4' | 'l7';
+  /** ISO time of the flow's end */
+  time: string;
+  source: { address: string; namespace?: string; pod?: string; service?: string };
+  destination: { address: string; namespace?: string; pod?: string; service?: string };
+  /** the mesh service it was addressed to: "namespace/name", or the VIP when unknown */
+  service?: string;
+  verdict: 'forwarded' | 'error';
+  /** kernel: spliced socket to socket; stack: the TCP/IP stack; proxy: through the node proxy */
+  path: 'kernel' | 'stack' | 'proxy';
+  durationMs: number;
+  bytesSent?: number;
+  bytesReceived?: number;
+  method?: string;
+  urlPath?: string;
+  route?: string;
+  status?: number;
+  traceId?: string;
+  spanId?: string;
+}
+
+export interface FlowTrackerOptions {
+  /** the pod behind an address (local or not), for attribution */
+  workloadOf: (ip: string) => WorkloadIdentity | undefined;
+  /** "namespace/name" of the service behind a VIP:port */
+  serviceOf: (ip: string, port: number) => string | undefined;
+  /** the resource of a workload's spans */
+  resourceOf: (w: WorkloadIdentity | undefined) => Resource;
+  /** where finished L4 spans go (the export queue) */
+  emitSpan: (span: ReadableSpan) => void;
+  /** where finished flows go (metrics, observe) */
+  emitFlow: (flow: FlowRecord) => void;
+  /** kernel monotonic ns → Unix epoch ns */
+  toEpochNs: (monoNs: bigint) => bigint;
+  /** the ratio of connections whose spans are kept; default 1 */
+  sampleRatio?: number;
+  /** how long a closed connection waits for its peer's close and late request spans; default 1000 */
+  lingerMs?: number;
+  /** at most this many request links on one connection span; default 16 */
+  maxLinks?: number;
+  /** connections tracked at once (older ones are forgotten, counted); default 65536 */
+  maxFlows?: number;
+}
+
+interface Flow {
+  cookie: bigint;
+  openNs: bigint;
+  local: { ip: string; port: number };
+  remote: { ip: string; port: number };
+  active: boolean;
+  shortCircuited: boolean;
+  service?: { ip: string; port: number };
+  traceId: string;
+  spanId: string;
+  sampled: boolean;
+  links: Link[];
+  requests: number;
+  close?: KernelFlowEvent;
+  timer?: NodeJS.Timeout;
+  waited?: boolean;
+}
+
+const SCOPE = { name: 'sockmesh.kernel' };
+
+function tupleKey(a: { ip: string; port: number }, b: { ip: string; port: number }): string {
+  return `${a.ip}:${a.port}>${b.ip}:${b.port}`;
+}
+
+export interface FlowTrackerStats {
+  opened: number;
+  closed: number;
+  spans: number;
+  /** open events never closed that were forgotten to stay within maxFlows */
+  evicted: number;
+  /** close events whose open was not seen (the agent started after the connection) */
+  unmatchedCloses: number;
+  tracked: number;
+}
+
+export class FlowTracker {
+  readonly #o: Required<Pick<FlowTrackerOptions, 'sampleRatio' | 'lingerMs' | 'maxLinks' | 'maxFlows'>> & FlowTrackerOptions;
+  /** by own-view tuple (local > remote) */
+  readonly #flows = new Map<string, Flow>();
+  readonly stats: FlowTrackerStats = { opened: 0, closed: 0, spans: 0, evicted: 0, unmatchedCloses: 0, tracked: 0 };
+
+  constructor(opts: FlowTrackerOptions) {
+    this.#o = { sampleRatio: 1, lingerMs: 1000, maxLinks: 16, maxFlows: 65536, ...opts };
+  }
+
+  /** Feeds a batch of kernel events. */
+  onEvents(events: readonly KernelFlowEvent[]): void {
+    for (const e of events) {
+      if (e.kind === 'open') this.#open(e);
+      else this.#close(e);
+    }
+    this.stats.tracked = this.#flows.size;
+  }
+
+  #open(e: KernelFlowEvent): void {
+    const key = tupleKey(e.local, e.remote);
+    const old = this.#flows.get(key);
+    if (old) this.#finish(key, old); // the tuple was reused before the old close arrived
+    if (this.#flows.size >= this.#o.maxFlows) {
+      const oldest = this.#flows.keys().next().value as string;
+      const f = this.#flows.get(oldest)!;
+      if (f.timer) clearTimeout(f.timer);
+      this.#flows.delete(oldest);
+      this.stats.evicted++;
+    }
+    this.stats.opened++;
+    this.#flows.set(key, {
+      cookie: e.cookie, openNs: e.tsNs, local: e.local, remote: e.remote, active: e.active, shortCircuited: e.shortCircuited,
+      ...(e.service && { service: e.service }),
+      traceId: randomTraceId(), spanId: randomSpanId(), sampled: Math.random() < this.#o.sampleRatio, links: [], requests: 0,
+    });
+  }
+
+  #close(e: KernelFlowEvent): void {
+    const key = tupleKey(e.local, e.remote);
+    let f = this.#flows.get(key);
+    if (!f || f.cookie !== e.cookie) {
+      // opened before the agent watched: still a flow, with the kernel's open time
+      this.stats.unmatchedCloses++;
+      f = {
+        cookie: e.cookie, openNs: e.openNs ?? e.tsNs, local: e.local, remote: e.remote, active: e.active, shortCircuited: e.shortCircuited,
+        ...(e.service && { service: e.service }),
+        traceId: randomTraceId(), spanId: randomSpanId(), sampled: Math.random() < this.#o.sampleRatio, links: [], requests: 0,
+      };
+      this.#flows.set(key, f);
+    }
+    this.stats.closed++;
+    f.close = e;
+    f.timer = setTimeout(() => this.#finish(key, f!), this.#o.lingerMs);
+    f.timer.unref();
+    // a client side waiting for this server side's byte count can finish now
+    const reverse = tupleKey(e.remote, e.local);
+    const waiting = this.#flows.get(reverse);
+    if (waiting?.waited && waiting.close) {
+      clearTimeout(waiting.timer);
+      this.#finish(reverse, waiting);
+    }
+  }
+
+  /**
+   * A request span that arrived over the connection client → server: its
+   * link to the connection's span (to add to the request span), and the
+   * connection remembers the request (its span links back).
+   */
+  linkRequest(client: { ip: string; port: number }, server: { ip: string; port: number }, request: { traceId: string; spanId: string }): Link | undefined {
+    // the client's socket when it is local, else the server's
+    const f = this.#flows.get(tupleKey(client, server)) ?? this.#flows.get(tupleKey(server, client));
+    if (!f) return undefined;
+    f.requests++;
+    if (f.links.length < this.#o.maxLinks) f.links.push({ context: { traceId: request.traceId, spanId: request.spanId, traceFlags: 1 }, attributes: { 'sockmesh.link': 'request' } });
+    return { context: { traceId: f.traceId, spanId: f.spanId, traceFlags: f.sampled ? 1 : 0 }, attributes: { 'sockmesh.link': 'connection' } };
+  }
+
+  #finish(key: string, f: Flow): void {
+    if (f.timer) clearTimeout(f.timer);
+    if (this.#flows.get(key) === f) this.#flows.delete(key);
+    this.stats.tracked = this.#flows.size;
+    const close = f.close;
+    if (!close) return; // replaced before it closed: nothing to report
+    // both ends local: both sockets report; the client side speaks for the connection
+    const reverse = tupleKey(f.remote, f.local);
+    const peer = this.#flows.get(reverse);
+    if (f.active && f.shortCircuited && peer && !peer.close && !f.waited && this.#flows.get(key) === undefined) {
+      // the server side still open: what it spliced to us is counted at its close; wait for it a while
+      f.waited = true;
+      this.#flows.set(key, f);
+      f.timer = setTimeout(() => this.#finish(key, f), 5 * this.#o.lingerMs);
+      f.timer.unref();
+      return;
+    }
+    const peerRecent = this.#recent.get(reverse);
+    this.#recent.set(key, { close, active: f.active });
+    if (this.#recent.size > 4096) this.#recent.delete(this.#recent.keys().next().value as string);
+    if (!f.active && (peer?.active || peerRecent?.active)) return;
+    // bytes: what this socket sent (stack + spliced) and received (stack + what the peer spliced to it)
+    const sent = Number(close.stackSentBytes) + Number(close.redirSentBytes);
+    const peerClose = peer?.close ?? peerRecent?.close;
+    const received = Number(close.stackRecvBytes) + (peerClose ? Number(peerClose.redirSentBytes) : 0);
+    const startNs = this.#o.toEpochNs(f.openNs);
+    const endNs = this.#o.toEpochNs(close.tsNs);
+    const durationMs = Number(endNs - startNs) / 1e6;
+    const me = this.#o.workloadOf(f.local.ip);
+    const other = this.#o.workloadOf(f.remote.ip);
+    const [src, dst, srcAddr, dstAddr] = f.active ? [me, other, f.local, f.remote] : [other, me, f.remote, f.local];
+    const svcName = f.service ? this.#o.serviceOf(f.service.ip, f.service.port) ?? `${f.service.ip}:${f.service.port}` : undefined;
+    const path = f.shortCircuited ? 'kernel' : 'stack';
+    this.#o.emitFlow({
+      type: 'l4', time: new Date(Number(endNs / 1_000_000n)).toISOString(),
+      source: { address: `${srcAddr.ip}:${srcAddr.port}`, ...(src && { namespace: src.namespace, pod: src.pod, service: src.serviceName }) },
+      destination: { address: `${dstAddr.ip}:${dstAddr.port}`, ...(dst && { namespace: dst.namespace, pod: dst.pod, service: dst.serviceName }) },
+      ...(svcName && { service: svcName }),
+      verdict: 'forwarded', path, durationMs: Math.round(durationMs * 1000) / 1000,
+      bytesSent: f.active ? sent : received, bytesReceived: f.active ? received : sent,
+      traceId: f.traceId, spanId: f.spanId,
+    });
+    if (!f.sampled) return;
+    this.stats.spans++;
+    const target = f.service ?? dstAddr;
+    this.#o.emitSpan(finishedSpan({
+      name: `TCP ${svcName ?? `${target.ip}:${target.port}`}`,
+      kind: f.active ? SpanKind.CLIENT : SpanKind.SERVER,
+      traceId: f.traceId, spanId: f.spanId, startNs, endNs,
+      attributes: {
+        'network.transport': 'tcp', 'network.type': 'ipv4',
+        'server.address': target.ip, 'server.port': target.port,
+        'client.address': srcAddr.ip, 'client.port': srcAddr.port,
+        'network.peer.address': f.remote.ip, 'network.peer.port': f.remote.port,
+        'network.local.address': f.local.ip, 'network.local.port': f.local.port,
+        'sockmesh.path': path, 'sockmesh.short_circuited': f.shortCircuited,
+        'sockmesh.bytes_sent': f.active ? sent : received, 'sockmesh.bytes_received': f.active ? received : sent,
+        ...(f.service && { 'sockmesh.service.vip': `${f.service.ip}:${f.service.port}` }),
+        ...(svcName && { 'sockmesh.service': svcName }),
+        ...(dst && f.active && { 'sockmesh.destination.workload': `${dst.namespace}/${dst.pod}`, 'sockmesh.destination.service': dst.serviceName }),
+        ...(src && !f.active && { 'sockmesh.source.workload': `${src.namespace}/${src.pod}` }),
+        'sockmesh.requests': f.requests,
+        'sockmesh.socket.cookie': f.cookie.toString(),
+      },
+      links: f.links,
+      status: { code: SpanStatusCode.UNSET },
+      resource: this.#o.resourceOf(f.active ? src : dst),
+      scope: SCOPE,
+    }));
+  }
+
+  /** recently finished sockets by own tuple (a peer finishing later needs the byte count and side) */
+  readonly #recent = new Map<string, { close: KernelFlowEvent; active: boolean }>();
+
+  /** Reports every flow still waiting (at shutdown). */
+  flush(): void {
+    for (const [key, f] of [...this.#flows]) if (f.close) this.#finish(key, f);
+  }
+}
