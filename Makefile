@@ -26,7 +26,8 @@ demo: build
 
 test: build
 	npx tsc -p tsconfig.json --noEmit
-	set -o pipefail; npx tap --reporter=tap | node tools/tap-summary.mjs
+	# the agents the tests run write their spans here, not into the node's trace file
+	set -o pipefail; SOCKMESH_TRACES_FILE=$${TMPDIR:-/tmp}/sockmesh-test-traces.otlp.jsonl npx tap --reporter=tap | node tools/tap-summary.mjs
 
 BENCH_APT_PACKAGES := haproxy nftables
 

@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { AdsServer } from '../xds/ads-server.js';
 import { DUMP_KINDS, DUMP_TYPE_NAMES, configDump } from '../xds/config-dump.js';
 import { PUSH_ORDER, type ResourceKind, Snapshot, type SnapshotInput } from '../xds/snapshot.js';
@@ -41,6 +41,13 @@ import { NodeRuntime } from './runtime/node-runtime.js';
 import { type PodRunState, PodSupervisor } from './runtime/pod-supervisor.js';
 import { encodeIPv4 } from './datapath/layout.js';
 import { InvalidArgumentError, NotFoundError, SockmeshError } from './errors.js';
+import { SpanStatusCode, trace, type Span } from '@opentelemetry/api';
+import { type TelemetryOptions, telemetryOptions } from '../telemetry/telemetry-options.js';
+import { serviceNameOf, type WorkloadIdentity } from '../telemetry/workload-tracers.js';
+import { Histogram } from './admin/prometheus.js';
+import { AgentTelemetry, DEFAULT_RELAY_SOCKET, type FlowFilter } from './telemetry/agent-telemetry.js';
+import { ADS_ACK_CHANNEL, type AdsAckEvent } from '../xds/ads-server.js';
+import diagnosticsChannel from 'node:diagnostics_channel';
 import { parseHostPort } from './host-port.js';
 
 /** Where the node proxy finds the agent's ADS server by default (Istio's plaintext xDS port). */
@@ -86,6 +93,12 @@ export interface AgentOptions {
    * or "none" (L7 services are then served at L4). Default: Envoy when on PATH, else mesh-proxy.
    */
   proxy?: string;
+  /** Traces: where spans go, sampling, the queue. Default: from the OTEL_* environment variables. */
+  telemetry?: TelemetryOptions;
+  /** The unix socket the node proxy sends its spans to. Default: otlp.sock next to the admin socket (/run/sockmesh/otlp.sock). */
+  relaySocket?: string;
+  /** Register the agent's tracer provider globally through the OpenTelemetry Node SDK (the run command). Default: false. */
+  registerGlobalTelemetry?: boolean;
 }
 
 /** The cluster part of status, when the agent runs one. */
@@ -115,6 +128,7 @@ export interface AgentStatus {
   };
   cluster: ClusterStatus | null;
   datapath: DatapathStatus;
+  telemetry: Record<string, unknown>;
 }
 
 /** L7 in status: the node proxy and every HTTPRoute's fate. */
@@ -122,6 +136,16 @@ export interface L7Status {
   proxy: NodeProxyStatus | null;
   proxyAddress: string | null;
   routes: { key: string; state: RouteStatus['state']; reasons: string[] }[];
+}
+
+/** An xDS push whose span waits for the proxies' answers. */
+interface PendingPush {
+  span: Span;
+  t0: number;
+  versions: Record<ResourceKind, string>;
+  /** "stream|type" not answered yet */
+  waiting: Set<string>;
+  timer: NodeJS.Timeout;
 }
 
 interface ClusterParts {
@@ -165,6 +189,16 @@ export class Agent {
   #started = false;
   #cluster: ClusterParts | undefined;
   readonly #reconcileDebounceMs: number;
+  readonly telemetry: AgentTelemetry;
+  /** pod address → workload, for span attribution (every pod with an address) */
+  #workloads = new Map<string, WorkloadIdentity>();
+  /** "VIP:port" → "namespace/name" */
+  #vipNames = new Map<string, string>();
+  readonly #reconcileSeconds = new Histogram([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]);
+  readonly #xdsPushSeconds = new Histogram([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
+  /** xDS pushes waiting for the proxies' ACKs: their spans end then */
+  #pushes: PendingPush[] = [];
+  readonly #onAck = (m: unknown) => this.#acked(m as AdsAckEvent);
 
   constructor(opts: AgentOptions = {}) {
     this.nodeName = opts.nodeName ?? hostname();
@@ -178,6 +212,14 @@ export class Agent {
     this.adminSocket = opts.adminSocket ?? DEFAULT_ADMIN_SOCKET;
     this.#datapath = new Datapath(opts.datapath ?? {});
     this.#reconcileDebounceMs = opts.reconcileDebounceMs ?? 1;
+    // next to the admin socket unless told: agents with their own admin socket do not share a relay
+    const relaySocket = opts.relaySocket ?? (opts.adminSocket === undefined ? DEFAULT_RELAY_SOCKET : join(dirname(opts.adminSocket), 'otlp.sock'));
+    this.telemetry = new AgentTelemetry({
+      telemetry: opts.telemetry ?? telemetryOptions(process.env), node: this.nodeName, relaySocket,
+      registerGlobal: opts.registerGlobalTelemetry === true,
+      workloadOf: (ip) => this.#workloads.get(ip),
+      serviceOf: (ip, port) => this.#vipNames.get(`${ip}:${port}`),
+    });
     if (opts.manifests !== undefined) {
       if (!existsSync(opts.manifests) || !statSync(opts.manifests).isDirectory()) {
         throw new InvalidArgumentError(`--manifests: ${opts.manifests} is not a directory`);
@@ -201,6 +243,7 @@ export class Agent {
           proxy: new NodeProxy({
             runtime, xdsSocket: opts.xdsSocket ?? DEFAULT_XDS_SOCKET, nodeId: `${this.nodeName}~${NODE_PROXY}`,
             stateDir: join(STATE_DIR, `proxy-${runtime.prefix}`), ...(opts.proxy !== undefined && { proxy: opts.proxy }),
+            telemetrySocket: relaySocket, nodeName: this.nodeName,
           }),
           listenerPorts: new ListenerPortAllocator(), routeStatus: new Map(), lastGoodRoutes: new Map(),
         }),
@@ -232,8 +275,32 @@ export class Agent {
         '/config_dump': (q) => ({ body: this.configDump(q.get('node') ?? undefined, q.get('types') ?? undefined) }),
         '/metrics': () => ({ body: renderPrometheus(this.metrics()), contentType: PROMETHEUS_CONTENT_TYPE }),
         '/healthz': () => ({ body: 'ok\n' }),
+        '/flows': (q) => this.#flowsRoute(q),
       },
     });
+  }
+
+  /** Recent flows (last=N), then, with follow=1, every new one as it happens; filters: namespace, pod, service, type. */
+  #flowsRoute(q: URLSearchParams): import('./admin/admin-server.js').AdminReply {
+    const filter: FlowFilter = {};
+    for (const k of ['namespace', 'pod', 'service'] as const) { const v = q.get(k); if (v) filter[k] = v; }
+    const type = q.get('type');
+    if (type) {
+      if (type !== 'l4' && type !== 'l7') throw new InvalidArgumentError(`type ${JSON.stringify(type)}: must be l4 or l7`);
+      filter.type = type;
+    }
+    const lastRaw = q.get('last') ?? '20';
+    const last = Number(lastRaw);
+    if (!Number.isInteger(last) || last < 0) throw new InvalidArgumentError(`last ${JSON.stringify(lastRaw)}: must be a whole number`);
+    const recent = this.telemetry.recentFlows(filter, last);
+    if (q.get('follow') !== '1') return { body: recent.map((f) => JSON.stringify(f)).join('\n') + (recent.length ? '\n' : ''), contentType: 'application/x-ndjson' };
+    return {
+      body: recent,
+      stream: (out) => {
+        const off = this.telemetry.subscribe(filter, (f) => { out.write(JSON.stringify(f)); });
+        out.onClose(off);
+      },
+    };
   }
 
   get pinDir(): string {
@@ -250,6 +317,8 @@ export class Agent {
     this.#startedAt = new Date().toISOString();
     const result = this.#datapath.start();
     try {
+      await this.telemetry.start();
+      diagnosticsChannel.subscribe(ADS_ACK_CHANNEL, this.#onAck);
       for (const ip of this.#enroll) this.#datapath.enroll(ip);
       if (this.#cluster) await this.#startCluster(this.#cluster);
       if (!this.#snapshot) this.publish({}); // nothing for the node proxy yet: an empty, consistent configuration
@@ -263,6 +332,8 @@ export class Agent {
       await this.#ads.stop();
       this.#cache.close();
       await this.#stopCluster(false);
+      diagnosticsChannel.unsubscribe(ADS_ACK_CHANNEL, this.#onAck);
+      await this.telemetry.stop();
       this.#datapath.stop();
       throw err;
     }
@@ -287,7 +358,10 @@ export class Agent {
       ...(c.proxy && c.listenerPorts && { l7: { proxyIp: () => POD_NETWORK.gateway, listenerPorts: c.listenerPorts } }),
       store: c.store, reconciler, nodeName: this.nodeName, mode: c.mode, identities: c.identities, vips: c.vips,
       cgroups: () => c.supervisor?.cgroupIds() ?? this.#kubePodCgroups(c), debounceMs: this.#reconcileDebounceMs,
+      wrapPass: (run) => this.#tracedPass(run),
       onPass: (d, servicesChanged, endpointsChanged) => {
+        if (endpointsChanged) this.#indexWorkloads(c, d);
+        if (servicesChanged) this.#vipNames = new Map(d.serviceViews.flatMap((v) => (v.vip ? v.ports.map((p) => [`${v.vip}:${p.port}`, v.key] as [string, string]) : [])));
         if (endpointsChanged && c.proxy) this.#writeWorkloads(c, d);
         if (servicesChanged && c.supervisor) {
           c.supervisor.setServices(d.serviceViews.flatMap((v) => {
@@ -334,19 +408,92 @@ export class Agent {
     }
   }
 
-  /** The node proxy's map of caller addresses to workloads (it names the calling pod in its log and spans). */
-  #writeWorkloads(c: ClusterParts, d: DesiredState): void {
-    const map: Record<string, { namespace: string; pod: string; app?: string; identity: number }> = {};
+  /** Pod address → workload (its span resource), for every pod with an address. */
+  #indexWorkloads(c: ClusterParts, d: DesiredState): void {
+    const map = new Map<string, WorkloadIdentity>();
+    const pods = c.store.pods();
     for (const p of d.pods) {
-      if (!p.local || p.ip === undefined) continue;
+      if (p.ip === undefined) continue;
+      const meta = pods.get(p.key)?.meta;
+      map.set(p.ip, { namespace: p.namespace, pod: p.name, serviceName: serviceNameOf(meta?.labels ?? {}, p.name, meta?.owner) });
+    }
+    this.#workloads = map;
+  }
+
+  /** The node proxy's map of pod addresses to workloads (it attributes its spans and names callers in its log). */
+  #writeWorkloads(c: ClusterParts, d: DesiredState): void {
+    const map: Record<string, { namespace: string; pod: string; serviceName: string; app?: string; identity: number }> = {};
+    for (const p of d.pods) {
+      if (p.ip === undefined) continue;
       const labels = c.store.pods().get(p.key)?.meta.labels ?? {};
       const app = labels['app.kubernetes.io/name'] ?? labels.app;
-      map[p.ip] = { namespace: p.namespace, pod: p.name, ...(app !== undefined && { app }), identity: p.identity };
+      map[p.ip] = { namespace: p.namespace, pod: p.name, serviceName: this.#workloads.get(p.ip)?.serviceName ?? p.name, ...(app !== undefined && { app }), identity: p.identity };
     }
     const text = JSON.stringify(map);
     if (text === c.workloadsText) return;
     c.workloadsText = text;
     c.proxy!.writeWorkloads(text);
+  }
+
+  /** A reconcile pass as the agent's span (the xDS push it causes is its child) and in the duration histogram. */
+  #tracedPass(run: () => PassResult): PassResult {
+    const span = this.telemetry.tracer.startSpan('reconcile', { attributes: { 'sockmesh.node': this.nodeName } }, this.telemetry.current);
+    const r = this.telemetry.within(trace.setSpan(this.telemetry.current, span), run);
+    const stats = r.stats;
+    span.setAttributes({
+      'sockmesh.reconcile.kind': r.kind, 'sockmesh.reconcile.revision': r.revision,
+      'sockmesh.reconcile.compile_ms': Math.round(r.compileMs * 1000) / 1000, 'sockmesh.reconcile.maps_ms': Math.round(r.reconcileMs * 1000) / 1000,
+      ...(stats && { 'sockmesh.reconcile.map_writes': Object.values(stats.writes).reduce((a, b) => a + b, 0), 'sockmesh.reconcile.map_deletes': Object.values(stats.deletes).reduce((a, b) => a + b, 0) }),
+    });
+    if (r.error) {
+      span.setAttribute('error.type', 'reconcile_failed');
+      span.setStatus({ code: SpanStatusCode.ERROR, message: r.error });
+    }
+    span.end();
+    this.#reconcileSeconds.observe({ kind: r.kind }, (r.compileMs + r.reconcileMs) / 1000);
+    return r;
+  }
+
+  /** A new snapshot's push to the connected proxies: a span that ends when each of them ACKed (or NACKed) each changed type. */
+  #tracePush(prev: Snapshot | undefined, snap: Snapshot): void {
+    const changed = PUSH_ORDER.filter((k) => prev?.versions[k] !== snap.versions[k]);
+    if (changed.length === 0) return;
+    const proxies = this.#ads.proxies().filter((p) => this.#cache.entryFor(p.nodeId)?.snapshot === snap);
+    const span = this.telemetry.tracer.startSpan('xds push', {
+      attributes: {
+        'sockmesh.xds.types': changed.join(','), 'sockmesh.xds.proxies': proxies.length,
+        'sockmesh.xds.resources': PUSH_ORDER.reduce((a, k) => a + snap.resources[k].size, 0),
+        ...Object.fromEntries(changed.map((k) => [`sockmesh.xds.version.${k}`, snap.versions[k]])),
+      },
+    }, this.telemetry.current);
+    const waiting = new Set(proxies.flatMap((p) => changed.map((k) => `${p.stream}|${k}`)));
+    const push: PendingPush = { span, t0: performance.now(), versions: { ...snap.versions }, waiting, timer: setTimeout(() => this.#endPush(push, false), 10_000) };
+    push.timer.unref();
+    if (waiting.size === 0) this.#endPush(push, true);
+    else this.#pushes.push(push);
+  }
+
+  #acked(m: AdsAckEvent): void {
+    for (const p of [...this.#pushes]) {
+      if (p.versions[m.kind] !== m.version) continue;
+      if (!p.waiting.delete(`${m.stream}|${m.kind}`)) continue;
+      if (m.nack) {
+        p.span.addEvent('nack', { 'sockmesh.xds.node': m.nodeId, 'sockmesh.xds.type': m.kind, 'error.message': m.nack });
+        p.span.setStatus({ code: SpanStatusCode.ERROR, message: `${m.nodeId} rejected ${m.kind}: ${m.nack}` });
+      } else {
+        p.span.addEvent('ack', { 'sockmesh.xds.node': m.nodeId, 'sockmesh.xds.type': m.kind });
+      }
+      if (p.waiting.size === 0) this.#endPush(p, true);
+    }
+  }
+
+  #endPush(p: PendingPush, complete: boolean): void {
+    clearTimeout(p.timer);
+    this.#pushes = this.#pushes.filter((x) => x !== p);
+    p.span.setAttribute('sockmesh.xds.acked_all', complete);
+    if (!complete) p.span.setAttribute('sockmesh.xds.unanswered', p.waiting.size);
+    p.span.end();
+    if (complete) this.#xdsPushSeconds.observe({}, (performance.now() - p.t0) / 1000);
   }
 
   /** Kubernetes mode: pods on this node, by key → the cgroup the kubelet made for them (found on demand). */
@@ -398,6 +545,9 @@ export class Agent {
     await this.#ads.stop();
     this.#cache.close();
     await this.#stopCluster(opts.removePods === true);
+    diagnosticsChannel.unsubscribe(ADS_ACK_CHANNEL, this.#onAck);
+    for (const p of this.#pushes) this.#endPush(p, false);
+    await this.telemetry.stop();
     if (opts.down) this.#datapath.down();
     else this.#datapath.stop();
     this.#started = false;
@@ -418,8 +568,10 @@ export class Agent {
       this.#lastFailure = { at: new Date().toISOString(), error: e.message, code: err instanceof SockmeshError ? err.code : 'unknown' };
       throw err;
     }
+    const prev = this.#snapshot;
     this.#snapshot = snap;
     this.#cache.setDefaultSnapshot(snap);
+    if (this.#started || prev) this.#tracePush(prev, snap);
     return snap;
   }
 
@@ -442,6 +594,7 @@ export class Agent {
       },
       cluster: this.#clusterStatus(),
       datapath: this.#datapath.status(),
+      telemetry: this.telemetry.status(),
     };
   }
 
@@ -518,6 +671,7 @@ export class Agent {
         name: 'sockmesh_xds_snapshot_resources', help: 'Resources in the snapshot served to node proxies, by type.', type: 'gauge',
         samples: PUSH_ORDER.map((k) => ({ labels: { type: k }, value: this.#snapshot?.resources[k].size ?? 0 })),
       },
+      { name: 'sockmesh_xds_push_duration_seconds', help: 'From a new snapshot to the last connected proxy ACKing it.', type: 'histogram', samples: this.#xdsPushSeconds.samples() },
       { name: 'sockmesh_xds_snapshot_failures_total', help: 'Configurations refused as inconsistent (the last good one kept serving).', type: 'counter', samples: [{ value: this.#snapshotFailures }] },
     );
     const c = this.#cluster;
@@ -538,12 +692,14 @@ export class Agent {
           name: 'sockmesh_pods', help: 'Pods known, by whether they are in the mesh.', type: 'gauge',
           samples: [{ labels: { enrolled: 'true' }, value: pods.filter((p) => p.enrolled).length }, { labels: { enrolled: 'false' }, value: pods.filter((p) => !p.enrolled).length }],
         },
+        { name: 'sockmesh_reconcile_duration_seconds', help: 'Reconcile pass duration (compile + map writes), by kind.', type: 'histogram', samples: this.#reconcileSeconds.samples() },
         { name: 'sockmesh_service_frontends', help: 'Service VIP:port frontends balanced in the kernel.', type: 'gauge', samples: [{ value: c.loop.desired?.services.size ?? 0 }] },
       );
       if (c.source) {
         out.push({ name: 'sockmesh_manifests_valid', help: 'Whether the last read of the manifest directory was applied (0: the last good set still runs).', type: 'gauge', samples: [{ value: c.source.last?.ok === false ? 0 : 1 }] });
       }
     }
+    out.push(...this.telemetry.metricFamilies());
     return out;
   }
 }

@@ -35,8 +35,10 @@ export interface InformerState {
 type AnyObj = { metadata?: k8s.V1ObjectMeta };
 
 function meta(m: k8s.V1ObjectMeta | undefined): ObjectMeta {
+  const owner = m?.ownerReferences?.find((o) => o.controller) ?? m?.ownerReferences?.[0];
   return {
     name: m?.name ?? '', namespace: m?.namespace ?? '', source: KUBE_SOURCE_ID, ...(m?.uid !== undefined && { uid: m.uid }),
+    ...(owner && { owner: { kind: owner.kind, name: owner.name } }),
     labels: { ...(m?.labels ?? {}) } as Labels, annotations: { ...(m?.annotations ?? {}) } as Labels,
   };
 }

@@ -110,11 +110,29 @@ function meta(p: Problems, doc: Obj, source: string, namespaced: boolean, nameRu
   } else if (m.namespace !== undefined) {
     p.add('metadata.namespace', 'a Namespace has no namespace');
   }
+  const owner = ownerOf(p, m.ownerReferences);
   return {
     name, namespace, source,
     labels: stringMap(p, m.labels, 'metadata.labels', LABEL_KEY, LABEL_VALUE),
     annotations: stringMap(p, m.annotations, 'metadata.annotations'),
+    ...(owner && { owner }),
   };
+}
+
+/** The controller (else the first) of metadata.ownerReferences: its kind and name name the workload. */
+function ownerOf(p: Problems, refs: unknown): { kind: string; name: string } | undefined {
+  if (refs === undefined) return undefined;
+  if (!Array.isArray(refs)) {
+    p.add('metadata.ownerReferences', 'must be a list');
+    return undefined;
+  }
+  const ok = refs.filter((r, i) => {
+    if (isObj(r) && typeof r.kind === 'string' && r.kind && typeof r.name === 'string' && r.name) return true;
+    p.add(`metadata.ownerReferences[${i}]`, 'needs kind and name (strings)');
+    return false;
+  }) as { kind: string; name: string; controller?: unknown }[];
+  const o = ok.find((r) => r.controller === true) ?? ok[0];
+  return o && { kind: o.kind, name: o.name };
 }
 
 function parseNamespace(p: Problems, doc: Obj, source: string): Namespace {

@@ -18,6 +18,8 @@ export interface ObjectMeta {
   source: string;
   /** metadata.uid, when the source has one (the Kubernetes API) */
   uid?: string;
+  /** the controller among metadata.ownerReferences (e.g. a ReplicaSet), when there is one */
+  owner?: { kind: string; name: string };
 }
 
 export interface Namespace {

@@ -6,6 +6,9 @@ import { Agent, DEFAULT_ADMIN_ADDRESS, DEFAULT_XDS_ADDRESS, DEFAULT_XDS_SOCKET }
 import { encodeIPv4 } from '../datapath/layout.js';
 import { DATAPATH_FLAGS, DATAPATH_FLAGS_HELP, int, parse, str } from './args.js';
 import { OTHER_BUILD_WARNING, datapathOptions } from './datapath-commands.js';
+import { DEFAULT_TRACE_FILE, telemetryOptions } from '../../telemetry/telemetry-options.js';
+import { describeExport } from '../../telemetry/span-exporter.js';
+import { DEFAULT_RELAY_SOCKET } from '../telemetry/agent-telemetry.js';
 
 const RUN_HELP = `usage: mesh-agent run [--manifests DIR] [flags]
 
@@ -44,6 +47,20 @@ ${DATAPATH_FLAGS_HELP}
   --node-name NAME        this node's name (default: the host name)
   --interval-ms N         print the counters every N ms; 0 = never (default 0)
   --down-on-exit          remove the datapath when stopping
+
+Traces (OpenTelemetry; the standard OTEL_* variables apply, these flags win):
+  --tracing on|off        export spans (default on; OTEL_SDK_DISABLED=true turns it off)
+  --otlp-endpoint URL     an OTLP collector (OTEL_EXPORTER_OTLP_ENDPOINT); without one, spans go
+                          to the trace file as OTLP/JSON lines, shown by mesh-agent traces
+  --otlp-protocol P       http/protobuf (default), http/json or grpc (OTEL_EXPORTER_OTLP_PROTOCOL)
+  --trace-file FILE       the trace file (default ${DEFAULT_TRACE_FILE})
+  --sample-ratio R        the ratio of new traces kept, 0..1 (default 1; OTEL_TRACES_SAMPLER=
+                          parentbased_traceidratio and OTEL_TRACES_SAMPLER_ARG); a caller's
+                          decision (traceparent) is kept
+  --relay-socket PATH     where the node proxy hands its spans to the agent (default ${DEFAULT_RELAY_SOCKET})
+Spans: the node proxy's requests (the caller's CLIENT span, the backend's SERVER span, each with
+its pod's resource), the kernel's connections (linked to the requests they carried), and the
+agent's reconcile passes and xDS pushes (service sockmesh-agent). Flows: mesh-agent observe.
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -63,6 +80,12 @@ export async function run(argv: string[]): Promise<number> {
     kubeconfig: { type: 'string' },
     prefix: { type: 'string' },
     'cleanup-on-exit': { type: 'boolean' },
+    tracing: { type: 'string' },
+    'otlp-endpoint': { type: 'string' },
+    'otlp-protocol': { type: 'string' },
+    'trace-file': { type: 'string' },
+    'sample-ratio': { type: 'string' },
+    'relay-socket': { type: 'string' },
   }, RUN_HELP, false);
   if (!p) return 0;
   const intervalMs = int(p, 'interval-ms') ?? 0;
@@ -78,6 +101,15 @@ export async function run(argv: string[]): Promise<number> {
   const prefix = str(p, 'prefix');
   const kubeconfig = str(p, 'kubeconfig');
   const useKube = p.values.kubernetes === true || kubeconfig !== undefined;
+  const flag = (n: string) => str(p, n);
+  const telemetry = telemetryOptions(process.env, {
+    ...(flag('tracing') !== undefined && { tracing: flag('tracing')! }),
+    ...(flag('otlp-endpoint') !== undefined && { otlpEndpoint: flag('otlp-endpoint')! }),
+    ...(flag('otlp-protocol') !== undefined && { otlpProtocol: flag('otlp-protocol')! }),
+    ...(flag('trace-file') !== undefined && { traceFile: flag('trace-file')! }),
+    ...(flag('sample-ratio') !== undefined && { sampleRatio: flag('sample-ratio')! }),
+  });
+  const relaySocket = flag('relay-socket');
   if (useKube && manifests !== undefined) throw new InvalidArgumentError('--manifests and --kubernetes/--kubeconfig are two cluster sources: pick one');
   let kubeConfig: KubeConfig | undefined;
   if (useKube) {
@@ -103,11 +135,14 @@ export async function run(argv: string[]): Promise<number> {
     ...(proxy !== undefined && { proxy }),
     ...(adminAddress !== undefined && { adminAddress: adminAddress === 'none' ? null : adminAddress }),
     ...(nodeName !== undefined && { nodeName }),
+    telemetry, registerGlobalTelemetry: true,
+    ...(relaySocket !== undefined && { relaySocket }),
   });
   const { adopted, otherBuild } = await agent.start();
   const st = agent.status().agent;
   process.stdout.write(`mesh-agent: running (pid ${process.pid}), datapath ${adopted ? 'adopted from' : 'loaded and pinned in'} ${agent.pinDir}\n`);
   process.stdout.write(`mesh-agent: xDS on ${st.xdsAddress}, admin on ${st.adminSocket}${st.adminAddress ? ` and http://${st.adminAddress}` : ''}\n`);
+  process.stdout.write(`mesh-agent: traces: ${describeExport(telemetry)}${telemetry.enabled ? `, sampling ${telemetry.sampleRatio}` : ''}\n`);
   if (otherBuild) process.stdout.write(OTHER_BUILD_WARNING);
   // signal listeners do not keep Node alive: this timer does (and reports when asked)
   const timer = setInterval(() => {

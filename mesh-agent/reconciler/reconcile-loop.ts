@@ -29,6 +29,8 @@ export interface ReconcileLoopOptions {
    * attached to them) may have changed
    */
   onPass?: (desired: DesiredState, servicesChanged: boolean, endpointsChanged: boolean) => void;
+  /** Wraps every pass (the agent traces and times them). Default: none. */
+  wrapPass?: (run: () => PassResult) => PassResult;
   /** Quiet time after a store change before the pass (changes in it are batched). Default: 1 ms. */
   debounceMs?: number;
   /** Retry delay after a failed pass. Default: 1000 ms. */
@@ -49,7 +51,7 @@ export interface PassResult {
 }
 
 export class ReconcileLoop {
-  readonly #o: Required<Omit<ReconcileLoopOptions, 'onPass' | 'l7'>> & Pick<ReconcileLoopOptions, 'onPass' | 'l7'>;
+  readonly #o: Required<Omit<ReconcileLoopOptions, 'onPass' | 'l7' | 'wrapPass'>> & Pick<ReconcileLoopOptions, 'onPass' | 'l7' | 'wrapPass'>;
   #cancel: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
   #resyncTimer: NodeJS.Timeout | undefined;
@@ -127,6 +129,10 @@ export class ReconcileLoop {
 
   /** Compiles and reconciles now: what changed since the last pass, or everything when due. */
   pass(): PassResult {
+    return this.#o.wrapPass ? this.#o.wrapPass(() => this.#passNow()) : this.#passNow();
+  }
+
+  #passNow(): PassResult {
     const revision = this.#o.store.revision;
     const full = this.#needFull;
     const t0 = performance.now();

@@ -26,6 +26,10 @@ export interface NodeProxyOptions {
   stateDir: string;
   /** "envoy", "mesh-proxy", or a path to an Envoy binary. Default: Envoy when one is on PATH, else mesh-proxy. */
   proxy?: string;
+  /** mesh-proxy hands its spans to the agent here (unix socket); default: spans are not exported */
+  telemetrySocket?: string;
+  /** k8s.node.name on the proxy's spans */
+  nodeName?: string;
   backoffMs?: number;
   maxBackoffMs?: number;
 }
@@ -118,7 +122,8 @@ export class NodeProxy {
       writeFileSync(bootstrap, JSON.stringify(envoyBootstrap({ nodeId: this.#o.nodeId, adsPipe: this.#o.xdsSocket, adminPort: 15000 }), null, 2));
       return [this.binary, '-c', bootstrap, '--drain-time-s', '5', '--base-id', '7'];
     }
-    return [process.execPath, this.binary, '--xds', `unix:${this.#o.xdsSocket}`, '--node-id', this.#o.nodeId, '--admin-socket', this.adminSocket, '--admin-address', '127.0.0.1:15000', '--access-log', join(this.#o.stateDir, `${NODE_PROXY}-access.log`), '--workloads', this.workloadsFile];
+    return [process.execPath, this.binary, '--xds', `unix:${this.#o.xdsSocket}`, '--node-id', this.#o.nodeId, '--admin-socket', this.adminSocket, '--admin-address', '127.0.0.1:15000', '--access-log', join(this.#o.stateDir, `${NODE_PROXY}-access.log`), '--workloads', this.workloadsFile,
+      ...(this.#o.telemetrySocket ? ['--telemetry-socket', this.#o.telemetrySocket] : []), ...(this.#o.nodeName ? ['--node', this.#o.nodeName] : [])];
   }
 
   /** Starts it, or adopts the one an earlier agent left running (when it runs the same binary). */
