@@ -86,12 +86,6 @@ export function barCells(span: { startNs: bigint; endNs: bigint }, trace: { star
   return [from, Math.max(from + 1, at(span.endNs))];
 }
 
-/** The bar as text: `·` outside the span, `█` inside. */
-export function durationBar(span: { startNs: bigint; endNs: bigint }, trace: { startNs: bigint; endNs: bigint }, cells: number): string {
-  const [from, to] = barCells(span, trace, cells);
-  return '·'.repeat(from) + '█'.repeat(to - from) + '·'.repeat(cells - to);
-}
-
 const KIND_LABEL: Record<SpanKindName, string> = {
   UNSPECIFIED: '-', INTERNAL: 'INTERNAL', SERVER: 'SERVER', CLIENT: 'CLIENT', PRODUCER: 'PRODUCER', CONSUMER: 'CONSUMER',
 };
@@ -100,7 +94,7 @@ const KIND_LABEL: Record<SpanKindName, string> = {
 export function serviceLabel(span: TraceSpan): string {
   const svc = serviceName(span) ?? '?';
   const ns = namespaceName(span);
-  return ns === undefined ? svc : `${ns}/${svc}`;
+  return printable(ns === undefined ? svc : `${ns}/${svc}`);
 }
 
 /** The compact annotations after a span's name: "!" for an error, "[retry ×2]" for events, "↔ 1 link". */
@@ -114,7 +108,7 @@ export function spanSuffix(span: TraceSpan): string {
     parts.push(`[${names.length > 2 ? [...names.slice(0, 2), `+${names.length - 2}`].join(', ') : names.join(', ')}]`);
   }
   if (span.links.length > 0) parts.push(`↔ ${span.links.length} link${span.links.length === 1 ? '' : 's'}`);
-  return parts.join(' ');
+  return printable(parts.join(' '));
 }
 
 const KIND_SHORT: Record<SpanKindName, string> = {
@@ -123,6 +117,20 @@ const KIND_SHORT: Record<SpanKindName, string> = {
 
 const ORPHAN_MARK = '… ';
 const INDENT = '  ';
+
+/**
+ * Text from the file made safe for a terminal: names come from workloads
+ * (an HTTP path can carry an escape sequence), so control characters
+ * become "�" and cannot move the cursor or change colours.
+ */
+function printable(s: string): string {
+  return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, '\ufffd');
+}
+
+/** The largest of the values, at least `min` (no spread: a trace may hold many spans). */
+function maxOf(values: readonly number[], min: number): number {
+  return values.reduce((a, b) => (b > a ? b : a), min);
+}
 
 function len(s: string): number {
   return [...s].length;
@@ -156,11 +164,12 @@ interface Layout {
 function nameCell(row: TreeRow, w: number): string {
   const indent = INDENT.repeat(row.depth);
   const head = (len(indent) + 8 > w ? indent.slice(0, Math.max(0, w - 8)) : indent) + (row.orphan ? ORPHAN_MARK : '');
+  const name = printable(row.span.name);
   const suffix = spanSuffix(row.span);
   const tail = suffix === '' ? '' : ` ${suffix}`;
   const room = w - len(head) - len(tail);
-  if (room >= Math.min(6, len(row.span.name))) return pad(head + fit(row.span.name, room) + tail, w);
-  return pad(fit(head + row.span.name + tail, w), w);
+  if (room >= Math.min(6, len(name))) return pad(head + fit(name, room) + tail, w);
+  return pad(fit(head + name + tail, w), w);
 }
 
 function kindLabel(kind: SpanKindName, short: boolean): string {
@@ -168,17 +177,17 @@ function kindLabel(kind: SpanKindName, short: boolean): string {
 }
 
 function layout(rows: readonly TreeRow[], width: number): Layout {
-  const nameNeed = Math.max(4, ...rows.map((r) => {
+  const nameNeed = maxOf(rows.map((r) => {
     const suffix = spanSuffix(r.span);
     return INDENT.length * r.depth + (r.orphan ? ORPHAN_MARK.length : 0) + len(r.span.name) + (suffix ? 1 + len(suffix) : 0);
-  }));
-  const serviceNeed = Math.max(1, ...rows.map((r) => len(serviceLabel(r.span))));
-  const duration = Math.max(4, ...rows.map((r) => formatMs(r.span.endNs - r.span.startNs).length));
+  }), 4);
+  const serviceNeed = maxOf(rows.map((r) => len(serviceLabel(r.span))), 1);
+  const duration = maxOf(rows.map((r) => formatMs(r.span.endNs - r.span.startNs).length), 4);
   const gaps = 5; // two spaces after the name, one between the others
   let name = Math.min(nameNeed, Math.max(20, Math.floor(width * 0.34)));
   let service = Math.min(serviceNeed, Math.max(10, Math.floor(width * 0.2)));
   let shortKinds = false;
-  let kind = Math.max(1, ...rows.map((r) => kindLabel(r.span.kind, false).length));
+  let kind = maxOf(rows.map((r) => kindLabel(r.span.kind, false).length), 1);
   const minBar = Math.max(10, Math.floor(width * 0.2));
   // a narrow terminal: give up name, then service columns, then long kinds, until the bar has its minimum
   let over = name + service + kind + duration + gaps + minBar - width;
@@ -191,7 +200,7 @@ function layout(rows: readonly TreeRow[], width: number): Layout {
   service -= cut(service, 6);
   if (over > 0) {
     shortKinds = true;
-    const short = Math.max(1, ...rows.map((r) => kindLabel(r.span.kind, true).length));
+    const short = maxOf(rows.map((r) => kindLabel(r.span.kind, true).length), 1);
     over -= kind - short;
     kind = short;
     name -= cut(name, 8);
@@ -228,7 +237,7 @@ function header(trace: Trace, width: number, color: boolean): string[] {
     if (!services.includes(label)) services.push(label);
   }
   const errors = trace.spans.filter((s) => s.status.code === 'ERROR').length;
-  const rootName = (root.parentSpanId === undefined ? '' : ORPHAN_MARK) + root.name;
+  const rootName = (root.parentSpanId === undefined ? '' : ORPHAN_MARK) + printable(root.name);
   const first = fit(`trace ${trace.traceId}  ${rootName}`, width);
   const start = new Date(Number(trace.startNs / 1_000_000n)).toISOString();
   const n = trace.spans.length;

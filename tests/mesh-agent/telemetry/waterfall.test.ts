@@ -162,6 +162,34 @@ t.test('a long name is cut, its suffix kept', async (t) => {
   t.equal([...line!].length, 80);
 });
 
+t.test('control characters from the file cannot reach the terminal', async (t) => {
+  const { request } = scenario();
+  const root = request.spans[0]!;
+  const evil: Trace = { ...request, spans: [{ ...root, name: 'GET /\x1b[2J\x1b]0;pwned\x07x\ny', resource: { 'service.name': 'a\x1b[31mb' }, events: [{ name: 'e\rf', timeNs: root.startNs, attributes: {} }] }] };
+  const out = renderWaterfall([evil], { widthColumns: 100 }).join('\n');
+  t.notMatch(out, /[\x00-\x09\x0b-\x1f\x7f]/, 'no control character but the newlines between lines');
+  t.equal(out.split('\n').length, 3, 'a newline in a name does not add a line');
+  t.match(out, /GET \/\ufffd\[2J\ufffd\]0;pwned\ufffdx\ufffdy \[e\ufffdf\] +a\ufffd\[31mb /);
+});
+
+t.test('a large, deep trace renders without blowing the stack', async (t) => {
+  const { request } = scenario();
+  const root = request.spans[0]!;
+  const hex = (n: number) => n.toString(16).padStart(16, '0');
+  const spans: TraceSpan[] = [{ ...root, spanId: hex(1) }];
+  for (let i = 2; i <= 50_000; i++) {
+    // a chain 2000 deep, the rest flat under the root
+    spans.push({ ...root, spanId: hex(i), parentSpanId: hex(i <= 2000 ? i - 1 : 1), startNs: root.startNs + BigInt(i), events: [], links: [] });
+  }
+  const big: Trace = { ...request, spans };
+  const rows = treeRows(big);
+  t.equal(rows.length, spans.length);
+  t.equal(Math.max(...rows.slice(0, 3000).map((r) => r.depth)), 1999);
+  const lines = renderWaterfall([big], { widthColumns: 80 });
+  t.equal(lines.length, spans.length + 2, 'two header lines, a line per span');
+  t.ok(lines.every((l) => [...l].length <= 80), 'deep indentation is capped within the name column');
+});
+
 t.test('durations: 2-3 significant digits, in ms', async (t) => {
   const cases: [bigint, string][] = [
     [0n, '0 ms'], [-5n, '0 ms'], [1n, '0.0000010 ms'], [354_684n, '0.35 ms'], [999_600n, '1.00 ms'], [4_200_000n, '4.20 ms'],
@@ -190,7 +218,6 @@ t.test('colour only when asked', async (t) => {
   const lines = renderWaterfall([request], { widthColumns: 80, color: true });
   t.match(lines.join('\n'), /\x1b\[31m +SELECT items ! +\x1b\[0m/, 'error spans in red');
   t.match(lines.join('\n'), /\x1b\[31m█+\x1b\[0m/, 'and their bars');
-  // eslint-disable-next-line no-control-regex
   const plain = lines.map((l) => l.replace(/\x1b\[\d+m/g, ''));
   t.same(plain, renderWaterfall([request], { widthColumns: 80 }), 'the same text without the escapes');
 });
