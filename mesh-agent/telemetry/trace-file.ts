@@ -8,9 +8,6 @@
 import { readFile } from 'node:fs/promises';
 import { NotFoundError, NotPrivilegedError } from '../errors.js';
 
-/** Where the agent writes spans when no OTLP endpoint is configured. */
-export const DEFAULT_TRACE_FILE = '/var/log/sockmesh/traces.otlp.jsonl';
-
 /** An OTLP AnyValue as plain JSON: int64 beyond 2^53 stays a decimal string, bytes are base64. */
 export type AttributeValue = string | number | boolean | null | AttributeValue[] | { [key: string]: AttributeValue };
 export type Attributes = Readonly<Record<string, AttributeValue>>;
@@ -233,13 +230,13 @@ export function parseTraceText(text: string, file: string, live: boolean): { spa
   const take = (line: string, n: number): void => {
     if (line.trim() === '') return;
     const r = parseTraceLine(line);
-    if ('spans' in r) spans.push(...r.spans);
+    if ('spans' in r) for (const s of r.spans) spans.push(s);
     else corrupt.push({ file, line: n, reason: r.error });
   };
   lines.forEach((l, i) => take(l, i + 1));
   if (last.trim() !== '') {
     const r = parseTraceLine(last);
-    if ('spans' in r) spans.push(...r.spans);
+    if ('spans' in r) for (const s of r.spans) spans.push(s);
     else if (live) partialLines++;
     else corrupt.push({ file, line: lines.length + 1, reason: `unterminated last line: ${r.error}` });
   }
@@ -282,7 +279,7 @@ export async function readTraceFiles(file: string): Promise<TraceFileContents> {
     if (text === undefined) continue;
     files.push(f);
     const r = parseTraceText(text, f, live);
-    corrupt.push(...r.corrupt);
+    for (const c of r.corrupt) corrupt.push(c);
     partialLines += r.partialLines;
     for (const s of r.spans) {
       // a span read twice (the file rotated between the two reads) counts once
