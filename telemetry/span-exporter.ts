@@ -5,22 +5,20 @@
  * backoff and jitter, honour Retry-After, and never retry 400 or a partial
  * success), or the OTLP/JSON lines file.
  */
-import { Metadata } from '@grpc/grpc-js';
-import { OTLPTraceExporter as GrpcTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
 import { OTLPTraceExporter as HttpJsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { OTLPTraceExporter as ProtoTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { CompressionAlgorithm } from '@opentelemetry/otlp-exporter-base';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { OtlpFileExporter } from './otlp-file-exporter.js';
+import { OtlpGrpcTraceExporter } from './otlp-grpc-exporter.js';
 import type { TelemetryOptions } from './telemetry-options.js';
 
 export function createSpanExporter(opts: TelemetryOptions): SpanExporter {
   if (opts.target === 'file' || !opts.endpoint) return new OtlpFileExporter({ file: opts.file, maxBytes: opts.fileMaxBytes });
   const compression = opts.compression === 'gzip' ? CompressionAlgorithm.GZIP : CompressionAlgorithm.NONE;
   if (opts.protocol === 'grpc') {
-    const metadata = new Metadata();
-    for (const [k, v] of Object.entries(opts.headers)) metadata.set(k, v);
-    return new GrpcTraceExporter({ url: opts.endpoint, metadata, timeoutMillis: opts.timeoutMs, compression });
+    // ours, not the official one: that one never retries
+    return new OtlpGrpcTraceExporter({ url: opts.endpoint, headers: opts.headers, timeoutMs: opts.timeoutMs, compression: opts.compression });
   }
   const common = { url: opts.endpoint, headers: { ...opts.headers }, timeoutMillis: opts.timeoutMs, compression };
   return opts.protocol === 'http/json' ? new HttpJsonTraceExporter(common) : new ProtoTraceExporter(common);
