@@ -269,7 +269,7 @@ export class MeshProxy {
     const span = this.#tracerFor(caller).startSpan(req.method ?? 'GET', {
       kind: SpanKind.CLIENT,
       attributes: {
-        'http.request.method': req.method ?? 'GET', 'url.path': path, 'server.address': hostName, 'server.port': hostPort ?? local ?? 80,
+        'http.request.method': req.method ?? 'GET', 'url.path': path, 'server.address': hostName, 'server.port': hostPort ?? listenerPort(listenerName) ?? local ?? 80,
         'client.address': callerIp, 'client.port': req.socket?.remotePort ?? 0,
         'network.local.address': (req.socket?.localAddress ?? '').replace(/^::ffff:/, ''), 'network.local.port': local ?? 0,
         'network.protocol.version': req.httpVersion === '2.0' ? '2' : req.httpVersion,
@@ -426,6 +426,12 @@ export class MeshProxy {
       }
     }
   }
+}
+
+/** The service port a listener stands for: its name is "namespace/service:port" (the port the caller dialled). */
+function listenerPort(name: string): number | undefined {
+  const m = /:(\d+)$/.exec(name);
+  return m ? Number(m[1]) : undefined;
 }
 
 /** "host:port" → [host, port]; "[v6]:port" too. */

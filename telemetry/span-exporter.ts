@@ -1,9 +1,9 @@
 /**
- * The exporter the options ask for: the official OTLP exporters (their
- * transports retry only what the OTLP specification calls retryable —
- * HTTP 429/502/503/504 and the retryable gRPC codes — with exponential
- * backoff and jitter, honour Retry-After, and never retry 400 or a partial
- * success), or the OTLP/JSON lines file.
+ * The exporter the options ask for: the official OTLP/HTTP exporters (they
+ * retry only 429/502/503/504 with exponential backoff and jitter, honour
+ * Retry-After, never retry 400 or a partial success), our OTLP/gRPC exporter
+ * (the official one never retries; ours retries the retryable gRPC codes the
+ * same way), or the OTLP/JSON lines file.
  */
 import { OTLPTraceExporter as HttpJsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { OTLPTraceExporter as ProtoTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';

@@ -1,0 +1,128 @@
+/* Privileged end to end: the agent's traces in a real OTLP receiver — the node proxy's request spans per workload, the kernel's connection spans linked to them, the agent's own spans — and the flows in observe and /metrics. */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { createRequire } from 'node:module';
+import { Agent } from '../../mesh-agent/agent.js';
+import { adminGet } from '../../mesh-agent/admin/admin-client.js';
+import { repoRoot } from '../../mesh-agent/paths.js';
+import { runtimeName } from '../../mesh-agent/runtime/pod-supervisor.js';
+import { telemetryOptions } from '../../telemetry/telemetry-options.js';
+import { cliAsync } from '../fixtures/cli.js';
+import { TEST_PIN_DIR, agentEndpoints, cleanNode } from '../fixtures/mesh.js';
+import { OtlpReceiver, type ReceivedSpan } from '../fixtures/otlp-receiver.js';
+import { privileged } from '../fixtures/privileged.js';
+import { until } from '../fixtures/wait.js';
+
+const APP = join(repoRoot(), 'tests', 'fixtures', 'http-app.mjs');
+const CLIENT = join(repoRoot(), 'tests', 'fixtures', 'http-client.mjs');
+const PREFIX = 'smt';
+
+const MANIFESTS = `apiVersion: v1
+kind: Namespace
+metadata: { name: shop, annotations: { sockmesh.io/enabled: "true" } }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: web-1, namespace: shop, labels: { app.kubernetes.io/name: web } }
+spec: { containers: [{ name: web, command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(APP)}, web-1, "8080"], ports: [{ name: http, containerPort: 8080 }] }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: shop }
+spec: { selector: { app.kubernetes.io/name: web }, ports: [{ port: 80, targetPort: http, appProtocol: http }] }
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: loadgen-7d9f-x2k
+  namespace: shop
+  labels: { pod-template-hash: 7d9f }
+  ownerReferences: [{ apiVersion: apps/v1, kind: ReplicaSet, name: loadgen-7d9f, uid: u1, controller: true }]
+spec: { containers: [{ name: c, command: [sleep, infinity] }] }
+`;
+
+type Family = { name: string; metrics: { labels?: Record<string, string>; value?: string; buckets?: Record<string, string> }[] };
+const parsePrometheusTextFormat = createRequire(import.meta.url)('parse-prometheus-text-format') as (text: string) => Family[];
+const attr = (s: ReceivedSpan, k: string) => s.attributes[k];
+
+if (privileged(t)) {
+  t.test('traces: per-workload request spans across the node proxy, the agent\'s spans, flows and metrics', async (t) => {
+    const receiver = await OtlpReceiver.start();
+    const { rt, cgroupPath, clean } = await cleanNode(PREFIX);
+    const dir = mkdtempSync(join(tmpdir(), 'sm-tel-'));
+    writeFileSync(join(dir, 'app.yaml'), MANIFESTS);
+    const agent = new Agent({
+      manifests: dir, runtimePrefix: PREFIX, datapath: { pinDir: TEST_PIN_DIR, cgroupPath }, proxy: 'mesh-proxy',
+      ...agentEndpoints(dir), nodeName: 'tel-node',
+      telemetry: telemetryOptions({ OTEL_EXPORTER_OTLP_ENDPOINT: receiver.httpUrl, OTEL_BSP_SCHEDULE_DELAY: '100' }),
+    });
+    await agent.start();
+    t.teardown(async () => {
+      await agent.stop({ removePods: true }).catch(() => undefined);
+      await clean();
+      await receiver.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    await until('pods running and the proxy configured', () => {
+      const c = agent.status().cluster!;
+      return c.pods.length === 2 && c.pods.every((p) => p.phase === 'Running') && c.l7.proxy?.running
+        && agent.status().xds.proxies.some((p) => p.types.route?.ackedVersion && p.types.route.ackedVersion === p.types.route.sentVersion) && c;
+    });
+    const incoming = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    const out = await rt.execOutput(runtimeName('shop/loadgen-7d9f-x2k'), [process.execPath, CLIENT, 'http://web/headers', '3', `traceparent=${incoming}`], { timeoutMs: 60_000 });
+    const r = JSON.parse(out.toString()) as { counts: Record<string, number> };
+    const seen = JSON.parse(Object.keys(r.counts)[0]!.slice(4)) as Record<string, string>;
+    const backendParent = seen.traceparent!.split('-')[2]!;
+
+    const spans = await until('the request spans at the receiver', () => {
+      const all = receiver.spans().filter((s) => s.traceId === '0af7651916cd43dd8448eb211c80319c');
+      return all.length >= 6 && all;
+    });
+    const clientSpans = spans.filter((s) => s.kind === 'CLIENT');
+    const serverSpans = spans.filter((s) => s.kind === 'SERVER');
+    t.equal(clientSpans.length, 3, 'one CLIENT span per request');
+    t.equal(serverSpans.length, 3, 'one SERVER span per request (no retries)');
+    const c = clientSpans[0]!;
+    t.match(c.resource, { 'service.name': 'loadgen', 'service.namespace': 'shop', 'k8s.namespace.name': 'shop', 'k8s.pod.name': 'loadgen-7d9f-x2k', 'k8s.node.name': 'tel-node' },
+      'the CLIENT span belongs to the caller; its service.name is the owner (ReplicaSet → Deployment name)');
+    t.equal(c.parentSpanId, 'b7ad6b7169203331', 'it continues the caller\'s traceparent');
+    t.match(c.attributes, { 'http.request.method': 'GET', 'url.path': '/headers', 'http.route': '/*', 'server.address': 'web', 'server.port': 80, 'http.response.status_code': 200 }, 'HTTP semantic conventions');
+    const web1 = agent.status().cluster!.pods.find((p) => p.name === 'web-1')!.ip!;
+    t.equal(attr(c, 'network.peer.address'), web1, 'network.peer.address: the backend chosen');
+    const s = serverSpans.find((x) => x.parentSpanId === c.spanId)!;
+    t.ok(s, 'the SERVER span is the CLIENT span\'s child');
+    t.match(s.resource, { 'service.name': 'web', 'k8s.pod.name': 'web-1', 'k8s.namespace.name': 'shop' }, 'the SERVER span belongs to the backend (app.kubernetes.io/name)');
+    t.equal(attr(s, 'http.response.status_code'), 200);
+    t.equal(attr(s, 'client.address'), agent.status().cluster!.pods.find((p) => p.name === 'loadgen-7d9f-x2k')!.ip, 'the SERVER span names the caller\'s address');
+    t.ok(serverSpans.some((x) => x.spanId === backendParent), 'the backend got a SERVER span as its parent in traceparent');
+
+    const agentSpans = await until('the agent\'s own spans', () => {
+      const a = receiver.spans().filter((x) => x.resource['service.name'] === 'sockmesh-agent');
+      return a.some((x) => x.name === 'xds push' && x.parentSpanId) && a;
+    });
+    const push = agentSpans.find((x) => x.name === 'xds push' && x.parentSpanId)!;
+    const reconcile = agentSpans.find((x) => x.spanId === push.parentSpanId);
+    t.equal(reconcile?.name, 'reconcile', 'an xDS push is a child of the reconcile pass that caused it');
+    t.match(reconcile?.attributes, { 'sockmesh.reconcile.kind': /full|incremental/ });
+
+    const flows = (await adminGet(agent.adminSocket, '/flows?type=l7&last=10')).text.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    t.ok(flows.length >= 3, `observe sees the requests (${flows.length})`);
+    t.match(flows.at(-1), { type: 'l7', path: 'proxy', method: 'GET', urlPath: '/headers', status: 200, source: { namespace: 'shop', pod: 'loadgen-7d9f-x2k', service: 'loadgen' }, destination: { pod: 'web-1', service: 'web' } });
+    const cli = await cliAsync(['observe', '--admin-socket', agent.adminSocket, '--type', 'l7', '--last', '1']);
+    t.match(cli.stdout, /shop\/loadgen-7d9f-x2k \(loadgen\) -> shop\/web-1 \(web\).*FORWARDED.*L7 proxy\s+GET \/headers 200/, 'observe renders a line per flow');
+    const filtered = await cliAsync(['observe', '--admin-socket', agent.adminSocket, '--type', 'l7', '--namespace', 'elsewhere', '--json']);
+    t.equal(filtered.stdout, '', 'the namespace filter leaves nothing for another namespace');
+
+    const metrics = parsePrometheusTextFormat((await adminGet(agent.adminSocket, '/metrics')).text);
+    const req = metrics.find((m) => m.name === 'sockmesh_requests_total')!;
+    t.ok(req.metrics.some((m) => m.labels?.source_workload === 'shop/loadgen' && m.labels.destination_workload === 'shop/web' && m.labels.status_class === '2xx' && Number(m.value) >= 3), 'requests by workload pair');
+    const lat = metrics.find((m) => m.name === 'sockmesh_request_duration_seconds')!;
+    t.ok(lat.metrics.some((m) => Number(m.buckets?.['+Inf']) >= 3), 'a latency histogram by workload pair');
+    t.ok(metrics.some((m) => m.name === 'sockmesh_spans_dropped_total'), 'exporter drops are a metric');
+    t.ok(metrics.some((m) => m.name === 'sockmesh_reconcile_duration_seconds'), 'reconcile duration is a histogram');
+    const tel = agent.status().telemetry as { queue: { exported: number; droppedQueueFull: number }; relay: { spans: number } };
+    t.ok(tel.queue.exported >= 6 && tel.relay.spans >= 6, `status shows the export (${tel.queue.exported} exported, ${tel.relay.spans} relayed)`);
+  });
+}
