@@ -18,6 +18,7 @@ commands:
   xds        the xDS control plane: dump (config dump), bootstrap (for Envoy)
   pod        the local node runtime: add, del, list, exec, cleanup
   demo       two pods exchanging traffic through the kernel path
+  observe    the flows the mesh carries (connections and requests), as they happen
   traces     recent traces from the trace file, as a waterfall
 
 Every command takes --help. Needs root (or CAP_BPF + CAP_NET_ADMIN).
@@ -35,6 +36,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   status: async () => (await import('./commands/datapath-commands.js')).status,
   pod: async () => (await import('./commands/pod-commands.js')).pod,
   demo: async () => (await import('./commands/demo.js')).demo,
+  observe: async () => (await import('./commands/observe-command.js')).observe,
   xds: async () => (await import('./commands/xds-commands.js')).xds,
   traces: async () => (await import('./commands/traces-command.js')).traces,
 };

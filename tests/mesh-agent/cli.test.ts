@@ -4,7 +4,7 @@ import { cli } from '../fixtures/cli.js';
 t.test('every command has --help', async (t) => {
   const commands = [[], ['run'], ['up'], ['down'], ['enroll'], ['unenroll'], ['status'], ['demo'],
     ['pod'], ['pod', 'add'], ['pod', 'del'], ['pod', 'list'], ['pod', 'exec'], ['pod', 'cleanup'],
-    ['xds'], ['xds', 'dump'], ['xds', 'bootstrap']];
+    ['xds'], ['xds', 'dump'], ['xds', 'bootstrap'], ['observe'], ['traces']];
   for (const c of commands) {
     const r = cli([...c, '--help']);
     t.equal(r.code, 0, `${c.join(' ') || 'mesh-agent'} --help exits 0`);
@@ -35,6 +35,11 @@ t.test('bad input gets a clear error and exit code 2', async (t) => {
     [['xds', 'frob'], /unknown xds command "frob"/],
     [['xds', 'bootstrap'], /--node-id is required/],
     [['xds', 'bootstrap', '--node-id', 'n1', '--xds-address', '127.0.0.1:0'], /--xds-address needs the port the agent listens on, not 0/],
+    [['run', '--otlp-endpoint', 'collector:4318'], /--otlp-endpoint "collector:4318": the scheme must be http or https|not a URL/],
+    [['run', '--otlp-protocol', 'thrift'], /--otlp-protocol "thrift": not an OTLP protocol/],
+    [['run', '--sample-ratio', '2'], /--sample-ratio "2": must be a number from 0 to 1/],
+    [['run', '--tracing', 'maybe'], /--tracing "maybe": must be on or off/],
+    [['observe', '--type', 'l5'], /--type must be l4 or l7/],
     [['xds', 'dump', '--type', 'clusters,secrets'], /--type: unknown resource type "secrets"; types: clusters, endpoints, listeners, routes/],
   ];
   for (const [args, message] of cases) {
