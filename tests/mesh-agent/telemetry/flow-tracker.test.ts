@@ -1,0 +1,90 @@
+import t from 'tap';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { FlowTracker, type FlowRecord, type KernelFlowEvent } from '../../../mesh-agent/telemetry/flow-tracker.js';
+import type { WorkloadIdentity } from '../../../telemetry/workload-tracers.js';
+
+const PODS: Record<string, WorkloadIdentity> = {
+  '198.18.0.2': { namespace: 'shop', pod: 'loadgen-1', serviceName: 'loadgen' },
+  '198.18.0.3': { namespace: 'shop', pod: 'web-1', serviceName: 'web' },
+};
+const A = { ip: '198.18.0.2', port: 40000 };
+const B = { ip: '198.18.0.3', port: 8080 };
+const VIP = { ip: '198.19.0.5', port: 80 };
+
+function tracker(extra: Partial<ConstructorParameters<typeof FlowTracker>[0]> = {}) {
+  const spans: ReadableSpan[] = [];
+  const flows: FlowRecord[] = [];
+  const tr = new FlowTracker({
+    workloadOf: (ip) => PODS[ip], serviceOf: (ip, port) => (ip === VIP.ip && port === VIP.port ? 'shop/web' : undefined),
+    resourceOf: (w) => resourceFromAttributes({ 'service.name': w?.serviceName ?? 'node' }),
+    emitSpan: (s) => spans.push(s), emitFlow: (f) => flows.push(f),
+    toEpochNs: (mono) => 1_700_000_000_000_000_000n + mono, lingerMs: 10, ...extra,
+  });
+  return { tr, spans, flows };
+}
+
+function ev(kind: 'open' | 'close', cookie: bigint, local: { ip: string; port: number }, remote: { ip: string; port: number }, active: boolean, x: Partial<KernelFlowEvent> = {}): KernelFlowEvent {
+  return { kind, cookie, tsNs: kind === 'open' ? 1_000_000n : 51_000_000n, local, remote, active, shortCircuited: true, stackSentBytes: 0, stackRecvBytes: 0, redirSentBytes: 0, ...x };
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 40));
+
+t.test('a short-circuited connection between two local pods: one CLIENT span for the caller, bytes from both sides', async (t) => {
+  const { tr, spans, flows } = tracker();
+  tr.onEvents([ev('open', 1n, A, B, true, { service: VIP }), ev('open', 2n, B, A, false)]);
+  const link = tr.linkRequest(A, B, { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16) });
+  t.ok(link, 'a request on the open connection gets a link to its span');
+  tr.onEvents([ev('close', 2n, B, A, false, { redirSentBytes: 5000 }), ev('close', 1n, A, B, true, { redirSentBytes: 1000, service: VIP })]);
+  await settle();
+  t.equal(spans.length, 1, 'the server side does not report it twice');
+  const s = spans[0]!;
+  t.equal(s.kind, 2, 'CLIENT');
+  t.equal(s.name, 'TCP shop/web');
+  t.equal(s.resource.attributes['service.name'], 'loadgen', 'attributed to the client workload');
+  t.match(s.attributes, { 'sockmesh.path': 'kernel', 'sockmesh.short_circuited': true, 'sockmesh.bytes_sent': 1000, 'sockmesh.bytes_received': 5000, 'sockmesh.service.vip': '198.19.0.5:80', 'server.address': VIP.ip, 'network.peer.address': B.ip, 'sockmesh.requests': 1, 'sockmesh.destination.workload': 'shop/web-1' });
+  t.equal(s.spanContext().spanId, link!.context.spanId, 'the request\'s link points at this span');
+  t.same(s.links.map((l) => l.context.spanId), ['b'.repeat(16)], 'and this span links back to the request');
+  t.same([s.startTime, s.endTime], [[1_700_000_000, 1_000_000], [1_700_000_000, 51_000_000]], 'from open to close');
+  t.match(flows, [{ type: 'l4', path: 'kernel', service: 'shop/web', bytesSent: 1000, bytesReceived: 5000, durationMs: 50, source: { pod: 'loadgen-1' }, destination: { pod: 'web-1' } }]);
+});
+
+t.test('the client closes first: it waits for the server side\'s byte count', async (t) => {
+  const { tr, spans } = tracker();
+  tr.onEvents([ev('open', 1n, A, B, true), ev('open', 2n, B, A, false)]);
+  tr.onEvents([ev('close', 1n, A, B, true, { redirSentBytes: 10 })]);
+  await settle();
+  t.equal(spans.length, 0, 'not yet: the server side is still open');
+  tr.onEvents([ev('close', 2n, B, A, false, { redirSentBytes: 20 })]);
+  await settle();
+  t.equal(spans.length, 1);
+  t.equal(spans[0]!.attributes['sockmesh.bytes_received'], 20);
+});
+
+t.test('the stack path, and a caller from outside the node (server side only)', async (t) => {
+  const { tr, spans, flows } = tracker();
+  const host = { ip: '198.18.0.1', port: 5555 };
+  tr.onEvents([ev('open', 3n, B, host, false, { shortCircuited: false }), ev('close', 3n, B, host, false, { shortCircuited: false, stackSentBytes: 300, stackRecvBytes: 100 })]);
+  await settle();
+  t.equal(spans.length, 1);
+  t.equal(spans[0]!.kind, 1, 'SERVER: only the server side is ours');
+  t.equal(spans[0]!.resource.attributes['service.name'], 'web');
+  t.match(spans[0]!.attributes, { 'sockmesh.path': 'stack', 'sockmesh.bytes_sent': 100, 'sockmesh.bytes_received': 300 }, 'bytes as the client sees them');
+  t.match(flows[0], { path: 'stack', source: { address: '198.18.0.1:5555' }, destination: { pod: 'web-1' } });
+});
+
+t.test('a close without its open (the agent started later) is still reported; sampling 0 keeps flows but no spans', async (t) => {
+  const { tr, spans, flows } = tracker({ sampleRatio: 0 });
+  tr.onEvents([ev('close', 9n, A, B, true, { openNs: 500n })]);
+  await settle();
+  t.equal(tr.stats.unmatchedCloses, 1);
+  t.equal(flows.length, 1);
+  t.equal(spans.length, 0);
+});
+
+t.test('the flow table is bounded', async (t) => {
+  const { tr } = tracker({ maxFlows: 3 });
+  for (let i = 0; i < 5; i++) tr.onEvents([ev('open', BigInt(i), { ip: A.ip, port: 1000 + i }, B, true)]);
+  t.equal(tr.stats.tracked, 3);
+  t.equal(tr.stats.evicted, 2);
+});
