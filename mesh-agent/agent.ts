@@ -243,7 +243,7 @@ export class Agent {
           proxy: new NodeProxy({
             runtime, xdsSocket: opts.xdsSocket ?? DEFAULT_XDS_SOCKET, nodeId: `${this.nodeName}~${NODE_PROXY}`,
             stateDir: join(STATE_DIR, `proxy-${runtime.prefix}`), ...(opts.proxy !== undefined && { proxy: opts.proxy }),
-            telemetrySocket: relaySocket, nodeName: this.nodeName,
+            ...(this.telemetry.options.enabled && { telemetrySocket: relaySocket }), nodeName: this.nodeName,
           }),
           listenerPorts: new ListenerPortAllocator(), routeStatus: new Map(), lastGoodRoutes: new Map(),
         }),

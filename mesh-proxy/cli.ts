@@ -64,11 +64,13 @@ async function main(): Promise<number> {
   let exporter: SpanExporter | undefined;
   if (tel.enabled && values['telemetry-socket']) exporter = new RelayExporter({ socketPath: values['telemetry-socket'] });
   else if (tel.enabled && tel.target === 'otlp') exporter = createSpanExporter(tel);
-  const queue = exporter && new ExportQueue(exporter, { maxQueueSize: tel.maxQueueSize, maxExportBatchSize: tel.maxExportBatchSize, scheduledDelayMs: Math.min(tel.scheduledDelayMs, 200), exportTimeoutMs: tel.timeoutMs + 1000, shutdownTimeoutMs: tel.shutdownTimeoutMs });
+  // to the agent: every request (it counts them all; the unsampled ones are recorded, not exported)
+  const relay = exporter instanceof RelayExporter;
+  const queue = exporter && new ExportQueue(exporter, { maxQueueSize: tel.maxQueueSize, maxExportBatchSize: tel.maxExportBatchSize, scheduledDelayMs: Math.min(tel.scheduledDelayMs, 200), exportTimeoutMs: tel.timeoutMs + 1000, shutdownTimeoutMs: tel.shutdownTimeoutMs, includeUnsampled: relay });
   // without an exporter, spans still get real ids (trace context is propagated) and are not kept
   const tracers = new WorkloadTracers({
     processor: queue ?? { onStart() {}, onEnd() {}, forceFlush: async () => {}, shutdown: async () => {} },
-    sampleRatio: tel.sampleRatio, node: values.node ?? hostname(), scope: 'sockmesh.node-proxy', fallback: { serviceName: 'sockmesh-node-proxy' },
+    sampleRatio: tel.sampleRatio, node: values.node ?? hostname(), scope: 'sockmesh.node-proxy', fallback: { serviceName: 'sockmesh-node-proxy' }, recordUnsampled: relay,
   });
   trace.setGlobalTracerProvider({ getTracer: () => tracers.tracer(undefined) });
   const dest = values['access-log'] ?? 'stdout';

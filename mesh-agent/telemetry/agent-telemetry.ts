@@ -206,15 +206,17 @@ export class AgentTelemetry {
   #relayed(s: ReadableSpan): void {
     this.#relay.spans++;
     const a = s.attributes;
+    const sampled = (s.spanContext().traceFlags & 1) === 1;
     if (s.kind === 2 /* CLIENT: the caller's request */ && typeof a['client.address'] === 'string' && typeof a['network.local.address'] === 'string') {
-      const link: Link | undefined = this.flows.linkRequest(
+      // every request is counted and streamed; only sampled ones are linked and exported
+      const linked: Link | false | undefined = sampled && this.flows.linkRequest(
         { ip: a['client.address'], port: Number(a['client.port']) },
         { ip: a['network.local.address'], port: Number(a['network.local.port']) },
         { traceId: s.spanContext().traceId, spanId: s.spanContext().spanId },
       );
-      if (link) {
+      if (linked) {
         this.#relay.linked++;
-        (s.links as Link[]).push(link);
+        (s.links as Link[]).push(linked);
       }
       const callerIp = a['client.address'];
       const backendIp = String(a['network.peer.address'] ?? '');
@@ -236,7 +238,7 @@ export class AgentTelemetry {
         traceId: s.spanContext().traceId, spanId: s.spanContext().spanId,
       });
     }
-    if (this.options.enabled && (s.spanContext().traceFlags & 1) === 1) this.queue.push(s);
+    if (this.options.enabled && sampled) this.queue.push(s);
   }
 
   /** Kernel events from the datapath's ring buffer. */
