@@ -14,6 +14,11 @@
  *      NAT per packet, no conntrack); a service without backends refuses the
  *      connect with ECONNREFUSED. The socket remembers the VIP.
  *  cgroup/getpeername4: such a socket reports the VIP:port it dialled.
+ *  Flow records: sockops writes an open record on sm_flow_events when a
+ *      connection the mesh tracks is established (an end is enrolled, or
+ *      connect4 translated it) and a close record, with its byte counts,
+ *      when that socket reaches TCP_CLOSE; sk_msg counts each socket's
+ *      redirected bytes for it.
  *
  * Byte order rule: the two paths of one byte stream may only ever change from
  * "redirect" to "stack", never back. Redirected bytes are queued on the peer
@@ -77,22 +82,177 @@ static __always_inline void peer_key_from_msg(struct sm_sock_key *k, struct sk_m
 	k->remote_port = msg->local_port;
 }
 
-static __always_inline void insert_established(struct bpf_sock_ops *ops)
+/* 1 when the socket went into sm_sock_hash. */
+static __always_inline int insert_established(struct bpf_sock_ops *ops)
 {
 	struct sm_sock_key key = {};
 
-	if (!ipv4_connection(ops))
-		return;
-	if (!endpoint_enrolled(ops->local_ip4) || !endpoint_enrolled(ops->remote_ip4)) {
-		count_add(SM_CTR_SOCK_SKIPPED, 1);
-		return;
-	}
 	key_from_sockops(&key, ops);
 	if (bpf_sock_hash_update(ops, &sm_sock_hash, &key, BPF_NOEXIST) != 0) {
 		count_add(SM_CTR_SOCK_INSERT_FAILED, 1);
-		return;
+		return 0;
 	}
 	count_add(SM_CTR_SOCK_INSERTED, 1);
+	return 1;
+}
+
+/* One record on sm_flow_events; a full ring buffer loses it, counted. */
+static __always_inline void emit_flow_event(struct bpf_sock_ops *ops, const struct sm_sock_flow *flow,
+					    const struct sm_sock_svc *svc, enum sm_flow_kind kind, __u64 now,
+					    __u64 stack_sent, __u64 stack_recv)
+{
+	struct sm_flow_event *e = bpf_ringbuf_reserve(&sm_flow_events, sizeof(*e), 0);
+
+	if (!e) {
+		count_add(SM_CTR_FLOW_EVENTS_LOST, 1);
+		return;
+	}
+	e->cookie = bpf_get_socket_cookie(ops);
+	e->ts_ns = now;
+	e->open_ns = flow->open_ns;
+	e->stack_sent = stack_sent;
+	e->stack_recv = stack_recv;
+	e->redir_sent = flow->redir_sent;
+	e->local_ip4 = ops->local_ip4;
+	e->remote_ip4 = ops->remote_ip4;
+	e->local_port = ops->local_port;
+	e->remote_port = bpf_ntohl(ops->remote_port);
+	e->svc_ip4 = svc ? svc->vip4 : 0;
+	e->svc_port = svc ? svc->port : 0;
+	e->kind = kind;
+	e->flags = flow->flags;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* The service a translated socket dialled, or NULL. */
+static __always_inline struct sm_sock_svc *dialled_service(struct bpf_sock *sk)
+{
+	struct sm_sock_svc *svc = bpf_sk_storage_get(&sm_sock_svc, sk, 0, 0);
+
+	return svc && svc->vip4 ? svc : 0;
+}
+
+/* Established: into the sockhash when both ends are enrolled; an open record
+ * when the mesh tracks the connection (an end enrolled, or translated). */
+static __always_inline void establish_socket(struct bpf_sock_ops *ops)
+{
+	struct sm_sock_flow *flow = 0;
+	struct sm_sock_svc *svc = 0;
+	struct bpf_sock *sk = ops->sk;
+	enum sm_flow_flags flags = 0;
+	int local, remote;
+	__u64 now;
+
+	if (!ipv4_connection(ops))
+		return;
+	local = endpoint_enrolled(ops->local_ip4);
+	remote = endpoint_enrolled(ops->remote_ip4);
+	svc = sk ? dialled_service(sk) : 0;
+	/* storage before the sockhash: sk_msg counts from the first redirect */
+	if (sk && (local || remote || svc)) {
+		flow = bpf_sk_storage_get(&sm_sock_flow, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!flow)
+			count_add(SM_CTR_FLOW_EVENTS_LOST, 1);
+	}
+	if (local && remote) {
+		if (insert_established(ops))
+			flags |= SM_FLOW_F_SHORT_CIRCUITED;
+	} else {
+		count_add(SM_CTR_SOCK_SKIPPED, 1);
+	}
+	if (!flow)
+		return;
+	if (ops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
+		flags |= SM_FLOW_F_ACTIVE;
+	if (svc)
+		flags |= SM_FLOW_F_SERVICE;
+	now = bpf_ktime_get_ns();
+	flow->open_ns = now;
+	flow->redir_sent = 0;
+	/* the SYN counts in bytes_acked on the active side: start from here */
+	flow->acked_base = ops->bytes_acked;
+	flow->recv_base = ops->bytes_received;
+	flow->flags = flags;
+	flow->state = 0;
+	if (bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG) != 0) {
+		count_add(SM_CTR_FLOW_EVENTS_LOST, 1); /* no close record will follow */
+		return;
+	}
+	emit_flow_event(ops, flow, svc, SM_FLOW_OPEN, now, 0, 0);
+}
+
+/* Whether bytes_acked counts our FIN, from the state the socket closes from:
+ * FIN_WAIT2 means it was acknowledged; CLOSING and LAST_ACK end on its
+ * acknowledgement, or on a reset or timeout with it outstanding. */
+static __always_inline int fin_acked(struct bpf_sock_ops *ops, __u32 old_state)
+{
+	if (old_state == BPF_TCP_FIN_WAIT2)
+		return 1;
+	return (old_state == BPF_TCP_CLOSING || old_state == BPF_TCP_LAST_ACK) && ops->snd_una == ops->snd_nxt;
+}
+
+/* TCP_CLOSE: the close record, with payload bytes (SYN and FIN taken out). */
+static __always_inline void close_flow(struct bpf_sock_ops *ops, struct sm_sock_flow *flow, __u32 old_state)
+{
+	__u64 sent = ops->bytes_acked - flow->acked_base;
+	__u64 recv = ops->bytes_received - flow->recv_base;
+	struct bpf_sock *sk = ops->sk;
+	struct sm_sock_svc *svc = 0;
+
+	if (flow->state & SM_FLOW_S_CLOSED)
+		return;
+	flow->state |= SM_FLOW_S_CLOSED;
+	if (sent && fin_acked(ops, old_state))
+		sent--;
+	if (recv && (flow->state & SM_FLOW_S_FIN_IN))
+		recv--;
+	if (sk && (flow->flags & SM_FLOW_F_SERVICE))
+		svc = dialled_service(sk);
+	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
+	emit_flow_event(ops, flow, svc, SM_FLOW_CLOSE, bpf_ktime_get_ns(), sent, recv);
+}
+
+/* A tracked socket changed state (args[0] old, args[1] new). */
+static __always_inline void follow_state(struct bpf_sock_ops *ops)
+{
+	struct bpf_sock *sk = ops->sk;
+	struct sm_sock_flow *flow;
+
+	if (!sk)
+		return;
+	flow = bpf_sk_storage_get(&sm_sock_flow, sk, 0, 0);
+	if (!flow)
+		return;
+	switch (ops->args[1]) {
+	case BPF_TCP_CLOSE_WAIT:
+	case BPF_TCP_CLOSING:
+		flow->state |= SM_FLOW_S_FIN_IN;
+		break;
+	case BPF_TCP_FIN_WAIT1:
+		/* from here the peer's FIN can end the socket with no state saying
+		 * it came (FIN_WAIT2 -> TIME_WAIT is TCP_CLOSE here): watch the
+		 * flags of each segment that arrives until the socket closes */
+		bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
+		break;
+	case BPF_TCP_CLOSE:
+		close_flow(ops, flow, ops->args[0]);
+		break;
+	}
+}
+
+#define SM_TCP_FLAG_FIN 0x01
+
+/* A segment arrived on a socket that sent its FIN (see follow_state). */
+static __always_inline void note_fin(struct bpf_sock_ops *ops)
+{
+	struct bpf_sock *sk = ops->sk;
+	struct sm_sock_flow *flow;
+
+	if (!(ops->skb_tcp_flags & SM_TCP_FLAG_FIN) || !sk)
+		return;
+	flow = bpf_sk_storage_get(&sm_sock_flow, sk, 0, 0);
+	if (flow)
+		flow->state |= SM_FLOW_S_FIN_IN;
 }
 
 SEC("sockops")
@@ -101,7 +261,13 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	switch (ops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		insert_established(ops);
+		establish_socket(ops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		follow_state(ops);
+		break;
+	case BPF_SOCK_OPS_PARSE_HDR_OPT_CB:
+		note_fin(ops);
 		break;
 	}
 	return 1;
@@ -131,6 +297,22 @@ static __always_inline void stay_on_stack(struct sk_msg_md *msg)
 		st->flags |= SM_SOCK_F_STACK;
 }
 
+/* Counters, and the socket's own count for its close record. sk_msg runs
+ * under the socket lock: a plain add is enough. */
+static __always_inline void count_redirected(struct sk_msg_md *msg, __u32 size)
+{
+	struct bpf_sock *sk = msg->sk;
+	struct sm_sock_flow *flow;
+
+	count_add(SM_CTR_MSG_REDIRECTED, 1);
+	count_add(SM_CTR_BYTES_REDIRECTED, size);
+	if (!sk)
+		return;
+	flow = bpf_sk_storage_get(&sm_sock_flow, sk, 0, 0);
+	if (flow)
+		flow->redir_sent += size;
+}
+
 SEC("sk_msg")
 int sm_sk_msg(struct sk_msg_md *msg)
 {
@@ -140,8 +322,7 @@ int sm_sk_msg(struct sk_msg_md *msg)
 	if (stream_may_redirect(msg)) {
 		peer_key_from_msg(&peer, msg);
 		if (bpf_msg_redirect_hash(msg, &sm_sock_hash, &peer, BPF_F_INGRESS) == SK_PASS) {
-			count_add(SM_CTR_MSG_REDIRECTED, 1);
-			count_add(SM_CTR_BYTES_REDIRECTED, size);
+			count_redirected(msg, size);
 			return SK_PASS;
 		}
 		/* peer not (yet) in the map: the stack carries this and all later bytes */

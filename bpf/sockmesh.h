@@ -40,6 +40,7 @@ enum sm_counter {
 	SM_CTR_SVC_NO_BACKEND,		/* connects to a service with no ready backend: refused */
 	SM_CTR_SVC_BACKEND_MISS,	/* picked slot absent (the set changed under the connect): refused */
 	SM_CTR_SVC_NOT_ENROLLED,	/* connects to a VIP left alone: the client is not enrolled */
+	SM_CTR_FLOW_EVENTS_LOST,	/* flow events dropped: sm_flow_events full, or no socket storage for the flow */
 	SM_CTR_MAX,
 };
 
@@ -104,6 +105,55 @@ struct sm_sock_svc {
 	__u32 vip4;		/* 0: not a service connection */
 	__u16 port;
 	__u16 pad;
+};
+
+/* What a flow event reports. */
+enum sm_flow_kind {
+	SM_FLOW_OPEN = 1,	/* the connection is established */
+	SM_FLOW_CLOSE = 2,	/* the socket went to TCP_CLOSE */
+};
+
+enum sm_flow_flags {
+	SM_FLOW_F_ACTIVE = 1,		/* this socket connected (client side); else it was accepted */
+	SM_FLOW_F_SHORT_CIRCUITED = 2,	/* it entered sm_sock_hash: its sends may take the redirect */
+	SM_FLOW_F_SERVICE = 4,		/* connect4 translated it: it dialled svc_ip4:svc_port */
+};
+
+/* One record on sm_flow_events, for one socket of a connection the mesh
+ * tracks (an end is an enrolled endpoint, or connect4 translated it). A
+ * short-circuited connection has two sockets, so four records. Times are
+ * bpf_ktime_get_ns() (CLOCK_MONOTONIC). Byte counts are payload bytes of the
+ * connection, SYN and FIN excluded; they are 0 in open records. */
+struct sm_flow_event {
+	__u64 cookie;		/* bpf_get_socket_cookie(): stable per socket */
+	__u64 ts_ns;		/* when this happened */
+	__u64 open_ns;		/* when the connection was established (= ts_ns in open records) */
+	__u64 stack_sent;	/* bytes the peer acknowledged through TCP (bytes_acked) */
+	__u64 stack_recv;	/* bytes received through TCP (bytes_received) */
+	__u64 redir_sent;	/* bytes sk_msg redirected from this socket into its peer */
+	__u32 local_ip4;	/* network order */
+	__u32 remote_ip4;	/* network order; the backend, for a translated socket */
+	__u32 svc_ip4;		/* network order; the VIP dialled, 0 unless SM_FLOW_F_SERVICE */
+	__u32 local_port;	/* host order */
+	__u32 remote_port;	/* host order */
+	__u32 svc_port;		/* host order */
+	enum sm_flow_kind kind;
+	enum sm_flow_flags flags;	/* SM_FLOW_F_* bits */
+};
+
+enum sm_flow_state {
+	SM_FLOW_S_FIN_IN = 1,	/* the peer's FIN arrived: bytes_received counts it */
+	SM_FLOW_S_CLOSED = 2,	/* the close record was sent */
+};
+
+/* Per-socket state of a tracked connection (socket local storage). */
+struct sm_sock_flow {
+	__u64 open_ns;		/* bpf_ktime_get_ns() at established */
+	__u64 redir_sent;	/* bytes sk_msg redirected from this socket */
+	__u64 acked_base;	/* bytes_acked at established: the SYN on the active side */
+	__u64 recv_base;	/* bytes_received at established */
+	enum sm_flow_flags flags;	/* as in the open record */
+	enum sm_flow_state state;	/* SM_FLOW_S_* bits */
 };
 
 #endif /* SOCKMESH_H */

@@ -69,4 +69,23 @@ struct {
 	__type(value, struct sm_sock_svc);
 } sm_sock_svc SEC(".maps");
 
+/* socket -> sm_sock_flow (socket local storage); sockops creates it for tracked connections, sk_msg adds redirected bytes; freed with the socket */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sm_sock_flow);
+} sm_sock_flow SEC(".maps");
+
+/* struct sm_flow_event records; sockops writes, the agent reads; 1 MiB is ~11900 records (80 + 8 header bytes): 119k connection events a second at the agent's 100 ms poll */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} sm_flow_events SEC(".maps");
+
+/* Not a map: the agent decodes struct sm_flow_event by this object's BTF, and
+ * clang emits BTF only for types something outside a function names. This
+ * pointer does (it lands in .bss, which no program uses). */
+const struct sm_flow_event *sm_flow_event_btf __attribute__((unused));
+
 #endif /* SOCKMESH_MAPS_H */

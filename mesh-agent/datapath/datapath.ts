@@ -35,7 +35,10 @@ export interface DatapathOptions {
 }
 
 /** The maps and links, by pin name. */
-const MAPS = ['sm_endpoints', 'sm_sock_hash', 'sm_sock_state', 'sm_counters', 'sm_services', 'sm_backends', 'sm_cgroups', 'sm_sock_svc'] as const;
+const MAPS = [
+  'sm_endpoints', 'sm_sock_hash', 'sm_sock_state', 'sm_counters', 'sm_services', 'sm_backends', 'sm_cgroups', 'sm_sock_svc',
+  'sm_sock_flow', 'sm_flow_events',
+] as const;
 type MapName = (typeof MAPS)[number];
 /** Hash maps the agent reconciles, with their key and value sizes. */
 export const HASH_MAPS = Object.freeze({ sm_endpoints: [4, 8], sm_services: [8, 12], sm_backends: [8, 8], sm_cgroups: [8, 8] } as const);
@@ -163,6 +166,7 @@ export class Datapath {
     for (const m of MAPS) this.#fds.set(m, objGet(this.#pin(m)));
     const want: Record<MapName, readonly [number, number]> = {
       ...HASH_MAPS, sm_sock_hash: [16, 8], sm_sock_state: [4, 8], sm_counters: [4, 8], sm_sock_svc: [4, 8],
+      sm_sock_flow: [4, 40], sm_flow_events: [0, 0], // a ring buffer has neither key nor value
     };
     for (const m of MAPS) {
       const info = mapInfo(this.#fd(m));

@@ -98,12 +98,13 @@ export function checkPrivileges(statusText = readFileSync('/proc/self/status', '
   }
 }
 
-/** Throws KernelUnsupportedError when sockmap, sk_msg or sockops are missing. */
+/** Throws KernelUnsupportedError when sockmap, sk_msg, sockops or ring buffers are missing. */
 export function checkKernel(): void {
   const lacks: string[] = [];
   if (!kernelHasMapType(BPF.MAP_TYPE_SOCKHASH)) lacks.push('BPF_MAP_TYPE_SOCKHASH (CONFIG_BPF_STREAM_PARSER)');
   if (!kernelHasProgType(BPF.PROG_TYPE_SK_MSG)) lacks.push('BPF_PROG_TYPE_SK_MSG (CONFIG_NET_SOCK_MSG)');
   if (!kernelHasProgType(BPF.PROG_TYPE_SOCK_OPS)) lacks.push('BPF_PROG_TYPE_SOCK_OPS (CONFIG_CGROUP_BPF)');
+  if (!kernelHasMapType(BPF.MAP_TYPE_RINGBUF)) lacks.push('BPF_MAP_TYPE_RINGBUF (5.8 or newer)');
   if (lacks.length > 0) {
     throw new KernelUnsupportedError(
       `this kernel lacks ${lacks.join(', ')}`,

@@ -17,7 +17,33 @@ const EXPECTED_STRUCTS: Record<string, { size: number; members: Record<string, n
   sm_backend: { size: 8, members: { ip4: 0, port: 4, pad: 6 } },
   sm_cgroup: { size: 8, members: { identity: 0, flags: 4 } },
   sm_sock_svc: { size: 8, members: { vip4: 0, port: 4, pad: 6 } },
+  sm_sock_flow: { size: 40, members: { open_ns: 0, redir_sent: 8, acked_base: 16, recv_base: 24, flags: 32, state: 36 } },
+  sm_flow_event: {
+    size: 80,
+    members: {
+      cookie: 0, ts_ns: 8, open_ns: 16, stack_sent: 24, stack_recv: 32, redir_sent: 40, local_ip4: 48, remote_ip4: 52,
+      svc_ip4: 56, local_port: 60, remote_port: 64, svc_port: 68, kind: 72, flags: 76,
+    },
+  },
 };
+
+/** Member name → byte offset, as the object's BTF has them. */
+export type StructOffsets = Readonly<Record<string, number>>;
+
+/** How to read a struct sm_flow_event record (flow-events.ts decodes with it). */
+export interface FlowEventLayout {
+  /** sizeof(struct sm_flow_event) */
+  size: number;
+  /** member byte offsets, from BTF (checked against the table above) */
+  offsets: StructOffsets;
+  /** enum sm_flow_kind: SM_FLOW_OPEN, SM_FLOW_CLOSE */
+  kindOpen: number;
+  kindClose: number;
+  /** enum sm_flow_flags bits */
+  flagActive: number;
+  flagShortCircuited: number;
+  flagService: number;
+}
 
 /** What the agent learns from the object's BTF. */
 export interface DatapathLayout {
@@ -29,6 +55,8 @@ export interface DatapathLayout {
   serviceAnyClientFlag: number;
   /** SM_CG_F_ENROLLED */
   cgroupEnrolledFlag: number;
+  /** struct sm_flow_event and its enums */
+  flowEvent: FlowEventLayout;
 }
 
 function enumValue(btf: BtfTypes, enumName: string, name: string): number {
@@ -62,11 +90,22 @@ export function layoutFromBtf(btf: BtfTypes): DatapathLayout {
     if (name === 'SM_CTR_MAX') continue;
     counters.set(name.replace(/^SM_CTR_/, '').toLowerCase(), value);
   }
+  const fe = btf.structs.get('sm_flow_event')!;
+  const flowEvent: FlowEventLayout = Object.freeze({
+    size: fe.size,
+    offsets: Object.freeze(Object.fromEntries(fe.members.map((m) => [m.name, m.bitOffset / 8]))),
+    kindOpen: enumValue(btf, 'sm_flow_kind', 'SM_FLOW_OPEN'),
+    kindClose: enumValue(btf, 'sm_flow_kind', 'SM_FLOW_CLOSE'),
+    flagActive: enumValue(btf, 'sm_flow_flags', 'SM_FLOW_F_ACTIVE'),
+    flagShortCircuited: enumValue(btf, 'sm_flow_flags', 'SM_FLOW_F_SHORT_CIRCUITED'),
+    flagService: enumValue(btf, 'sm_flow_flags', 'SM_FLOW_F_SERVICE'),
+  });
   return Object.freeze({
     counters,
     endpointEnrolledFlag: enumValue(btf, 'sm_endpoint_flags', 'SM_EP_F_ENROLLED'),
     serviceAnyClientFlag: enumValue(btf, 'sm_svc_flags', 'SM_SVC_F_ANY_CLIENT'),
     cgroupEnrolledFlag: enumValue(btf, 'sm_cgroup_flags', 'SM_CG_F_ENROLLED'),
+    flowEvent,
   });
 }
 

@@ -11,6 +11,7 @@ t.test('the compiled object agrees with the agent', async (t) => {
   t.same([...layout.counters.keys()], [
     'sock_inserted', 'sock_insert_failed', 'sock_skipped', 'msg_redirected', 'bytes_redirected',
     'msg_passed', 'bytes_passed', 'svc_translated', 'svc_no_backend', 'svc_backend_miss', 'svc_not_enrolled',
+    'flow_events_lost',
   ]);
   t.equal(layout.counters.get('sock_inserted'), 0);
   t.equal(layout.endpointEnrolledFlag, 1);
@@ -34,6 +35,8 @@ t.test('a layout the agent does not expect is refused, naming the difference', a
     ['flag missing', (b) => b.enums.get('sm_endpoint_flags')!.values.delete('SM_EP_F_ENROLLED'), /lacks SM_EP_F_ENROLLED/],
     ['service struct moved', (b) => { b.structs.get('sm_svc')!.members[4]!.bitOffset = 32; }, /sm_svc.flags is at bit 32/],
     ['service flag missing', (b) => b.enums.delete('sm_svc_flags'), /enum sm_svc_flags lacks SM_SVC_F_ANY_CLIENT/],
+    ['flow event member moved', (b) => { b.structs.get('sm_flow_event')!.members[13]!.bitOffset = 0; }, /sm_flow_event.flags is at bit 0/],
+    ['flow event kinds missing', (b) => b.enums.delete('sm_flow_kind'), /enum sm_flow_kind lacks SM_FLOW_OPEN/],
   ];
   for (const [name, change, message] of cases) {
     t.throws(() => layoutFromBtf(btfWith(change)), { code: 'SOCKMESH_LAYOUT_MISMATCH', message }, name);
