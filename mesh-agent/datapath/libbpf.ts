@@ -20,7 +20,10 @@ const OPAQUE_PROG = koffi.pointer('bpf_program_p', koffi.opaque('bpf_program'));
 const OPAQUE_MAP = koffi.pointer('bpf_map_p', koffi.opaque('bpf_map'));
 const OPAQUE_LINK = koffi.pointer('bpf_link_p', koffi.opaque('bpf_link'));
 const OPAQUE_BTF = koffi.pointer('btf_p', koffi.opaque('btf'));
-void OPAQUE_OBJ; void OPAQUE_PROG; void OPAQUE_MAP; void OPAQUE_LINK; void OPAQUE_BTF;
+const OPAQUE_RING = koffi.pointer('ring_buffer_p', koffi.opaque('ring_buffer'));
+void OPAQUE_OBJ; void OPAQUE_PROG; void OPAQUE_MAP; void OPAQUE_LINK; void OPAQUE_BTF; void OPAQUE_RING;
+/** libbpf's ring_buffer_sample_fn: called once per record during ring_buffer__consume. */
+const RING_SAMPLE_FN = koffi.proto('int ring_buffer_sample_fn(void *ctx, void *data, size_t size)');
 
 const c = {
   numPossibleCpus: lib.func('int libbpf_num_possible_cpus()'),
@@ -54,6 +57,9 @@ const c = {
   btfTypeById: lib.func('const void *btf__type_by_id(btf_p btf, uint32_t id)'),
   btfNameByOffset: lib.func('const char *btf__name_by_offset(btf_p btf, uint32_t offset)'),
   setPrint: lib.func('void *libbpf_set_print(void *fn)'),
+  ringBufferNew: lib.func('ring_buffer_p ring_buffer__new(int map_fd, ring_buffer_sample_fn *sample_cb, void *ctx, const void *opts)'),
+  ringBufferConsume: lib.func('int ring_buffer__consume(ring_buffer_p rb)'),
+  ringBufferFree: lib.func('void ring_buffer__free(ring_buffer_p rb)'),
 };
 
 /** Constants of the bpf(2) ABI (linux/bpf.h); stable kernel ABI, not sockmesh's own. */
@@ -62,6 +68,7 @@ export const BPF = Object.freeze({
   MAP_TYPE_PERCPU_ARRAY: 6,
   MAP_TYPE_LRU_HASH: 9,
   MAP_TYPE_SOCKHASH: 18,
+  MAP_TYPE_RINGBUF: 27,
   PROG_TYPE_SOCK_OPS: 13,
   PROG_TYPE_SK_MSG: 16,
   PROG_TYPE_CGROUP_SOCK_ADDR: 18,
@@ -238,6 +245,67 @@ export class BpfProgram {
   attachCgroup(cgroupFd: number): BpfLink {
     const p = c.programAttachCgroup(this.#ptr, cgroupFd);
     return new BpfLink(nonNull(`bpf_program__attach_cgroup(${this.name})`, p));
+  }
+}
+
+/**
+ * A libbpf ring buffer over one BPF_MAP_TYPE_RINGBUF map, drained from JS:
+ * consume() never blocks (no epoll wait on the main thread). Each record is
+ * copied into its own Buffer while libbpf holds it, so records outlive the
+ * call. The map fd stays the caller's: keep it open until free().
+ */
+export class RingBuffer {
+  #ptr: Ptr;
+  #callback: bigint | null;
+  #failure: unknown;
+  private constructor(ptr: Ptr, callback: bigint) {
+    this.#ptr = ptr;
+    this.#callback = callback;
+  }
+  /** Maps the ring of mapFd; onRecord gets each record consume() finds. */
+  static open(mapFd: number, onRecord: (record: Buffer) => void): RingBuffer {
+    let rb: RingBuffer | undefined;
+    // a registered (not transient) callback: libbpf keeps the pointer past ring_buffer__new
+    const callback = koffi.register((_ctx: unknown, data: unknown, size: number | bigint): number => {
+      try {
+        onRecord(Buffer.from(koffi.view(data, Number(size)).slice(0)));
+        return 0;
+      } catch (err) {
+        // an exception must not cross into C: keep it, stop this consume, rethrow there
+        if (rb) rb.#failure = err;
+        return -4; // -EINTR
+      }
+    }, koffi.pointer(RING_SAMPLE_FN));
+    const p = c.ringBufferNew(mapFd, callback, null, null);
+    if (p === null || p === undefined) {
+      const errno = koffi.errno();
+      koffi.unregister(callback);
+      throw new BpfError('ring_buffer__new', errno, 'the map must be a BPF_MAP_TYPE_RINGBUF map this process may read');
+    }
+    rb = new RingBuffer(p, callback);
+    return rb;
+  }
+  /** Hands every record available now to onRecord; returns how many. */
+  consume(): number {
+    if (this.#ptr === null) throw new BpfError('ring_buffer__consume', 9 /* EBADF */, 'the ring buffer was freed');
+    const ret = c.ringBufferConsume(this.#ptr);
+    if (this.#failure !== undefined) {
+      const err = this.#failure;
+      this.#failure = undefined;
+      throw err;
+    }
+    return check('ring_buffer__consume', ret);
+  }
+  /** Unmaps the ring and releases the callback. Idempotent. */
+  free(): void {
+    if (this.#ptr !== null) {
+      c.ringBufferFree(this.#ptr);
+      this.#ptr = null;
+    }
+    if (this.#callback !== null) {
+      koffi.unregister(this.#callback);
+      this.#callback = null;
+    }
   }
 }
 
