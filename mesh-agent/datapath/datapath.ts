@@ -12,6 +12,7 @@ import { basename, join } from 'node:path';
 import { BpfError, InvalidArgumentError, NotUpError, PinMismatchError, VerifierRejectedError } from '../errors.js';
 import { DEFAULT_PIN_DIR, STATE_DIR, defaultObjectPath } from '../paths.js';
 import { checkKernel, checkPrivileges, ensureBpffs, findCgroup2 } from './host-checks.js';
+import { FlowEventReader, type FlowEventReaderOptions } from './flow-events.js';
 import {
   BPF, BpfObject, btfOfFile, linkCreate, linkInfo, mapDelete, mapInfo, mapKeys, mapLookup, mapUpdate, objGet, objPin,
   possibleCpus, progAttach, silenceLibbpf,
@@ -365,6 +366,19 @@ export class Datapath {
   get layout(): DatapathLayout {
     if (!this.#layout) throw new NotUpError(this.pinDir);
     return this.#layout;
+  }
+
+  /** bpffs path of the sm_flow_events ring buffer. */
+  get flowEventsPin(): string {
+    return this.#pin('sm_flow_events');
+  }
+
+  /**
+   * A reader of this datapath's flow events (not started: its start() opens
+   * the pinned ring buffer). Needs start() or adopt() first, for the layout.
+   */
+  flowEventReader(opts: Omit<FlowEventReaderOptions, 'mapPath' | 'layout'>): FlowEventReader {
+    return new FlowEventReader({ ...opts, mapPath: this.flowEventsPin, layout: this.layout });
   }
 
   /** 4-tuples of the sockets currently short-circuited. */
