@@ -23,7 +23,7 @@ import { runtimeName } from '../mesh-agent/runtime/pod-supervisor.js';
 import { telemetryOptions } from '../telemetry/telemetry-options.js';
 import { gitCommit, machine } from './bench-meta.js';
 
-const HELP = `usage: node dist/benchmarks/tracing-bench.js [--rounds N] [--seconds S] [--rate R] [--concurrency C] [--out DIR]
+const HELP = `usage: node dist/benchmarks/tracing-bench.js [--rounds N] [--seconds S] [--warm S] [--rate R] [--concurrency C] [--out DIR]
 
 Writes tracing.json and tracing.md to --out (default benchmarks/results). Needs root.
 Takes about rounds x 2 x (seconds + 10) seconds (the agent restarts for each run).
@@ -80,7 +80,7 @@ spec: { containers: [{ name: app, command: [sleep, infinity] }] }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: {
-    rounds: { type: 'string' }, seconds: { type: 'string' }, rate: { type: 'string' }, concurrency: { type: 'string' }, out: { type: 'string' },
+    rounds: { type: 'string' }, seconds: { type: 'string' }, warm: { type: 'string' }, rate: { type: 'string' }, concurrency: { type: 'string' }, out: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   } });
   if (values.help) {
@@ -91,6 +91,7 @@ async function main(): Promise<void> {
   const seconds = Number(values.seconds ?? 5);
   const rate = Number(values.rate ?? 300);
   const conc = Number(values.concurrency ?? 16);
+  const warmSeconds = Number(values.warm ?? 5);
   const outDir = values.out ?? join(repoRoot(), 'benchmarks', 'results');
   const cgroupPath = join(findCgroup2(), 'sockmesh-tracebench');
   const rt = new NodeRuntime({ prefix: PREFIX, cgroupRoot: cgroupPath });
@@ -122,7 +123,7 @@ async function main(): Promise<void> {
         const clientPod = runtimeName('bench/client');
         const proxyPid = status().cluster!.l7.proxy!.pid ?? Number(readFileSync(join(rt.nodeProcessCgroup('node-proxy'), 'cgroup.procs'), 'utf8').split('\n')[0]);
         // warm up (JIT, pools), then measure
-        await rt.execOutput(clientPod, [helperBinary('httpload'), vip, '80', '/', String(conc), '0', '2', '0'], { timeoutMs: 30_000 });
+        await rt.execOutput(clientPod, [helperBinary('httpload'), vip, '80', '/', String(conc), '0', String(warmSeconds), '0'], { timeoutMs: 60_000 });
         await sleep(1500); // the warm-up's spans leave the queues
         const t0 = status().telemetry as { queue: { exported: number; droppedQueueFull: number; failed: number }; relay: { spans: number }; flows: { spans: number } };
         const c0 = status().datapath.counters!;
@@ -149,7 +150,7 @@ async function main(): Promise<void> {
         agent = undefined;
       }
     }
-    write(outDir, runs, { rounds, seconds, rate, concurrency: conc });
+    write(outDir, runs, { rounds, seconds, warmSeconds, rate, concurrency: conc });
   } finally {
     await agent?.stop({ down: true, removePods: true }).catch(() => undefined);
     // the agents left the pods running for the next one to adopt: remove them, and the datapath
@@ -186,7 +187,7 @@ function write(outDir: string, runs: Run[], params: Record<string, number>): voi
   const md = [
     '# Tracing benchmark', '',
     `Commit \`${doc.commit.slice(0, 12)}\`, ${doc.date}, kernel ${doc.machine.kernel}, ${doc.machine.cores} × ${doc.machine.cpu}.`,
-    `One client pod calls one HTTP server pod through the node proxy (service VIP, both legs short-circuited), ${params.rate} requests/s over ${params.concurrency} connections for ${params.seconds} s, ${params.rounds} rounds alternating off/on (the agent and the node proxy restart for every run and are warmed for 2 s). Tracing on = 100 % sampling, spans exported to the OTLP/JSON lines file (the embedded default). Infrastructure CPU = the node proxy + the agent, user + system, counted until 1.5 s after the load so the last spans' relay and export are included. Medians over rounds.`, '',
+    `One client pod calls one HTTP server pod through the node proxy (service VIP, both legs short-circuited), ${params.rate} requests/s over ${params.concurrency} connections for ${params.seconds} s, ${params.rounds} rounds alternating off/on (the agent and the node proxy restart for every run and are warmed with ${params.warmSeconds} s of closed-loop load). Tracing off = the node proxy makes no spans (a caller's traceparent passes through) and relays nothing. Tracing on = 100 % sampling, spans exported to the OTLP/JSON lines file (the embedded default). Infrastructure CPU = the node proxy + the agent, user + system, counted until 1.5 s after the load so the last spans' relay and export are included. Medians over rounds.`, '',
     '| mode | requests | p50 µs | p99 µs | proxy CPU ms / 1000 req | agent CPU ms / 1000 req | infra CPU ms / 1000 req | spans exported / req | spans dropped | errors | path proven |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ...MODES.map((m) => `| ${m} | ${f(a[m].requests)} | ${f(a[m].p50)} | ${f(a[m].p99)} | ${f(a[m].proxyCpuPerK * 1000)} | ${f(a[m].agentCpuPerK * 1000)} | ${f(a[m].infraCpuPerK * 1000)} | ${f(a[m].spansPerRequest, 2)} | ${a[m].dropped} | ${a[m].errors} | ${a[m].pathOk ? 'yes' : 'NO'} |`), '',

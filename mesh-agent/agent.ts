@@ -48,6 +48,7 @@ import { Histogram } from './admin/prometheus.js';
 import { AgentTelemetry, DEFAULT_RELAY_SOCKET, type FlowFilter } from './telemetry/agent-telemetry.js';
 import { ADS_ACK_CHANNEL, type AdsAckEvent } from '../xds/ads-server.js';
 import diagnosticsChannel from 'node:diagnostics_channel';
+import { type FlowEventReader, epochOffsetNs } from './datapath/flow-events.js';
 import { parseHostPort } from './host-port.js';
 
 /** Where the node proxy finds the agent's ADS server by default (Istio's plaintext xDS port). */
@@ -189,6 +190,7 @@ export class Agent {
   #started = false;
   #cluster: ClusterParts | undefined;
   readonly #reconcileDebounceMs: number;
+  readonly #log: ((line: string) => void) | undefined;
   readonly telemetry: AgentTelemetry;
   /** pod address → workload, for span attribution (every pod with an address) */
   #workloads = new Map<string, WorkloadIdentity>();
@@ -199,6 +201,8 @@ export class Agent {
   /** xDS pushes waiting for the proxies' ACKs: their spans end then */
   #pushes: PendingPush[] = [];
   readonly #onAck = (m: unknown) => this.#acked(m as AdsAckEvent);
+  /** the kernel's connection open/close events (ring buffer), into the telemetry */
+  #flowReader: FlowEventReader | undefined;
 
   constructor(opts: AgentOptions = {}) {
     this.nodeName = opts.nodeName ?? hostname();
@@ -212,6 +216,7 @@ export class Agent {
     this.adminSocket = opts.adminSocket ?? DEFAULT_ADMIN_SOCKET;
     this.#datapath = new Datapath(opts.datapath ?? {});
     this.#reconcileDebounceMs = opts.reconcileDebounceMs ?? 1;
+    this.#log = opts.log;
     // next to the admin socket unless told: agents with their own admin socket do not share a relay
     const relaySocket = opts.relaySocket ?? (opts.adminSocket === undefined ? DEFAULT_RELAY_SOCKET : join(dirname(opts.adminSocket), 'otlp.sock'));
     this.telemetry = new AgentTelemetry({
@@ -219,6 +224,7 @@ export class Agent {
       registerGlobal: opts.registerGlobalTelemetry === true,
       workloadOf: (ip) => this.#workloads.get(ip),
       serviceOf: (ip, port) => this.#vipNames.get(`${ip}:${port}`),
+      toEpochNs: (() => { const offset = epochOffsetNs(); return (mono: bigint) => mono + offset; })(),
     });
     if (opts.manifests !== undefined) {
       if (!existsSync(opts.manifests) || !statSync(opts.manifests).isDirectory()) {
@@ -319,6 +325,11 @@ export class Agent {
     try {
       await this.telemetry.start();
       diagnosticsChannel.subscribe(ADS_ACK_CHANNEL, this.#onAck);
+      this.#flowReader = this.#datapath.flowEventReader({
+        onEvents: (events) => this.telemetry.onFlowEvents(events),
+        onError: (err) => this.#log?.(`flow events: ${(err as Error).message ?? String(err)}`),
+      });
+      this.#flowReader.start();
       for (const ip of this.#enroll) this.#datapath.enroll(ip);
       if (this.#cluster) await this.#startCluster(this.#cluster);
       if (!this.#snapshot) this.publish({}); // nothing for the node proxy yet: an empty, consistent configuration
@@ -333,6 +344,8 @@ export class Agent {
       this.#cache.close();
       await this.#stopCluster(false);
       diagnosticsChannel.unsubscribe(ADS_ACK_CHANNEL, this.#onAck);
+      this.#flowReader?.stop();
+      this.#flowReader = undefined;
       await this.telemetry.stop();
       this.#datapath.stop();
       throw err;
@@ -546,6 +559,8 @@ export class Agent {
     this.#cache.close();
     await this.#stopCluster(opts.removePods === true);
     diagnosticsChannel.unsubscribe(ADS_ACK_CHANNEL, this.#onAck);
+    this.#flowReader?.stop(); // delivers what is left
+    this.#flowReader = undefined;
     for (const p of this.#pushes) this.#endPush(p, false);
     await this.telemetry.stop();
     if (opts.down) this.#datapath.down();

@@ -67,15 +67,15 @@ async function main(): Promise<number> {
   // to the agent: every request (it counts them all; the unsampled ones are recorded, not exported)
   const relay = exporter instanceof RelayExporter;
   const queue = exporter && new ExportQueue(exporter, { maxQueueSize: tel.maxQueueSize, maxExportBatchSize: tel.maxExportBatchSize, scheduledDelayMs: Math.min(tel.scheduledDelayMs, 200), exportTimeoutMs: tel.timeoutMs + 1000, shutdownTimeoutMs: tel.shutdownTimeoutMs, includeUnsampled: relay });
-  // without an exporter, spans still get real ids (trace context is propagated) and are not kept
-  const tracers = new WorkloadTracers({
-    processor: queue ?? { onStart() {}, onEnd() {}, forceFlush: async () => {}, shutdown: async () => {} },
-    sampleRatio: tel.sampleRatio, node: values.node ?? hostname(), scope: 'sockmesh.node-proxy', fallback: { serviceName: 'sockmesh-node-proxy' }, recordUnsampled: relay,
+  // without an exporter no span is made: a caller's traceparent passes through unchanged
+  const tracers = queue && new WorkloadTracers({
+    processor: queue, sampleRatio: tel.sampleRatio, node: values.node ?? hostname(), scope: 'sockmesh.node-proxy',
+    fallback: { serviceName: 'sockmesh-node-proxy' }, recordUnsampled: relay,
   });
-  trace.setGlobalTracerProvider({ getTracer: () => tracers.tracer(undefined) });
+  if (tracers) trace.setGlobalTracerProvider({ getTracer: () => tracers.tracer(undefined) });
   const dest = values['access-log'] ?? 'stdout';
   const out = dest === 'none' ? undefined : dest === 'stdout' ? process.stdout : createWriteStream(dest, { flags: 'a' });
-  const proxy = new MeshProxy({ ...(out && { accessLog: (e) => out.write(`${JSON.stringify(e)}\n`) }), tracerFor: (w) => tracers.tracer(w) });
+  const proxy = new MeshProxy({ ...(out && { accessLog: (e) => out.write(`${JSON.stringify(e)}\n`) }), ...(tracers && { tracerFor: (w) => tracers.tracer(w) }) });
   const workloadsFile = values.workloads;
   if (workloadsFile) {
     const load = () => {

@@ -98,6 +98,17 @@ if (privileged(t)) {
     t.equal(attr(s, 'client.address'), agent.status().cluster!.pods.find((p) => p.name === 'loadgen-7d9f-x2k')!.ip, 'the SERVER span names the caller\'s address');
     t.ok(serverSpans.some((x) => x.spanId === backendParent), 'the backend got a SERVER span as its parent in traceparent');
 
+    const l4 = await until('the caller\'s connection span (after the client closed it)', () => receiver.spans().find((x) => x.name.startsWith('TCP ') && x.resource['k8s.pod.name'] === 'loadgen-7d9f-x2k'), 20_000);
+    t.equal(l4.kind, 'CLIENT', 'the connection belongs to the caller');
+    t.equal(l4.name, 'TCP shop/web', 'named by the service it dialled');
+    t.match(l4.attributes, { 'sockmesh.path': 'kernel', 'sockmesh.short_circuited': true, 'sockmesh.service': 'shop/web', 'sockmesh.service.vip': /^198\.19\.\d+\.\d+:80$/, 'network.transport': 'tcp' }, 'short-circuited, through the VIP');
+    t.ok(Number(attr(l4, 'sockmesh.bytes_sent')) > 0 && Number(attr(l4, 'sockmesh.bytes_received')) > 0, `bytes both ways (${String(attr(l4, 'sockmesh.bytes_sent'))} sent, ${String(attr(l4, 'sockmesh.bytes_received'))} received)`);
+    t.ok(l4.endNs > l4.startNs, 'from open to close');
+    t.ok(l4.links.some((l) => clientSpans.some((x) => x.spanId === l.spanId)), 'the connection span links to the requests it carried');
+    t.ok(clientSpans.some((x) => x.links.some((l) => l.spanId === l4.spanId && l.traceId === l4.traceId)), 'and the request spans link to the connection');
+    const l4flows = (await adminGet(agent.adminSocket, '/flows?type=l4&pod=shop/loadgen-7d9f-x2k')).text.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    t.match(l4flows.at(-1), { type: 'l4', path: 'kernel', service: 'shop/web', source: { pod: 'loadgen-7d9f-x2k' } }, 'observe shows the connection, short-circuited');
+
     const agentSpans = await until('the agent\'s own spans', () => {
       const a = receiver.spans().filter((x) => x.resource['service.name'] === 'sockmesh-agent');
       return a.some((x) => x.name === 'xds push' && x.parentSpanId) && a;
