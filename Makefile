@@ -40,6 +40,7 @@ bench: build
 	node --expose-gc dist/benchmarks/xds-bench.js --repeats 5
 	node --expose-gc dist/benchmarks/cluster-bench.js
 	node dist/benchmarks/l7-bench.js
+	node dist/benchmarks/tracing-bench.js
 
 deps: apt npm
 

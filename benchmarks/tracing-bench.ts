@@ -23,7 +23,7 @@ import { runtimeName } from '../mesh-agent/runtime/pod-supervisor.js';
 import { telemetryOptions } from '../telemetry/telemetry-options.js';
 import { gitCommit, machine } from './bench-meta.js';
 
-const HELP = `usage: node dist/benchmarks/tracing-bench.js [--rounds N] [--seconds S] [--warm S] [--rate R] [--concurrency C] [--out DIR]
+const HELP = `usage: node dist/benchmarks/tracing-bench.js [--rounds N] [--seconds S] [--warm S] [--only tracing-off|tracing-on] [--rate R] [--concurrency C] [--out DIR]
 
 Writes tracing.json and tracing.md to --out (default benchmarks/results). Needs root.
 Takes about rounds x 2 x (seconds + 10) seconds (the agent restarts for each run).
@@ -80,7 +80,7 @@ spec: { containers: [{ name: app, command: [sleep, infinity] }] }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: {
-    rounds: { type: 'string' }, seconds: { type: 'string' }, warm: { type: 'string' }, rate: { type: 'string' }, concurrency: { type: 'string' }, out: { type: 'string' },
+    rounds: { type: 'string' }, seconds: { type: 'string' }, warm: { type: 'string' }, only: { type: 'string' }, rate: { type: 'string' }, concurrency: { type: 'string' }, out: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   } });
   if (values.help) {
@@ -104,7 +104,7 @@ async function main(): Promise<void> {
   const runs: Run[] = [];
   try {
     for (let round = 1; round <= rounds; round++) {
-      for (const mode of round % 2 === 1 ? MODES : [...MODES].reverse()) {
+      for (const mode of (round % 2 === 1 ? MODES : [...MODES].reverse()).filter((m) => values.only === undefined || m === values.only)) {
         rmSync(traceFile, { force: true });
         agent = new Agent({
           manifests: dir, runtimePrefix: PREFIX, datapath: { pinDir: PIN_DIR, cgroupPath }, proxy: 'mesh-proxy', nodeName: 'bench-node',
@@ -125,7 +125,7 @@ async function main(): Promise<void> {
         // warm up (JIT, pools), then measure
         await rt.execOutput(clientPod, [helperBinary('httpload'), vip, '80', '/', String(conc), '0', String(warmSeconds), '0'], { timeoutMs: 60_000 });
         await sleep(1500); // the warm-up's spans leave the queues
-        const t0 = status().telemetry as { queue: { exported: number; droppedQueueFull: number; failed: number }; relay: { spans: number }; flows: { spans: number } };
+        const t0 = status().telemetry as { queue: { exported: number; droppedQueueFull: number; failed: number }; relay: { spans: number; forwarded: { exported: number; dropped: number; failed: number } }; flows: { spans: number } };
         const c0 = status().datapath.counters!;
         const p0 = procCpu(proxyPid);
         const a0 = process.cpuUsage();
@@ -138,7 +138,8 @@ async function main(): Promise<void> {
         const counters = Object.fromEntries(Object.keys(c1).map((k) => [k, c1[k]! - c0[k]!]));
         const pathOk = counters.bytes_redirected! > 0 && counters.bytes_passed! <= counters.bytes_redirected! / 100;
         const spans = {
-          exported: t1.queue.exported - t0.queue.exported, dropped: (t1.queue.droppedQueueFull + t1.queue.failed) - (t0.queue.droppedQueueFull + t0.queue.failed),
+          exported: (t1.queue.exported + t1.relay.forwarded.exported) - (t0.queue.exported + t0.relay.forwarded.exported),
+          dropped: (t1.queue.droppedQueueFull + t1.queue.failed + t1.relay.forwarded.dropped + t1.relay.forwarded.failed) - (t0.queue.droppedQueueFull + t0.queue.failed + t0.relay.forwarded.dropped + t0.relay.forwarded.failed),
           relayed: t1.relay.spans - t0.relay.spans, connections: t1.flows.spans - t0.flows.spans,
         };
         let traceFileBytes = 0;
@@ -150,7 +151,7 @@ async function main(): Promise<void> {
         agent = undefined;
       }
     }
-    write(outDir, runs, { rounds, seconds, warmSeconds, rate, concurrency: conc });
+    if (values.only === undefined) write(outDir, runs, { rounds, seconds, warmSeconds, rate, concurrency: conc });
   } finally {
     await agent?.stop({ down: true, removePods: true }).catch(() => undefined);
     // the agents left the pods running for the next one to adopt: remove them, and the datapath

@@ -249,7 +249,7 @@ export class Agent {
           proxy: new NodeProxy({
             runtime, xdsSocket: opts.xdsSocket ?? DEFAULT_XDS_SOCKET, nodeId: `${this.nodeName}~${NODE_PROXY}`,
             stateDir: join(STATE_DIR, `proxy-${runtime.prefix}`), ...(opts.proxy !== undefined && { proxy: opts.proxy }),
-            ...(this.telemetry.options.enabled && { telemetrySocket: relaySocket }), nodeName: this.nodeName,
+            telemetrySocket: relaySocket, nodeName: this.nodeName, tracing: this.telemetry.options.enabled, sampleRatio: this.telemetry.options.sampleRatio,
           }),
           listenerPorts: new ListenerPortAllocator(), routeStatus: new Map(), lastGoodRoutes: new Map(),
         }),

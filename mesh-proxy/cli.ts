@@ -5,14 +5,14 @@ import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { propagation, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { ExportQueue } from '../telemetry/export-queue.js';
-import { RelayExporter } from '../telemetry/otlp-json-relay.js';
+import { EagerJsonRelay } from '../telemetry/eager-json-relay.js';
 import { createSpanExporter } from '../telemetry/span-exporter.js';
 import { telemetryOptions } from '../telemetry/telemetry-options.js';
 import { WorkloadTracers } from '../telemetry/workload-tracers.js';
 import { AdminServer } from '../mesh-agent/admin/admin-server.js';
 import { renderPrometheus } from '../mesh-agent/admin/prometheus.js';
+import { AgentChannel } from './agent-channel.js';
 import { MeshProxy, type Workload } from './proxy.js';
 import { XdsClient } from './xds-client.js';
 
@@ -30,10 +30,12 @@ supervises it; it serves HTTP/1.1 and h2c on the listeners it is given.
   --drain-ms N            on SIGTERM, how long requests in flight may take (default 5000)
   --workloads FILE        the agent's map of pod addresses to workloads (JSON), read again when it
                           changes: the calling pod is named in the access log and spans
-  --telemetry-socket PATH the agent's span relay (unix socket): spans go to the agent, which links,
-                          counts and exports them; without it, spans go to OTEL_EXPORTER_OTLP_ENDPOINT
-                          when that is set, and are not exported otherwise
+  --telemetry-socket PATH the agent's relay (unix socket): every request is reported to it (metrics,
+                          observe) and spans go to it for export; without it, spans go to
+                          OTEL_EXPORTER_OTLP_ENDPOINT when that is set, and are not exported otherwise
   --node NAME             k8s.node.name on spans (default: the host name)
+  --tracing on|off        make and export spans (default on; OTEL_SDK_DISABLED=true turns it off); off:
+                          a caller's traceparent passes through, the agent still counts every request
   --sample-ratio R        the ratio of new traces sampled, 0..1 (default: OTEL_TRACES_SAMPLER[_ARG], else 1);
                           a caller's sampling decision (traceparent) is always kept
 
@@ -46,7 +48,7 @@ async function main(): Promise<number> {
     options: {
       xds: { type: 'string' }, 'node-id': { type: 'string' }, 'admin-socket': { type: 'string' }, 'admin-address': { type: 'string' },
       'access-log': { type: 'string' }, 'drain-ms': { type: 'string' }, workloads: { type: 'string' },
-      'telemetry-socket': { type: 'string' }, node: { type: 'string' }, 'sample-ratio': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      'telemetry-socket': { type: 'string' }, node: { type: 'string' }, 'sample-ratio': { type: 'string' }, tracing: { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   });
@@ -60,22 +62,28 @@ async function main(): Promise<number> {
   }
   // real span ids (and a trace started when none comes in); exporting them is the agent's telemetry's job
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-  const tel = telemetryOptions(process.env, { ...(values['sample-ratio'] !== undefined && { sampleRatio: values['sample-ratio'] }) });
-  let exporter: SpanExporter | undefined;
-  if (tel.enabled && values['telemetry-socket']) exporter = new RelayExporter({ socketPath: values['telemetry-socket'] });
-  else if (tel.enabled && tel.target === 'otlp') exporter = createSpanExporter(tel);
-  // to the agent: every request (it counts them all; the unsampled ones are recorded, not exported)
-  const relay = exporter instanceof RelayExporter;
-  const queue = exporter && new ExportQueue(exporter, { maxQueueSize: tel.maxQueueSize, maxExportBatchSize: tel.maxExportBatchSize, scheduledDelayMs: Math.min(tel.scheduledDelayMs, 200), exportTimeoutMs: tel.timeoutMs + 1000, shutdownTimeoutMs: tel.shutdownTimeoutMs, includeUnsampled: relay });
-  // without an exporter no span is made: a caller's traceparent passes through unchanged
-  const tracers = queue && new WorkloadTracers({
-    processor: queue, sampleRatio: tel.sampleRatio, node: values.node ?? hostname(), scope: 'sockmesh.node-proxy',
-    fallback: { serviceName: 'sockmesh-node-proxy' }, recordUnsampled: relay,
+  const tel = telemetryOptions(process.env, {
+    ...(values['sample-ratio'] !== undefined && { sampleRatio: values['sample-ratio'] }), ...(values.tracing !== undefined && { tracing: values.tracing }),
   });
+  const socket = values['telemetry-socket'];
+  // every request is counted by the agent (sampled or not); spans go to the agent, else to a collector
+  const channel = socket ? new AgentChannel({ socketPath: socket }) : undefined;
+  // to the agent: each span written as OTLP/JSON when it ends; to a collector: the export queue and exporter
+  const relay = tel.enabled && socket ? new EagerJsonRelay({ socketPath: socket }) : undefined;
+  const exporter = tel.enabled && !socket && tel.target === 'otlp' ? createSpanExporter(tel) : undefined;
+  const queue = exporter && new ExportQueue(exporter, { maxQueueSize: tel.maxQueueSize, maxExportBatchSize: tel.maxExportBatchSize, scheduledDelayMs: tel.scheduledDelayMs, exportTimeoutMs: tel.timeoutMs + 1000, shutdownTimeoutMs: tel.shutdownTimeoutMs });
+  const processor = relay ?? queue;
+  const spanStats = () => (relay ?? queue)?.stats();
+  // without an exporter no span is made: a caller's traceparent passes through unchanged
+  const tracers = processor && new WorkloadTracers({
+    processor, sampleRatio: tel.sampleRatio, node: values.node ?? hostname(), scope: 'sockmesh.node-proxy',
+    fallback: { serviceName: 'sockmesh-node-proxy' },
+  });
+  channel?.start();
   if (tracers) trace.setGlobalTracerProvider({ getTracer: () => tracers.tracer(undefined) });
   const dest = values['access-log'] ?? 'stdout';
   const out = dest === 'none' ? undefined : dest === 'stdout' ? process.stdout : createWriteStream(dest, { flags: 'a' });
-  const proxy = new MeshProxy({ ...(out && { accessLog: (e) => out.write(`${JSON.stringify(e)}\n`) }), ...(tracers && { tracerFor: (w) => tracers.tracer(w) }) });
+  const proxy = new MeshProxy({ ...(out && { accessLog: (e) => out.write(`${JSON.stringify(e)}\n`) }), ...(tracers && { tracerFor: (w) => tracers.tracer(w) }), ...(channel && { onRequest: (r) => channel.record(r) }) });
   const workloadsFile = values.workloads;
   if (workloadsFile) {
     const load = () => {
@@ -104,7 +112,7 @@ async function main(): Promise<number> {
       routes: {
         '/ready': () => (xds.connected && proxy.config ? { body: 'ready\n' } : { status: 503, body: 'not ready\n' }),
         '/config_dump': () => ({ body: { xds: xds.status(), listeners: proxy.listeners(), listenerErrors: Object.fromEntries(proxy.listenerErrors), config: summary(proxy) } }),
-        '/stats': () => ({ body: { ...proxy.stats, xds: { connected: xds.connected, acks: xds.acks, nacks: xds.nacks }, ...(queue && { spans: queue.stats() }) } }),
+        '/stats': () => ({ body: { ...proxy.stats, xds: { connected: xds.connected, acks: xds.acks, nacks: xds.nacks }, ...(processor && { spans: spanStats() }), ...(channel && { records: channel.stats() }) } }),
         '/metrics': () => ({
           body: renderPrometheus([
             { name: 'mesh_proxy_requests_total', help: 'Requests received.', type: 'counter', samples: [{ value: proxy.stats.requests }] },
@@ -112,10 +120,10 @@ async function main(): Promise<number> {
             { name: 'mesh_proxy_retries_total', help: 'Retries.', type: 'counter', samples: [{ value: proxy.stats.retries }] },
             { name: 'mesh_proxy_timeouts_total', help: 'Requests answered 504.', type: 'counter', samples: [{ value: proxy.stats.timeouts }] },
             { name: 'mesh_proxy_active_requests', help: 'Requests in flight.', type: 'gauge', samples: [{ value: proxy.stats.active }] },
-            ...(queue ? [
-              { name: 'mesh_proxy_spans_exported_total', help: 'Spans handed on (to the agent or the collector).', type: 'counter' as const, samples: [{ value: queue.stats().exported }] },
+            ...(processor ? [
+              { name: 'mesh_proxy_spans_exported_total', help: 'Spans handed on (to the agent or the collector).', type: 'counter' as const, samples: [{ value: spanStats()!.exported }] },
               { name: 'mesh_proxy_spans_dropped_total', help: 'Spans lost: queue full, export failed, or still queued at shutdown.', type: 'counter' as const, samples: [
-                { labels: { reason: 'queue_full' }, value: queue.stats().droppedQueueFull }, { labels: { reason: 'export_failed' }, value: queue.stats().failed },
+                { labels: { reason: 'queue_full' }, value: spanStats()!.droppedQueueFull }, { labels: { reason: 'export_failed' }, value: spanStats()!.failed },
               ] },
             ] : []),
             { name: 'mesh_proxy_xds_nacks_total', help: 'Configurations refused.', type: 'counter', samples: [{ value: xds.nacks }] },
@@ -135,7 +143,7 @@ async function main(): Promise<number> {
   xds.stop();
   await proxy.stop(Number(values['drain-ms'] ?? 5000));
   await admin?.stop();
-  await queue?.shutdown();
+  await Promise.all([processor?.shutdown(), channel?.stop()]);
   return 0;
 }
 

@@ -48,6 +48,36 @@ export interface AccessLogEntry {
   source?: string;
 }
 
+/**
+ * One request as the agent counts it (metrics by workload pair, observe, the
+ * kernel connection's links): made for every request, sampled or not.
+ */
+export interface RequestRecord {
+  /** Unix ms of the response's end */
+  endMs: number;
+  durationMs: number;
+  method: string;
+  path: string;
+  /** http.route, when a route matched */
+  route?: string;
+  status: number;
+  /** the caller's socket: address and port */
+  caller: string;
+  callerPort: number;
+  /** the node proxy's side of it */
+  local: string;
+  localPort: number;
+  /** the last backend tried, "ip:port" */
+  upstream?: string;
+  /** the Host the caller asked for (the service) */
+  host: string;
+  attempts: number;
+  /** the caller's CLIENT span (ids are empty when tracing is off) */
+  traceId: string;
+  spanId: string;
+  sampled: boolean;
+}
+
 /** A workload (a pod), by its address: the caller of a request, or the backend that serves it. */
 export interface Workload {
   namespace: string;
@@ -109,6 +139,8 @@ interface Listening { name: string; ip: string; port: number; net: NetServer; h1
 export interface MeshProxyOptions {
   /** where access log lines go (JSON); default: nowhere */
   accessLog?: (e: AccessLogEntry) => void;
+  /** every finished request (the agent's metrics and flows); default: none */
+  onRequest?: (r: RequestRecord) => void;
   /**
    * The tracer for a workload's spans (its resource names the pod); undefined
    * for an address no workload has. Default: the global tracer for all.
@@ -122,6 +154,7 @@ export class MeshProxy {
   #upstreams = new Map<string, Upstream>();
   #pools = new Map<string, Pool>();
   readonly #accessLog: ((e: AccessLogEntry) => void) | undefined;
+  readonly #onRequest: ((r: RequestRecord) => void) | undefined;
   /** caller address → workload (see setWorkloads) */
   #workloads: ReadonlyMap<string, Workload> = new Map();
   readonly #tracerFor: (w: Workload | undefined) => Tracer;
@@ -131,6 +164,7 @@ export class MeshProxy {
 
   constructor(opts: MeshProxyOptions = {}) {
     this.#accessLog = opts.accessLog;
+    this.#onRequest = opts.onRequest;
     const global = trace.getTracer('mesh-proxy');
     this.#tracerFor = opts.tracerFor ?? (() => global);
   }
@@ -276,6 +310,7 @@ export class MeshProxy {
       },
     }, parent);
     const outer = trace.setSpan(parent, span);
+    let routeTemplate: string | undefined;
     log.traceId = span.spanContext().traceId;
     const finish = (status: number) => {
       log.status = status;
@@ -290,6 +325,15 @@ export class MeshProxy {
       }
       span.end();
       this.#accessLog?.(log);
+      if (this.#onRequest) {
+        const sc = span.spanContext();
+        this.#onRequest({
+          endMs: Date.now(), durationMs: log.durationMs, method: log.method, path, ...(log.route !== undefined && { route: routeTemplate }), status,
+          caller: callerIp, callerPort: req.socket?.remotePort ?? 0, local: (req.socket?.localAddress ?? '').replace(/^::ffff:/, ''), localPort: local ?? 0,
+          ...(log.upstream !== undefined && { upstream: log.upstream }), host, attempts: log.attempts,
+          traceId: sc.traceId, spanId: sc.spanId, sampled: (sc.traceFlags & 1) === 1,
+        });
+      }
     };
     const reply = (status: number, body: string, flag: string) => {
       log.flags.push(flag);
@@ -317,6 +361,7 @@ export class MeshProxy {
       return reply(404, 'no route matched', 'NR');
     }
     log.route = route.name;
+    routeTemplate = route.template;
     span.updateName(`${req.method ?? 'GET'} ${route.template}`);
     span.setAttribute('http.route', route.template);
     const clusterName = pickCluster(route);

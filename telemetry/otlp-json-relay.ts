@@ -38,7 +38,7 @@ export class RelayExporter implements SpanExporter {
     }
     const p = new Promise<void>((resolve) => {
       const finish = (r: ExportResult) => { resolve(); done(r); };
-      const req = request({ socketPath: this.#socketPath, path: '/v1/traces', method: 'POST', headers: { 'content-type': 'application/json', 'content-length': body.length } }, (res) => {
+      const req = request({ socketPath: this.#socketPath, path: '/v1/traces', method: 'POST', headers: { 'content-type': 'application/json', 'content-length': body.length, 'x-sockmesh-spans': spans.length } }, (res) => {
         res.resume();
         res.on('end', () => finish(res.statusCode === 200 ? { code: ExportResultCode.SUCCESS } : { code: ExportResultCode.FAILED, error: new Error(`relay answered ${res.statusCode}`) }));
         res.on('error', (error) => finish({ code: ExportResultCode.FAILED, error }));

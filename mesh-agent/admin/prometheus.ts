@@ -69,8 +69,8 @@ export class Histogram {
     this.#bounds = bounds;
   }
 
-  observe(labels: Record<string, string>, value: number): void {
-    const key = JSON.stringify(labels);
+  /** key: any string unique to the label set (saves building one from the labels) */
+  observe(labels: Record<string, string>, value: number, key: string = JSON.stringify(labels)): void {
     let s = this.#series.get(key);
     if (!s) {
       s = { labels, counts: new Array<number>(this.#bounds.length).fill(0), sum: 0, count: 0 };

@@ -17,6 +17,9 @@ import { NodeRuntime } from '../runtime/node-runtime.js';
 import { execFileSync } from 'node:child_process';
 import { int, parse, str, table } from './args.js';
 import { renderCluster } from './datapath-commands.js';
+import { formatFlow } from './observe-command.js';
+import { groupTraces, readTraceFiles, serviceName } from '../telemetry/trace-file.js';
+import { renderWaterfall } from '../telemetry/waterfall.js';
 
 const DEMO_HELP = `usage: mesh-agent demo [--manifests DIR] [--seconds N] [--keep]
 
@@ -141,6 +144,25 @@ export async function demo(argv: string[]): Promise<number> {
     const last = proxyLog.filter((e) => e.listener === 'shop/catalog:80').slice(-3);
     say('\nthe node proxy\'s access log (last 3 catalog requests: caller, route, backend)');
     for (const e of last) say(`  ${e.source ?? '?'} -> ${e.route} -> ${e.upstream} ${e.status}`);
+    // flows and a trace: what observe and traces show (the node proxy sends its spans about once a second)
+    await sleep(2500);
+    const flows = agent.telemetry.recentFlows({ namespace: 'shop' }, 200);
+    say('\nflows (mesh-agent observe): the last connection through the kernel and the last request through the node proxy');
+    const lastL4 = flows.filter((f) => f.type === 'l4' && f.path === 'kernel').at(-1);
+    const lastL7 = flows.filter((f) => f.type === 'l7' && f.service === 'catalog').at(-1);
+    for (const f of [lastL4, lastL7]) if (f) say(`  ${formatFlow(f)}`);
+    const traceFile = agent.telemetry.options.file;
+    let traced = false;
+    if (agent.telemetry.options.enabled && agent.telemetry.options.target === 'file' && existsSync(traceFile)) {
+      const traces = groupTraces((await readTraceFiles(traceFile)).spans)
+        .filter((tr) => tr.spans.some((x) => serviceName(x) === 'catalog' && x.kind === 'SERVER') && tr.spans.some((x) => serviceName(x) === 'frontend' && x.kind === 'CLIENT'));
+      const newest = traces.at(-1);
+      traced = newest !== undefined;
+      if (newest) {
+        say(`\na trace (mesh-agent traces, from ${traceFile}): frontend calls catalog through the node proxy, each span under its own pod`);
+        say(renderWaterfall([newest], { widthColumns: 100 }).map((l) => `  ${l}`).join('\n'));
+      }
+    }
     const logs = (key: string) => {
       const x = cluster.pods.find((q) => q.key === key);
       return x?.log && existsSync(x.log) ? readFileSync(x.log, 'utf8') : '';
@@ -161,6 +183,9 @@ export async function demo(argv: string[]): Promise<number> {
       ['bytes took the kernel path, none fell back to the stack', d('bytes_redirected') > 0 && d('bytes_passed') === 0],
       ['the mesh app answered (loadgen: the last 20 requests all good)', /^20 requests, 0 failed/.test(lastLine('shop/loadgen'))],
       ['the legacy client reached the mesh service by name', /"pod":"catalog-/.test(lastLine('legacy/reporter'))],
+      ['observe saw a short-circuited connection and a request through the node proxy', lastL4 !== undefined && lastL7 !== undefined],
+      ...(agent.telemetry.options.enabled && agent.telemetry.options.target === 'file'
+        ? [['a trace has frontend\'s CLIENT span and catalog\'s SERVER span, each with its own resource', traced] as [string, boolean]] : []),
     ];
     say('');
     for (const [what, good] of checks) say(`  ${good ? 'ok  ' : 'FAIL'} ${what}`);

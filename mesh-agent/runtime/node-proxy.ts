@@ -30,6 +30,10 @@ export interface NodeProxyOptions {
   telemetrySocket?: string;
   /** k8s.node.name on the proxy's spans */
   nodeName?: string;
+  /** false: the proxy makes no spans (it still reports requests to the telemetry socket); default true */
+  tracing?: boolean;
+  /** the ratio of new traces sampled (the proxy starts most traces); default: its own (OTEL_TRACES_SAMPLER…, else 1) */
+  sampleRatio?: number;
   backoffMs?: number;
   maxBackoffMs?: number;
 }
@@ -123,7 +127,8 @@ export class NodeProxy {
       return [this.binary, '-c', bootstrap, '--drain-time-s', '5', '--base-id', '7'];
     }
     return [process.execPath, this.binary, '--xds', `unix:${this.#o.xdsSocket}`, '--node-id', this.#o.nodeId, '--admin-socket', this.adminSocket, '--admin-address', '127.0.0.1:15000', '--access-log', join(this.#o.stateDir, `${NODE_PROXY}-access.log`), '--workloads', this.workloadsFile,
-      ...(this.#o.telemetrySocket ? ['--telemetry-socket', this.#o.telemetrySocket] : []), ...(this.#o.nodeName ? ['--node', this.#o.nodeName] : [])];
+      ...(this.#o.telemetrySocket ? ['--telemetry-socket', this.#o.telemetrySocket] : []), ...(this.#o.nodeName ? ['--node', this.#o.nodeName] : []),
+      ...(this.#o.tracing === false ? ['--tracing', 'off'] : []), ...(this.#o.sampleRatio !== undefined ? ['--sample-ratio', String(this.#o.sampleRatio)] : [])];
   }
 
   /** Starts it, or adopts the one an earlier agent left running (when it runs the same binary). */

@@ -10,13 +10,15 @@
 import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { dirname } from 'node:path';
-import { context as otelContext, propagation, ROOT_CONTEXT, trace, type Context, type Link, type Tracer } from '@opentelemetry/api';
+import { context as otelContext, propagation, ROOT_CONTEXT, trace, type Context, type Tracer } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import { NodeSDK } from '@opentelemetry/sdk-node';
-import { BasicTracerProvider, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import { ExportQueue } from '../../telemetry/export-queue.js';
 import { decodeOtlpJson } from '../../telemetry/otlp-json-relay.js';
+import { OtlpFileExporter } from '../../telemetry/otlp-file-exporter.js';
+import { decodeRecords } from '../../mesh-proxy/agent-channel.js';
 import { createSpanExporter, describeExport } from '../../telemetry/span-exporter.js';
 import type { TelemetryOptions } from '../../telemetry/telemetry-options.js';
 import { parentBasedSampler, workloadResource, type WorkloadIdentity } from '../../telemetry/workload-tracers.js';
@@ -25,6 +27,8 @@ import { FlowMetrics } from './flow-metrics.js';
 import { FlowTracker, type FlowRecord, type KernelFlowEvent } from './flow-tracker.js';
 
 export const DEFAULT_RELAY_SOCKET = '/run/sockmesh/otlp.sock';
+/** bytes of relayed spans waiting for the trace file at most (more are dropped, counted) */
+const FORWARD_MAX_PENDING_BYTES = 16 * 1024 * 1024;
 
 export interface AgentTelemetryOptions {
   telemetry: TelemetryOptions;
@@ -91,6 +95,10 @@ export class AgentTelemetry {
   readonly #recent: FlowRecord[] = [];
   readonly #subscribers = new Set<(f: FlowRecord) => void>();
   #relay = { requests: 0, spans: 0, rejected: 0, linked: 0 };
+  /** spans from the node proxy appended to the trace file as they came */
+  readonly #forwarded = { exported: 0, dropped: 0, failed: 0, pendingBytes: 0 };
+  /** the trace file, when it is the target */
+  readonly #file: OtlpFileExporter | undefined;
   /** the span of the agent's work under way (reconcile), so the xDS push it triggers is its child */
   #current: Context = ROOT_CONTEXT;
 
@@ -99,7 +107,9 @@ export class AgentTelemetry {
     this.options = opts.telemetry;
     this.relaySocket = opts.relaySocket ?? DEFAULT_RELAY_SOCKET;
     const t = opts.telemetry;
-    this.queue = new ExportQueue(createSpanExporter(t), {
+    const exporter = createSpanExporter(t);
+    this.#file = exporter instanceof OtlpFileExporter ? exporter : undefined;
+    this.queue = new ExportQueue(exporter, {
       maxQueueSize: t.maxQueueSize, maxExportBatchSize: t.maxExportBatchSize, scheduledDelayMs: t.scheduledDelayMs,
       exportTimeoutMs: t.timeoutMs + 2000, shutdownTimeoutMs: t.shutdownTimeoutMs,
     });
@@ -170,7 +180,8 @@ export class AgentTelemetry {
     mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
     if (existsSync(path)) unlinkSync(path);
     const server = createServer((req, res) => {
-      if (req.method !== 'POST' || req.url !== '/v1/traces') {
+      const route = req.method === 'POST' ? req.url : undefined;
+      if (route !== '/v1/traces' && route !== '/v1/requests') {
         res.statusCode = 404;
         res.end();
         return;
@@ -178,20 +189,19 @@ export class AgentTelemetry {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
-        this.#relay.requests++;
-        let spans: ReadableSpan[];
+        const answer = (status: number, error?: string) => {
+          res.statusCode = status;
+          res.setHeader('content-type', 'application/json');
+          res.end(error ? JSON.stringify({ error: `${path}: ${error}` }) : '{}');
+        };
         try {
-          spans = decodeOtlpJson(JSON.parse(Buffer.concat(chunks).toString('utf8')), this.#decodeCache);
+          if (route === '/v1/requests') this.#requests(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+          else this.#spans(chunks, Number(req.headers['x-sockmesh-spans'] ?? NaN));
+          answer(200);
         } catch (err) {
           this.#relay.rejected++;
-          res.statusCode = 400;
-          res.setHeader('content-type', 'application/json');
-          res.end(JSON.stringify({ error: `${path}: ${(err as Error).message}` }));
-          return;
+          answer(400, (err as Error).message);
         }
-        for (const s of spans) this.#relayed(s);
-        res.setHeader('content-type', 'application/json');
-        res.end('{}');
       });
     });
     await new Promise<void>((resolve, reject) => {
@@ -202,43 +212,64 @@ export class AgentTelemetry {
     this.#server = server;
   }
 
-  /** A span from the node proxy: linked to its connection, counted, streamed, queued. */
-  #relayed(s: ReadableSpan): void {
-    this.#relay.spans++;
-    const a = s.attributes;
-    const sampled = (s.spanContext().traceFlags & 1) === 1;
-    if (s.kind === 2 /* CLIENT: the caller's request */ && typeof a['client.address'] === 'string' && typeof a['network.local.address'] === 'string') {
-      // every request is counted and streamed; only sampled ones are linked and exported
-      const linked: Link | false | undefined = sampled && this.flows.linkRequest(
-        { ip: a['client.address'], port: Number(a['client.port']) },
-        { ip: a['network.local.address'], port: Number(a['network.local.port']) },
-        { traceId: s.spanContext().traceId, spanId: s.spanContext().spanId },
-      );
-      if (linked) {
-        this.#relay.linked++;
-        (s.links as Link[]).push(linked);
+  /**
+   * The node proxy's records of finished requests (every one, sampled or
+   * not): flows for metrics and observe; a sampled request is remembered by
+   * the kernel connection it rode, whose span links to it.
+   */
+  #requests(body: Buffer): void {
+    for (const r of decodeRecords(JSON.parse(body.toString('utf8')))) {
+      this.#relay.requests++;
+      if (r.sampled && r.traceId) {
+        if (this.flows.linkRequest({ ip: r.caller, port: r.callerPort }, { ip: r.local, port: r.localPort }, { traceId: r.traceId, spanId: r.spanId })) this.#relay.linked++;
       }
-      const callerIp = a['client.address'];
-      const backendIp = String(a['network.peer.address'] ?? '');
-      const src = this.#o.workloadOf(callerIp);
+      const [backendIp, backendPort] = r.upstream ? [r.upstream.slice(0, r.upstream.lastIndexOf(':')), r.upstream.slice(r.upstream.lastIndexOf(':') + 1)] : ['', ''];
+      const src = this.#o.workloadOf(r.caller);
       const dst = backendIp ? this.#o.workloadOf(backendIp) : undefined;
-      const status = Number(a['http.response.status_code'] ?? 0);
-      const startNs = BigInt(s.startTime[0]) * 1_000_000_000n + BigInt(s.startTime[1]);
-      const durNs = BigInt(s.duration[0]) * 1_000_000_000n + BigInt(s.duration[1]);
       this.#flow({
-        type: 'l7', time: new Date(Number((startNs + durNs) / 1_000_000n)).toISOString(),
-        source: { address: `${callerIp}:${String(a['client.port'])}`, ...(src && { namespace: src.namespace, pod: src.pod, service: src.serviceName }) },
-        destination: { address: backendIp ? `${backendIp}:${String(a['network.peer.port'])}` : '', ...(dst && { namespace: dst.namespace, pod: dst.pod, service: dst.serviceName }) },
-        service: String(a['server.address'] ?? ''),
-        verdict: status >= 500 || status === 0 ? 'error' : 'forwarded', path: 'proxy',
-        durationMs: Math.round(Number(durNs) / 1000) / 1000,
-        method: String(a['http.request.method'] ?? ''), urlPath: String(a['url.path'] ?? ''),
-        ...(a['http.route'] !== undefined && { route: String(a['http.route']) }),
-        ...(status > 0 && { status }),
-        traceId: s.spanContext().traceId, spanId: s.spanContext().spanId,
+        type: 'l7', time: new Date(r.endMs).toISOString(),
+        source: { address: `${r.caller}:${r.callerPort}`, ...(src && { namespace: src.namespace, pod: src.pod, service: src.serviceName }) },
+        destination: { address: backendIp ? `${backendIp}:${backendPort}` : '', ...(dst && { namespace: dst.namespace, pod: dst.pod, service: dst.serviceName }) },
+        service: r.host.replace(/:\d+$/, ''),
+        verdict: r.status >= 500 || r.status === 0 ? 'error' : 'forwarded', path: 'proxy', durationMs: r.durationMs,
+        method: r.method, urlPath: r.path, ...(r.route !== undefined && { route: r.route }), ...(r.status > 0 && { status: r.status }),
+        ...(r.traceId && { traceId: r.traceId, spanId: r.spanId }),
       });
     }
-    if (this.options.enabled && sampled) this.queue.push(s);
+  }
+
+  /**
+   * The node proxy's spans (OTLP/JSON). To the trace file they are appended
+   * as they came (no decoding: the cheap path of the embedded default); to a
+   * collector they are decoded and go through the export queue.
+   */
+  #spans(chunks: Buffer[], count: number): void {
+    if (!this.options.enabled) return;
+    if (this.options.target === 'file' && this.#file && Number.isInteger(count) && count >= 0) {
+      if (chunks.some((c) => c.includes(10))) throw new Error('an OTLP/JSON request for the trace file must be one line');
+      this.#relay.spans += count;
+      this.#forward(chunks, count);
+      return;
+    }
+    const spans = decodeOtlpJson(JSON.parse(Buffer.concat(chunks).toString('utf8')), this.#decodeCache);
+    this.#relay.spans += spans.length;
+    for (const s of spans) if ((s.spanContext().traceFlags & 1) === 1) this.queue.push(s);
+  }
+
+  /** Appends a batch to the trace file in order; bounded by bytes waiting (drops counted). */
+  #forward(body: Buffer[], count: number): void {
+    const f = this.#forwarded;
+    const bytes = body.reduce((a, b) => a + b.length, 0);
+    if (f.pendingBytes + bytes > FORWARD_MAX_PENDING_BYTES) {
+      f.dropped += count;
+      return;
+    }
+    f.pendingBytes += bytes;
+    // the file exporter keeps the order; no chain here (a chain per batch would hold every batch until the last)
+    this.#file!.appendSerialized(body).then(
+      () => { f.exported += count; },
+      () => { f.failed += count; },
+    ).finally(() => { f.pendingBytes -= bytes; });
   }
 
   /** Kernel events from the datapath's ring buffer. */
@@ -248,14 +279,16 @@ export class AgentTelemetry {
 
   #flow(f: FlowRecord): void {
     this.metrics.record(f);
+    // a ring: the oldest half goes at once, not one element per flow
     this.#recent.push(f);
-    if (this.#recent.length > (this.#o.recentFlows ?? 1000)) this.#recent.shift();
+    const keep = this.#o.recentFlows ?? 1000;
+    if (this.#recent.length > 2 * keep) this.#recent.splice(0, this.#recent.length - keep);
     for (const s of this.#subscribers) s(f);
   }
 
   /** The flows kept, newest last, matching q. */
   recentFlows(q: FlowFilter = {}, limit = 20): FlowRecord[] {
-    return this.#recent.filter((f) => flowMatches(f, q)).slice(-limit);
+    return this.#recent.slice(-(this.#o.recentFlows ?? 1000)).filter((f) => flowMatches(f, q)).slice(-limit);
   }
 
   /** Calls fn for every new flow matching q until the returned function is called. */
@@ -268,21 +301,23 @@ export class AgentTelemetry {
   status(): Record<string, unknown> {
     return {
       export: describeExport(this.options), sampleRatio: this.options.sampleRatio,
-      queue: this.queue.stats(), relay: { socket: this.relaySocket, ...this.#relay }, flows: { ...this.flows.stats },
+      queue: this.queue.stats(), relay: { socket: this.relaySocket, ...this.#relay, forwarded: { ...this.#forwarded } }, flows: { ...this.flows.stats },
     };
   }
 
   metricFamilies(): MetricFamily[] {
     const q = this.queue.stats();
+    const f = this.#forwarded;
     return [
       ...this.metrics.families(),
-      { name: 'sockmesh_spans_exported_total', help: 'Spans the exporter delivered.', type: 'counter', samples: [{ value: q.exported }] },
+      { name: 'sockmesh_spans_exported_total', help: 'Spans delivered (the exporter\'s, and the node proxy\'s appended to the trace file).', type: 'counter', samples: [{ value: q.exported + f.exported }] },
       { name: 'sockmesh_spans_dropped_total', help: 'Spans lost, by reason: the queue was full, the export failed (after its retries), or they were still queued at shutdown.', type: 'counter', samples: [
-        { labels: { reason: 'queue_full' }, value: q.droppedQueueFull }, { labels: { reason: 'export_failed' }, value: q.failed }, { labels: { reason: 'shutdown' }, value: q.droppedAtShutdown },
+        { labels: { reason: 'queue_full' }, value: q.droppedQueueFull + f.dropped }, { labels: { reason: 'export_failed' }, value: q.failed + f.failed }, { labels: { reason: 'shutdown' }, value: q.droppedAtShutdown },
       ] },
       { name: 'sockmesh_span_queue_size', help: 'Spans waiting for export.', type: 'gauge', samples: [{ value: q.queued }] },
       { name: 'sockmesh_span_queue_capacity', help: 'The export queue bound.', type: 'gauge', samples: [{ value: q.maxQueueSize }] },
       { name: 'sockmesh_relay_spans_total', help: 'Spans the node proxy handed to the agent.', type: 'counter', samples: [{ value: this.#relay.spans }] },
+      { name: 'sockmesh_relay_requests_total', help: 'Requests the node proxy reported (sampled or not).', type: 'counter', samples: [{ value: this.#relay.requests }] },
     ];
   }
 
@@ -296,6 +331,7 @@ export class AgentTelemetry {
     }
     this.flows.flush();
     this.#subscribers.clear();
+    await this.#file?.forceFlush();
     if (this.#sdk) await this.#sdk.shutdown();
     else if (this.#provider) await this.#provider.shutdown();
     else await this.queue.shutdown();

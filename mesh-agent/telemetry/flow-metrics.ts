@@ -25,13 +25,15 @@ export class FlowMetrics {
       this.#bytes.set(`${f.path}|received`, (this.#bytes.get(`${f.path}|received`) ?? 0) + (f.bytesReceived ?? 0));
       return;
     }
-    const pair = { source_workload: workload(f.source), destination_workload: workload(f.destination) };
-    const labels = { ...pair, status_class: f.status ? `${Math.floor(f.status / 100)}xx` : 'none' };
-    const key = JSON.stringify(labels);
+    const src = workload(f.source);
+    const dst = workload(f.destination);
+    const cls = f.status ? `${Math.floor(f.status / 100)}xx` : 'none';
+    const pairKey = `${src}\0${dst}`;
+    const key = `${pairKey}\0${cls}`;
     const c = this.#requests.get(key);
     if (c) c.value++;
-    else this.#requests.set(key, { labels, value: 1 });
-    this.#latency.observe(pair, f.durationMs / 1000);
+    else this.#requests.set(key, { labels: { source_workload: src, destination_workload: dst, status_class: cls }, value: 1 });
+    this.#latency.observe({ source_workload: src, destination_workload: dst }, f.durationMs / 1000, pairKey);
   }
 
   families(): MetricFamily[] {

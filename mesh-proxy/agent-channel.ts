@@ -1,0 +1,109 @@
+/**
+ * The node proxy's request records to the agent: every finished request
+ * (sampled or not) in batches over the agent's relay socket (POST
+ * /v1/requests), for its metrics by workload pair, observe and the kernel
+ * connections' links. Bounded: records that find the buffer full are dropped
+ * and counted; a batch the agent does not take is counted failed. Never
+ * blocks a request.
+ */
+import { request } from 'node:http';
+import type { RequestRecord } from './proxy.js';
+
+/** A record on the wire: an array in this order (a quarter of the bytes of an object, and faster to parse). */
+type WireRecord = [number, number, string, string, string | null, number, string, number, string, number, string | null, string, number, string, string, 0 | 1];
+
+export function encodeRecord(r: RequestRecord): WireRecord {
+  return [r.endMs, r.durationMs, r.method, r.path, r.route ?? null, r.status, r.caller, r.callerPort, r.local, r.localPort, r.upstream ?? null, r.host, r.attempts, r.traceId, r.spanId, r.sampled ? 1 : 0];
+}
+
+/** Throws naming the record when it is not one. */
+export function decodeRecords(body: unknown): RequestRecord[] {
+  const recs = (body as { records?: unknown })?.records;
+  if (!Array.isArray(recs)) throw new Error('records: missing');
+  return recs.map((a: unknown, i) => {
+    if (!Array.isArray(a) || a.length !== 16 || typeof a[0] !== 'number' || typeof a[2] !== 'string' || typeof a[6] !== 'string') throw new Error(`records[${i}]: not a request record`);
+    const w = a as WireRecord;
+    return {
+      endMs: w[0], durationMs: w[1], method: w[2], path: w[3], ...(w[4] !== null && { route: w[4] }), status: w[5], caller: w[6], callerPort: w[7],
+      local: w[8], localPort: w[9], ...(w[10] !== null && { upstream: w[10] }), host: w[11], attempts: w[12], traceId: w[13], spanId: w[14], sampled: w[15] === 1,
+    };
+  });
+}
+
+export interface AgentChannelOptions {
+  socketPath: string;
+  /** how often a batch goes; default 500 (observe shows requests within that; bigger batches cost less per request) */
+  flushMs?: number;
+  /** records held at most; default 20000 */
+  maxRecords?: number;
+  /** one POST's deadline; default 5000 */
+  timeoutMs?: number;
+}
+
+export interface AgentChannelStats {
+  sent: number;
+  dropped: number;
+  failed: number;
+}
+
+export class AgentChannel {
+  readonly #o: Required<AgentChannelOptions>;
+  #buf: WireRecord[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #inFlight: Promise<void> | undefined;
+  readonly #stats: AgentChannelStats = { sent: 0, dropped: 0, failed: 0 };
+
+  constructor(opts: AgentChannelOptions) {
+    this.#o = { flushMs: 500, maxRecords: 20_000, timeoutMs: 5000, ...opts };
+    if (!this.#o.socketPath.startsWith('/')) throw new RangeError(`the agent's relay socket must be an absolute path, got ${this.#o.socketPath}`);
+  }
+
+  stats(): AgentChannelStats {
+    return { ...this.#stats };
+  }
+
+  record(r: RequestRecord): void {
+    if (this.#buf.length >= this.#o.maxRecords) {
+      this.#stats.dropped++;
+      return;
+    }
+    this.#buf.push(encodeRecord(r));
+  }
+
+  start(): void {
+    this.#timer = setInterval(() => { void this.#flush(); }, this.#o.flushMs);
+    this.#timer.unref();
+  }
+
+  #flush(): Promise<void> {
+    if (this.#inFlight || this.#buf.length === 0) return this.#inFlight ?? Promise.resolve();
+    const batch = this.#buf;
+    this.#buf = [];
+    const body = Buffer.from(JSON.stringify({ records: batch }));
+    this.#inFlight = new Promise<void>((resolve) => {
+      const done = (ok: boolean) => {
+        if (ok) this.#stats.sent += batch.length;
+        else this.#stats.failed += batch.length;
+        this.#inFlight = undefined;
+        resolve();
+      };
+      const req = request({ socketPath: this.#o.socketPath, path: '/v1/requests', method: 'POST', headers: { 'content-type': 'application/json', 'content-length': body.length } }, (res) => {
+        res.resume();
+        res.on('end', () => done(res.statusCode === 200));
+        res.on('error', () => done(false));
+      });
+      req.setTimeout(this.#o.timeoutMs, () => req.destroy(new Error('timeout')));
+      req.on('error', () => done(false));
+      req.end(body);
+    });
+    return this.#inFlight;
+  }
+
+  /** Stops the timer and sends what is left (one attempt). */
+  async stop(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+    await this.#inFlight;
+    await this.#flush();
+  }
+}

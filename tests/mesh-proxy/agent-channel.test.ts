@@ -1,0 +1,47 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { AgentChannel, decodeRecords, encodeRecord } from '../../mesh-proxy/agent-channel.js';
+import type { RequestRecord } from '../../mesh-proxy/proxy.js';
+
+const rec = (i: number): RequestRecord => ({
+  endMs: 1_700_000_000_000 + i, durationMs: 1.5, method: 'GET', path: `/p${i}`, route: '/*', status: 200, caller: '198.18.0.3', callerPort: 40000 + i,
+  local: '198.18.0.1', localPort: 20000, upstream: '198.18.0.4:8080', host: 'web', attempts: 1, traceId: 'a'.repeat(32), spanId: 'b'.repeat(16), sampled: i % 2 === 0,
+});
+
+t.test('records on the wire: arrays both ways, malformed ones named', async (t) => {
+  const { route: _r, upstream: _u, ...bare } = rec(1);
+  t.same(decodeRecords(JSON.parse(JSON.stringify({ records: [encodeRecord(rec(0)), encodeRecord(bare)] }))), [rec(0), bare]);
+  t.throws(() => decodeRecords({}), /records: missing/);
+  t.throws(() => decodeRecords({ records: [encodeRecord(rec(0)), [1, 2]] }), /records\[1\]: not a request record/);
+});
+
+t.test('batches to the agent\'s socket; bounded; stop sends what is left; no agent: counted failed', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sm-chan-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const sock = join(dir, 'otlp.sock');
+  const got: RequestRecord[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => { t.equal(req.url, '/v1/requests'); got.push(...decodeRecords(JSON.parse(Buffer.concat(chunks).toString()))); res.end('{}'); });
+  });
+  await new Promise<void>((r) => server.listen(sock, r));
+  const ch = new AgentChannel({ socketPath: sock, flushMs: 20, maxRecords: 3 });
+  ch.start();
+  for (let i = 0; i < 5; i++) ch.record(rec(i));
+  await new Promise((r) => setTimeout(r, 80));
+  t.same(got.map((r) => r.path), ['/p0', '/p1', '/p2'], 'the first three, in order');
+  t.match(ch.stats(), { sent: 3, dropped: 2, failed: 0 }, 'the buffer is bounded: two dropped and counted');
+  ch.record(rec(9));
+  await ch.stop();
+  t.equal(got.at(-1)?.path, '/p9', 'stop() sends what is left');
+  await new Promise<void>((r) => server.close(() => r()));
+  const lost = new AgentChannel({ socketPath: join(dir, 'none.sock') });
+  lost.record(rec(1));
+  await lost.stop();
+  t.match(lost.stats(), { sent: 0, failed: 1 }, 'no agent: the batch is counted failed, nothing hangs');
+  t.throws(() => new AgentChannel({ socketPath: 'relative.sock' }), /absolute path/);
+});
