@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** mesh-proxy: sockmesh's built-in node proxy, configured over xDS by the agent. */
-import { createWriteStream, readFileSync, watchFile } from 'node:fs';
+import { createWriteStream, readFileSync, unwatchFile, watchFile, type WriteStream } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { propagation, trace } from '@opentelemetry/api';
@@ -144,6 +144,8 @@ async function main(): Promise<number> {
   await proxy.stop(Number(values['drain-ms'] ?? 5000));
   await admin?.stop();
   await Promise.all([processor?.shutdown(), channel?.stop()]);
+  if (workloadsFile) unwatchFile(workloadsFile);
+  if (out && out !== process.stdout) await new Promise<void>((r) => (out as WriteStream).end(() => r()));
   return 0;
 }
 
@@ -157,7 +159,8 @@ function summary(proxy: MeshProxy): Record<string, unknown> {
   };
 }
 
-main().then((code) => { process.exitCode = code; }, (err: unknown) => {
+// exit when done: an upstream keep-alive socket or a stray timer must not keep a drained proxy alive
+main().then((code) => { process.exit(code); }, (err: unknown) => {
   process.stderr.write(`mesh-proxy: ${(err as Error)?.stack ?? String(err)}\n`);
   process.exitCode = 1;
 });
