@@ -9,6 +9,7 @@ import { ExportQueue } from '../telemetry/export-queue.js';
 import { EagerJsonRelay } from '../telemetry/eager-json-relay.js';
 import { createSpanExporter } from '../telemetry/span-exporter.js';
 import { telemetryOptions } from '../telemetry/telemetry-options.js';
+import { LeanWorkloadTracers } from '../telemetry/lean-tracer.js';
 import { WorkloadTracers } from '../telemetry/workload-tracers.js';
 import { AdminServer } from '../mesh-agent/admin/admin-server.js';
 import { renderPrometheus } from '../mesh-agent/admin/prometheus.js';
@@ -75,10 +76,12 @@ async function main(): Promise<number> {
   const processor = relay ?? queue;
   const spanStats = () => (relay ?? queue)?.stats();
   // without an exporter no span is made: a caller's traceparent passes through unchanged
-  const tracers = processor && new WorkloadTracers({
-    processor, sampleRatio: tel.sampleRatio, node: values.node ?? hostname(), scope: 'sockmesh.node-proxy',
-    fallback: { serviceName: 'sockmesh-node-proxy' },
-  });
+  const node = values.node ?? hostname();
+  const scope = 'sockmesh.node-proxy';
+  const fallback = { serviceName: 'sockmesh-node-proxy' };
+  // to the agent: lean spans written as OTLP/JSON when they end; to a collector: the SDK
+  const tracers = relay ? new LeanWorkloadTracers({ sink: relay, node, scope, sampleRatio: tel.sampleRatio, fallback })
+    : queue && new WorkloadTracers({ processor: queue, sampleRatio: tel.sampleRatio, node, scope, fallback });
   channel?.start();
   if (tracers) trace.setGlobalTracerProvider({ getTracer: () => tracers.tracer(undefined) });
   const dest = values['access-log'] ?? 'stdout';

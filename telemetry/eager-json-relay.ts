@@ -35,10 +35,10 @@ export interface EagerJsonRelayStats {
   queued: number;
 }
 
-interface Group {
-  /** `{"resource":…,"scopeSpans":[{"scope":…,"spans":[` */
-  head: string;
-  spans: string[];
+/** The start of a group in a request: `{"resource":…,"scopeSpans":[{"scope":…,"spans":[` (attributesJson: attributes() of the resource). */
+export function groupHead(attributesJson: string, scope: { name: string; version?: string }): string {
+  const scopeJson = scope.version ? `{"name":${JSON.stringify(scope.name)},"version":${JSON.stringify(scope.version)}}` : `{"name":${JSON.stringify(scope.name)}}`;
+  return `{"resource":{"attributes":${attributesJson},"droppedAttributesCount":0},"scopeSpans":[{"scope":${scopeJson},"spans":[`;
 }
 
 const hex = /^[0-9a-f]+$/;
@@ -58,7 +58,8 @@ function anyValue(v: AttributeValue): string {
   }
 }
 
-function attributes(a: Attributes): string {
+/** Attributes as an OTLP/JSON KeyValue list. */
+export function attributes(a: Attributes): string {
   let out = '';
   for (const k in a) {
     const v = a[k];
@@ -84,8 +85,10 @@ export function spanJson(s: ReadableSpan): string {
 
 export class EagerJsonRelay implements SpanProcessor {
   readonly #o: Required<EagerJsonRelayOptions>;
-  /** by resource (the providers' resources live as long as the workload) and scope */
-  #groups = new Map<Resource, Map<string, Group>>();
+  /** spans written, by their group's head */
+  #groups = new Map<string, string[]>();
+  /** group heads of SDK spans, by resource and scope (a provider's resource lives as long as its workload) */
+  readonly #heads = new WeakMap<Resource, Map<object, string>>();
   #bytes = 0;
   #count = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -106,25 +109,40 @@ export class EagerJsonRelay implements SpanProcessor {
 
   onEnd(span: ReadableSpan): void {
     if ((span.spanContext().traceFlags & 1) === 0) return;
+    if (this.#full()) return;
+    let head = this.#heads.get(span.resource)?.get(span.instrumentationScope);
+    if (!head) {
+      head = groupHead(attributes(span.resource.attributes), span.instrumentationScope);
+      let byScope = this.#heads.get(span.resource);
+      if (!byScope) this.#heads.set(span.resource, byScope = new Map());
+      byScope.set(span.instrumentationScope, head);
+    }
+    this.#add(head, spanJson(span));
+  }
+
+  /** Whether a span is to be dropped (counted) for lack of room. */
+  #full(): boolean {
     if (this.#closed || this.#bytes >= this.#o.maxBytes) {
       this.#stats.droppedQueueFull++;
-      return;
+      return true;
     }
-    let byScope = this.#groups.get(span.resource);
-    if (!byScope) {
-      byScope = new Map();
-      this.#groups.set(span.resource, byScope);
-    }
-    const scope = span.instrumentationScope;
-    const scopeKey = `${scope.name}\0${scope.version ?? ''}`;
-    let g = byScope.get(scopeKey);
-    if (!g) {
-      const scopeJson = scope.version ? `{"name":${JSON.stringify(scope.name)},"version":${JSON.stringify(scope.version)}}` : `{"name":${JSON.stringify(scope.name)}}`;
-      g = { head: `{"resource":{"attributes":${attributes(span.resource.attributes)},"droppedAttributesCount":0},"scopeSpans":[{"scope":${scopeJson},"spans":[`, spans: [] };
-      byScope.set(scopeKey, g);
-    }
-    const json = spanJson(span);
-    g.spans.push(json);
+    return false;
+  }
+
+  /**
+   * Adds a span already written as OTLP/JSON under its group (groupHead() of
+   * its resource and scope; the same string for the same group). Dropped and
+   * counted when full.
+   */
+  pushJson(head: string, json: string): void {
+    if (this.#full()) return;
+    this.#add(head, json);
+  }
+
+  #add(head: string, json: string): void {
+    let g = this.#groups.get(head);
+    if (!g) this.#groups.set(head, g = []);
+    g.push(json);
     this.#bytes += json.length;
     this.#count++;
     if (!this.#timer) {
@@ -142,7 +160,7 @@ export class EagerJsonRelay implements SpanProcessor {
     this.#bytes = 0;
     this.#count = 0;
     const parts: string[] = [];
-    for (const byScope of groups.values()) for (const g of byScope.values()) if (g.spans.length) parts.push(`${g.head}${g.spans.join(',')}]}]}`);
+    for (const [head, spans] of groups) parts.push(`${head}${spans.join(',')}]}]}`);
     const body = Buffer.from(`{"resourceSpans":[${parts.join(',')}]}`);
     this.#inFlight = new Promise<void>((resolve) => {
       const done = (ok: boolean) => {
