@@ -99,7 +99,8 @@ async function main(): Promise<void> {
   new Datapath({ pinDir: PIN_DIR, cgroupPath }).down();
   const dir = mkdtempSync(join(tmpdir(), 'sm-tracebench-'));
   writeFileSync(join(dir, 'bench.yaml'), MANIFESTS);
-  const traceFile = join(dir, 'traces.otlp.jsonl');
+  const traceDir = mkdtempSync(join(tmpdir(), 'sm-tracebench-out-'));
+  const traceFile = join(traceDir, 'traces.otlp.jsonl');
   let agent: Agent | undefined;
   const runs: Run[] = [];
   try {
@@ -158,6 +159,7 @@ async function main(): Promise<void> {
     new Datapath({ pinDir: PIN_DIR, cgroupPath }).down();
     await rt.cleanup();
     rmSync(dir, { recursive: true, force: true });
+    rmSync(traceDir, { recursive: true, force: true });
   }
 }
 

@@ -35,6 +35,13 @@ export interface ManifestLoad {
 
 export const SOURCE_ID = 'manifests';
 
+/** Whether a changed path may be (or hold) a manifest: *.yaml, *.yml, a directory (no extension), or unknown. */
+export function mayHoldManifests(name: string | Buffer | null | undefined): boolean {
+  if (name === null || name === undefined) return true;
+  const base = String(name).split('/').pop() ?? '';
+  return /\.ya?ml$/i.test(base) || !/\.[^.]+$/.test(base);
+}
+
 function yamlFiles(dir: string): string[] {
   const out: string[] = [];
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
@@ -74,7 +81,8 @@ export class ManifestSource {
       throw new InvalidArgumentError(`manifest directory ${this.dir} does not exist or is not a directory`);
     }
     const first = this.load();
-    this.#watcher = watch(this.dir, { recursive: true }, () => this.#schedule());
+    // a change to another kind of file (a log, a trace file next to the manifests) reads nothing again
+    this.#watcher = watch(this.dir, { recursive: true }, (_event, name) => { if (mayHoldManifests(name)) this.#schedule(); });
     this.#watcher.on('error', () => this.#schedule());
     return first;
   }
