@@ -23,7 +23,7 @@ import { runtimeName } from '../mesh-agent/runtime/pod-supervisor.js';
 import { telemetryOptions } from '../telemetry/telemetry-options.js';
 import { gitCommit, machine } from './bench-meta.js';
 
-const HELP = `usage: node dist/benchmarks/tracing-bench.js [--rounds N] [--seconds S] [--warm S] [--only tracing-off|tracing-on] [--rate R] [--concurrency C] [--out DIR]
+const HELP = `usage: node dist/benchmarks/tracing-bench.js [--rounds N] [--seconds S] [--warm S] [--only tracing-off|tracing-on] [--sample-ratio R] [--rate R] [--concurrency C] [--out DIR]
 
 Writes tracing.json and tracing.md to --out (default benchmarks/results). Needs root.
 Takes about rounds x 2 x (seconds + 10) seconds (the agent restarts for each run).
@@ -80,7 +80,7 @@ spec: { containers: [{ name: app, command: [sleep, infinity] }] }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: {
-    rounds: { type: 'string' }, seconds: { type: 'string' }, warm: { type: 'string' }, only: { type: 'string' }, rate: { type: 'string' }, concurrency: { type: 'string' }, out: { type: 'string' },
+    rounds: { type: 'string' }, seconds: { type: 'string' }, warm: { type: 'string' }, only: { type: 'string' }, 'sample-ratio': { type: 'string' }, rate: { type: 'string' }, concurrency: { type: 'string' }, out: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   } });
   if (values.help) {
@@ -110,7 +110,7 @@ async function main(): Promise<void> {
         agent = new Agent({
           manifests: dir, runtimePrefix: PREFIX, datapath: { pinDir: PIN_DIR, cgroupPath }, proxy: 'mesh-proxy', nodeName: 'bench-node',
           adminSocket: join(dir, 'agent.sock'), xdsSocket: join(dir, 'xds.sock'), adminAddress: null, xdsAddress: '127.0.0.1:0',
-          telemetry: telemetryOptions({ SOCKMESH_TRACES_FILE: traceFile, OTEL_BSP_SCHEDULE_DELAY: '1000' }, { tracing: mode === 'tracing-on' ? 'on' : 'off' }),
+          telemetry: telemetryOptions({ SOCKMESH_TRACES_FILE: traceFile, OTEL_BSP_SCHEDULE_DELAY: '1000' }, { tracing: mode === 'tracing-on' ? 'on' : 'off', ...(values['sample-ratio'] !== undefined && { sampleRatio: values['sample-ratio'] }) }),
         });
         await agent.start();
         const a = agent;
