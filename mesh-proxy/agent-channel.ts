@@ -6,7 +6,7 @@
  * and counted; a batch the agent does not take is counted failed. Never
  * blocks a request.
  */
-import { request } from 'node:http';
+import { postToRelay } from '../telemetry/relay-post.js';
 import type { RequestRecord } from './proxy.js';
 
 /** A record on the wire: an array in this order (a quarter of the bytes of an object, and faster to parse). */
@@ -80,21 +80,10 @@ export class AgentChannel {
     const batch = this.#buf;
     this.#buf = [];
     const body = Buffer.from(JSON.stringify({ records: batch }));
-    this.#inFlight = new Promise<void>((resolve) => {
-      const done = (ok: boolean) => {
-        if (ok) this.#stats.sent += batch.length;
-        else this.#stats.failed += batch.length;
-        this.#inFlight = undefined;
-        resolve();
-      };
-      const req = request({ socketPath: this.#o.socketPath, path: '/v1/requests', method: 'POST', headers: { 'content-type': 'application/json', 'content-length': body.length } }, (res) => {
-        res.resume();
-        res.on('end', () => done(res.statusCode === 200));
-        res.on('error', () => done(false));
-      });
-      req.setTimeout(this.#o.timeoutMs, () => req.destroy(new Error('timeout')));
-      req.on('error', () => done(false));
-      req.end(body);
+    this.#inFlight = postToRelay(this.#o.socketPath, '/v1/requests', body, {}, this.#o.timeoutMs).then((ok) => {
+      if (ok) this.#stats.sent += batch.length;
+      else this.#stats.failed += batch.length;
+      this.#inFlight = undefined;
     });
     return this.#inFlight;
   }

@@ -1,16 +1,14 @@
 /**
- * The node proxy's span processor towards the agent: each span is written as
- * OTLP/JSON the moment it ends (a string; the span object dies young, which
- * keeps the proxy's garbage collector out of the old generation), grouped by
- * resource, and every flushMs the groups go to the agent's relay socket as
- * one ExportTraceServiceRequest (POST /v1/traces, x-sockmesh-spans: N).
- * Bounded by bytes: a span that finds the buffer full is dropped and counted.
- * Never blocks the request that ended the span.
+ * The node proxy's spans on their way to the agent: each span arrives already
+ * written as OTLP/JSON (the lean tracer writes it when the span ends, so the
+ * span object dies young), grouped by resource and scope, and every flushMs
+ * the groups go to the agent's relay socket as one ExportTraceServiceRequest
+ * (POST /v1/traces, x-sockmesh-spans: N). Bounded by bytes: a span that finds
+ * the buffer full is dropped and counted. Never blocks the request that ended
+ * the span.
  */
-import { request } from 'node:http';
-import type { AttributeValue, Attributes, Context, HrTime } from '@opentelemetry/api';
-import type { Resource } from '@opentelemetry/resources';
-import type { ReadableSpan, Span, SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import type { AttributeValue, Attributes } from '@opentelemetry/api';
+import { postToRelay } from './relay-post.js';
 
 export interface EagerJsonRelayOptions {
   socketPath: string;
@@ -41,12 +39,6 @@ export function groupHead(attributesJson: string, scope: { name: string; version
   return `{"resource":{"attributes":${attributesJson},"droppedAttributesCount":0},"scopeSpans":[{"scope":${scopeJson},"spans":[`;
 }
 
-const hex = /^[0-9a-f]+$/;
-
-function nanos(t: HrTime): string {
-  return t[1] === 0 ? `${t[0]}000000000` : `${t[0]}${String(t[1]).padStart(9, '0')}`;
-}
-
 function anyValue(v: AttributeValue): string {
   switch (typeof v) {
     case 'string': return `{"stringValue":${JSON.stringify(v)}}`;
@@ -69,26 +61,10 @@ export function attributes(a: Attributes): string {
   return `[${out}]`;
 }
 
-/** One span as OTLP/JSON (the encoding of JsonTraceSerializer, hex ids, string nanos). */
-export function spanJson(s: ReadableSpan): string {
-  const c = s.spanContext();
-  if (!hex.test(c.traceId) || !hex.test(c.spanId)) throw new Error('span ids must be hex');
-  const parent = s.parentSpanContext?.spanId;
-  const flags = (c.traceFlags & 0xff) | 0x100 | (s.parentSpanContext?.isRemote ? 0x200 : 0);
-  const events = s.events.map((e) => `{"timeUnixNano":"${nanos(e.time)}","name":${JSON.stringify(e.name)},"attributes":${attributes(e.attributes ?? {})},"droppedAttributesCount":${e.droppedAttributesCount ?? 0}}`).join(',');
-  const links = s.links.map((l) => `{"traceId":"${l.context.traceId}","spanId":"${l.context.spanId}","attributes":${attributes(l.attributes ?? {})},"droppedAttributesCount":${l.droppedAttributesCount ?? 0},"flags":${(l.context.traceFlags & 0xff) | 0x100}}`).join(',');
-  const status = s.status.message ? `{"code":${s.status.code},"message":${JSON.stringify(s.status.message)}}` : `{"code":${s.status.code}}`;
-  return `{"traceId":"${c.traceId}","spanId":"${c.spanId}"${parent ? `,"parentSpanId":"${parent}"` : ''},"name":${JSON.stringify(s.name)},"kind":${s.kind + 1},`
-    + `"startTimeUnixNano":"${nanos(s.startTime)}","endTimeUnixNano":"${nanos(s.endTime)}","attributes":${attributes(s.attributes)},"droppedAttributesCount":${s.droppedAttributesCount},`
-    + `"events":[${events}],"droppedEventsCount":${s.droppedEventsCount},"status":${status},"links":[${links}],"droppedLinksCount":${s.droppedLinksCount},"flags":${flags}}`;
-}
-
-export class EagerJsonRelay implements SpanProcessor {
+export class EagerJsonRelay {
   readonly #o: Required<EagerJsonRelayOptions>;
   /** spans written, by their group's head */
   #groups = new Map<string, string[]>();
-  /** group heads of SDK spans, by resource and scope (a provider's resource lives as long as its workload) */
-  readonly #heads = new WeakMap<Resource, Map<object, string>>();
   #bytes = 0;
   #count = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -103,21 +79,6 @@ export class EagerJsonRelay implements SpanProcessor {
 
   stats(): EagerJsonRelayStats {
     return { ...this.#stats, queued: this.#count };
-  }
-
-  onStart(_span: Span, _ctx: Context): void {}
-
-  onEnd(span: ReadableSpan): void {
-    if ((span.spanContext().traceFlags & 1) === 0) return;
-    if (this.#full()) return;
-    let head = this.#heads.get(span.resource)?.get(span.instrumentationScope);
-    if (!head) {
-      head = groupHead(attributes(span.resource.attributes), span.instrumentationScope);
-      let byScope = this.#heads.get(span.resource);
-      if (!byScope) this.#heads.set(span.resource, byScope = new Map());
-      byScope.set(span.instrumentationScope, head);
-    }
-    this.#add(head, spanJson(span));
   }
 
   /** Whether a span is to be dropped (counted) for lack of room. */
@@ -162,22 +123,11 @@ export class EagerJsonRelay implements SpanProcessor {
     const parts: string[] = [];
     for (const [head, spans] of groups) parts.push(`${head}${spans.join(',')}]}]}`);
     const body = Buffer.from(`{"resourceSpans":[${parts.join(',')}]}`);
-    this.#inFlight = new Promise<void>((resolve) => {
-      const done = (ok: boolean) => {
-        if (ok) this.#stats.exported += count;
-        else this.#stats.failed += count;
-        this.#inFlight = undefined;
-        resolve();
-        if (this.#count > 0 && !this.#timer && !this.#closed) void this.#flush();
-      };
-      const req = request({ socketPath: this.#o.socketPath, path: '/v1/traces', method: 'POST', headers: { 'content-type': 'application/json', 'content-length': body.length, 'x-sockmesh-spans': count } }, (res) => {
-        res.resume();
-        res.on('end', () => done(res.statusCode === 200));
-        res.on('error', () => done(false));
-      });
-      req.setTimeout(this.#o.timeoutMs, () => req.destroy(new Error('timeout')));
-      req.on('error', () => done(false));
-      req.end(body);
+    this.#inFlight = postToRelay(this.#o.socketPath, '/v1/traces', body, { 'x-sockmesh-spans': count }, this.#o.timeoutMs).then((ok) => {
+      if (ok) this.#stats.exported += count;
+      else this.#stats.failed += count;
+      this.#inFlight = undefined;
+      if (this.#count > 0 && !this.#timer && !this.#closed) void this.#flush();
     });
     return this.#inFlight;
   }

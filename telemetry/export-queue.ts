@@ -27,12 +27,6 @@ export interface ExportQueueOptions {
   exportTimeoutMs?: number;
   /** how long shutdown() may spend flushing; default 5000 */
   shutdownTimeoutMs?: number;
-  /**
-   * pass on spans that are recorded but not sampled too (the node proxy hands
-   * every request to the agent, which counts them and exports the sampled
-   * ones); default false
-   */
-  includeUnsampled?: boolean;
 }
 
 export interface ExportQueueStats {
@@ -62,7 +56,6 @@ export class ExportQueue implements SpanProcessor {
   readonly #delayMs: number;
   readonly #exportTimeoutMs: number;
   readonly #shutdownTimeoutMs: number;
-  readonly #includeUnsampled: boolean;
   #queue: ReadableSpan[] = [];
   #timer: NodeJS.Timeout | undefined;
   #inFlight: Promise<void> | undefined;
@@ -80,7 +73,6 @@ export class ExportQueue implements SpanProcessor {
     this.#delayMs = nonNegative('scheduledDelayMs', opts.scheduledDelayMs ?? 1000);
     this.#exportTimeoutMs = positive('exportTimeoutMs', opts.exportTimeoutMs ?? 30_000);
     this.#shutdownTimeoutMs = nonNegative('shutdownTimeoutMs', opts.shutdownTimeoutMs ?? 5000);
-    this.#includeUnsampled = opts.includeUnsampled === true;
   }
 
   stats(): ExportQueueStats {
@@ -90,7 +82,7 @@ export class ExportQueue implements SpanProcessor {
   onStart(_span: Span, _parentContext: Context): void {}
 
   onEnd(span: ReadableSpan): void {
-    if (!this.#includeUnsampled && (span.spanContext().traceFlags & 1) === 0) return; // recorded, not sampled
+    if ((span.spanContext().traceFlags & 1) === 0) return; // recorded, not sampled
     this.push(span);
   }
 

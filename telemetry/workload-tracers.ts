@@ -6,7 +6,7 @@
  */
 import type { Tracer } from '@opentelemetry/api';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
-import { BasicTracerProvider, ParentBasedSampler, SamplingDecision, TraceIdRatioBasedSampler, type Sampler, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { BasicTracerProvider, ParentBasedSampler, TraceIdRatioBasedSampler, type Sampler, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 
 /** Who a span belongs to. */
 export interface WorkloadIdentity {
@@ -39,19 +39,8 @@ export function workloadResource(w: WorkloadIdentity, node: string): Resource {
   });
 }
 
-export function parentBasedSampler(ratio: number, recordUnsampled = false): Sampler {
-  if (!recordUnsampled) return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) });
-  const ratioSampler = new TraceIdRatioBasedSampler(ratio);
-  const record: Sampler = {
-    shouldSample: (ctx, traceId) => {
-      const r = ratioSampler.shouldSample(ctx, traceId);
-      return r.decision === SamplingDecision.RECORD_AND_SAMPLED ? r : { ...r, decision: SamplingDecision.RECORD };
-    },
-    toString: () => `RecordAll{${ratioSampler.toString()}}`,
-  };
-  const recordOnly: Sampler = { shouldSample: () => ({ decision: SamplingDecision.RECORD }), toString: () => 'RecordOnly' };
-  // the parent's decision is kept (sampled stays sampled; unsampled is recorded, not sampled)
-  return new ParentBasedSampler({ root: record, remoteParentNotSampled: recordOnly, localParentNotSampled: recordOnly });
+export function parentBasedSampler(ratio: number): Sampler {
+  return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) });
 }
 
 export interface WorkloadTracersOptions {
@@ -64,11 +53,6 @@ export interface WorkloadTracersOptions {
   scope: string;
   /** the resource of spans that belong to no known workload (e.g. the proxy itself) */
   fallback: { serviceName: string };
-  /**
-   * record spans the ratio does not sample (not sampled: not exported, the
-   * decision still travels), so every request reaches the processor; default false
-   */
-  recordUnsampled?: boolean;
 }
 
 export class WorkloadTracers {
@@ -79,7 +63,7 @@ export class WorkloadTracers {
 
   constructor(opts: WorkloadTracersOptions) {
     this.#opts = opts;
-    this.#sampler = parentBasedSampler(opts.sampleRatio ?? 1, opts.recordUnsampled === true);
+    this.#sampler = parentBasedSampler(opts.sampleRatio ?? 1);
   }
 
   #provider(resource: Resource): BasicTracerProvider {

@@ -16,7 +16,7 @@ import { resourceFromAttributes, type Resource } from '@opentelemetry/resources'
 import { NodeSDK } from '@opentelemetry/sdk-node';
 import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import { ExportQueue } from '../../telemetry/export-queue.js';
-import { decodeOtlpJson } from '../../telemetry/otlp-json-relay.js';
+import { decodeOtlpJson } from '../../telemetry/otlp-json-decode.js';
 import { OtlpFileExporter } from '../../telemetry/otlp-file-exporter.js';
 import { decodeRecords } from '../../mesh-proxy/agent-channel.js';
 import { createSpanExporter, describeExport } from '../../telemetry/span-exporter.js';

@@ -29,22 +29,24 @@ t.test('one resource per workload, one processor for all', async (t) => {
   t.equal(tr.size, 1, 'workloads gone are forgotten');
 });
 
-t.test('sampling: parent-based; with recordUnsampled the unsampled spans still reach the processor, marked unsampled', async (t) => {
+t.test('sampling: parent-based, new traces by the ratio; unsampled spans never reach the exporter through the queue', async (t) => {
   const mem = new InMemorySpanExporter();
-  const q = new ExportQueue(mem, { includeUnsampled: true, scheduledDelayMs: 0 });
-  const off = new WorkloadTracers({ processor: new SimpleSpanProcessor(mem), node: 'n', scope: 's', fallback: { serviceName: 'f' }, sampleRatio: 0 }).tracer(undefined);
-  t.notOk(off.startSpan('a').isRecording(), 'ratio 0: a new trace is not recorded');
+  const q = new ExportQueue(mem, { scheduledDelayMs: 0 });
+  const off = new WorkloadTracers({ processor: q, node: 'n', scope: 's', fallback: { serviceName: 'f' }, sampleRatio: 0 }).tracer(undefined);
+  const a = off.startSpan('a');
+  t.notOk(a.isRecording(), 'ratio 0: a new trace is not recorded');
+  a.end();
   const sampledParent = trace.setSpanContext(context.active(), { traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', traceFlags: TraceFlags.SAMPLED, isRemote: true });
-  t.equal(off.startSpan('b', {}, sampledParent).spanContext().traceFlags, TraceFlags.SAMPLED, 'a sampled caller stays sampled');
-  const rec = new WorkloadTracers({ processor: q, node: 'n', scope: 's', fallback: { serviceName: 'f' }, sampleRatio: 0, recordUnsampled: true }).tracer(undefined);
-  const s = rec.startSpan('c');
-  t.ok(s.isRecording(), 'recorded');
-  t.equal(s.spanContext().traceFlags, TraceFlags.NONE, 'but not sampled: the decision travels in traceparent');
-  s.end();
+  const b = off.startSpan('b', {}, sampledParent);
+  t.equal(b.spanContext().traceFlags, TraceFlags.SAMPLED, 'a sampled caller stays sampled');
+  b.end();
+  const on = new WorkloadTracers({ processor: q, node: 'n', scope: 's', fallback: { serviceName: 'f' }, sampleRatio: 1 }).tracer(undefined);
   const unsampledParent = trace.setSpanContext(context.active(), { traceId: '1af7651916cd43dd8448eb211c80319c', spanId: 'c7ad6b7169203331', traceFlags: TraceFlags.NONE, isRemote: true });
-  const child = rec.startSpan('d', {}, unsampledParent);
-  t.equal(child.spanContext().traceFlags, TraceFlags.NONE, 'an unsampled caller stays unsampled');
-  child.end();
+  const c = on.startSpan('c', {}, unsampledParent);
+  t.equal(c.spanContext().traceFlags, TraceFlags.NONE, 'an unsampled caller stays unsampled, even at ratio 1');
+  t.notOk(c.isRecording());
+  c.end();
+  on.startSpan('d').end();
   await q.forceFlush();
-  t.same(mem.getFinishedSpans().map((x) => x.name).filter((n) => n === 'c' || n === 'd'), ['c', 'd'], 'both reached the exporter through the queue');
+  t.same(mem.getFinishedSpans().map((x) => x.name), ['b', 'd'], 'only the sampled spans were exported');
 });

@@ -1,66 +1,13 @@
 /**
- * The node proxy hands its spans to the agent over a unix socket as OTLP/HTTP
- * JSON (POST /v1/traces): the agent links them to the kernel's connection
- * spans, counts requests by workload pair, streams them to `observe`, and
- * exports them with its own queue and exporter. JSON, because the agent
- * decodes it without protobuf definitions.
+ * OTLP/JSON (an ExportTraceServiceRequest) back into finished spans: the agent
+ * decodes the node proxy's spans this way when they go to a collector (to the
+ * trace file they are appended as they came). JSON, because the agent reads
+ * it without protobuf definitions.
  */
-import { request } from 'node:http';
 import type { Attributes, AttributeValue, Link, SpanKind } from '@opentelemetry/api';
-import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
-import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
-import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { finishedSpan } from './finished-span.js';
-
-export interface RelayExporterOptions {
-  socketPath: string;
-  /** default 5000 */
-  timeoutMs?: number;
-}
-
-/** Sends batches to the agent's relay socket; a failure is reported to the queue, not retried (the agent is local). */
-export class RelayExporter implements SpanExporter {
-  readonly #socketPath: string;
-  readonly #timeoutMs: number;
-  #pending = new Set<Promise<void>>();
-
-  constructor(opts: RelayExporterOptions) {
-    this.#socketPath = opts.socketPath;
-    this.#timeoutMs = opts.timeoutMs ?? 5000;
-  }
-
-  export(spans: ReadableSpan[], done: (r: ExportResult) => void): void {
-    const body = JsonTraceSerializer.serializeRequest(spans);
-    if (!body) {
-      done({ code: ExportResultCode.FAILED, error: new Error('spans could not be serialized') });
-      return;
-    }
-    const p = new Promise<void>((resolve) => {
-      const finish = (r: ExportResult) => { resolve(); done(r); };
-      const req = request({ socketPath: this.#socketPath, path: '/v1/traces', method: 'POST', headers: { 'content-type': 'application/json', 'content-length': body.length, 'x-sockmesh-spans': spans.length } }, (res) => {
-        res.resume();
-        res.on('end', () => finish(res.statusCode === 200 ? { code: ExportResultCode.SUCCESS } : { code: ExportResultCode.FAILED, error: new Error(`relay answered ${res.statusCode}`) }));
-        res.on('error', (error) => finish({ code: ExportResultCode.FAILED, error }));
-      });
-      req.setTimeout(this.#timeoutMs, () => req.destroy(new Error(`relay did not answer in ${this.#timeoutMs} ms`)));
-      req.on('error', (error) => finish({ code: ExportResultCode.FAILED, error }));
-      req.end(body);
-    });
-    this.#pending.add(p);
-    void p.then(() => this.#pending.delete(p));
-  }
-
-  async forceFlush(): Promise<void> {
-    await Promise.all(this.#pending);
-  }
-
-  async shutdown(): Promise<void> {
-    await Promise.all(this.#pending);
-  }
-}
-
-// ---- decoding (the agent's side) ----
 
 interface JsonAnyValue {
   stringValue?: string; boolValue?: boolean; intValue?: number | string; doubleValue?: number;

@@ -1,14 +1,9 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import t from 'tap';
 import { SpanKind } from '@opentelemetry/api';
-import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { RelayExporter, decodeOtlpJson } from '../../telemetry/otlp-json-relay.js';
+import { decodeOtlpJson } from '../../telemetry/otlp-json-decode.js';
 
 function sdkSpans() {
   const mem = new InMemorySpanExporter();
@@ -42,28 +37,4 @@ t.test('malformed input names the span and field', async (t) => {
   t.throws(() => decodeOtlpJson({}), /resourceSpans: missing/);
   t.throws(() => decodeOtlpJson({ resourceSpans: [{ scopeSpans: [{ spans: [{ traceId: 'xyz', spanId: '0102030405060708', name: 'a', startTimeUnixNano: '1', endTimeUnixNano: '2' }] }] }] }),
     /resourceSpans\[0\]\.scopeSpans\[0\]\.spans\[0\]: traceId must be 32 lowercase hex digits/);
-});
-
-t.test('the relay exporter posts to a unix socket and reports the answer', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'sm-relay-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const sock = join(dir, 'otlp.sock');
-  const got: unknown[] = [];
-  let status = 200;
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => { got.push({ path: req.url, type: req.headers['content-type'], body: JSON.parse(Buffer.concat(chunks).toString()) }); res.statusCode = status; res.end('{}'); });
-  });
-  await new Promise<void>((r) => server.listen(sock, r));
-  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
-  const ex = new RelayExporter({ socketPath: sock });
-  const result = (spans: ReturnType<typeof sdkSpans>) => new Promise<ExportResult>((r) => ex.export(spans, r));
-  t.equal((await result(sdkSpans())).code, ExportResultCode.SUCCESS);
-  t.match(got[0], { path: '/v1/traces', type: 'application/json', body: { resourceSpans: [{ scopeSpans: [{ spans: [{ name: 'GET /*' }] }] }] } });
-  status = 400;
-  t.equal((await result(sdkSpans())).code, ExportResultCode.FAILED, 'a refusal is a failure');
-  const gone = new RelayExporter({ socketPath: join(dir, 'nothing.sock') });
-  const r = await new Promise<ExportResult>((res) => gone.export(sdkSpans(), res));
-  t.equal(r.code, ExportResultCode.FAILED, 'no agent: a failure, not a hang');
 });
