@@ -1,34 +1,9 @@
 /* mesh-agent traces, run from dist/ (npm run build) on a trace file written with the real SDK. */
 import { join } from 'node:path';
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Link, type Span } from '@opentelemetry/api';
-import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { ROOT_CONTEXT, SpanKind, trace } from '@opentelemetry/api';
 import t, { type Test } from 'tap';
 import { cli } from '../../fixtures/cli.js';
-
-const BASE_S = 1_795_654_257;
-const at = (ms: number): [number, number] => [BASE_S + Math.floor(ms / 1000), Math.round((ms - Math.floor(ms / 1000) * 1000) * 1e6)];
-
-function workload(resource: Record<string, string>) {
-  const exporter = new InMemorySpanExporter();
-  const tracer = new BasicTracerProvider({ resource: resourceFromAttributes(resource), spanProcessors: [new SimpleSpanProcessor(exporter)] }).getTracer('sockmesh-test');
-  return {
-    span(name: string, kind: SpanKind, fromMs: number, toMs: number, o: { parent?: Span; links?: Link[]; events?: [string, number][]; error?: boolean } = {}): Span {
-      const s = tracer.startSpan(name, { kind, startTime: at(fromMs), links: o.links ?? [] }, o.parent ? trace.setSpan(ROOT_CONTEXT, o.parent) : ROOT_CONTEXT);
-      for (const [e, ms] of o.events ?? []) s.addEvent(e, at(ms));
-      if (o.error) s.setStatus({ code: SpanStatusCode.ERROR });
-      s.end(at(toMs));
-      return s;
-    },
-    /** One line, as the agent's file exporter appends it. */
-    line(): string {
-      const l = Buffer.from(JsonTraceSerializer.serializeRequest(exporter.getFinishedSpans())!).toString('utf8');
-      exporter.reset();
-      return l;
-    },
-  };
-}
+import { BASE_S, workload } from '../../fixtures/sdk-traces.js';
 
 /**
  * FILE.1: an old health check. FILE: a request from shop/frontend to

@@ -1,38 +1,11 @@
 import { join } from 'node:path';
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Link, type Span } from '@opentelemetry/api';
-import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { SpanKind } from '@opentelemetry/api';
 import t from 'tap';
 import { NotFoundError } from '../../../mesh-agent/errors.js';
 import {
   groupTraces, namespaceName, parseTraceLine, parseTraceText, readTraceFiles, rootSpan, serviceName, traceToJson, type TraceSpan,
 } from '../../../mesh-agent/telemetry/trace-file.js';
-
-// Lines written by the real SDK: one provider per workload, each export one line.
-const BASE_S = 1_795_654_257;
-const at = (ms: number): [number, number] => [BASE_S + Math.floor(ms / 1000), Math.round((ms - Math.floor(ms / 1000) * 1000) * 1e6)];
-const ns = (ms: number): bigint => BigInt(BASE_S) * 1_000_000_000n + BigInt(Math.round(ms * 1e6));
-
-function workload(resource: Record<string, string | number>) {
-  const exporter = new InMemorySpanExporter();
-  const tracer = new BasicTracerProvider({ resource: resourceFromAttributes(resource), spanProcessors: [new SimpleSpanProcessor(exporter)] }).getTracer('sockmesh-test');
-  return {
-    span(name: string, kind: SpanKind, fromMs: number, toMs: number, o: { parent?: Span; links?: Link[]; events?: [string, number][]; error?: boolean; attributes?: Record<string, string | number | boolean | number[]> } = {}): Span {
-      const s = tracer.startSpan(name, { kind, startTime: at(fromMs), links: o.links ?? [], attributes: o.attributes ?? {} }, o.parent ? trace.setSpan(ROOT_CONTEXT, o.parent) : ROOT_CONTEXT);
-      for (const [e, ms] of o.events ?? []) s.addEvent(e, { attempt: 1 }, at(ms));
-      if (o.error) s.setStatus({ code: SpanStatusCode.ERROR, message: 'upstream reset' });
-      s.end(at(toMs));
-      return s;
-    },
-    /** What the agent's file exporter appends for the spans ended so far. */
-    line(): string {
-      const l = Buffer.from(JsonTraceSerializer.serializeRequest(exporter.getFinishedSpans())!).toString('utf8');
-      exporter.reset();
-      return l;
-    },
-  };
-}
+import { ns, workload } from '../../fixtures/sdk-traces.js';
 
 /** A caller's CLIENT span, the backend's SERVER child, an L4 connection span linked to the call; an older trace for FILE.1. */
 function lines() {
@@ -41,8 +14,8 @@ function lines() {
   const node = workload({ 'service.name': 'sockmesh-agent', 'host.name': 'node-a' });
   const health = frontend.span('GET /health', SpanKind.SERVER, -5000, -4999.5);
   const old = frontend.line();
-  const call = frontend.span('GET /catalog', SpanKind.CLIENT, 0, 10, { events: [['retry', 1], ['retry', 3]], attributes: { 'http.request.method': 'GET', 'http.response.status_code': 200, ok: true, sizes: [1, 2] } });
-  const served = catalog.span('GET /catalog', SpanKind.SERVER, 5, 10, { parent: call, error: true });
+  const call = frontend.span('GET /catalog', SpanKind.CLIENT, 0, 10, { events: [['retry', 1, { attempt: 1 }], ['retry', 3, { attempt: 1 }]], attributes: { 'http.request.method': 'GET', 'http.response.status_code': 200, ok: true, sizes: [1, 2] } });
+  const served = catalog.span('GET /catalog', SpanKind.SERVER, 5, 10, { parent: call, error: 'upstream reset' });
   node.span('tcp 198.18.0.2 → 198.18.0.3:80', SpanKind.INTERNAL, -1, 12, { links: [{ context: call.spanContext() }] });
   return { old, frontend: frontend.line(), catalog: catalog.line(), node: node.line(), ids: { health: health.spanContext(), call: call.spanContext(), served: served.spanContext() } };
 }

@@ -1,34 +1,9 @@
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Link, type Span } from '@opentelemetry/api';
-import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { ROOT_CONTEXT, SpanKind, trace } from '@opentelemetry/api';
 import t from 'tap';
 import { InvalidArgumentError } from '../../../mesh-agent/errors.js';
-import { groupTraces, parseTraceLine, type Trace, type TraceSpan } from '../../../mesh-agent/telemetry/trace-file.js';
+import { groupTraces, type Trace, type TraceSpan } from '../../../mesh-agent/telemetry/trace-file.js';
 import { barCells, formatMs, renderWaterfall, spanSuffix, treeRows } from '../../../mesh-agent/telemetry/waterfall.js';
-
-// Spans from the real SDK, one provider per workload, serialized as the agent's file has them.
-const BASE_S = 1_795_654_257;
-const at = (ms: number): [number, number] => [BASE_S + Math.floor(ms / 1000), Math.round((ms - Math.floor(ms / 1000) * 1000) * 1e6)];
-
-function workload(resource: Record<string, string>) {
-  const exporter = new InMemorySpanExporter();
-  const tracer = new BasicTracerProvider({ resource: resourceFromAttributes(resource), spanProcessors: [new SimpleSpanProcessor(exporter)] }).getTracer('sockmesh-test');
-  return {
-    span(name: string, kind: SpanKind, fromMs: number, toMs: number, o: { parent?: Span; links?: Link[]; events?: [string, number][]; error?: boolean } = {}): Span {
-      const s = tracer.startSpan(name, { kind, startTime: at(fromMs), links: o.links ?? [] }, o.parent ? trace.setSpan(ROOT_CONTEXT, o.parent) : ROOT_CONTEXT);
-      for (const [e, ms] of o.events ?? []) s.addEvent(e, at(ms));
-      if (o.error) s.setStatus({ code: SpanStatusCode.ERROR, message: 'boom' });
-      s.end(at(toMs));
-      return s;
-    },
-    spans(): TraceSpan[] {
-      const r = parseTraceLine(Buffer.from(JsonTraceSerializer.serializeRequest(exporter.getFinishedSpans())!).toString('utf8'));
-      if (!('spans' in r)) throw new Error(r.error);
-      return r.spans;
-    },
-  };
-}
+import { workload } from '../../fixtures/sdk-traces.js';
 
 /** A request through two workloads (a retried call, a failing query), and the L4 connection it rode on, linked to it. */
 function scenario(): { request: Trace; connection: Trace; orphaned: Trace } {
@@ -37,7 +12,7 @@ function scenario(): { request: Trace; connection: Trace; orphaned: Trace } {
   const node = workload({ 'service.name': 'sockmesh-agent' });
   const call = frontend.span('GET /catalog', SpanKind.CLIENT, 0, 10, { events: [['retry', 1], ['retry', 3]] });
   const served = catalog.span('GET /catalog', SpanKind.SERVER, 5, 10, { parent: call });
-  catalog.span('SELECT items', SpanKind.CLIENT, 6, 9, { parent: served, error: true });
+  catalog.span('SELECT items', SpanKind.CLIENT, 6, 9, { parent: served, error: 'boom' });
   frontend.span('render', SpanKind.INTERNAL, 1, 2, { parent: call });
   node.span('tcp 198.18.0.2 → 198.18.0.3:80', SpanKind.INTERNAL, 0, 12, { links: [{ context: call.spanContext() }] });
   const remote = trace.setSpanContext(ROOT_CONTEXT, { traceId: 'ab'.repeat(16), spanId: 'cd'.repeat(8), traceFlags: 1, isRemote: true });
