@@ -20,6 +20,7 @@ import { repoRoot } from '../mesh-agent/paths.js';
 import { MapReconciler } from '../mesh-agent/reconciler/map-reconciler.js';
 import { ReconcileLoop } from '../mesh-agent/reconciler/reconcile-loop.js';
 import { gitCommit, machine } from './bench-meta.js';
+import { median } from './bench-stats.js';
 
 const HELP = `usage: node --expose-gc dist/benchmarks/cluster-bench.js [--pods N] [--services N] [--changes N] [--out DIR]
 
@@ -58,10 +59,6 @@ function cluster(nPods: number, nServices: number): ClusterObject[] {
   return out;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -18,6 +18,7 @@ import { findCgroup2 } from '../mesh-agent/datapath/host-checks.js';
 import { helperBinary, repoRoot } from '../mesh-agent/paths.js';
 import { NodeRuntime } from '../mesh-agent/runtime/node-runtime.js';
 import { gitCommit, gitDirty, machine } from './bench-meta.js';
+import { median } from './bench-stats.js';
 
 const HELP = `usage: node dist/benchmarks/datapath-bench.js [--seconds S] [--rounds N] [--out DIR]
 
@@ -54,11 +55,6 @@ function cpuBusyJiffies(): number {
   return f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 function delta(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.keys(b).map((k) => [k, b[k]! - (a[k] ?? 0)]));

@@ -29,6 +29,7 @@ import { l7Resources } from '../xds/l7-resources.js';
 import { Snapshot } from '../xds/snapshot.js';
 import { SnapshotCache } from '../xds/snapshot-cache.js';
 import { gitCommit, machine } from './bench-meta.js';
+import { median, procUsage } from './bench-stats.js';
 
 const HELP = `usage: node dist/benchmarks/l7-bench.js [--rounds N] [--seconds S] [--rate R] [--concurrency C] [--out DIR]
 
@@ -55,26 +56,7 @@ interface Run {
   pathOk: boolean;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 
-/** user + system CPU seconds and RSS of processes, from /proc. */
-function procUsage(pids: number[]): { cpu: number; rssMiB: number } {
-  let ticks = 0;
-  let rss = 0;
-  for (const pid of pids) {
-    try {
-      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      ticks += Number(f[11]) + Number(f[12]);
-      rss += Number(f[21]) * 4096;
-    } catch {
-      // gone
-    }
-  }
-  return { cpu: ticks / 100, rssMiB: rss / 2 ** 20 };
-}
 
 const manifests = (enrolled: boolean) => `apiVersion: v1
 kind: Namespace

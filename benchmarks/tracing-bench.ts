@@ -22,6 +22,7 @@ import { NodeRuntime } from '../mesh-agent/runtime/node-runtime.js';
 import { runtimeName } from '../mesh-agent/runtime/pod-supervisor.js';
 import { telemetryOptions } from '../telemetry/telemetry-options.js';
 import { gitCommit, machine } from './bench-meta.js';
+import { median, procUsage } from './bench-stats.js';
 
 const HELP = `usage: node dist/benchmarks/tracing-bench.js [--rounds N] [--seconds S] [--warm S] [--only tracing-off|tracing-on] [--sample-ratio R] [--rate R] [--concurrency C] [--out DIR]
 
@@ -48,15 +49,7 @@ interface Run {
   pathOk: boolean;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 
-function procCpu(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
 
 const MANIFESTS = `apiVersion: v1
 kind: Namespace
@@ -128,11 +121,11 @@ async function main(): Promise<void> {
         await sleep(1500); // the warm-up's spans leave the queues
         const t0 = status().telemetry as { queue: { exported: number; droppedQueueFull: number; failed: number }; relay: { spans: number; forwarded: { exported: number; dropped: number; failed: number } }; flows: { spans: number } };
         const c0 = status().datapath.counters!;
-        const p0 = procCpu(proxyPid);
+        const p0 = procUsage([proxyPid]).cpu;
         const a0 = process.cpuUsage();
         const load = JSON.parse((await rt.execOutput(clientPod, [helperBinary('httpload'), vip, '80', '/', String(conc), String(rate), String(seconds), '1'], { timeoutMs: (seconds + 30) * 1000 })).toString()) as Load;
         await sleep(1500); // the spans of the last requests are relayed and exported: their cost counts
-        const p1 = procCpu(proxyPid);
+        const p1 = procUsage([proxyPid]).cpu;
         const a1 = process.cpuUsage(a0);
         const c1 = status().datapath.counters!;
         const t1 = status().telemetry as typeof t0;

@@ -18,6 +18,7 @@ import { PUSH_ORDER, type ResourceKind, Snapshot } from '../xds/snapshot.js';
 import { SnapshotCache } from '../xds/snapshot-cache.js';
 import { benchServices } from './xds-bench-model.js';
 import { gitCommit, machine } from './bench-meta.js';
+import { median } from './bench-stats.js';
 
 const HELP = `usage: node dist/benchmarks/xds-bench.js [--repeats N] [--out DIR] [--only PROTOCOL:SERVICES:CLIENTS]
 
@@ -28,10 +29,6 @@ Run with --expose-gc for the heap figure.
 
 type Protocol = 'sotw' | 'delta';
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 
 /** What every stream has ACKed, per kind, from the server's ACK events. */
 class AckTracker {
