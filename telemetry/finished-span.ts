@@ -55,17 +55,3 @@ export function finishedSpan(f: SpanFields): ReadableSpan {
     droppedLinksCount: 0,
   };
 }
-
-export function randomTraceId(): string {
-  return randomHex(16);
-}
-
-export function randomSpanId(): string {
-  return randomHex(8);
-}
-
-function randomHex(bytes: number): string {
-  let s = '';
-  for (let i = 0; i < bytes; i++) s += Math.floor(Math.random() * 256).toString(16).padStart(2, '0');
-  return s === '0'.repeat(bytes * 2) ? randomHex(bytes) : s;
-}

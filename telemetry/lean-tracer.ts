@@ -9,30 +9,17 @@
  * The SDK (WorkloadTracers) stays the path to a collector when the proxy runs
  * without the agent.
  */
-import { randomFillSync } from 'node:crypto';
 import {
   context as apiContext, trace, TraceFlags, type Attributes, type AttributeValue, type Context, type Exception, type Link, type Span, type SpanContext,
   type SpanKind, type SpanOptions, type SpanStatus, type TimeInput, type Tracer,
 } from '@opentelemetry/api';
 import { attributes, groupHead } from './eager-json-relay.js';
+import { keepTrace, randomSpanId, randomTraceId } from './trace-ids.js';
 import { workloadResource, type WorkloadIdentity } from './workload-tracers.js';
 
 /** Where finished, sampled spans go: written OTLP/JSON under their group's head. */
 export interface LeanSink {
   pushJson(head: string, json: string): void;
-}
-
-// ids: hex from a pooled random buffer (one getrandom per 256 ids)
-const POOL = Buffer.alloc(4096);
-let poolAt = POOL.length;
-function randomHex(bytes: number): string {
-  if (poolAt + bytes > POOL.length) {
-    randomFillSync(POOL);
-    poolAt = 0;
-  }
-  const s = POOL.toString('hex', poolAt, poolAt + bytes);
-  poolAt += bytes;
-  return /^0+$/.test(s) ? randomHex(bytes) : s;
 }
 
 /** Unix epoch ns now, as a decimal string (performance.now() on the epoch origin, no float overflow). */
@@ -46,13 +33,6 @@ function timeNs(t: TimeInput | undefined): bigint {
   if (typeof t === 'number') return t > 1e12 ? BigInt(Math.round(t * 1e6)) : ORIGIN_NS + BigInt(Math.round(t * 1e6)); // epoch ms, or performance.now()
   if (t instanceof Date) return BigInt(t.getTime()) * 1_000_000n;
   return BigInt(t[0]) * 1_000_000_000n + BigInt(t[1]);
-}
-
-/** Whether a new trace is kept: its id's last 8 hex digits against the ratio (deterministic per trace). */
-export function keepTrace(traceId: string, ratio: number): boolean {
-  if (ratio >= 1) return true;
-  if (ratio <= 0) return false;
-  return parseInt(traceId.slice(-8), 16) / 0x1_0000_0000 < ratio;
 }
 
 class LeanSpan implements Span {
@@ -133,9 +113,9 @@ export class LeanTracer implements Tracer {
   startSpan(name: string, opts: SpanOptions = {}, ctx: Context = apiContext.active()): Span {
     const parent = opts.root ? undefined : trace.getSpanContext(ctx);
     const valid = parent !== undefined && trace.isSpanContextValid(parent);
-    const traceId = valid ? parent.traceId : randomHex(16);
+    const traceId = valid ? parent.traceId : randomTraceId();
     const sampled = valid ? (parent.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED : keepTrace(traceId, this.#ratio);
-    const sc: SpanContext = { traceId, spanId: randomHex(8), traceFlags: sampled ? TraceFlags.SAMPLED : TraceFlags.NONE, ...(valid && parent.traceState && { traceState: parent.traceState }) };
+    const sc: SpanContext = { traceId, spanId: randomSpanId(), traceFlags: sampled ? TraceFlags.SAMPLED : TraceFlags.NONE, ...(valid && parent.traceState && { traceState: parent.traceState }) };
     if (!sampled) return trace.wrapSpanContext(sc); // the decision travels, nothing is recorded
     return new LeanSpan(this, sc, valid ? parent : undefined, name, opts);
   }

@@ -12,7 +12,8 @@
 import { SpanKind, SpanStatusCode, type Link } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { finishedSpan, randomSpanId, randomTraceId } from '../../telemetry/finished-span.js';
+import { finishedSpan } from '../../telemetry/finished-span.js';
+import { keepTrace, randomSpanId, randomTraceId } from '../../telemetry/trace-ids.js';
 import type { WorkloadIdentity } from '../../telemetry/workload-tracers.js';
 
 /** One sockops event, as the datapath's flow-event reader decodes it. */
@@ -146,11 +147,17 @@ export class FlowTracker {
       this.stats.evicted++;
     }
     this.stats.opened++;
-    this.#flows.set(key, {
-      cookie: e.cookie, openNs: e.tsNs, local: e.local, remote: e.remote, active: e.active, shortCircuited: e.shortCircuited,
+    this.#flows.set(key, this.#newFlow(e, e.tsNs));
+  }
+
+  /** A connection's flow, its span's ids and sampling decided now (requests riding it can link to it while it is open). */
+  #newFlow(e: KernelFlowEvent, openNs: bigint): Flow {
+    const traceId = randomTraceId();
+    return {
+      cookie: e.cookie, openNs, local: e.local, remote: e.remote, active: e.active, shortCircuited: e.shortCircuited,
       ...(e.service && { service: e.service }),
-      traceId: randomTraceId(), spanId: randomSpanId(), sampled: Math.random() < this.#o.sampleRatio, links: [], requests: 0,
-    });
+      traceId, spanId: randomSpanId(), sampled: keepTrace(traceId, this.#o.sampleRatio), links: [], requests: 0,
+    };
   }
 
   #close(e: KernelFlowEvent): void {
@@ -159,11 +166,7 @@ export class FlowTracker {
     if (!f || f.cookie !== e.cookie) {
       // opened before the agent watched: still a flow, with the kernel's open time
       this.stats.unmatchedCloses++;
-      f = {
-        cookie: e.cookie, openNs: e.openNs ?? e.tsNs, local: e.local, remote: e.remote, active: e.active, shortCircuited: e.shortCircuited,
-        ...(e.service && { service: e.service }),
-        traceId: randomTraceId(), spanId: randomSpanId(), sampled: Math.random() < this.#o.sampleRatio, links: [], requests: 0,
-      };
+      f = this.#newFlow(e, e.openNs ?? e.tsNs);
       this.#flows.set(key, f);
     }
     this.stats.closed++;

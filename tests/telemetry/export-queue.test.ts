@@ -4,7 +4,8 @@ import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { ExportQueue } from '../../telemetry/export-queue.js';
-import { finishedSpan, randomSpanId, randomTraceId } from '../../telemetry/finished-span.js';
+import { finishedSpan } from '../../telemetry/finished-span.js';
+import { randomSpanId, randomTraceId } from '../../telemetry/trace-ids.js';
 
 const resource = resourceFromAttributes({ 'service.name': 't' });
 function span(i: number, sampled = true): ReadableSpan {

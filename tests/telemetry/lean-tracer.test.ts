@@ -3,7 +3,8 @@ import { context, SpanKind, SpanStatusCode, trace, TraceFlags, type Tracer } fro
 import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { LeanTracer, LeanWorkloadTracers, keepTrace } from '../../telemetry/lean-tracer.js';
+import { LeanTracer, LeanWorkloadTracers } from '../../telemetry/lean-tracer.js';
+import { keepTrace } from '../../telemetry/trace-ids.js';
 
 type J = Record<string, unknown>;
 class Sink { got: { head: string; json: string }[] = []; pushJson(head: string, json: string) { this.got.push({ head, json }); } }

@@ -6,7 +6,8 @@ import { SpanKind } from '@opentelemetry/api';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { finishedSpan, randomSpanId, randomTraceId } from '../../telemetry/finished-span.js';
+import { finishedSpan } from '../../telemetry/finished-span.js';
+import { randomSpanId, randomTraceId } from '../../telemetry/trace-ids.js';
 import { OtlpFileExporter } from '../../telemetry/otlp-file-exporter.js';
 
 const resource = resourceFromAttributes({ 'service.name': 'web' });

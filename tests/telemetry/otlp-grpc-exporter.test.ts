@@ -16,7 +16,8 @@ import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import protobuf from 'protobufjs';
 import t from 'tap';
-import { finishedSpan, randomSpanId, randomTraceId } from '../../telemetry/finished-span.js';
+import { finishedSpan } from '../../telemetry/finished-span.js';
+import { randomSpanId, randomTraceId } from '../../telemetry/trace-ids.js';
 import {
   type Clock, type GrpcAttemptResult, type OtlpGrpcAttemptEvent, type OtlpGrpcTransport, OTLP_GRPC_ATTEMPT_CHANNEL, OtlpGrpcExportError,
   OtlpGrpcTraceExporter, RETRY_INFO_TYPE_URL, TRACE_EXPORT_PATH, createGrpcTransport, createRetryPolicy, grpcTarget, isRetryable, retryDelayFromStatusDetails,
