@@ -43,7 +43,7 @@ import { encodeIPv4 } from './datapath/layout.js';
 import { InvalidArgumentError, NotFoundError, SockmeshError } from './errors.js';
 import { SpanStatusCode, trace, type Span } from '@opentelemetry/api';
 import { type TelemetryOptions, telemetryOptions } from '../telemetry/telemetry-options.js';
-import { serviceNameOf, type WorkloadIdentity } from '../telemetry/workload-tracers.js';
+import { serviceNameOf, type WorkloadIdentity } from '../telemetry/workload-resource.js';
 import { Histogram } from './admin/prometheus.js';
 import { AgentTelemetry, DEFAULT_RELAY_SOCKET, type FlowFilter } from './telemetry/agent-telemetry.js';
 import { ADS_ACK_CHANNEL, type AdsAckEvent } from '../xds/ads-server.js';

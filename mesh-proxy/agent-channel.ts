@@ -1,19 +1,24 @@
 /**
  * The node proxy's request records to the agent: every finished request
- * (sampled or not) in batches over the agent's relay socket (POST
- * /v1/requests), for its metrics by workload pair, observe and the kernel
- * connections' links. Bounded: records that find the buffer full are dropped
+ * (sampled or not) in batches over the agent's socket (POST /v1/requests),
+ * for its metrics by workload pair, observe, the kernel connections' links,
+ * and the spans of the sampled ones (their records carry a trace). Bounded: records that find the buffer full are dropped
  * and counted; a batch the agent does not take is counted failed. Never
  * blocks a request.
  */
 import { postToRelay } from '../telemetry/relay-post.js';
+import { decodeTrace, encodeTrace, type WireTrace } from '../telemetry/request-spans.js';
 import type { RequestRecord } from './proxy.js';
 
-/** A record on the wire: an array in this order (a quarter of the bytes of an object, and faster to parse). */
-type WireRecord = [number, number, string, string, string | null, number, string, number, string, number, string | null, string, number, string, string, 0 | 1];
+/**
+ * A record on the wire: an array in this order (a quarter of the bytes of an
+ * object, and faster to parse); the last element is the trace of a sampled
+ * request (the agent writes its spans), else null.
+ */
+type WireRecord = [number, number, string, string, string | null, number, string, number, string, number, string | null, string, number, string, string, 0 | 1, WireTrace | null];
 
 export function encodeRecord(r: RequestRecord): WireRecord {
-  return [r.endMs, r.durationMs, r.method, r.path, r.route ?? null, r.status, r.caller, r.callerPort, r.local, r.localPort, r.upstream ?? null, r.host, r.attempts, r.traceId, r.spanId, r.sampled ? 1 : 0];
+  return [r.endMs, r.durationMs, r.method, r.path, r.route ?? null, r.status, r.caller, r.callerPort, r.local, r.localPort, r.upstream ?? null, r.host, r.attempts, r.traceId, r.spanId, r.sampled ? 1 : 0, r.trace ? encodeTrace(r.trace) : null];
 }
 
 /** Throws naming the record when it is not one. */
@@ -21,11 +26,14 @@ export function decodeRecords(body: unknown): RequestRecord[] {
   const recs = (body as { records?: unknown })?.records;
   if (!Array.isArray(recs)) throw new Error('records: missing');
   return recs.map((a: unknown, i) => {
-    if (!Array.isArray(a) || a.length !== 16 || typeof a[0] !== 'number' || typeof a[2] !== 'string' || typeof a[6] !== 'string') throw new Error(`records[${i}]: not a request record`);
+    // 16 elements: a proxy of an earlier build (no traces), adopted across an upgrade
+    if (!Array.isArray(a) || (a.length !== 16 && a.length !== 17) || typeof a[0] !== 'number' || typeof a[2] !== 'string' || typeof a[6] !== 'string') throw new Error(`records[${i}]: not a request record`);
     const w = a as WireRecord;
+    const trace = w[16] === undefined || w[16] === null ? undefined : decodeTrace(w[16], `records[${i}].trace`);
     return {
       endMs: w[0], durationMs: w[1], method: w[2], path: w[3], ...(w[4] !== null && { route: w[4] }), status: w[5], caller: w[6], callerPort: w[7],
       local: w[8], localPort: w[9], ...(w[10] !== null && { upstream: w[10] }), host: w[11], attempts: w[12], traceId: w[13], spanId: w[14], sampled: w[15] === 1,
+      ...(trace && { trace }),
     };
   });
 }

@@ -3,14 +3,13 @@
 import { createWriteStream, readFileSync, unwatchFile, watchFile, type WriteStream } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
-import { propagation, trace } from '@opentelemetry/api';
-import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import { ExportQueue } from '../telemetry/export-queue.js';
-import { EagerJsonRelay } from '../telemetry/eager-json-relay.js';
+import { finishedSpan } from '../telemetry/finished-span.js';
+import { requestSpans } from '../telemetry/request-spans.js';
 import { createSpanExporter } from '../telemetry/span-exporter.js';
 import { telemetryOptions } from '../telemetry/telemetry-options.js';
-import { LeanWorkloadTracers } from '../telemetry/lean-tracer.js';
-import { WorkloadTracers } from '../telemetry/workload-tracers.js';
+import { workloadResource } from '../telemetry/workload-resource.js';
 import { AdminServer } from '../mesh-agent/admin/admin-server.js';
 import { renderPrometheus } from '../mesh-agent/admin/prometheus.js';
 import { AgentChannel } from './agent-channel.js';
@@ -31,9 +30,9 @@ supervises it; it serves HTTP/1.1 and h2c on the listeners it is given.
   --drain-ms N            on SIGTERM, how long requests in flight may take (default 5000)
   --workloads FILE        the agent's map of pod addresses to workloads (JSON), read again when it
                           changes: the calling pod is named in the access log and spans
-  --telemetry-socket PATH the agent's relay (unix socket): every request is reported to it (metrics,
-                          observe) and spans go to it for export; without it, spans go to
-                          OTEL_EXPORTER_OTLP_ENDPOINT when that is set, and are not exported otherwise
+  --telemetry-socket PATH the agent's socket: every request is reported to it (metrics, observe), the
+                          sampled ones with what the agent writes their spans from; without it, spans
+                          go to OTEL_EXPORTER_OTLP_ENDPOINT when that is set, and are not made otherwise
   --node NAME             k8s.node.name on spans (default: the host name)
   --tracing on|off        make and export spans (default on; OTEL_SDK_DISABLED=true turns it off); off:
                           a caller's traceparent passes through, the agent still counts every request
@@ -61,32 +60,39 @@ async function main(): Promise<number> {
     process.stderr.write('mesh-proxy: --xds and --node-id are required (see --help)\n');
     return 2;
   }
-  // real span ids (and a trace started when none comes in); exporting them is the agent's telemetry's job
-  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   const tel = telemetryOptions(process.env, {
     ...(values['sample-ratio'] !== undefined && { sampleRatio: values['sample-ratio'] }), ...(values.tracing !== undefined && { tracing: values.tracing }),
   });
   const socket = values['telemetry-socket'];
-  // every request is counted by the agent (sampled or not); spans go to the agent, else to a collector
+  // every request is counted by the agent (sampled or not), and it writes the sampled ones' spans
   const channel = socket ? new AgentChannel({ socketPath: socket }) : undefined;
-  // to the agent: each span written as OTLP/JSON when it ends; to a collector: the export queue and exporter
-  const relay = tel.enabled && socket ? new EagerJsonRelay({ socketPath: socket }) : undefined;
+  // without the agent, to a collector: the spans are made here and go through the export queue
   const exporter = tel.enabled && !socket && tel.target === 'otlp' ? createSpanExporter(tel) : undefined;
   const queue = exporter && new ExportQueue(exporter, { maxQueueSize: tel.maxQueueSize, maxExportBatchSize: tel.maxExportBatchSize, scheduledDelayMs: tel.scheduledDelayMs, exportTimeoutMs: tel.timeoutMs + 1000, shutdownTimeoutMs: tel.shutdownTimeoutMs });
-  const processor = relay ?? queue;
-  const spanStats = () => (relay ?? queue)?.stats();
-  // without an exporter no span is made: a caller's traceparent passes through unchanged
+  // with nowhere for spans to go none are made: a caller's traceparent passes through unchanged
+  const tracing = tel.enabled && (channel !== undefined || queue !== undefined) ? { sampleRatio: tel.sampleRatio } : false as const;
   const node = values.node ?? hostname();
-  const scope = 'sockmesh.node-proxy';
-  const fallback = { serviceName: 'sockmesh-node-proxy' };
-  // to the agent: lean spans written as OTLP/JSON when they end; to a collector: the SDK
-  const tracers = relay ? new LeanWorkloadTracers({ sink: relay, node, scope, sampleRatio: tel.sampleRatio, fallback })
-    : queue && new WorkloadTracers({ processor: queue, sampleRatio: tel.sampleRatio, node, scope, fallback });
+  const resources = new Map<string, Resource>();
+  const resourceOf = (ip: string): Resource => {
+    const w = proxy.workload(ip);
+    const key = w ? `${w.namespace}/${w.pod}/${w.serviceName}` : '';
+    let r = resources.get(key);
+    if (!r) {
+      if (resources.size > 10_000) resources.clear();
+      resources.set(key, r = w ? workloadResource(w, node) : resourceFromAttributes({ 'service.name': 'sockmesh-node-proxy', 'k8s.node.name': node }));
+    }
+    return r;
+  };
+  const scope = { name: 'sockmesh.node-proxy' };
   channel?.start();
-  if (tracers) trace.setGlobalTracerProvider({ getTracer: () => tracers.tracer(undefined) });
   const dest = values['access-log'] ?? 'stdout';
   const out = dest === 'none' ? undefined : dest === 'stdout' ? process.stdout : createWriteStream(dest, { flags: 'a' });
-  const proxy = new MeshProxy({ ...(out && { accessLog: (e) => out.write(`${JSON.stringify(e)}\n`) }), ...(tracers && { tracerFor: (w) => tracers.tracer(w) }), ...(channel && { onRequest: (r) => channel.record(r) }) });
+  const proxy = new MeshProxy({
+    ...(out && { accessLog: (e) => out.write(`${JSON.stringify(e)}\n`) }), tracing,
+    ...(channel ? { onRequest: (r) => channel.record(r) } : queue && {
+      onRequest: (r) => { if (r.trace) for (const o of requestSpans({ ...r, trace: r.trace })) queue.push(finishedSpan({ ...o.span, resource: resourceOf(o.owner), scope })); },
+    }),
+  });
   const workloadsFile = values.workloads;
   if (workloadsFile) {
     const load = () => {
@@ -115,7 +121,7 @@ async function main(): Promise<number> {
       routes: {
         '/ready': () => (xds.connected && proxy.config ? { body: 'ready\n' } : { status: 503, body: 'not ready\n' }),
         '/config_dump': () => ({ body: { xds: xds.status(), listeners: proxy.listeners(), listenerErrors: Object.fromEntries(proxy.listenerErrors), config: summary(proxy) } }),
-        '/stats': () => ({ body: { ...proxy.stats, xds: { connected: xds.connected, acks: xds.acks, nacks: xds.nacks }, ...(processor && { spans: spanStats() }), ...(channel && { records: channel.stats() }) } }),
+        '/stats': () => ({ body: { ...proxy.stats, xds: { connected: xds.connected, acks: xds.acks, nacks: xds.nacks }, ...(queue && { spans: queue.stats() }), ...(channel && { records: channel.stats() }) } }),
         '/metrics': () => ({
           body: renderPrometheus([
             { name: 'mesh_proxy_requests_total', help: 'Requests received.', type: 'counter', samples: [{ value: proxy.stats.requests }] },
@@ -123,10 +129,17 @@ async function main(): Promise<number> {
             { name: 'mesh_proxy_retries_total', help: 'Retries.', type: 'counter', samples: [{ value: proxy.stats.retries }] },
             { name: 'mesh_proxy_timeouts_total', help: 'Requests answered 504.', type: 'counter', samples: [{ value: proxy.stats.timeouts }] },
             { name: 'mesh_proxy_active_requests', help: 'Requests in flight.', type: 'gauge', samples: [{ value: proxy.stats.active }] },
-            ...(processor ? [
-              { name: 'mesh_proxy_spans_exported_total', help: 'Spans handed on (to the agent or the collector).', type: 'counter' as const, samples: [{ value: spanStats()!.exported }] },
+            ...(queue ? [
+              { name: 'mesh_proxy_spans_exported_total', help: 'Spans exported to the collector.', type: 'counter' as const, samples: [{ value: queue.stats().exported }] },
               { name: 'mesh_proxy_spans_dropped_total', help: 'Spans lost: queue full, export failed, or still queued at shutdown.', type: 'counter' as const, samples: [
-                { labels: { reason: 'queue_full' }, value: spanStats()!.droppedQueueFull }, { labels: { reason: 'export_failed' }, value: spanStats()!.failed },
+                { labels: { reason: 'queue_full' }, value: queue.stats().droppedQueueFull }, { labels: { reason: 'export_failed' }, value: queue.stats().failed },
+                { labels: { reason: 'shutdown' }, value: queue.stats().droppedAtShutdown },
+              ] },
+            ] : []),
+            ...(channel ? [
+              { name: 'mesh_proxy_records_sent_total', help: 'Request records the agent took (its metrics, flows, and the sampled requests\' spans).', type: 'counter' as const, samples: [{ value: channel.stats().sent }] },
+              { name: 'mesh_proxy_records_dropped_total', help: 'Request records lost: buffer full, or the agent did not take them.', type: 'counter' as const, samples: [
+                { labels: { reason: 'buffer_full' }, value: channel.stats().dropped }, { labels: { reason: 'send_failed' }, value: channel.stats().failed },
               ] },
             ] : []),
             { name: 'mesh_proxy_xds_nacks_total', help: 'Configurations refused.', type: 'counter', samples: [{ value: xds.nacks }] },
@@ -146,7 +159,7 @@ async function main(): Promise<number> {
   xds.stop();
   await proxy.stop(Number(values['drain-ms'] ?? 5000));
   await admin?.stop();
-  await Promise.all([processor?.shutdown(), channel?.stop()]);
+  await Promise.all([queue?.shutdown(), channel?.stop()]);
   if (workloadsFile) unwatchFile(workloadsFile);
   if (out && out !== process.stdout) await new Promise<void>((r) => (out as WriteStream).end(() => r()));
   return 0;

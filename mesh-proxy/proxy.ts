@@ -5,17 +5,22 @@
  * A request gets its route's timeout (504 when it runs out), retries on the
  * route's status codes with a per-try timeout and backoff, header changes,
  * and W3C trace context: the incoming traceparent is continued (or a trace
- * started) with a server span, and the backend gets a new parent span id.
+ * started) with the caller's CLIENT span, and each attempt's backend gets its
+ * SERVER span as the parent. A sampled request's record carries what its
+ * spans need (ids, times, outcomes); the spans are written off the hot path
+ * (telemetry/request-spans.ts).
  * A new configuration applies without failing requests in flight: they keep
  * the routes and pools they started with; removed listeners stop accepting
  * and removed pools close after their last request.
  */
-import { type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import { type Http2Server, type Http2ServerRequest, type Http2ServerResponse, createServer as createH2Server } from 'node:http2';
 import { type Server as NetServer, type Socket, createServer as createNetServer } from 'node:net';
 import { Duplex, Readable } from 'node:stream';
-import { context, propagation, SpanKind, SpanStatusCode, trace, type Tracer } from '@opentelemetry/api';
+import { parseTraceParent } from '@opentelemetry/core';
 import { Pool } from 'undici';
+import { epochUs, type AttemptTrace, type RequestTrace } from '../telemetry/request-spans.js';
+import { keepTrace, randomSpanId, randomTraceId } from '../telemetry/trace-ids.js';
 import { type ClusterConfig, type RouteEntry, pickCluster, selectRoute } from './config.js';
 import type { ProxyConfig } from './xds-client.js';
 
@@ -76,6 +81,8 @@ export interface RequestRecord {
   traceId: string;
   spanId: string;
   sampled: boolean;
+  /** a sampled request's trace: what its spans need beyond this record */
+  trace?: RequestTrace;
 }
 
 /** A workload (a pod), by its address: the caller of a request, or the backend that serves it. */
@@ -142,10 +149,12 @@ export interface MeshProxyOptions {
   /** every finished request (the agent's metrics and flows); default: none */
   onRequest?: (r: RequestRecord) => void;
   /**
-   * The tracer for a workload's spans (its resource names the pod); undefined
-   * for an address no workload has. Default: the global tracer for all.
+   * W3C trace context: requests get trace and span ids (a caller's trace
+   * continued), and the sampled ones a trace in their record; false: a
+   * caller's traceparent passes through untouched. Default: on, all new
+   * traces sampled.
    */
-  tracerFor?: (w: Workload | undefined) => Tracer;
+  tracing?: { sampleRatio: number } | false;
 }
 
 export class MeshProxy {
@@ -157,7 +166,7 @@ export class MeshProxy {
   readonly #onRequest: ((r: RequestRecord) => void) | undefined;
   /** caller address → workload (see setWorkloads) */
   #workloads: ReadonlyMap<string, Workload> = new Map();
-  readonly #tracerFor: (w: Workload | undefined) => Tracer;
+  readonly #tracing: { sampleRatio: number } | false;
   readonly stats: ProxyStats = { requests: 0, responses: {}, retries: 0, timeouts: 0, noRoute: 0, noHealthyUpstream: 0, upstreamErrors: 0, active: 0 };
   /** listener problems (a port that cannot be bound), for the admin endpoint */
   listenerErrors = new Map<string, string>();
@@ -165,13 +174,17 @@ export class MeshProxy {
   constructor(opts: MeshProxyOptions = {}) {
     this.#accessLog = opts.accessLog;
     this.#onRequest = opts.onRequest;
-    const global = trace.getTracer('mesh-proxy');
-    this.#tracerFor = opts.tracerFor ?? (() => global);
+    this.#tracing = opts.tracing ?? { sampleRatio: 1 };
   }
 
   /** Who is behind each pod address (the agent writes this map; a sidecar-free proxy learns callers from it). */
   setWorkloads(map: ReadonlyMap<string, Workload>): void {
     this.#workloads = map;
+  }
+
+  /** The workload behind a pod address, if known. */
+  workload(ip: string): Workload | undefined {
+    return this.#workloads.get(ip);
   }
 
   get config(): ProxyConfig | undefined {
@@ -292,48 +305,51 @@ export class MeshProxy {
       time: new Date().toISOString(), listener: listenerName, method: req.method ?? 'GET', path, protocol: `HTTP/${req.httpVersion}`,
       status: 0, durationMs: 0, attempts: 0, flags: [], downstream: `${req.socket?.remoteAddress ?? '?'}:${req.socket?.remotePort ?? '?'}`,
     };
-    // The spans a sidecar pair would report: the caller's outbound CLIENT span for the whole
-    // request (retries as events), and per attempt the chosen backend's inbound SERVER span.
     const callerIp = (req.socket?.remoteAddress ?? '').replace(/^::ffff:/, '');
     const caller = this.#workloads.get(callerIp);
     if (caller) log.source = `${caller.namespace}/${caller.pod}`;
-    const parent = propagation.extract(context.active(), req.headers, { get: (h, k) => { const v = (h as IncomingHttpHeaders)[k]; return Array.isArray(v) ? v[0] : v; }, keys: (h) => Object.keys(h as object) });
-    const [hostName, hostPort] = splitHost(host);
     const local = req.socket?.localPort;
-    const span = this.#tracerFor(caller).startSpan(req.method ?? 'GET', {
-      kind: SpanKind.CLIENT,
-      attributes: {
-        'http.request.method': req.method ?? 'GET', 'url.path': path, 'server.address': hostName, 'server.port': hostPort ?? listenerPort(listenerName) ?? local ?? 80,
-        'client.address': callerIp, 'client.port': req.socket?.remotePort ?? 0,
-        'network.local.address': (req.socket?.localAddress ?? '').replace(/^::ffff:/, ''), 'network.local.port': local ?? 0,
-        'network.protocol.version': req.httpVersion === '2.0' ? '2' : req.httpVersion,
-      },
-    }, parent);
-    const outer = trace.setSpan(parent, span);
+    // W3C trace context: the caller's CLIENT span continues its trace (or starts one); a sampled
+    // request notes what its spans need (rt) and the spans are written off this path
+    let traceId = '';
+    let spanId = '';
+    let sampled = false;
+    let continued = false;
+    let rt: RequestTrace | undefined;
+    if (this.#tracing) {
+      const tp = req.headers.traceparent;
+      const parent = typeof tp === 'string' ? parseTraceParent(tp) : null;
+      continued = parent !== null;
+      traceId = parent?.traceId ?? randomTraceId();
+      spanId = randomSpanId();
+      sampled = parent ? (parent.traceFlags & 1) === 1 : keepTrace(traceId, this.#tracing.sampleRatio);
+      if (sampled && this.#onRequest) {
+        const [hostName, hostPort] = splitHost(host);
+        const ts = req.headers.tracestate;
+        rt = {
+          startUs: epochUs(), endUs: 0, ...(parent && { parentSpanId: parent.spanId }), ...(parent && typeof ts === 'string' && ts !== '' && { traceState: ts }),
+          protocol: req.httpVersion === '2.0' ? '2' : req.httpVersion, serverAddress: hostName, serverPort: hostPort ?? listenerPort(listenerName) ?? local ?? 80,
+          retries: [], attempts: [],
+        };
+      }
+      log.traceId = traceId;
+    }
     let routeTemplate: string | undefined;
-    log.traceId = span.spanContext().traceId;
     const finish = (status: number) => {
       log.status = status;
       log.durationMs = Math.round((performance.now() - t0) * 1000) / 1000;
       this.stats.responses[`${Math.floor(status / 100)}xx`] = (this.stats.responses[`${Math.floor(status / 100)}xx`] ?? 0) + 1;
       this.stats.active--;
-      span.setAttribute('http.response.status_code', status);
-      if (log.attempts > 1) span.setAttribute('http.request.resend_count', log.attempts - 1);
-      if (status >= 400) {
-        span.setAttribute('error.type', String(status));
-        span.setStatus({ code: SpanStatusCode.ERROR, ...(log.flags.length > 0 && { message: log.flags.join(',') }) });
+      if (rt) {
+        rt.endUs = epochUs();
+        if (log.flags.length > 0) rt.flags = log.flags.join(',');
       }
-      span.end();
       this.#accessLog?.(log);
-      if (this.#onRequest) {
-        const sc = span.spanContext();
-        this.#onRequest({
-          endMs: Date.now(), durationMs: log.durationMs, method: log.method, path, ...(log.route !== undefined && { route: routeTemplate }), status,
-          caller: callerIp, callerPort: req.socket?.remotePort ?? 0, local: (req.socket?.localAddress ?? '').replace(/^::ffff:/, ''), localPort: local ?? 0,
-          ...(log.upstream !== undefined && { upstream: log.upstream }), host, attempts: log.attempts,
-          traceId: sc.traceId, spanId: sc.spanId, sampled: (sc.traceFlags & 1) === 1,
-        });
-      }
+      this.#onRequest?.({
+        endMs: Date.now(), durationMs: log.durationMs, method: log.method, path, ...(log.route !== undefined && { route: routeTemplate }), status,
+        caller: callerIp, callerPort: req.socket?.remotePort ?? 0, local: (req.socket?.localAddress ?? '').replace(/^::ffff:/, ''), localPort: local ?? 0,
+        ...(log.upstream !== undefined && { upstream: log.upstream }), host, attempts: log.attempts, traceId, spanId, sampled, ...(rt && { trace: rt }),
+      });
     };
     const reply = (status: number, body: string, flag: string) => {
       log.flags.push(flag);
@@ -362,8 +378,6 @@ export class MeshProxy {
     }
     log.route = route.name;
     routeTemplate = route.template;
-    span.updateName(`${req.method ?? 'GET'} ${route.template}`);
-    span.setAttribute('http.route', route.template);
     const clusterName = pickCluster(route);
     log.cluster = clusterName;
     const upstream = this.#upstreams.get(clusterName);
@@ -395,33 +409,29 @@ export class MeshProxy {
       }
       const perTry = route.retry?.perTryTimeoutMs || Infinity;
       const tryMs = Math.min(left, perTry);
-      const [epIp, epPort] = splitHost(ep.key);
-      span.setAttributes({ 'network.peer.address': epIp, 'network.peer.port': epPort ?? 0 });
-      const client = this.#tracerFor(this.#workloads.get(epIp)).startSpan(`${req.method ?? 'GET'} ${route.template}`, {
-        kind: SpanKind.SERVER,
-        attributes: {
-          'http.request.method': req.method ?? 'GET', 'url.path': path, 'http.route': route.template, 'server.address': epIp, 'server.port': epPort ?? 0,
-          'client.address': callerIp, 'network.peer.address': callerIp, 'network.peer.port': req.socket?.remotePort ?? 0,
-          ...(attempt > 1 && { 'http.request.resend_count': attempt - 1 }),
-        },
-      }, outer);
       const headers = upstreamHeaders(req, route, host);
-      propagation.inject(trace.setSpan(outer, client), headers, { set: (h, k, v) => { (h as Record<string, string>)[k] = v; } });
+      // the backend's SERVER span (the parent the backend sees); a caller's tracestate passes on as it came
+      let at: AttemptTrace | undefined;
+      if (this.#tracing) {
+        const serverSpanId = randomSpanId();
+        headers.traceparent = `00-${traceId}-${serverSpanId}-${sampled ? '01' : '00'}`;
+        if (!continued) delete headers.tracestate; // a new trace: no state of an old one
+        if (rt) rt.attempts.push(at = { spanId: serverSpanId, startUs: epochUs(), endUs: 0, peer: ep.key, status: 0 });
+      }
       const ac = Number.isFinite(tryMs) ? new AbortController() : undefined;
       const timer = ac ? setTimeout(() => ac.abort(new Error('timeout')), tryMs) : undefined;
       ep.active++;
       try {
         const r = await ep.pool.request({ path: url, method: (req.method ?? 'GET') as 'GET', headers, body: body as Buffer | Readable | undefined, ...(ac && { signal: ac.signal }) });
-        client.setAttribute('http.response.status_code', r.statusCode);
-        if (r.statusCode >= 500) client.setStatus({ code: SpanStatusCode.ERROR });
+        if (at) at.status = r.statusCode;
         const retriable = attempt < maxTries && retryOn(route, r.statusCode);
         if (retriable) {
-          client.end();
+          if (at) at.endUs = epochUs();
           await r.body.dump().catch(() => undefined);
           ep.active--;
           if (timer) clearTimeout(timer);
           this.stats.retries++;
-          span.addEvent('retry', { 'http.response.status_code': r.statusCode, attempt });
+          rt?.retries.push({ timeUs: epochUs(), attempt, status: r.statusCode });
           await backoff(route, attempt, deadline);
           continue;
         }
@@ -444,7 +454,7 @@ export class MeshProxy {
         } catch {
           res.destroy(); // the backend or the client went away mid-body
         }
-        client.end();
+        if (at) at.endUs = epochUs();
         ep.active--;
         if (timer) clearTimeout(timer);
         return finish(r.statusCode);
@@ -452,14 +462,14 @@ export class MeshProxy {
         ep.active--;
         if (timer) clearTimeout(timer);
         const timedOut = ac?.signal.aborted === true;
-        client.recordException(err as Error);
-        client.setAttribute('error.type', timedOut ? 'timeout' : ((err as { code?: string }).code ?? (err as Error).name));
-        client.setStatus({ code: SpanStatusCode.ERROR, message: timedOut ? 'timeout' : (err as Error).message });
-        client.end();
+        if (at) {
+          at.endUs = epochUs();
+          at.error = { type: timedOut ? 'timeout' : ((err as { code?: string }).code ?? (err as Error).name), message: timedOut ? 'timeout' : (err as Error).message, exception: (err as Error).name ?? 'Error' };
+        }
         this.stats.upstreamErrors++;
         if (attempt < maxTries && (timedOut ? route.retry!.on.size > 0 : retryOnError(route)) && Date.now() < deadline) {
           this.stats.retries++;
-          span.addEvent('retry', { 'error.type': timedOut ? 'timeout' : (err as Error).message, attempt });
+          rt?.retries.push({ timeUs: epochUs(), attempt, error: timedOut ? 'timeout' : (err as Error).message });
           await backoff(route, attempt, deadline);
           continue;
         }

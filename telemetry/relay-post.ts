@@ -1,5 +1,5 @@
 /**
- * One POST from the node proxy to the agent's relay socket (spans, request
+ * One POST from the node proxy to the agent's relay socket (a batch of request
  * records). Resolves whether the agent took it (200); never rejects, and a
  * silent agent is cut at timeoutMs.
  */

@@ -57,7 +57,7 @@ Traces (OpenTelemetry; the standard OTEL_* variables apply, these flags win):
   --sample-ratio R        the ratio of new traces kept, 0..1 (default 1; OTEL_TRACES_SAMPLER=
                           parentbased_traceidratio and OTEL_TRACES_SAMPLER_ARG); a caller's
                           decision (traceparent) is kept
-  --relay-socket PATH     where the node proxy hands its spans to the agent (default ${DEFAULT_RELAY_SOCKET})
+  --relay-socket PATH     where the node proxy reports every request to the agent (default ${DEFAULT_RELAY_SOCKET})
 Spans: the node proxy's requests (the caller's CLIENT span, the backend's SERVER span, each with
 its pod's resource), the kernel's connections (linked to the requests they carried), and the
 agent's reconcile passes and xDS pushes (service sockmesh-agent). Flows: mesh-agent observe.

@@ -26,7 +26,7 @@ export interface NodeProxyOptions {
   stateDir: string;
   /** "envoy", "mesh-proxy", or a path to an Envoy binary. Default: Envoy when one is on PATH, else mesh-proxy. */
   proxy?: string;
-  /** mesh-proxy hands its spans to the agent here (unix socket); default: spans are not exported */
+  /** mesh-proxy reports every request to the agent here (unix socket), the sampled ones with their traces; default: none, no spans */
   telemetrySocket?: string;
   /** k8s.node.name on the proxy's spans */
   nodeName?: string;

@@ -1,8 +1,9 @@
 /**
  * The agent's telemetry, put together: one export queue and exporter for the
- * node (OTLP, or the OTLP/JSON lines file); the span relay the node proxy
- * sends its request spans to; the kernel's connection spans; the agent's own
- * spans (service sockmesh-agent); flow records for metrics and `observe`.
+ * node (OTLP, or the OTLP/JSON lines file); the socket the node proxy reports
+ * every request to (metrics, flows, and the sampled requests' spans, written
+ * here off the proxy's hot path); the kernel's connection spans; the agent's
+ * own spans (service sockmesh-agent); flow records for metrics and `observe`.
  *
  * Nothing here blocks the datapath, the reconciler or xDS: spans are queued
  * (or dropped and counted) and exported in the background.
@@ -16,25 +17,29 @@ import { resourceFromAttributes, type Resource } from '@opentelemetry/resources'
 import { NodeSDK } from '@opentelemetry/sdk-node';
 import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import { ExportQueue } from '../../telemetry/export-queue.js';
-import { decodeOtlpJson } from '../../telemetry/otlp-json-decode.js';
+import { finishedSpan } from '../../telemetry/finished-span.js';
 import { OtlpFileExporter } from '../../telemetry/otlp-file-exporter.js';
+import { attributes, groupHead, RequestJsonWriter } from '../../telemetry/otlp-json-write.js';
+import { requestSpans } from '../../telemetry/request-spans.js';
 import { decodeRecords } from '../../mesh-proxy/agent-channel.js';
 import { createSpanExporter, describeExport } from '../../telemetry/span-exporter.js';
 import type { TelemetryOptions } from '../../telemetry/telemetry-options.js';
-import { parentBasedSampler, workloadResource, type WorkloadIdentity } from '../../telemetry/workload-tracers.js';
+import { parentBasedSampler, workloadResource, type WorkloadIdentity } from '../../telemetry/workload-resource.js';
 import type { MetricFamily } from '../admin/prometheus.js';
 import { FlowMetrics } from './flow-metrics.js';
 import { FlowTracker, type FlowRecord, type KernelFlowEvent } from './flow-tracker.js';
 
 export const DEFAULT_RELAY_SOCKET = '/run/sockmesh/otlp.sock';
-/** bytes of relayed spans waiting for the trace file at most (more are dropped, counted) */
+/** the node proxy's request spans: their instrumentation scope */
+const PROXY_SCOPE = { name: 'sockmesh.node-proxy' };
+/** bytes of request spans waiting for the trace file at most (more are dropped, counted) */
 const FORWARD_MAX_PENDING_BYTES = 16 * 1024 * 1024;
 
 export interface AgentTelemetryOptions {
   telemetry: TelemetryOptions;
   /** k8s.node.name */
   node: string;
-  /** where the node proxy sends its spans (unix socket); default /run/sockmesh/otlp.sock */
+  /** where the node proxy reports its requests (unix socket); default /run/sockmesh/otlp.sock */
   relaySocket?: string;
   workloadOf: (ip: string) => WorkloadIdentity | undefined;
   serviceOf: (ip: string, port: number) => string | undefined;
@@ -87,7 +92,8 @@ export class AgentTelemetry {
   readonly relaySocket: string;
   readonly #o: AgentTelemetryOptions;
   readonly #resources = new Map<string, Resource>();
-  readonly #decodeCache = new Map<string, Resource>();
+  /** the OTLP/JSON group heads of workloads' resources (the trace file's request spans) */
+  readonly #heads = new Map<string, string>();
   #provider: BasicTracerProvider | undefined;
   #sdk: NodeSDK | undefined;
   #tracer: Tracer | undefined;
@@ -95,7 +101,7 @@ export class AgentTelemetry {
   readonly #recent: FlowRecord[] = [];
   readonly #subscribers = new Set<(f: FlowRecord) => void>();
   #relay = { requests: 0, spans: 0, rejected: 0, linked: 0 };
-  /** spans from the node proxy appended to the trace file as they came */
+  /** the node proxy's request spans written to the trace file */
   readonly #forwarded = { exported: 0, dropped: 0, failed: 0, pendingBytes: 0 };
   /** the trace file, when it is the target */
   readonly #file: OtlpFileExporter | undefined;
@@ -181,7 +187,7 @@ export class AgentTelemetry {
     if (existsSync(path)) unlinkSync(path);
     const server = createServer((req, res) => {
       const route = req.method === 'POST' ? req.url : undefined;
-      if (route !== '/v1/traces' && route !== '/v1/requests') {
+      if (route !== '/v1/requests') {
         res.statusCode = 404;
         res.end();
         return;
@@ -195,8 +201,7 @@ export class AgentTelemetry {
           res.end(error ? JSON.stringify({ error: `${path}: ${error}` }) : '{}');
         };
         try {
-          if (route === '/v1/requests') this.#requests(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
-          else this.#spans(chunks, Number(req.headers['x-sockmesh-spans'] ?? NaN));
+          this.#requests(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
           answer(200);
         } catch (err) {
           this.#relay.rejected++;
@@ -212,16 +217,44 @@ export class AgentTelemetry {
     this.#server = server;
   }
 
+  /** The OTLP/JSON group head of a workload's spans (its resource, the proxy's scope). */
+  #headOf(w: WorkloadIdentity | undefined): string {
+    const key = w ? `${w.namespace}/${w.pod}/${w.serviceName}` : '';
+    let h = this.#heads.get(key);
+    if (h === undefined) {
+      if (this.#heads.size > 50_000) this.#heads.clear();
+      this.#heads.set(key, h = groupHead(attributes(this.resourceOf(w).attributes), PROXY_SCOPE));
+    }
+    return h;
+  }
+
   /**
    * The node proxy's records of finished requests (every one, sampled or
-   * not): flows for metrics and observe; a sampled request is remembered by
-   * the kernel connection it rode, whose span links to it.
+   * not): flows for metrics and observe; a sampled request's spans (its
+   * caller's CLIENT span, linked to the kernel connection it rode, and its
+   * backends' SERVER spans), written to the trace file directly or queued
+   * for the exporter.
    */
   #requests(body: Buffer): void {
+    const toFile = this.options.target === 'file' && this.#file !== undefined;
+    const line = toFile ? new RequestJsonWriter() : undefined;
+    let count = 0;
     for (const r of decodeRecords(JSON.parse(body.toString('utf8')))) {
       this.#relay.requests++;
       if (r.sampled && r.traceId) {
-        if (this.flows.linkRequest({ ip: r.caller, port: r.callerPort }, { ip: r.local, port: r.localPort }, { traceId: r.traceId, spanId: r.spanId })) this.#relay.linked++;
+        const link = this.flows.linkRequest({ ip: r.caller, port: r.callerPort }, { ip: r.local, port: r.localPort }, { traceId: r.traceId, spanId: r.spanId });
+        if (link) this.#relay.linked++;
+        if (r.trace && this.options.enabled) {
+          for (const o of requestSpans({ ...r, trace: r.trace }, link)) {
+            const w = this.#o.workloadOf(o.owner);
+            if (line) {
+              line.add(this.#headOf(w), o.span);
+            } else {
+              this.queue.push(finishedSpan({ ...o.span, resource: this.resourceOf(w), scope: PROXY_SCOPE }));
+            }
+            count++;
+          }
+        }
       }
       const [backendIp, backendPort] = r.upstream ? [r.upstream.slice(0, r.upstream.lastIndexOf(':')), r.upstream.slice(r.upstream.lastIndexOf(':') + 1)] : ['', ''];
       const src = this.#o.workloadOf(r.caller);
@@ -236,24 +269,8 @@ export class AgentTelemetry {
         ...(r.traceId && { traceId: r.traceId, spanId: r.spanId }),
       });
     }
-  }
-
-  /**
-   * The node proxy's spans (OTLP/JSON). To the trace file they are appended
-   * as they came (no decoding: the cheap path of the embedded default); to a
-   * collector they are decoded and go through the export queue.
-   */
-  #spans(chunks: Buffer[], count: number): void {
-    if (!this.options.enabled) return;
-    if (this.options.target === 'file' && this.#file && Number.isInteger(count) && count >= 0) {
-      if (chunks.some((c) => c.includes(10))) throw new Error('an OTLP/JSON request for the trace file must be one line');
-      this.#relay.spans += count;
-      this.#forward(chunks, count);
-      return;
-    }
-    const spans = decodeOtlpJson(JSON.parse(Buffer.concat(chunks).toString('utf8')), this.#decodeCache);
-    this.#relay.spans += spans.length;
-    for (const s of spans) if ((s.spanContext().traceFlags & 1) === 1) this.queue.push(s);
+    this.#relay.spans += count;
+    if (line && line.count > 0) this.#forward(line.pieces(), line.count);
   }
 
   /** Appends a batch to the trace file in order; bounded by bytes waiting (drops counted). */

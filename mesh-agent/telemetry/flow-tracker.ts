@@ -14,7 +14,7 @@ import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { finishedSpan } from '../../telemetry/finished-span.js';
 import { keepTrace, randomSpanId, randomTraceId } from '../../telemetry/trace-ids.js';
-import type { WorkloadIdentity } from '../../telemetry/workload-tracers.js';
+import type { WorkloadIdentity } from '../../telemetry/workload-resource.js';
 
 /** One sockops event, as the datapath's flow-event reader decodes it. */
 export interface KernelFlowEvent {

@@ -87,6 +87,7 @@ if (privileged(t)) {
     const c = clientSpans[0]!;
     t.match(c.resource, { 'service.name': 'loadgen', 'service.namespace': 'shop', 'k8s.namespace.name': 'shop', 'k8s.pod.name': 'loadgen-7d9f-x2k', 'k8s.node.name': 'tel-node' },
       'the CLIENT span belongs to the caller; its service.name is the owner (ReplicaSet → Deployment name)');
+    t.ok(c.endNs > c.startNs && c.startNs > BigInt(Date.now() - 60_000) * 1_000_000n, 'epoch times, from start to end');
     t.equal(c.parentSpanId, 'b7ad6b7169203331', 'it continues the caller\'s traceparent');
     t.match(c.attributes, { 'http.request.method': 'GET', 'url.path': '/headers', 'http.route': '/*', 'server.address': 'web', 'server.port': 80, 'http.response.status_code': 200 }, 'HTTP semantic conventions');
     const web1 = agent.status().cluster!.pods.find((p) => p.name === 'web-1')!.ip!;
@@ -105,6 +106,8 @@ if (privileged(t)) {
     t.ok(Number(attr(l4, 'sockmesh.bytes_sent')) > 0 && Number(attr(l4, 'sockmesh.bytes_received')) > 0, `bytes both ways (${String(attr(l4, 'sockmesh.bytes_sent'))} sent, ${String(attr(l4, 'sockmesh.bytes_received'))} received)`);
     t.ok(l4.endNs > l4.startNs, 'from open to close');
     t.ok(l4.links.some((l) => clientSpans.some((x) => x.spanId === l.spanId)), 'the connection span links to the requests it carried');
+    const toConnection = clientSpans.filter((x) => x.links.some((l) => l.spanId === l4.spanId && l.traceId === l4.traceId && l.attributes['sockmesh.link'] === 'connection'));
+    t.ok(toConnection.length >= 1, `and the request spans link to the connection span they rode (${toConnection.length} of ${clientSpans.length})`);
     const l4flows = (await adminGet(agent.adminSocket, '/flows?type=l4&pod=shop/loadgen-7d9f-x2k')).text.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     t.match(l4flows.at(-1), { type: 'l4', path: 'kernel', service: 'shop/web', source: { pod: 'loadgen-7d9f-x2k' } }, 'observe shows the connection, short-circuited');
 

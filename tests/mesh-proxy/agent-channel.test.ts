@@ -11,11 +11,19 @@ const rec = (i: number): RequestRecord => ({
   local: '198.18.0.1', localPort: 20000, upstream: '198.18.0.4:8080', host: 'web', attempts: 1, traceId: 'a'.repeat(32), spanId: 'b'.repeat(16), sampled: i % 2 === 0,
 });
 
-t.test('records on the wire: arrays both ways, malformed ones named', async (t) => {
+t.test('records on the wire: arrays both ways, a sampled one with its trace; malformed ones named', async (t) => {
   const { route: _r, upstream: _u, ...bare } = rec(1);
-  t.same(decodeRecords(JSON.parse(JSON.stringify({ records: [encodeRecord(rec(0)), encodeRecord(bare)] }))), [rec(0), bare]);
+  const withTrace: RequestRecord = { ...rec(2), trace: {
+    startUs: 1.7e15, endUs: 1.7e15 + 1500, protocol: '1.1', serverAddress: 'web', serverPort: 80, retries: [],
+    attempts: [{ spanId: 'c'.repeat(16), startUs: 1.7e15 + 10, endUs: 1.7e15 + 1400, peer: '198.18.0.4:8080', status: 200 }],
+  } };
+  t.same(decodeRecords(JSON.parse(JSON.stringify({ records: [encodeRecord(rec(0)), encodeRecord(bare), encodeRecord(withTrace)] }))), [rec(0), bare, withTrace]);
+  t.same(decodeRecords({ records: [encodeRecord(rec(0)).slice(0, 16)] }), [rec(0)], 'a record from a proxy of an earlier build (no trace) is taken');
   t.throws(() => decodeRecords({}), /records: missing/);
   t.throws(() => decodeRecords({ records: [encodeRecord(rec(0)), [1, 2]] }), /records\[1\]: not a request record/);
+  const badTrace = encodeRecord(withTrace);
+  badTrace[16]![9] = [['short']] as never;
+  t.throws(() => decodeRecords({ records: [badTrace] }), /records\[0\]\.trace: attempts\[0\]: not an attempt/);
 });
 
 t.test('batches to the agent\'s socket; bounded; stop sends what is left; no agent: counted failed', async (t) => {

@@ -1,6 +1,7 @@
 /* mesh-proxy against the agent's ADS server and HTTP backends on loopback (the kernel redirect is tested with real pods elsewhere). */
 import { request } from 'undici';
 import t from 'tap';
+import type { RequestRecord } from '../../mesh-proxy/proxy.js';
 import { backend, freePort, l7Fixture, parseRoutes } from '../fixtures/l7.js';
 
 const split = (w1: number, w2: number) => parseRoutes(`apiVersion: gateway.networking.k8s.io/v1
@@ -77,6 +78,64 @@ t.test('trace context: the backend gets the same trace id and a new parent span'
   t.equal(b.seen.at(-1)!.headers.tracestate, 'vendor=x', 'tracestate travels along');
   await (await request(`http://127.0.0.1:${listen}/`)).body.text();
   t.match(String(b.seen.at(-1)!.headers.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/, 'without one, a trace is started');
+  await (await request(`http://127.0.0.1:${listen}/`, { headers: { traceparent: 'garbage', tracestate: 'vendor=x' } })).body.text();
+  t.match(String(b.seen.at(-1)!.headers.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/, 'an invalid traceparent: a new trace');
+  t.equal(b.seen.at(-1)!.headers.tracestate, undefined, 'and no tracestate of the old one');
+});
+
+t.test('a sampled request\'s record carries its trace: ids, times, each attempt, the retries', async (t) => {
+  const records: RequestRecord[] = [];
+  const { publish } = await l7Fixture(t, { onRequest: (r) => records.push(r) });
+  let calls = 0;
+  const flaky = await backend(t, 'flaky', (_req, res) => { calls++; res.statusCode = calls === 1 ? 503 : 200; res.end('x'); });
+  const listen = await freePort();
+  await publish([{ service: 'shop/web', port: 80, listenerPort: listen }], parseRoutes(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web, namespace: shop }
+spec:
+  parentRefs: [{ kind: Service, name: web }]
+  rules:
+  - matches: [{ path: { type: PathPrefix, value: /api } }]
+    backendRefs: [{ name: flaky, port: 80 }]
+    retry: { attempts: 2, codes: [503], backoff: 1ms }
+`), { 'shop/flaky:80': [flaky.port], 'shop/web:80': [flaky.port] });
+  const before = Date.now() * 1000;
+  await (await request(`http://127.0.0.1:${listen}/api/x`, { headers: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', tracestate: 'v=1' } })).body.text();
+  const after = Date.now() * 1000;
+  const r = records.at(-1)!;
+  t.equal(r.traceId, '0af7651916cd43dd8448eb211c80319c');
+  t.equal(r.status, 200);
+  t.equal(r.route, '/api/*', 'the route template');
+  const tr = r.trace!;
+  t.ok(tr, 'sampled: the record carries a trace');
+  t.equal(tr.parentSpanId, 'b7ad6b7169203331', 'the caller\'s span is the parent');
+  t.equal(tr.traceState, 'v=1');
+  t.equal(tr.protocol, '1.1');
+  t.same([tr.serverAddress, tr.serverPort], ['127.0.0.1', listen]);
+  t.ok(tr.startUs >= before - 2000 && tr.endUs <= after + 2000 && tr.startUs <= tr.endUs, 'epoch µs around the request');
+  t.equal(tr.attempts.length, 2, 'two attempts');
+  t.same(tr.attempts.map((a) => [a.peer, a.status]), [[`127.0.0.1:${flaky.port}`, 503], [`127.0.0.1:${flaky.port}`, 200]]);
+  t.ok(tr.attempts.every((a) => a.startUs >= tr.startUs && a.endUs <= tr.endUs && a.startUs <= a.endUs), 'attempts within the request');
+  t.equal(flaky.seen.at(-1)!.headers.traceparent, `00-0af7651916cd43dd8448eb211c80319c-${tr.attempts[1]!.spanId}-01`, 'the backend\'s parent is its attempt\'s SERVER span');
+  t.same(tr.retries.map((e) => [e.attempt, e.status]), [[1, 503]], 'the retry, after a 503');
+  await (await request(`http://127.0.0.1:${listen}/api/y`, { headers: { traceparent: '00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00' } })).body.text();
+  t.equal(records.at(-1)!.sampled, false, 'an unsampled caller stays unsampled');
+  t.equal(records.at(-1)!.trace, undefined, 'and its record carries no trace');
+  t.match(String(flaky.seen.at(-1)!.headers.traceparent), /^00-1af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-00$/, 'the decision travels');
+});
+
+t.test('tracing off: a caller\'s traceparent passes through untouched, and none is made', async (t) => {
+  const records: RequestRecord[] = [];
+  const { publish } = await l7Fixture(t, { tracing: false, onRequest: (r) => records.push(r) });
+  const b = await backend(t, 'b');
+  const listen = await freePort();
+  await publish([{ service: 'shop/b', port: 80, listenerPort: listen }], new Map(), { 'shop/b:80': [b.port] });
+  const incoming = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+  await (await request(`http://127.0.0.1:${listen}/`, { headers: { traceparent: incoming } })).body.text();
+  t.equal(b.seen.at(-1)!.headers.traceparent, incoming);
+  await (await request(`http://127.0.0.1:${listen}/`)).body.text();
+  t.equal(b.seen.at(-1)!.headers.traceparent, undefined);
+  t.same(records.map((r) => [r.traceId, r.sampled, r.trace]), [['', false, undefined], ['', false, undefined]]);
 });
 
 t.test('a route the proxy cannot run is NACKed and traffic stays on the last good config', async (t) => {

@@ -2,7 +2,7 @@ import t from 'tap';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { FlowTracker, type FlowRecord, type KernelFlowEvent } from '../../../mesh-agent/telemetry/flow-tracker.js';
-import type { WorkloadIdentity } from '../../../telemetry/workload-tracers.js';
+import type { WorkloadIdentity } from '../../../telemetry/workload-resource.js';
 
 const PODS: Record<string, WorkloadIdentity> = {
   '198.18.0.2': { namespace: 'shop', pod: 'loadgen-1', serviceName: 'loadgen' },

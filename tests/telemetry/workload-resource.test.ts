@@ -1,8 +1,8 @@
 import t from 'tap';
 import { context, trace, TraceFlags } from '@opentelemetry/api';
-import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { BasicTracerProvider, InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { ExportQueue } from '../../telemetry/export-queue.js';
-import { WorkloadTracers, serviceNameOf } from '../../telemetry/workload-tracers.js';
+import { parentBasedSampler, serviceNameOf, workloadResource } from '../../telemetry/workload-resource.js';
 
 t.test('service.name: app.kubernetes.io/name, app, the owner (a ReplicaSet → its Deployment), else the pod', async (t) => {
   t.equal(serviceNameOf({ 'app.kubernetes.io/name': 'web', app: 'x' }, 'p'), 'web');
@@ -13,26 +13,16 @@ t.test('service.name: app.kubernetes.io/name, app, the owner (a ReplicaSet → i
   t.equal(serviceNameOf({}, 'lonely'), 'lonely');
 });
 
-t.test('one resource per workload, one processor for all', async (t) => {
-  const mem = new InMemorySpanExporter();
-  const tr = new WorkloadTracers({ processor: new SimpleSpanProcessor(mem), node: 'n1', scope: 's', fallback: { serviceName: 'proxy' } });
-  tr.tracer({ namespace: 'a', pod: 'p1', serviceName: 'web' }).startSpan('x').end();
-  tr.tracer({ namespace: 'b', pod: 'p2', serviceName: 'db' }).startSpan('y').end();
-  tr.tracer(undefined).startSpan('z').end();
-  t.same(mem.getFinishedSpans().map((s) => s.resource.attributes), [
-    { 'service.name': 'web', 'service.namespace': 'a', 'k8s.namespace.name': 'a', 'k8s.pod.name': 'p1', 'k8s.node.name': 'n1' },
-    { 'service.name': 'db', 'service.namespace': 'b', 'k8s.namespace.name': 'b', 'k8s.pod.name': 'p2', 'k8s.node.name': 'n1' },
-    { 'service.name': 'proxy', 'k8s.node.name': 'n1' },
-  ]);
-  t.equal(tr.size, 2);
-  tr.retain(new Set(['a/p1']));
-  t.equal(tr.size, 1, 'workloads gone are forgotten');
+t.test('a workload\'s resource names its service, namespace, pod and node', async (t) => {
+  t.same(workloadResource({ namespace: 'a', pod: 'p1', serviceName: 'web' }, 'n1').attributes,
+    { 'service.name': 'web', 'service.namespace': 'a', 'k8s.namespace.name': 'a', 'k8s.pod.name': 'p1', 'k8s.node.name': 'n1' });
 });
 
 t.test('sampling: parent-based, new traces by the ratio; unsampled spans never reach the exporter through the queue', async (t) => {
   const mem = new InMemorySpanExporter();
   const q = new ExportQueue(mem, { scheduledDelayMs: 0 });
-  const off = new WorkloadTracers({ processor: q, node: 'n', scope: 's', fallback: { serviceName: 'f' }, sampleRatio: 0 }).tracer(undefined);
+  const tracer = (ratio: number) => new BasicTracerProvider({ sampler: parentBasedSampler(ratio), spanProcessors: [q] }).getTracer('s');
+  const off = tracer(0);
   const a = off.startSpan('a');
   t.notOk(a.isRecording(), 'ratio 0: a new trace is not recorded');
   a.end();
@@ -40,7 +30,7 @@ t.test('sampling: parent-based, new traces by the ratio; unsampled spans never r
   const b = off.startSpan('b', {}, sampledParent);
   t.equal(b.spanContext().traceFlags, TraceFlags.SAMPLED, 'a sampled caller stays sampled');
   b.end();
-  const on = new WorkloadTracers({ processor: q, node: 'n', scope: 's', fallback: { serviceName: 'f' }, sampleRatio: 1 }).tracer(undefined);
+  const on = tracer(1);
   const unsampledParent = trace.setSpanContext(context.active(), { traceId: '1af7651916cd43dd8448eb211c80319c', spanId: 'c7ad6b7169203331', traceFlags: TraceFlags.NONE, isRemote: true });
   const c = on.startSpan('c', {}, unsampledParent);
   t.equal(c.spanContext().traceFlags, TraceFlags.NONE, 'an unsampled caller stays unsampled, even at ratio 1');

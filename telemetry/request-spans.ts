@@ -1,0 +1,196 @@
+/**
+ * A sampled request's spans, made from the node proxy's record of it: the
+ * caller's CLIENT span for the whole request (retries as events), and per
+ * attempt the chosen backend's SERVER span, its child — the spans a sidecar
+ * pair would report, each owned by its own workload.
+ *
+ * On its hot path the proxy only notes ids, times and outcomes (a
+ * RequestTrace in the request's record); the spans are written off that path:
+ * by the agent, which gets every record anyway, or by the proxy's own
+ * exporter when it runs without an agent.
+ */
+import { SpanKind, SpanStatusCode, type Attributes, type Link } from '@opentelemetry/api';
+import type { SpanData } from './finished-span.js';
+
+/** One try at a backend: the backend's SERVER span. */
+export interface AttemptTrace {
+  spanId: string;
+  /** Unix epoch µs */
+  startUs: number;
+  endUs: number;
+  /** the backend tried, "ip:port" */
+  peer: string;
+  /** its response's status; 0 when none came */
+  status: number;
+  /** why no response came: error.type, the status message, and the exception's type */
+  error?: { type: string; message: string; exception: string };
+}
+
+/** A retry, as an event on the CLIENT span: after a status, or after an error. */
+export interface RetryEvent {
+  timeUs: number;
+  /** the attempt that failed */
+  attempt: number;
+  status?: number;
+  error?: string;
+}
+
+/** What a sampled request's spans need beyond its record. */
+export interface RequestTrace {
+  /** Unix epoch µs of the request's arrival and of its response's end */
+  startUs: number;
+  endUs: number;
+  /** the caller's span, from its traceparent */
+  parentSpanId?: string;
+  /** the caller's tracestate, carried on */
+  traceState?: string;
+  /** network.protocol.version: 1.1, 2 */
+  protocol: string;
+  /** the service as the caller dialled it */
+  serverAddress: string;
+  serverPort: number;
+  /** the proxy's response flags (UF, UT, NR, …): the status message of a failed request */
+  flags?: string;
+  retries: RetryEvent[];
+  attempts: AttemptTrace[];
+}
+
+/** A request as the proxy records it, with its trace. */
+export interface TracedRequest {
+  method: string;
+  path: string;
+  /** http.route: the matched route's template */
+  route?: string;
+  status: number;
+  caller: string;
+  callerPort: number;
+  local: string;
+  localPort: number;
+  /** the caller's CLIENT span */
+  traceId: string;
+  spanId: string;
+  trace: RequestTrace;
+}
+
+/** A span and the address of the workload it belongs to (the caller, or a backend). */
+export interface OwnedSpan {
+  owner: string;
+  span: SpanData;
+}
+
+const ORIGIN_US = performance.timeOrigin * 1000;
+
+/** Unix epoch µs now, from the monotonic clock (the proxy's times for spans). */
+export function epochUs(): number {
+  return ORIGIN_US + performance.now() * 1000;
+}
+
+function ns(us: number): bigint {
+  return BigInt(Math.round(us)) * 1000n;
+}
+
+/** "ip:port" → [ip, port] (IPv4, or a bracketed IPv6 address). */
+function splitPeer(peer: string): [string, number] {
+  const i = peer.lastIndexOf(':');
+  return [peer.slice(0, i).replace(/^\[|\]$/g, ''), Number(peer.slice(i + 1))];
+}
+
+/**
+ * The spans of one sampled request: its CLIENT span (owned by the caller),
+ * then one SERVER span per attempt (owned by the backend tried). connection:
+ * a link to the span of the kernel connection the request rode.
+ */
+export function requestSpans(r: TracedRequest, connection?: Link): OwnedSpan[] {
+  const t = r.trace;
+  const name = r.route !== undefined ? `${r.method} ${r.route}` : r.method;
+  const last = t.attempts.at(-1);
+  const a: Attributes = {
+    'http.request.method': r.method, 'url.path': r.path, 'server.address': t.serverAddress, 'server.port': t.serverPort,
+    'client.address': r.caller, 'client.port': r.callerPort, 'network.local.address': r.local, 'network.local.port': r.localPort,
+    'network.protocol.version': t.protocol,
+  };
+  if (r.route !== undefined) a['http.route'] = r.route;
+  if (last) {
+    const [ip, port] = splitPeer(last.peer);
+    a['network.peer.address'] = ip;
+    a['network.peer.port'] = port;
+  }
+  a['http.response.status_code'] = r.status;
+  if (t.attempts.length > 1) a['http.request.resend_count'] = t.attempts.length - 1;
+  if (r.status >= 400) a['error.type'] = String(r.status);
+  const out: OwnedSpan[] = [{
+    owner: r.caller,
+    span: {
+      name, kind: SpanKind.CLIENT, traceId: r.traceId, spanId: r.spanId,
+      ...(t.parentSpanId && { parentSpanId: t.parentSpanId, parentRemote: true }), ...(t.traceState && { traceState: t.traceState }),
+      startNs: ns(t.startUs), endNs: ns(t.endUs), attributes: a,
+      events: t.retries.map((e) => ({ name: 'retry', timeNs: ns(e.timeUs), attributes: e.error !== undefined ? { 'error.type': e.error, attempt: e.attempt } : { 'http.response.status_code': e.status ?? 0, attempt: e.attempt } })),
+      links: connection ? [connection] : [],
+      status: r.status >= 400 ? { code: SpanStatusCode.ERROR, ...(t.flags && { message: t.flags }) } : { code: SpanStatusCode.UNSET },
+    },
+  }];
+  t.attempts.forEach((at, i) => {
+    const [ip, port] = splitPeer(at.peer);
+    const sa: Attributes = {
+      'http.request.method': r.method, 'url.path': r.path, ...(r.route !== undefined && { 'http.route': r.route }), 'server.address': ip, 'server.port': port,
+      'client.address': r.caller, 'network.peer.address': r.caller, 'network.peer.port': r.callerPort,
+    };
+    if (i > 0) sa['http.request.resend_count'] = i;
+    if (at.status > 0) sa['http.response.status_code'] = at.status;
+    if (at.error) sa['error.type'] = at.error.type;
+    out.push({
+      owner: ip,
+      span: {
+        name, kind: SpanKind.SERVER, traceId: r.traceId, spanId: at.spanId, parentSpanId: r.spanId, parentRemote: false,
+        ...(t.traceState && { traceState: t.traceState }),
+        startNs: ns(at.startUs), endNs: ns(at.endUs), attributes: sa,
+        events: at.error ? [{ name: 'exception', timeNs: ns(at.endUs), attributes: { 'exception.type': at.error.exception, 'exception.message': at.error.message } }] : [],
+        status: at.error ? { code: SpanStatusCode.ERROR, message: at.error.message } : at.status >= 500 ? { code: SpanStatusCode.ERROR } : { code: SpanStatusCode.UNSET },
+      },
+    });
+  });
+  return out;
+}
+
+type WireAttempt = [string, number, number, string, number, string | null, string | null, string | null];
+type WireRetry = [number, number, number | null, string | null];
+/** A RequestTrace on the wire: an array in this order. */
+export type WireTrace = [number, number, string | null, string | null, string, string, number, string | null, WireRetry[], WireAttempt[]];
+
+export function encodeTrace(t: RequestTrace): WireTrace {
+  return [
+    t.startUs, t.endUs, t.parentSpanId ?? null, t.traceState ?? null, t.protocol, t.serverAddress, t.serverPort, t.flags ?? null,
+    t.retries.map((e) => [e.timeUs, e.attempt, e.status ?? null, e.error ?? null]),
+    t.attempts.map((a) => [a.spanId, a.startUs, a.endUs, a.peer, a.status, a.error?.type ?? null, a.error?.message ?? null, a.error?.exception ?? null]),
+  ];
+}
+
+const isNum = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x);
+const isStr = (x: unknown): x is string => typeof x === 'string';
+const isOptStr = (x: unknown): x is string | null => x === null || typeof x === 'string';
+
+/** Throws naming the field (under `at`) that is not what a trace has. */
+export function decodeTrace(w: unknown, at: string): RequestTrace {
+  const bad = (what: string) => new Error(`${at}: ${what}`);
+  if (!Array.isArray(w) || w.length !== 10) throw bad('not a request trace');
+  const [startUs, endUs, parent, state, protocol, serverAddress, serverPort, flags, retries, attempts] = w as unknown[];
+  if (!isNum(startUs) || !isNum(endUs)) throw bad('times: not numbers');
+  if (!isOptStr(parent) || (parent !== null && !/^[0-9a-f]{16}$/.test(parent))) throw bad('parent span id: not 16 hex digits');
+  if (!isOptStr(state) || !isStr(protocol) || !isStr(serverAddress) || !isNum(serverPort) || !isOptStr(flags)) throw bad('not a request trace');
+  if (!Array.isArray(retries) || !Array.isArray(attempts)) throw bad('retries or attempts: not lists');
+  return {
+    startUs, endUs, ...(parent !== null && { parentSpanId: parent }), ...(state !== null && { traceState: state }), protocol, serverAddress, serverPort,
+    ...(flags !== null && { flags }),
+    retries: retries.map((e: unknown, i) => {
+      if (!Array.isArray(e) || e.length !== 4 || !isNum(e[0]) || !isNum(e[1]) || !(e[2] === null || isNum(e[2])) || !isOptStr(e[3])) throw bad(`retries[${i}]: not a retry`);
+      const [timeUs, attempt, status, error] = e as WireRetry;
+      return { timeUs, attempt, ...(status !== null && { status }), ...(error !== null && { error }) };
+    }),
+    attempts: attempts.map((a: unknown, i) => {
+      if (!Array.isArray(a) || a.length !== 8 || !isStr(a[0]) || !/^[0-9a-f]{16}$/.test(a[0]) || !isNum(a[1]) || !isNum(a[2]) || !isStr(a[3]) || !/:\d+$/.test(a[3]) || !isNum(a[4])
+        || !isOptStr(a[5]) || !isOptStr(a[6]) || !isOptStr(a[7])) throw bad(`attempts[${i}]: not an attempt`);
+      const [spanId, s, e, peer, status, type, message, exception] = a as WireAttempt;
+      return { spanId, startUs: s, endUs: e, peer, status, ...(type !== null && { error: { type, message: message ?? '', exception: exception ?? 'Error' } }) };
+    }),
+  };
+}
