@@ -30,6 +30,8 @@ export function decodeRecords(body: unknown): RequestRecord[] {
     if (!Array.isArray(a) || (a.length !== 16 && a.length !== 17) || typeof a[0] !== 'number' || typeof a[2] !== 'string' || typeof a[6] !== 'string') throw new Error(`records[${i}]: not a request record`);
     const w = a as WireRecord;
     const trace = w[16] === undefined || w[16] === null ? undefined : decodeTrace(w[16], `records[${i}].trace`);
+    // a traced record's ids go into the trace file as they are: they must be ids
+    if (trace && (typeof w[13] !== 'string' || !/^[0-9a-f]{32}$/.test(w[13]) || typeof w[14] !== 'string' || !/^[0-9a-f]{16}$/.test(w[14]))) throw new Error(`records[${i}]: trace and span ids: not 32 and 16 hex digits`);
     return {
       endMs: w[0], durationMs: w[1], method: w[2], path: w[3], ...(w[4] !== null && { route: w[4] }), status: w[5], caller: w[6], callerPort: w[7],
       local: w[8], localPort: w[9], ...(w[10] !== null && { upstream: w[10] }), host: w[11], attempts: w[12], traceId: w[13], spanId: w[14], sampled: w[15] === 1,

@@ -24,6 +24,8 @@ t.test('records on the wire: arrays both ways, a sampled one with its trace; mal
   const badTrace = encodeRecord(withTrace);
   badTrace[16]![9] = [['short']] as never;
   t.throws(() => decodeRecords({ records: [badTrace] }), /records\[0\]\.trace: attempts\[0\]: not an attempt/);
+  const badId = encodeRecord({ ...withTrace, traceId: 'x"y' });
+  t.throws(() => decodeRecords({ records: [badId] }), /records\[0\]: trace and span ids: not 32 and 16 hex digits/);
 });
 
 t.test('batches to the agent\'s socket; bounded; stop sends what is left; no agent: counted failed', async (t) => {
