@@ -9,8 +9,9 @@
  * time, per 1,000 requests. The datapath counters prove the path; the export
  * queue's counts prove the spans went out.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -24,9 +25,12 @@ import { telemetryOptions } from '../telemetry/telemetry-options.js';
 import { gitCommit, machine } from './bench-meta.js';
 import { median, procUsage } from './bench-stats.js';
 
-const HELP = `usage: node dist/benchmarks/tracing-bench.js [--rounds N] [--seconds S] [--warm S] [--only tracing-off|tracing-on] [--sample-ratio R] [--rate R] [--concurrency C] [--out DIR]
+const HELP = `usage: node dist/benchmarks/tracing-bench.js [--rounds N] [--seconds S] [--warm S] [--only tracing-off|tracing-on] [--sample-ratio R] [--rate R] [--concurrency C] [--no-pin] [--out DIR]
 
 Writes tracing.json and tracing.md to --out (default benchmarks/results). Needs root.
+With two cores or more the node proxy runs alone on core 1 and everything else (the agent, the
+client, the server) on core 0, so that their scheduling does not move the proxy's CPU time
+between runs; --no-pin leaves placement to the kernel.
 Takes about rounds x 2 x (seconds + 10) seconds (the agent restarts for each run).
 `;
 
@@ -73,7 +77,7 @@ spec: { containers: [{ name: app, command: [sleep, infinity] }] }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: {
-    rounds: { type: 'string' }, seconds: { type: 'string' }, warm: { type: 'string' }, only: { type: 'string' }, 'sample-ratio': { type: 'string' }, rate: { type: 'string' }, concurrency: { type: 'string' }, out: { type: 'string' },
+    rounds: { type: 'string' }, seconds: { type: 'string' }, 'no-pin': { type: 'boolean' }, warm: { type: 'string' }, only: { type: 'string' }, 'sample-ratio': { type: 'string' }, rate: { type: 'string' }, concurrency: { type: 'string' }, out: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   } });
   if (values.help) {
@@ -86,6 +90,9 @@ async function main(): Promise<void> {
   const conc = Number(values.concurrency ?? 16);
   const warmSeconds = Number(values.warm ?? 5);
   const outDir = values.out ?? join(repoRoot(), 'benchmarks', 'results');
+  // the agent (this process) and every process it starts on core 0; the node proxy is moved to core 1 once it runs
+  const pin = !values['no-pin'] && availableParallelism() >= 2;
+  if (pin) execFileSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
   const cgroupPath = join(findCgroup2(), 'sockmesh-tracebench');
   const rt = new NodeRuntime({ prefix: PREFIX, cgroupRoot: cgroupPath });
   await rt.cleanup();
@@ -116,6 +123,7 @@ async function main(): Promise<void> {
         const vip = status().cluster!.services.find((s) => s.key === 'bench/server')!.vip!;
         const clientPod = runtimeName('bench/client');
         const proxyPid = status().cluster!.l7.proxy!.pid ?? Number(readFileSync(join(rt.nodeProcessCgroup('node-proxy'), 'cgroup.procs'), 'utf8').split('\n')[0]);
+        if (pin) execFileSync('taskset', ['-a', '-p', '-c', '1', String(proxyPid)], { stdio: 'ignore' });
         // warm up (JIT, pools), then measure
         await rt.execOutput(clientPod, [helperBinary('httpload'), vip, '80', '/', String(conc), '0', String(warmSeconds), '0'], { timeoutMs: 60_000 });
         await sleep(1500); // the warm-up's spans leave the queues
@@ -145,7 +153,7 @@ async function main(): Promise<void> {
         agent = undefined;
       }
     }
-    if (values.only === undefined) write(outDir, runs, { rounds, seconds, warmSeconds, rate, concurrency: conc });
+    if (values.only === undefined) write(outDir, runs, { rounds, seconds, warmSeconds, rate, concurrency: conc }, pin);
   } finally {
     await agent?.stop({ down: true, removePods: true }).catch(() => undefined);
     // the agents left the pods running for the next one to adopt: remove them, and the datapath
@@ -156,7 +164,7 @@ async function main(): Promise<void> {
   }
 }
 
-function write(outDir: string, runs: Run[], params: Record<string, number>): void {
+function write(outDir: string, runs: Run[], params: Record<string, number>, pinned: boolean): void {
   const perK = (r: Run) => ((r.proxyCpuSeconds + r.agentCpuSeconds) / r.load.requests) * 1000;
   const agg = (m: Mode) => {
     const rs = runs.filter((r) => r.mode === m);
@@ -176,14 +184,14 @@ function write(outDir: string, runs: Run[], params: Record<string, number>): voi
     return perK(on) / perK(off);
   });
   const extra = median(roundRatios) - 1;
-  const doc = { benchmark: 'tracing', date: new Date().toISOString(), commit: gitCommit(), machine: machine(), params, modes: a, extraInfraCpu: extra, roundRatios, runs };
+  const doc = { benchmark: 'tracing', date: new Date().toISOString(), commit: gitCommit(), machine: machine(), params, pinned, modes: a, extraInfraCpu: extra, roundRatios, runs };
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, 'tracing.json'), JSON.stringify(doc, null, 2) + '\n');
   const f = (x: number, d = 0) => x.toFixed(d);
   const md = [
     '# Tracing benchmark', '',
     `Commit \`${doc.commit.slice(0, 12)}\`, ${doc.date}, kernel ${doc.machine.kernel}, ${doc.machine.cores} × ${doc.machine.cpu}.`,
-    `One client pod calls one HTTP server pod through the node proxy (service VIP, both legs short-circuited), ${params.rate} requests/s over ${params.concurrency} connections for ${params.seconds} s, ${params.rounds} rounds alternating off/on (the agent and the node proxy restart for every run and are warmed with ${params.warmSeconds} s of closed-loop load). Tracing off = the node proxy makes no spans (a caller's traceparent passes through); it still reports every request to the agent. Tracing on = 100 % sampling, spans exported to the OTLP/JSON lines file (the embedded default). Infrastructure CPU = the node proxy + the agent, user + system, counted until 1.5 s after the load so the last spans' relay and export are included. Medians over rounds.`, '',
+    `One client pod calls one HTTP server pod through the node proxy (service VIP, both legs short-circuited), ${params.rate} requests/s over ${params.concurrency} connections for ${params.seconds} s, ${params.rounds} rounds alternating off/on (the agent and the node proxy restart for every run and are warmed with ${params.warmSeconds} s of closed-loop load). Tracing off = the node proxy makes no spans (a caller's traceparent passes through); it still reports every request to the agent. Tracing on = 100 % sampling: the proxy notes each request's ids, times and attempts in its record and the agent writes the spans to the OTLP/JSON lines file (the embedded default). Infrastructure CPU = the node proxy + the agent, user + system, counted until 1.5 s after the load so the last records and spans are written. ${pinned ? 'The node proxy ran alone on core 1; the agent, the client and the server on core 0.' : 'Processes were not pinned to cores.'} Medians over rounds.`, '',
     '| mode | requests | p50 µs | p99 µs | proxy CPU ms / 1000 req | agent CPU ms / 1000 req | infra CPU ms / 1000 req | spans exported / req | spans dropped | errors | path proven |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ...MODES.map((m) => `| ${m} | ${f(a[m].requests)} | ${f(a[m].p50)} | ${f(a[m].p99)} | ${f(a[m].proxyCpuPerK * 1000)} | ${f(a[m].agentCpuPerK * 1000)} | ${f(a[m].infraCpuPerK * 1000)} | ${f(a[m].spansPerRequest, 2)} | ${a[m].dropped} | ${a[m].errors} | ${a[m].pathOk ? 'yes' : 'NO'} |`), '',
