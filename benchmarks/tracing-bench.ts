@@ -149,7 +149,9 @@ async function main(): Promise<void> {
         const run: Run = { round, mode, load, proxyCpuSeconds: p1 - p0, agentCpuSeconds: (a1.user + a1.system) / 1e6, spans, traceFileBytes, counters, pathOk };
         runs.push(run);
         process.stderr.write(`round ${round} ${mode}: ${load.requests} requests at ${rate}/s, p50 ${load.p50_us.toFixed(0)} p99 ${load.p99_us.toFixed(0)} us, ${load.errors} errors; proxy ${run.proxyCpuSeconds.toFixed(2)} + agent ${run.agentCpuSeconds.toFixed(2)} CPU s; spans exported ${spans.exported} (relayed ${spans.relayed}, connections ${spans.connections}, dropped ${spans.dropped}); redirected ${counters.bytes_redirected} B, passed ${counters.bytes_passed} B ${pathOk ? 'ok' : 'PATH WRONG'}\n`);
-        await a.stop();
+        // every run starts from fresh processes: an agent adopting the last run's node proxy (same
+        // flags) or pods would compare a long-running proxy with a new one
+        await a.stop({ removePods: true });
         agent = undefined;
       }
     }
@@ -191,7 +193,7 @@ function write(outDir: string, runs: Run[], params: Record<string, number>, pinn
   const md = [
     '# Tracing benchmark', '',
     `Commit \`${doc.commit.slice(0, 12)}\`, ${doc.date}, kernel ${doc.machine.kernel}, ${doc.machine.cores} × ${doc.machine.cpu}.`,
-    `One client pod calls one HTTP server pod through the node proxy (service VIP, both legs short-circuited), ${params.rate} requests/s over ${params.concurrency} connections for ${params.seconds} s, ${params.rounds} rounds alternating off/on (the agent and the node proxy restart for every run and are warmed with ${params.warmSeconds} s of closed-loop load). Tracing off = the node proxy makes no spans (a caller's traceparent passes through); it still reports every request to the agent. Tracing on = 100 % sampling: the proxy notes each request's ids, times and attempts in its record and the agent writes the spans to the OTLP/JSON lines file (the embedded default). Infrastructure CPU = the node proxy + the agent, user + system, counted until 1.5 s after the load so the last records and spans are written. ${pinned ? 'The node proxy ran alone on core 1; the agent, the client and the server on core 0.' : 'Processes were not pinned to cores.'} Medians over rounds.`, '',
+    `One client pod calls one HTTP server pod through the node proxy (service VIP, both legs short-circuited), ${params.rate} requests/s over ${params.concurrency} connections for ${params.seconds} s, ${params.rounds} rounds alternating off/on (the agent, the node proxy and the pods start afresh for every run and are warmed with ${params.warmSeconds} s of closed-loop load). Tracing off = the node proxy makes no spans (a caller's traceparent passes through); it still reports every request to the agent. Tracing on = 100 % sampling: the proxy notes each request's ids, times and attempts in its record and the agent writes the spans to the OTLP/JSON lines file (the embedded default). Infrastructure CPU = the node proxy + the agent, user + system, counted until 1.5 s after the load so the last records and spans are written. ${pinned ? 'The node proxy ran alone on core 1; the agent, the client and the server on core 0.' : 'Processes were not pinned to cores.'} Medians over rounds.`, '',
     '| mode | requests | p50 µs | p99 µs | proxy CPU ms / 1000 req | agent CPU ms / 1000 req | infra CPU ms / 1000 req | spans exported / req | spans dropped | errors | path proven |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ...MODES.map((m) => `| ${m} | ${f(a[m].requests)} | ${f(a[m].p50)} | ${f(a[m].p99)} | ${f(a[m].proxyCpuPerK * 1000)} | ${f(a[m].agentCpuPerK * 1000)} | ${f(a[m].infraCpuPerK * 1000)} | ${f(a[m].spansPerRequest, 2)} | ${a[m].dropped} | ${a[m].errors} | ${a[m].pathOk ? 'yes' : 'NO'} |`), '',
