@@ -25,12 +25,12 @@ import { telemetryOptions } from '../telemetry/telemetry-options.js';
 import { gitCommit, machine } from './bench-meta.js';
 import { median, procUsage } from './bench-stats.js';
 
-const HELP = `usage: node dist/benchmarks/tracing-bench.js [--rounds N] [--seconds S] [--warm S] [--only tracing-off|tracing-on] [--sample-ratio R] [--rate R] [--concurrency C] [--no-pin] [--out DIR]
+const HELP = `usage: node dist/benchmarks/tracing-bench.js [--rounds N] [--seconds S] [--warm S] [--only tracing-off|tracing-on] [--sample-ratio R] [--rate R] [--concurrency C] [--pin] [--out DIR]
 
 Writes tracing.json and tracing.md to --out (default benchmarks/results). Needs root.
-With two cores or more the node proxy runs alone on core 1 and everything else (the agent, the
-client, the server) on core 0, so that their scheduling does not move the proxy's CPU time
-between runs; --no-pin leaves placement to the kernel.
+--pin: the node proxy alone on core 1, everything else (the agent, the client, the server) on
+core 0. Not the default: the agent's extra work with tracing on then slows the server and client
+it shares a core with, and the proxy's CPU per request moves with them.
 Takes about rounds x 2 x (seconds + 10) seconds (the agent restarts for each run).
 `;
 
@@ -77,7 +77,7 @@ spec: { containers: [{ name: app, command: [sleep, infinity] }] }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: {
-    rounds: { type: 'string' }, seconds: { type: 'string' }, 'no-pin': { type: 'boolean' }, warm: { type: 'string' }, only: { type: 'string' }, 'sample-ratio': { type: 'string' }, rate: { type: 'string' }, concurrency: { type: 'string' }, out: { type: 'string' },
+    rounds: { type: 'string' }, seconds: { type: 'string' }, pin: { type: 'boolean' }, warm: { type: 'string' }, only: { type: 'string' }, 'sample-ratio': { type: 'string' }, rate: { type: 'string' }, concurrency: { type: 'string' }, out: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   } });
   if (values.help) {
@@ -91,7 +91,7 @@ async function main(): Promise<void> {
   const warmSeconds = Number(values.warm ?? 5);
   const outDir = values.out ?? join(repoRoot(), 'benchmarks', 'results');
   // the agent (this process) and every process it starts on core 0; the node proxy is moved to core 1 once it runs
-  const pin = !values['no-pin'] && availableParallelism() >= 2;
+  const pin = values.pin === true && availableParallelism() >= 2;
   if (pin) execFileSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
   const cgroupPath = join(findCgroup2(), 'sockmesh-tracebench');
   const rt = new NodeRuntime({ prefix: PREFIX, cgroupRoot: cgroupPath });

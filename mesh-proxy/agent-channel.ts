@@ -58,7 +58,8 @@ export interface AgentChannelStats {
 
 export class AgentChannel {
   readonly #o: Required<AgentChannelOptions>;
-  #buf: WireRecord[] = [];
+  /** records written as JSON when they come: one flat string each waits for the batch, not a tree of small objects that outlives the young generation */
+  #buf: string[] = [];
   #timer: NodeJS.Timeout | undefined;
   #inFlight: Promise<void> | undefined;
   readonly #stats: AgentChannelStats = { sent: 0, dropped: 0, failed: 0 };
@@ -77,7 +78,7 @@ export class AgentChannel {
       this.#stats.dropped++;
       return;
     }
-    this.#buf.push(encodeRecord(r));
+    this.#buf.push(JSON.stringify(encodeRecord(r)));
   }
 
   start(): void {
@@ -89,7 +90,7 @@ export class AgentChannel {
     if (this.#inFlight || this.#buf.length === 0) return this.#inFlight ?? Promise.resolve();
     const batch = this.#buf;
     this.#buf = [];
-    const body = Buffer.from(JSON.stringify({ records: batch }));
+    const body = Buffer.from(`{"records":[${batch.join(',')}]}`);
     this.#inFlight = postToRelay(this.#o.socketPath, '/v1/requests', body, {}, this.#o.timeoutMs).then((ok) => {
       if (ok) this.#stats.sent += batch.length;
       else this.#stats.failed += batch.length;

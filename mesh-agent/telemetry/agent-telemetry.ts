@@ -92,8 +92,9 @@ export class AgentTelemetry {
   readonly relaySocket: string;
   readonly #o: AgentTelemetryOptions;
   readonly #resources = new Map<string, Resource>();
-  /** the OTLP/JSON group heads of workloads' resources (the trace file's request spans) */
-  readonly #heads = new Map<string, string>();
+  /** the OTLP/JSON group heads of workloads' resources (the trace file's request spans), by the agent's workload object (a changed workload is a new object) */
+  readonly #heads = new WeakMap<WorkloadIdentity, string>();
+  #nodeHead: string | undefined;
   #provider: BasicTracerProvider | undefined;
   #sdk: NodeSDK | undefined;
   #tracer: Tracer | undefined;
@@ -219,12 +220,9 @@ export class AgentTelemetry {
 
   /** The OTLP/JSON group head of a workload's spans (its resource, the proxy's scope). */
   #headOf(w: WorkloadIdentity | undefined): string {
-    const key = w ? `${w.namespace}/${w.pod}/${w.serviceName}` : '';
-    let h = this.#heads.get(key);
-    if (h === undefined) {
-      if (this.#heads.size > 50_000) this.#heads.clear();
-      this.#heads.set(key, h = groupHead(attributes(this.resourceOf(w).attributes), PROXY_SCOPE));
-    }
+    if (!w) return this.#nodeHead ??= groupHead(attributes(this.resourceOf(undefined).attributes), PROXY_SCOPE);
+    let h = this.#heads.get(w);
+    if (h === undefined) this.#heads.set(w, h = groupHead(attributes(this.resourceOf(w).attributes), PROXY_SCOPE));
     return h;
   }
 
