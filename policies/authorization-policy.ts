@@ -183,7 +183,7 @@ const pathOk = (s: string) => {
   if (/\{\*\*?\}/.test(s)) return `${JSON.stringify(s)}: path templates ({*}, {**}) are not supported by sockmesh`;
   return wildcardProblem(s) ?? (s.startsWith('/') || s.startsWith('*') ? undefined : `must start with "/" (or "*" for a suffix match), got ${JSON.stringify(s)}`);
 };
-const methodOk = (s: string) => wildcardProblem(s) ?? (METHOD.test(s.replace(/^\*|\*$/g, '')) ? undefined : `must be an HTTP method such as "GET", got ${JSON.stringify(s)}`);
+const methodOk = (s: string) => wildcardProblem(s) ?? (s === '*' || METHOD.test(s.replace(/^\*|\*$/g, '')) ? undefined : `must be an HTTP method such as "GET", got ${JSON.stringify(s)}`);
 const ipOk = (s: string) => ipBlockProblem(s);
 
 function portList(p: ProblemSink, v: unknown, at: string): number[] | undefined {
