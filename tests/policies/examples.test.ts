@@ -12,22 +12,22 @@ const dir = join(import.meta.dirname, '../../policies/examples');
 const files = readdirSync(dir).filter((f) => f.endsWith('.yaml')).sort();
 const policies = new Map<string, NetworkPolicy>();
 
-t.test('every example parses without problems', async (t) => {
-  t.ok(files.length >= 5, `at least five examples, found ${files.length}`);
+t.test('every NetworkPolicy example parses without problems', async (t) => {
+  // the folder also holds examples of other policy kinds: those have tests of their own
   for (const f of files) {
     const docs = parseAllDocuments(readFileSync(join(dir, f), 'utf8'));
     const list = Array.isArray(docs) ? docs : [docs];
-    t.ok(list.length >= 1, `${f} holds a document`);
     list.forEach((d, i) => {
       t.same(d.errors, [], `${f} document ${i + 1} is YAML`);
-      const text = d.toString();
       const js = d.toJS() as { apiVersion?: unknown; kind?: unknown };
-      t.same([js.apiVersion, js.kind], ['networking.k8s.io/v1', 'NetworkPolicy'], `${f} document ${i + 1} is a NetworkPolicy`);
-      const { policy, problems } = parsePolicyYaml(text, `${f}#${i + 1}`);
+      if (js.kind !== 'NetworkPolicy') return;
+      t.equal(js.apiVersion, 'networking.k8s.io/v1', `${f} document ${i + 1}: a NetworkPolicy is networking.k8s.io/v1`);
+      const { policy, problems } = parsePolicyYaml(d.toString(), `${f}#${i + 1}`);
       t.same(problems, [], `${f} document ${i + 1} has no problems`);
-      policies.set(f, policy);
+      policies.set(`${f}#${i + 1}`, policy);
     });
   }
+  t.ok(policies.size >= 5, `at least five NetworkPolicy examples, found ${policies.size}`);
 });
 
 t.test('the examples applied to examples/shop.yaml', async (t) => {
