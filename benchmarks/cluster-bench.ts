@@ -52,7 +52,7 @@ function cluster(nPods: number, nServices: number): ClusterObject[] {
     const pod: Pod = {
       kind: 'Pod', meta: meta(`ns-${s % nNamespaces}`, `pod-${i}`, { app: `app-${s}`, version: `v${i % 3}` }),
       hostNetwork: false, command: ['true'], restartPolicy: 'Always', ports: [{ name: 'http', containerPort: 8080, protocol: 'TCP' }],
-      ip: podIp(i), ready: true, phase: 'Running',
+      ip: podIp(i), ready: true, phase: 'Running', serviceAccount: 'default',
     };
     out.push(pod);
   }

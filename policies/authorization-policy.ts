@@ -15,8 +15,8 @@
  * list are ORed; the not-fields negate.
  */
 import { isIPv4, isIPv6 } from 'node:net';
-import type { ProblemSink } from '../mesh-agent/cluster/httproute-parser.js';
-import type { Labels, ObjectMeta } from '../mesh-agent/cluster/model.js';
+import type { ProblemSink } from '../mesh-agent/cluster/problem-sink.js';
+import type { Labels, ObjectMeta } from '../mesh-agent/cluster/object-meta.js';
 import { parseCidr } from './cidr.js';
 import { wildcardProblem } from './istio-match.js';
 

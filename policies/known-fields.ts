@@ -3,7 +3,7 @@
  * policy a misspelt field is not harmless (an ingress rule whose `from` is
  * spelt `form` would allow every source), so it is a problem, not ignored.
  */
-import type { ProblemSink } from '../mesh-agent/cluster/httproute-parser.js';
+import type { ProblemSink } from '../mesh-agent/cluster/problem-sink.js';
 
 /** A YAML map as parsed. */
 export type Obj = Record<string, unknown>;

@@ -5,8 +5,8 @@
  * for In/NotIn and absent for Exists/DoesNotExist); matching follows
  * Kubernetes: every term must hold, and an empty selector selects everything.
  */
-import type { ProblemSink } from '../mesh-agent/cluster/httproute-parser.js';
-import type { Labels } from '../mesh-agent/cluster/model.js';
+import type { ProblemSink } from '../mesh-agent/cluster/problem-sink.js';
+import type { Labels } from '../mesh-agent/cluster/object-meta.js';
 import { isObj, refuseUnknownFields } from './known-fields.js';
 
 /**

@@ -15,8 +15,8 @@
  * IPv6 ipBlocks are valid and kept, marked `ipv6: true`: sockmesh's kernel
  * enforcement is IPv4 only, so the agent should warn about them.
  */
-import type { ProblemSink } from '../mesh-agent/cluster/httproute-parser.js';
-import type { ObjectMeta } from '../mesh-agent/cluster/model.js';
+import type { ProblemSink } from '../mesh-agent/cluster/problem-sink.js';
+import type { ObjectMeta } from '../mesh-agent/cluster/object-meta.js';
 import { cidrCovers, parseCidr, type Cidr } from './cidr.js';
 import { isObj, refuseUnknownFields, type Obj } from './known-fields.js';
 import { EVERYTHING, parseLabelSelector, type LabelSelector } from './label-selector.js';

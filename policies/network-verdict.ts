@@ -16,7 +16,7 @@
  * as that address, not as that pod. ipBlocks match pods' addresses too (as
  * in Kubernetes' conformance tests).
  */
-import type { Labels } from '../mesh-agent/cluster/model.js';
+import type { Labels } from '../mesh-agent/cluster/object-meta.js';
 import { cidrContains, parseIp, type IpAddress } from './cidr.js';
 import { selectorMatches } from './label-selector.js';
 import type { NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicyRule, NetworkProtocol, PolicyType } from './network-policy.js';

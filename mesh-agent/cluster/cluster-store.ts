@@ -6,7 +6,7 @@
  * readiness) that no manifest carries. Listeners hear of each change with
  * the keys it touched, so work downstream can be incremental.
  */
-import { type ClusterObject, type EndpointSlice, type HTTPRoute, type Kind, type Namespace, type Pod, type Service, keyOf } from './model.js';
+import { type AuthorizationPolicy, type ClusterObject, type EndpointSlice, type HTTPRoute, type Kind, type Namespace, type NetworkPolicy, type Pod, type Service, keyOf } from './model.js';
 
 /** Pod status as the runtime (or the API) reports it. */
 export interface PodStatus {
@@ -30,10 +30,12 @@ type ByKind = {
   Service: Map<string, Service>;
   EndpointSlice: Map<string, EndpointSlice>;
   HTTPRoute: Map<string, HTTPRoute>;
+  NetworkPolicy: Map<string, NetworkPolicy>;
+  AuthorizationPolicy: Map<string, AuthorizationPolicy>;
 };
 
 export class ClusterStore {
-  readonly #objects: ByKind = { Namespace: new Map(), Pod: new Map(), Service: new Map(), EndpointSlice: new Map(), HTTPRoute: new Map() };
+  readonly #objects: ByKind = { Namespace: new Map(), Pod: new Map(), Service: new Map(), EndpointSlice: new Map(), HTTPRoute: new Map(), NetworkPolicy: new Map(), AuthorizationPolicy: new Map() };
   /** which source wrote each object ("Kind key" → source id) */
   readonly #owner = new Map<string, string>();
   readonly #podStatus = new Map<string, PodStatus>();
@@ -58,6 +60,14 @@ export class ClusterStore {
 
   endpointSlices(): ReadonlyMap<string, EndpointSlice> {
     return this.#objects.EndpointSlice;
+  }
+
+  networkPolicies(): ReadonlyMap<string, NetworkPolicy> {
+    return this.#objects.NetworkPolicy;
+  }
+
+  authorizationPolicies(): ReadonlyMap<string, AuthorizationPolicy> {
+    return this.#objects.AuthorizationPolicy;
   }
 
   httpRoutes(): ReadonlyMap<string, HTTPRoute> {

@@ -7,13 +7,10 @@
  * own validation; anything sockmesh cannot serve is refused with the field.
  */
 import type { HTTPBackendRef, HTTPHeaderModifier, HTTPPathMatch, HTTPRoute, HTTPRouteMatch, HTTPRouteRule, HTTPValueMatch, ObjectMeta } from './model.js';
+import type { ProblemSink } from './problem-sink.js';
 
 type Obj = Record<string, unknown>;
 
-/** What the parser records problems with. */
-export interface ProblemSink {
-  add(field: string, reason: string): void;
-}
 
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/;

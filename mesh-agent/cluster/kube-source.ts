@@ -64,7 +64,7 @@ export function podFrom(o: k8s.V1Pod): Pod {
     restartPolicy: rp === 'Never' || rp === 'OnFailure' ? rp : 'Always',
     ports,
     ...(o.status?.podIP && { ip: o.status.podIP }),
-    ready, phase: o.status?.phase ?? 'Pending',
+    ready, phase: o.status?.phase ?? 'Pending', serviceAccount: o.spec?.serviceAccountName ?? 'default',
   };
 }
 

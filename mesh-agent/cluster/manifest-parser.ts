@@ -1,12 +1,16 @@
 /**
  * Kubernetes-shaped YAML (multi-document files) into the cluster model:
- * v1 Namespace, Pod and Service, and Gateway API HTTPRoute. Every problem is reported with the file,
+ * v1 Namespace, Pod and Service, Gateway API HTTPRoute, NetworkPolicy and
+ * Istio's AuthorizationPolicy. Every problem is reported with the file,
  * the document (1-based, and its kind and name when known), the field path
  * and the reason; a file with any problem contributes nothing. Kinds sockmesh
  * does not read are listed as ignored, not refused. Pure: text in, objects out.
  */
 import { isIPv4 } from 'node:net';
 import { parseAllDocuments } from 'yaml';
+import { parseAuthorizationPolicy } from '../../policies/authorization-policy.js';
+import { LABEL_KEY, LABEL_VALUE } from '../../policies/label-selector.js';
+import { parseNetworkPolicy } from '../../policies/network-policy.js';
 import { parseHTTPRoute } from './httproute-parser.js';
 import type { ClusterObject, ContainerPort, Labels, Namespace, ObjectMeta, Pod, Service, ServicePort } from './model.js';
 
@@ -23,8 +27,6 @@ type Obj = Record<string, unknown>;
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 const PORT_NAME = /^(?=.*[a-z])[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$/;
-const LABEL_KEY = /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
-const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
 const PROTOCOLS = new Set(['TCP', 'UDP', 'SCTP']);
 
 /** Collects the problems of one document. */
@@ -142,7 +144,7 @@ function parseNamespace(p: Problems, doc: Obj, source: string): Namespace {
 function parsePod(p: Problems, doc: Obj, source: string): Pod {
   const m = meta(p, doc, source, true, DNS_SUBDOMAIN, 'a DNS subdomain (lowercase letters, digits, \'-\', \'.\')');
   const spec = doc.spec;
-  const pod: Pod = { kind: 'Pod', meta: m, hostNetwork: false, command: [], restartPolicy: 'Always', ports: [], ready: false, phase: 'Pending' };
+  const pod: Pod = { kind: 'Pod', meta: m, hostNetwork: false, command: [], restartPolicy: 'Always', ports: [], ready: false, phase: 'Pending', serviceAccount: 'default' };
   if (!isObj(spec)) {
     p.add('spec', 'required');
     return pod;
@@ -151,6 +153,11 @@ function parsePod(p: Problems, doc: Obj, source: string): Pod {
   if (nodeName !== undefined) pod.nodeName = nodeName;
   if (spec.hostNetwork !== undefined && typeof spec.hostNetwork !== 'boolean') p.add('spec.hostNetwork', 'must be true or false');
   pod.hostNetwork = spec.hostNetwork === true;
+  const sa = str(p, spec, 'serviceAccountName', 'spec.');
+  if (sa !== undefined) {
+    if (DNS_SUBDOMAIN.test(sa)) pod.serviceAccount = sa;
+    else p.add('spec.serviceAccountName', `${JSON.stringify(sa)} is not a DNS subdomain (lowercase letters, digits, '-', '.')`);
+  }
   const rp = str(p, spec, 'restartPolicy', 'spec.');
   if (rp !== undefined) {
     if (rp === 'Always' || rp === 'OnFailure' || rp === 'Never') pod.restartPolicy = rp;
@@ -240,13 +247,23 @@ function parseService(p: Problems, doc: Obj, source: string): Service {
   return svc;
 }
 
-const KINDS: Record<string, { apiVersion: string; parse: (p: Problems, doc: Obj, source: string) => ClusterObject }> = {
+const SUBDOMAIN_RULE = 'a DNS subdomain (lowercase letters, digits, \'-\', \'.\')';
+const KINDS: Record<string, { apiVersion: string; also?: string[]; parse: (p: Problems, doc: Obj, source: string) => ClusterObject }> = {
   Namespace: { apiVersion: 'v1', parse: parseNamespace },
   Pod: { apiVersion: 'v1', parse: parsePod },
   Service: { apiVersion: 'v1', parse: parseService },
   HTTPRoute: {
     apiVersion: 'gateway.networking.k8s.io/v1',
-    parse: (p, doc, source) => parseHTTPRoute(p, doc, meta(p, doc, source, true, DNS_SUBDOMAIN, 'a DNS subdomain (lowercase letters, digits, \'-\', \'.\')')),
+    parse: (p, doc, source) => parseHTTPRoute(p, doc, meta(p, doc, source, true, DNS_SUBDOMAIN, SUBDOMAIN_RULE)),
+  },
+  NetworkPolicy: {
+    apiVersion: 'networking.k8s.io/v1',
+    parse: (p, doc, source) => parseNetworkPolicy(p, doc, meta(p, doc, source, true, DNS_SUBDOMAIN, SUBDOMAIN_RULE)),
+  },
+  AuthorizationPolicy: {
+    // v1beta1 is the same schema under its older name, still what many users write
+    apiVersion: 'security.istio.io/v1', also: ['security.istio.io/v1beta1'],
+    parse: (p, doc, source) => parseAuthorizationPolicy(p, doc, meta(p, doc, source, true, DNS_SUBDOMAIN, SUBDOMAIN_RULE)),
   },
 };
 
@@ -279,7 +296,7 @@ export function parseManifestFile(file: string, text: string): ParsedManifests {
       return;
     }
     const p = new Problems();
-    if (apiVersion !== k.apiVersion) p.add('apiVersion', `a ${kind} is ${k.apiVersion}, got ${JSON.stringify(apiVersion)}`);
+    if (apiVersion !== k.apiVersion && !k.also?.includes(apiVersion)) p.add('apiVersion', `a ${kind} is ${[k.apiVersion, ...(k.also ?? [])].join(' or ')}, got ${JSON.stringify(apiVersion)}`);
     const obj = k.parse(p, js, `${file}#${i + 1}`);
     const name = obj.meta.namespace ? `${obj.meta.namespace}/${obj.meta.name}` : obj.meta.name;
     for (const e of p.list) out.errors.push(`${where} (${kind} ${name || '?'}): ${e}`);

@@ -6,21 +6,13 @@
  * downstream reads only these types.
  */
 
-export type Labels = Readonly<Record<string, string>>;
+import type { AuthorizationPolicy } from '../../policies/authorization-policy.js';
+import type { NetworkPolicy } from '../../policies/network-policy.js';
+import type { Labels, ObjectMeta } from './object-meta.js';
 
-export interface ObjectMeta {
-  name: string;
-  /** empty for cluster-scoped objects (Namespace) */
-  namespace: string;
-  labels: Labels;
-  annotations: Labels;
-  /** where it came from, for messages: "examples/shop.yaml#2" or "kubernetes" */
-  source: string;
-  /** metadata.uid, when the source has one (the Kubernetes API) */
-  uid?: string;
-  /** the controller among metadata.ownerReferences (e.g. a ReplicaSet), when there is one */
-  owner?: { kind: string; name: string };
-}
+export type { Labels, ObjectMeta } from './object-meta.js';
+export type { AuthorizationPolicy } from '../../policies/authorization-policy.js';
+export type { NetworkPolicy } from '../../policies/network-policy.js';
 
 export interface Namespace {
   kind: 'Namespace';
@@ -48,6 +40,8 @@ export interface Pod {
   ip?: string;
   /** the Ready condition */
   ready: boolean;
+  /** spec.serviceAccountName (default "default"): its identity in AuthorizationPolicy principals */
+  serviceAccount: string;
   /** the runtime's or the API's word on why it is not ready */
   phase: string;
 }
@@ -135,7 +129,7 @@ export interface HTTPRoute {
   rules: HTTPRouteRule[];
 }
 
-export type ClusterObject = Namespace | Pod | Service | EndpointSlice | HTTPRoute;
+export type ClusterObject = Namespace | Pod | Service | EndpointSlice | HTTPRoute | NetworkPolicy | AuthorizationPolicy;
 export type Kind = ClusterObject['kind'];
 
 /** "namespace/name", or "name" for a namespace. */
