@@ -18,6 +18,7 @@ import { AdminServer } from './admin/admin-server.js';
 import { DEFAULT_ADMIN_SOCKET } from './admin/admin-client.js';
 import { type MetricFamily, PROMETHEUS_CONTENT_TYPE, renderPrometheus } from './admin/prometheus.js';
 import { ClusterStore } from './cluster/cluster-store.js';
+import { checkClusterOf, checkPolicy, queryFrom } from '../policies/policy-check.js';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { InformerState, KubeSource } from './cluster/kube-source.js';
 import { type ManifestLoad, ManifestSource } from './cluster/manifest-source.js';
@@ -282,8 +283,20 @@ export class Agent {
         '/metrics': () => ({ body: renderPrometheus(this.metrics()), contentType: PROMETHEUS_CONTENT_TYPE }),
         '/healthz': () => ({ body: 'ok\n' }),
         '/flows': (q) => this.#flowsRoute(q),
+        '/policy/check': (q) => this.#policyCheckRoute(q),
       },
     });
+  }
+
+  /** The verdict on a connection or request (from, to, protocol, method, path, host, header=NAME=VALUE), from the cluster as the agent sees it now. */
+  #policyCheckRoute(q: URLSearchParams): import('./admin/admin-server.js').AdminReply {
+    const store = this.store;
+    if (!store) throw new InvalidArgumentError('this agent runs without a cluster source: there are no pods or policies to judge');
+    const query = queryFrom((n) => q.get(n) ?? undefined, q.getAll('header'));
+    return { body: checkPolicy(checkClusterOf({
+      namespaces: store.namespaces().values(), pods: store.pods().values(), services: store.services().values(),
+      networkPolicies: store.networkPolicies().values(), authorizationPolicies: store.authorizationPolicies().values(),
+    }), query) };
   }
 
   /** Recent flows (last=N), then, with follow=1, every new one as it happens; filters: namespace, pod, service, type. */

@@ -20,6 +20,7 @@ commands:
   demo       two pods exchanging traffic through the kernel path
   observe    the flows the mesh carries (connections and requests), as they happen
   traces     recent traces from the trace file, as a waterfall
+  policy     policy check: whether a source may reach a destination, and which policy decides
 
 Every command takes --help. Needs root (or CAP_BPF + CAP_NET_ADMIN).
 `;
@@ -39,6 +40,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   observe: async () => (await import('./commands/observe-command.js')).observe,
   xds: async () => (await import('./commands/xds-commands.js')).xds,
   traces: async () => (await import('./commands/traces-command.js')).traces,
+  policy: async () => (await import('./commands/policy-command.js')).policy,
 };
 
 async function main(argv: string[]): Promise<number> {

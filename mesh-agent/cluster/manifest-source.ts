@@ -42,7 +42,8 @@ export function mayHoldManifests(name: string | Buffer | null | undefined): bool
   return /\.ya?ml$/i.test(base) || !/\.[^.]+$/.test(base);
 }
 
-function yamlFiles(dir: string): string[] {
+/** The YAML files under dir (recursively, dot entries skipped), sorted. */
+export function yamlFiles(dir: string): string[] {
   const out: string[] = [];
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
     if (entry.name.startsWith('.')) continue;
