@@ -110,6 +110,8 @@ export interface ClusterStatus {
   services: ServiceView[];
   reconcile: { last: PassResult | null; passes: number; failures: number; writes: number; deletes: number };
   l7: L7Status;
+  /** the policies read; enforcing them (kernel and node proxy) is not built yet: `policy check` explains them */
+  policies: { networkPolicies: string[]; authorizationPolicies: string[]; enforced: false };
   runtimeError: string | null;
 }
 
@@ -640,6 +642,7 @@ export class Agent {
       services: desired?.serviceViews ?? [],
       reconcile: { last: c.loop?.last ?? null, ...(c.loop?.counts ?? { passes: 0, failures: 0, writes: 0, deletes: 0 }) },
       runtimeError: c.supervisor?.lastError ?? null,
+      policies: { networkPolicies: [...c.store.networkPolicies().keys()].sort(), authorizationPolicies: [...c.store.authorizationPolicies().keys()].sort(), enforced: false },
       l7: {
         proxy: c.proxy?.status() ?? null,
         proxyAddress: c.proxy ? POD_NETWORK.gateway : null,

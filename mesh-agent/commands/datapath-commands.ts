@@ -215,6 +215,10 @@ export function renderCluster(c: ClusterStatus): string {
   if (l7.routes.length > 0) {
     lines.push(indent(table(['HTTPROUTE', 'STATE', 'WHY'], l7.routes.map((r) => [r.key, r.state, r.reasons.join('; ') || '-']))));
   }
+  const pol = c.policies;
+  if (pol && pol.networkPolicies.length + pol.authorizationPolicies.length > 0) {
+    lines.push(`policies   ${pol.networkPolicies.length} NetworkPolicy, ${pol.authorizationPolicies.length} AuthorizationPolicy: NOT ENFORCED by this build (mesh-agent policy check explains them)`);
+  }
   return lines.join('\n');
 }
 
