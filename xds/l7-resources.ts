@@ -7,6 +7,8 @@
  * Pure. Gateway API semantics: matches are ordered by precedence (exact
  * path, then longer prefixes, then method, header and query matches, then
  * route name), a request no rule matches gets 404, weights split traffic.
+ * HTTP filters the caller gives a service port (its AuthorizationPolicies
+ * compiled to RBAC filters) run before the router.
  * A route that cannot be served (a backend that does not exist) is refused
  * with the reason; its last good version keeps serving.
  */
@@ -35,6 +37,18 @@ export interface L7Input {
   lbPolicy?: (service: string) => 'ROUND_ROBIN' | 'LEAST_REQUEST';
   /** the last version of each route that was accepted (updated in place) */
   lastGood: Map<string, HTTPRoute>;
+  /**
+   * A service port's HTTP filters to run before the router, in order (the
+   * RBAC filters its AuthorizationPolicies compile to: policies/rbac-compile.ts);
+   * none when absent or empty.
+   */
+  httpFilters?: (service: string, port: number) => readonly HttpFilter[] | undefined;
+}
+
+/** An HttpConnectionManager's http_filters entry: a name and a typed_config with '@type'. */
+export interface HttpFilter {
+  name: string;
+  typed_config: { '@type': string } & Record<string, unknown>;
 }
 
 export interface RouteStatus {
@@ -203,7 +217,7 @@ export function l7Resources(input: L7Input): L7Output {
           typed_config: {
             '@type': HCM, stat_prefix: name, codec_type: 'AUTO',
             rds: { route_config_name: name, config_source: ADS },
-            http_filters: [{ name: 'envoy.filters.http.router', typed_config: { '@type': ROUTER } }],
+            http_filters: [...(input.httpFilters?.(lp.service, lp.port) ?? []), { name: 'envoy.filters.http.router', typed_config: { '@type': ROUTER } }],
           },
         }],
       }],

@@ -2,6 +2,9 @@ import t from 'tap';
 import { parseManifestFile } from '../../mesh-agent/cluster/manifest-parser.js';
 import type { HTTPRoute } from '../../mesh-agent/cluster/model.js';
 import { l7Resources } from '../../xds/l7-resources.js';
+import { compileRbac } from '../../policies/rbac-compile.js';
+import { decodeResource } from '../../xds/strict-encode.js';
+import { PODS, POLICIES, WORKLOADS } from '../fixtures/authz-cases.js';
 import { Snapshot } from '../../xds/snapshot.js';
 
 function routes(yaml: string): Map<string, HTTPRoute> {
@@ -60,4 +63,26 @@ t.test('a route whose backend does not exist is refused; its last good version s
   const fresh = l7Resources({ proxyIp: '198.18.255.254', ports, routes: broken, backends, lastGood: new Map() });
   t.equal(fresh.routeStatus.get('shop/split')?.state, 'refused', 'with no good version before, nothing of it serves');
   t.match(Snapshot.create(fresh.resources).resources.route.get('shop/web:80')!.resource, { virtual_hosts: [{ routes: [{ name: 'shop/web:80#default' }] }] });
+});
+
+t.test('a service port\'s RBAC filters go before the router, in order, and the listener still encodes strictly', async (t) => {
+  const ports = [{ service: 'shop/web', port: 80, listenerPort: 20000 }, { service: 'shop/db', port: 5432, listenerPort: 20001 }];
+  const rbac = compileRbac({ backends: [WORKLOADS.web!], policies: ['audit-admin', 'deny-post', 'allow-get'].map((n) => POLICIES[n]!), pods: PODS });
+  t.same(rbac.filters.map((f) => f.typed_config.rules.action), ['LOG', 'DENY', 'ALLOW'], 'three filters compiled');
+  const base = { proxyIp: '198.18.255.254', ports, routes: routes(ROUTE), backends };
+  const out = l7Resources({ ...base, lastGood: new Map(), httpFilters: (svc, port) => (svc === 'shop/web' && port === 80 ? rbac.filters : undefined) });
+  const snap = Snapshot.create(out.resources); // packs every resource strictly: Envoy's protos and validate rules
+  type L = { filter_chains: { filters: { typed_config: { http_filters: { name: string; typed_config: Record<string, unknown> }[] } }[] }[] };
+  const filtersOf = (l: unknown) => (l as L).filter_chains[0]!.filters[0]!.typed_config.http_filters;
+  const web = filtersOf(snap.resources.listener.get('shop/web:80')!.resource);
+  t.same(web.map((f) => f.name), ['envoy.filters.http.rbac', 'envoy.filters.http.rbac', 'envoy.filters.http.rbac', 'envoy.filters.http.router'], 'RBAC filters, then the router');
+  t.same(web.slice(0, 3), rbac.filters, 'the filters as compiled, in order');
+  t.same(filtersOf(snap.resources.listener.get('shop/db:5432')!.resource).map((f) => f.name), ['envoy.filters.http.router'], 'a port without filters: the router alone');
+  const wire = decodeResource('envoy.config.listener.v3.Listener', snap.resources.listener.get('shop/web:80')!.any.value) as L;
+  t.same(filtersOf(wire).slice(0, 3).map((f) => (f.typed_config.rules as { action?: string } | undefined)?.action ?? 'ALLOW'), ['LOG', 'DENY', 'ALLOW'], 'the actions survive the wire');
+
+  const none = l7Resources({ ...base, lastGood: new Map() });
+  const empty = l7Resources({ ...base, lastGood: new Map(), httpFilters: () => [] });
+  t.same(empty.resources, none.resources, 'no policies: exactly the output without the option');
+  t.same(filtersOf(none.resources.listeners[0]), [{ name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } }], 'which is the router alone');
 });
