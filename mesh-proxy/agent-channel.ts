@@ -12,13 +12,15 @@ import type { RequestRecord } from './proxy.js';
 
 /**
  * A record on the wire: an array in this order (a quarter of the bytes of an
- * object, and faster to parse); the last element is the trace of a sampled
- * request (the agent writes its spans), else null.
+ * object, and faster to parse); element 16 is the trace of a sampled
+ * request (the agent writes its spans), else null; element 17 the RBAC
+ * policy that denied the request (RequestRecord.deniedBy), else null.
+ * Records of earlier builds have 16 or 17 elements.
  */
-type WireRecord = [number, number, string, string, string | null, number, string, number, string, number, string | null, string, number, string, string, 0 | 1, WireTrace | null];
+type WireRecord = [number, number, string, string, string | null, number, string, number, string, number, string | null, string, number, string, string, 0 | 1, WireTrace | null, string | null];
 
 export function encodeRecord(r: RequestRecord): WireRecord {
-  return [r.endMs, r.durationMs, r.method, r.path, r.route ?? null, r.status, r.caller, r.callerPort, r.local, r.localPort, r.upstream ?? null, r.host, r.attempts, r.traceId, r.spanId, r.sampled ? 1 : 0, r.trace ? encodeTrace(r.trace) : null];
+  return [r.endMs, r.durationMs, r.method, r.path, r.route ?? null, r.status, r.caller, r.callerPort, r.local, r.localPort, r.upstream ?? null, r.host, r.attempts, r.traceId, r.spanId, r.sampled ? 1 : 0, r.trace ? encodeTrace(r.trace) : null, r.deniedBy ?? null];
 }
 
 /** Throws naming the record when it is not one. */
@@ -26,8 +28,8 @@ export function decodeRecords(body: unknown): RequestRecord[] {
   const recs = (body as { records?: unknown })?.records;
   if (!Array.isArray(recs)) throw new Error('records: missing');
   return recs.map((a: unknown, i) => {
-    // 16 elements: a proxy of an earlier build (no traces), adopted across an upgrade
-    if (!Array.isArray(a) || (a.length !== 16 && a.length !== 17) || typeof a[0] !== 'number' || typeof a[2] !== 'string' || typeof a[6] !== 'string') throw new Error(`records[${i}]: not a request record`);
+    // 16 or 17 elements: a proxy of an earlier build (no traces, no RBAC), adopted across an upgrade
+    if (!Array.isArray(a) || a.length < 16 || a.length > 18 || typeof a[0] !== 'number' || typeof a[2] !== 'string' || typeof a[6] !== 'string') throw new Error(`records[${i}]: not a request record`);
     const w = a as WireRecord;
     const trace = w[16] === undefined || w[16] === null ? undefined : decodeTrace(w[16], `records[${i}].trace`);
     // a traced record's ids go into the trace file as they are: they must be ids
@@ -36,6 +38,7 @@ export function decodeRecords(body: unknown): RequestRecord[] {
       endMs: w[0], durationMs: w[1], method: w[2], path: w[3], ...(w[4] !== null && { route: w[4] }), status: w[5], caller: w[6], callerPort: w[7],
       local: w[8], localPort: w[9], ...(w[10] !== null && { upstream: w[10] }), host: w[11], attempts: w[12], traceId: w[13], spanId: w[14], sampled: w[15] === 1,
       ...(trace && { trace }),
+      ...(typeof w[17] === 'string' && { deniedBy: w[17] }),
     };
   });
 }

@@ -129,6 +129,10 @@ async function main(): Promise<number> {
             { name: 'mesh_proxy_retries_total', help: 'Retries.', type: 'counter', samples: [{ value: proxy.stats.retries }] },
             { name: 'mesh_proxy_timeouts_total', help: 'Requests answered 504.', type: 'counter', samples: [{ value: proxy.stats.timeouts }] },
             { name: 'mesh_proxy_active_requests', help: 'Requests in flight.', type: 'gauge', samples: [{ value: proxy.stats.active }] },
+            { name: 'mesh_proxy_rbac_requests_total', help: 'Requests on listeners with RBAC filters (AuthorizationPolicies), by decision: allowed, or denied with 403.', type: 'counter', samples: [
+              { labels: { decision: 'allowed' }, value: proxy.stats.rbac.allowed }, { labels: { decision: 'denied' }, value: proxy.stats.rbac.denied },
+            ] },
+            { name: 'mesh_proxy_rbac_logged_total', help: 'Requests a LOG filter (an AUDIT policy) matched.', type: 'counter', samples: [{ value: proxy.stats.rbac.logged }] },
             ...(queue ? [
               { name: 'mesh_proxy_spans_exported_total', help: 'Spans exported to the collector.', type: 'counter' as const, samples: [{ value: queue.stats().exported }] },
               { name: 'mesh_proxy_spans_dropped_total', help: 'Spans lost: queue full, export failed, or still queued at shutdown.', type: 'counter' as const, samples: [
@@ -169,7 +173,7 @@ function summary(proxy: MeshProxy): Record<string, unknown> {
   const c = proxy.config;
   if (!c) return {};
   return {
-    listeners: [...c.listeners.values()],
+    listeners: [...c.listeners.values()].map((l) => ({ ...l, rbac: l.rbac.map((f) => ({ action: f.action, policies: f.policies.map((p) => p.name) })) })),
     routes: [...c.routes.values()].map((t) => ({ name: t.name, virtualHosts: t.virtualHosts.map((v) => ({ name: v.name, domains: v.domains, routes: v.routes.map((r) => ({ name: r.name, clusters: r.clusters, timeoutMs: r.timeoutMs, retry: r.retry && { ...r.retry, on: [...r.retry.on], codes: [...r.retry.codes] } })) })) })),
     clusters: [...c.clusters.values()].map((cl) => ({ ...cl, endpoints: c.endpoints.get(cl.edsName) ?? [] })),
   };

@@ -3,11 +3,12 @@
  * Envoy proto) is translated into what the proxy runs, or refused with the
  * reason, which the xDS client sends back as a NACK. The proxy serves the
  * subset sockmesh's control plane emits: listeners with one HTTP connection
- * manager (RDS, the router filter), routes matched on path (exact, prefix,
+ * manager (RDS, RBAC filters then the router), routes matched on path (exact, prefix,
  * segment prefix, regex), headers, query parameters; clusters or weighted
  * clusters; timeouts, retries, header changes; EDS clusters balanced round
  * robin or least request.
  */
+import { RBAC_TYPE, RbacConfigError, type RbacFilter, rbacFilter } from './rbac.js';
 
 type Obj = Record<string, unknown>;
 
@@ -19,6 +20,8 @@ export interface ListenerConfig {
   ip: string;
   port: number;
   routeConfig: string;
+  /** the RBAC HTTP filters before the router, in order (empty: none) */
+  rbac: RbacFilter[];
 }
 
 export interface StringMatcher {
@@ -128,13 +131,28 @@ export function listenerConfig(l: Obj): ListenerConfig {
     throw new ProxyConfigError(`listener ${name}: mesh-proxy serves one filter, the HTTP connection manager`);
   }
   const hcm = filters[0]!.typed_config as Obj;
-  for (const f of (hcm.http_filters as Obj[] | undefined) ?? []) {
-    if ((f.typed_config as Obj | undefined)?.['@type'] !== ROUTER) throw new ProxyConfigError(`listener ${name}: HTTP filter ${String(f.name)} not supported (only the router)`);
-  }
+  const httpFilters = (hcm.http_filters as Obj[] | undefined) ?? [];
+  const rbac: RbacFilter[] = [];
+  httpFilters.forEach((f, i) => {
+    const field = `http_filters[${i}]`;
+    const type = (f.typed_config as Obj | undefined)?.['@type'];
+    if (f.disabled === true) throw new ProxyConfigError(`listener ${name}: ${field} (${String(f.name)}): disabled filters are not supported`);
+    if (type === ROUTER) {
+      if (i !== httpFilters.length - 1) throw new ProxyConfigError(`listener ${name}: ${field}: the router must be the last HTTP filter`);
+      return;
+    }
+    if (type !== RBAC_TYPE) throw new ProxyConfigError(`listener ${name}: ${field}: HTTP filter ${String(f.name)} not supported (RBAC and the router)`);
+    try {
+      rbac.push(rbacFilter(f.typed_config as Obj));
+    } catch (err) {
+      if (err instanceof RbacConfigError) throw new ProxyConfigError(`listener ${name}: ${field}.typed_config.${err.message}`);
+      throw err;
+    }
+  });
   const rds = obj(hcm.rds, `listener ${name}: rds (inline route configurations are not supported)`);
   const port = Number(sa.port_value);
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ProxyConfigError(`listener ${name}: port ${String(sa.port_value)}`);
-  return { name, ip: String(sa.address), port, routeConfig: String(rds.route_config_name) };
+  return { name, ip: String(sa.address), port, routeConfig: String(rds.route_config_name), rbac };
 }
 
 function routeTemplate(match: Obj): string {

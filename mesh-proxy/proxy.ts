@@ -9,6 +9,9 @@
  * SERVER span as the parent. A sampled request's record carries what its
  * spans need (ids, times, outcomes); the spans are written off the hot path
  * (telemetry/request-spans.ts).
+ * A listener's RBAC filters (Envoy's, from AuthorizationPolicies) run
+ * before the router: a request they stop is answered 403 "RBAC: access
+ * denied" and never reaches a backend.
  * A new configuration applies without failing requests in flight: they keep
  * the routes and pools they started with; removed listeners stop accepting
  * and removed pools close after their last request.
@@ -22,6 +25,7 @@ import { Pool } from 'undici';
 import { epochUs, type AttemptTrace, type RequestTrace } from '../telemetry/request-spans.js';
 import { keepTrace, randomSpanId, randomTraceId } from '../telemetry/trace-ids.js';
 import { type ClusterConfig, type RouteEntry, pickCluster, selectRoute } from './config.js';
+import { RBAC_DENIED_BODY, RBAC_DENIED_STATUS, decide } from './rbac.js';
 import type { ProxyConfig } from './xds-client.js';
 
 type Req = IncomingMessage | Http2ServerRequest;
@@ -51,6 +55,12 @@ export interface AccessLogEntry {
   downstream: string;
   /** the calling workload, "namespace/pod", when its address is known */
   source?: string;
+  /**
+   * On a listener with RBAC filters: their verdict, the policy that decided
+   * as Envoy reports it ("ns/name/rule-N"; "none" when an ALLOW filter
+   * matched nothing, or no ALLOW filter ran), and the LOG filters' matches.
+   */
+  rbac?: { allowed: boolean; policy: string; logged: string[] };
 }
 
 /**
@@ -83,6 +93,12 @@ export interface RequestRecord {
   sampled: boolean;
   /** a sampled request's trace: what its spans need beyond this record */
   trace?: RequestTrace;
+  /**
+   * A request the RBAC filters denied (status 403): the RBAC policy that
+   * denied it, "ns/name/rule-N" of a DENY rule, or "none" when an ALLOW
+   * filter matched nothing (Envoy's rbac_access_denied_matched_policy[none]).
+   */
+  deniedBy?: string;
 }
 
 /** A workload (a pod), by its address: the caller of a request, or the backend that serves it. */
@@ -104,6 +120,8 @@ export interface ProxyStats {
   noHealthyUpstream: number;
   upstreamErrors: number;
   active: number;
+  /** requests on listeners with RBAC filters: let through, denied (403), and matched by a LOG filter */
+  rbac: { allowed: number; denied: number; logged: number };
 }
 
 interface Endpoint { key: string; pool: Pool; active: number }
@@ -167,7 +185,7 @@ export class MeshProxy {
   /** caller address → workload (see setWorkloads) */
   #workloads: ReadonlyMap<string, Workload> = new Map();
   readonly #tracing: { sampleRatio: number } | false;
-  readonly stats: ProxyStats = { requests: 0, responses: {}, retries: 0, timeouts: 0, noRoute: 0, noHealthyUpstream: 0, upstreamErrors: 0, active: 0 };
+  readonly stats: ProxyStats = { requests: 0, responses: {}, retries: 0, timeouts: 0, noRoute: 0, noHealthyUpstream: 0, upstreamErrors: 0, active: 0, rbac: { allowed: 0, denied: 0, logged: 0 } };
   /** listener problems (a port that cannot be bound), for the admin endpoint */
   listenerErrors = new Map<string, string>();
 
@@ -335,6 +353,7 @@ export class MeshProxy {
       log.traceId = traceId;
     }
     let routeTemplate: string | undefined;
+    let deniedBy: string | undefined;
     const finish = (status: number) => {
       log.status = status;
       log.durationMs = Math.round((performance.now() - t0) * 1000) / 1000;
@@ -349,6 +368,7 @@ export class MeshProxy {
         endMs: Date.now(), durationMs: log.durationMs, method: log.method, path, ...(log.route !== undefined && { route: routeTemplate }), status,
         caller: callerIp, callerPort: req.socket?.remotePort ?? 0, local: (req.socket?.localAddress ?? '').replace(/^::ffff:/, ''), localPort: local ?? 0,
         ...(log.upstream !== undefined && { upstream: log.upstream }), host, attempts: log.attempts, traceId, spanId, sampled, ...(rt && { trace: rt }),
+        ...(deniedBy !== undefined && { deniedBy }),
       });
     };
     const reply = (status: number, body: string, flag: string) => {
@@ -370,6 +390,25 @@ export class MeshProxy {
       return reply(503, 'no route configuration yet', 'NC');
     }
     const headerOf = (n: string) => { const v = req.headers[n]; return Array.isArray(v) ? v.join(',') : v; };
+    // RBAC before routing, as Envoy's filter chain runs it
+    if (listener!.rbac.length > 0) {
+      const d = decide(listener!.rbac, { method: req.method ?? 'GET', path: url, host, header: headerOf, remoteIp: callerIp });
+      log.rbac = { allowed: d.allowed, policy: d.policy ?? 'none', logged: d.logged };
+      if (d.logged.length > 0) this.stats.rbac.logged++;
+      if (!d.allowed) {
+        this.stats.rbac.denied++;
+        deniedBy = d.policy ?? 'none';
+        req.resume();
+        if (!res.headersSent) {
+          res.statusCode = RBAC_DENIED_STATUS;
+          res.setHeader('content-type', 'text/plain');
+          res.setHeader('content-length', Buffer.byteLength(RBAC_DENIED_BODY));
+          res.end(RBAC_DENIED_BODY);
+        }
+        return finish(RBAC_DENIED_STATUS);
+      }
+      this.stats.rbac.allowed++;
+    }
     const route = selectRoute(table, host, path, new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), (n) => (n === ':method' ? req.method : headerOf(n)));
     if (!route) {
       this.stats.noRoute++;

@@ -19,6 +19,12 @@ t.test('records on the wire: arrays both ways, a sampled one with its trace; mal
   } };
   t.same(decodeRecords(JSON.parse(JSON.stringify({ records: [encodeRecord(rec(0)), encodeRecord(bare), encodeRecord(withTrace)] }))), [rec(0), bare, withTrace]);
   t.same(decodeRecords({ records: [encodeRecord(rec(0)).slice(0, 16)] }), [rec(0)], 'a record from a proxy of an earlier build (no trace) is taken');
+  const denied: RequestRecord = { ...rec(3), status: 403, deniedBy: 'shop/deny-post/rule-0' };
+  const { route: _dr, upstream: _du, ...deniedBare } = denied;
+  t.same(decodeRecords(JSON.parse(JSON.stringify({ records: [encodeRecord(deniedBare), encodeRecord(rec(4))] }))), [deniedBare, rec(4)], 'a denied request keeps the policy that denied it; others have none');
+  t.equal(encodeRecord(deniedBare).length, 18, 'the policy is element 17');
+  t.same(decodeRecords({ records: [encodeRecord(withTrace).slice(0, 17)] }), [withTrace], 'a record from a proxy of the build before RBAC (17 elements) is taken');
+  t.throws(() => decodeRecords({ records: [[...encodeRecord(rec(0)), 'extra']] }), /records\[0\]: not a request record/, 'more elements than any build writes: refused');
   t.throws(() => decodeRecords({}), /records: missing/);
   t.throws(() => decodeRecords({ records: [encodeRecord(rec(0)), [1, 2]] }), /records\[1\]: not a request record/);
   const badTrace = encodeRecord(withTrace);
