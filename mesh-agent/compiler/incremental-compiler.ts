@@ -8,7 +8,8 @@
  * entries may have changed, so the reconciler looks at those alone.
  */
 import { isIPv4 } from 'node:net';
-import { type Labels, type Pod, type Service, keyOf, selects } from '../cluster/model.js';
+import { type AuthorizationPolicy, type Labels, type Pod, type Service, keyOf, selects } from '../cluster/model.js';
+import { policyApplies } from '../../policies/authorization-policy.js';
 import {
   type CompileInput, type DesiredDelta, type DesiredState, L7_ANNOTATION, type PodView, type ServiceFrontend, type ServiceView, enrollment, targetPortOf,
 } from './compile.js';
@@ -24,10 +25,16 @@ export interface IncrementalCompilerOptions {
   vips: VipAllocator;
   /**
    * The node proxy, when one runs: L7 service ports (appProtocol http or
-   * h2c, the sockmesh.io/l7 annotation, an HTTPRoute attached) are sent to
+   * h2c, the sockmesh.io/l7 annotation, an HTTPRoute attached, an
+   * AuthorizationPolicy applying to one of the port's backends) are sent to
    * its listeners. Without it they are served at L4.
    */
-  l7?: { proxyIp: () => string | undefined; listenerPorts: ListenerPortAllocator };
+  l7?: {
+    proxyIp: () => string | undefined;
+    listenerPorts: ListenerPortAllocator;
+    /** the cluster's AuthorizationPolicies (the node proxy enforces them); default: none */
+    authorizationPolicies?: () => ReadonlyMap<string, AuthorizationPolicy>;
+  };
 }
 
 /** The store's view the compiler reads at each update. */
@@ -168,6 +175,9 @@ export class IncrementalCompiler {
             services.add(svc);
           }
         }
+      } else if (kind === 'AuthorizationPolicy') {
+        // it applies to pods of its namespace: their services may become L7 (or stop being)
+        for (const s of this.#svcsByNs.get(key.slice(0, key.indexOf('/'))) ?? []) services.add(s);
       } else if (kind === 'EndpointSlice') {
         const slice = src.endpointSlices?.get(key);
         const ns = key.slice(0, key.indexOf('/'));
@@ -315,12 +325,13 @@ export class IncrementalCompiler {
         const backends = this.#backends(src, svc, sp.targetPort, sp.name, sp.protocol);
         const feKey = `${vip}:${sp.port}`;
         const fe: ServiceFrontend = { vip, port: sp.port, anyClient: this.#o.mode === 'local', backends, service: `${key}:${sp.name ?? sp.port}` };
-        const proxyIp = this.#isL7(svc, key, sp.appProtocol) ? this.#o.l7?.proxyIp() : undefined;
+        const l7 = this.#isL7(svc, key, sp.appProtocol, backends);
+        const proxyIp = l7 ? this.#o.l7?.proxyIp() : undefined;
         if (proxyIp !== undefined) {
           const listenerPort = this.#o.l7!.listenerPorts.portFor(`${key}:${sp.port}`);
           fe.l7 = { listenerPort, backends };
           fe.backends = [{ ip: proxyIp, port: listenerPort }];
-        } else if (this.#isL7(svc, key, sp.appProtocol)) {
+        } else if (l7) {
           view.problems.push(`port ${sp.port}: L7 wanted, but no node proxy runs: served at L4 meanwhile`);
         }
         const prev = this.#services.get(feKey);
@@ -338,11 +349,26 @@ export class IncrementalCompiler {
   }
 
   /** Whether a service port goes through the node proxy. */
-  #isL7(svc: Service, key: string, appProtocol: string | undefined): boolean {
+  #isL7(svc: Service, key: string, appProtocol: string | undefined, backends: readonly { ip: string }[]): boolean {
     if (!this.#o.l7) return false;
     return (appProtocol !== undefined && L7_PROTOCOLS.has(appProtocol.toLowerCase()))
       || svc.meta.annotations[L7_ANNOTATION] === 'true'
-      || (this.#routesBySvc.get(key)?.size ?? 0) > 0;
+      || (this.#routesBySvc.get(key)?.size ?? 0) > 0
+      || this.#authorized(backends);
+  }
+
+  /** Whether an AuthorizationPolicy applies to the pod behind one of these backends (the node proxy enforces it). */
+  #authorized(backends: readonly { ip: string }[]): boolean {
+    const policies = this.#o.l7?.authorizationPolicies?.();
+    if (!policies || policies.size === 0) return false;
+    return backends.some((b) => {
+      const owner = [...(this.#ipClaims.get(b.ip) ?? [])].sort()[0];
+      const pod = owner === undefined ? undefined : this.#pods.get(owner)?.pod;
+      if (!pod) return false;
+      const w = { namespace: pod.meta.namespace, labels: pod.meta.labels };
+      for (const p of policies.values()) if (policyApplies(p, w)) return true;
+      return false;
+    });
   }
 
   #l7Key(fe: ServiceFrontend): string {

@@ -4,8 +4,10 @@ import type { ClusterObject } from '../../../mesh-agent/cluster/model.js';
 import { compile } from '../../../mesh-agent/compiler/compile.js';
 import { IdentityAllocator } from '../../../mesh-agent/compiler/identities.js';
 import { IncrementalCompiler } from '../../../mesh-agent/compiler/incremental-compiler.js';
+import { ListenerPortAllocator } from '../../../mesh-agent/compiler/listener-ports.js';
 import { VipAllocator } from '../../../mesh-agent/compiler/vips.js';
 import { ns, pod, svc } from '../../fixtures/cluster.js';
+import { policy } from '../../fixtures/authz-cases.js';
 
 /** A small deterministic PRNG (mulberry32), so a failure replays. */
 function rng(seed: number): () => number {
@@ -124,4 +126,44 @@ t.test('an update reports only the keys it touched', async (t) => {
   t.same([...d.endpoints], ['198.18.0.2'], 'the pod\'s endpoint');
   t.same([...d.services], [`${webVip}:80`], 'and the one service selecting it, not the other');
   t.same(c.state().services.get(`${webVip}:80`)?.backends, [], 'which lost its backend');
+});
+
+t.test('a service port whose backends an AuthorizationPolicy applies to is served at L7 by the node proxy', async (t) => {
+  const store = new ClusterStore();
+  store.replace('test', [
+    ns('a'), ns('b'),
+    pod('a', 'web-1', { ip: '198.18.0.2', labels: { app: 'web' } }), pod('a', 'db-1', { ip: '198.18.0.3', labels: { app: 'db' } }),
+    svc('a', 'web', { selector: { app: 'web' } }), svc('a', 'db', { selector: { app: 'db' } }),
+  ]);
+  const c = new IncrementalCompiler({
+    nodeName: 'n', mode: 'local', identities: new IdentityAllocator(), vips: new VipAllocator(),
+    l7: { proxyIp: () => '198.18.255.254', listenerPorts: new ListenerPortAllocator(), authorizationPolicies: () => store.authorizationPolicies() },
+  });
+  const src = { namespaces: store.namespaces(), pods: store.pods(), services: store.services(), cgroups: new Map() };
+  let touched = new Set<string>();
+  store.onChange((ch) => { touched = new Set(ch.touched); });
+  c.full(src);
+  const l7 = () => Object.fromEntries(c.state().serviceViews.map((v) => [v.key, v.ports.map((p) => p.l7 !== undefined)]));
+  t.same(l7(), { 'a/db': [false], 'a/web': [false] }, 'no policy: both at L4');
+
+  const steps: [string, () => void, Record<string, boolean[]>][] = [
+    ['a policy selecting web\'s pods', () => store.upsert('test', policy('a', 'web-only', { selector: { matchLabels: { app: 'web' } }, action: 'DENY', rules: [{}] })), { 'a/db': [false], 'a/web': [true] }],
+    ['a policy of another namespace', () => store.upsert('test', policy('b', 'all-of-b', { action: 'DENY', rules: [{}] })), { 'a/db': [false], 'a/web': [true] }],
+    ['a namespace-wide policy', () => store.upsert('test', policy('a', 'all-of-a', { action: 'AUDIT', rules: [{}] })), { 'a/db': [true], 'a/web': [true] }],
+    ['the namespace-wide policy removed', () => store.remove('AuthorizationPolicy', 'a/all-of-a'), { 'a/db': [false], 'a/web': [true] }],
+    ['web\'s pod changed, still selected by the policy', () => store.upsert('test', pod('a', 'web-1', { ip: '198.18.0.2', labels: { app: 'web', v: '2' } })), { 'a/db': [false], 'a/web': [true] }],
+    ['the policy removed', () => store.remove('AuthorizationPolicy', 'a/web-only'), { 'a/db': [false], 'a/web': [false] }],
+  ];
+  for (const [name, change, want] of steps) {
+    change();
+    const d = c.update(src, touched);
+    t.same(l7(), want, `${name}: ${JSON.stringify(want)}`);
+    if (name.startsWith('a namespace-wide')) t.ok(d.services.size >= 2, 'the namespace\'s services are redone');
+  }
+  const web = c.state().serviceViews.find((v) => v.key === 'a/web')!;
+  store.upsert('test', policy('a', 'web-only', { selector: { matchLabels: { app: 'web' } }, action: 'DENY', rules: [{}] }));
+  c.update(src, touched);
+  const fe = c.state().services.get(`${web.vip}:80`)!;
+  t.same(fe.backends, [{ ip: '198.18.255.254', port: fe.l7!.listenerPort }], 'an L7 port sends to the node proxy\'s listener');
+  t.same(c.backendsOf('a/web', 80), [{ ip: '198.18.0.2', port: 8080 }], 'and keeps its own backends for the proxy');
 });
