@@ -24,7 +24,9 @@ import type { InformerState, KubeSource } from './cluster/kube-source.js';
 import { type ManifestLoad, ManifestSource } from './cluster/manifest-source.js';
 import { PodCgroupFinder } from './cluster/pod-cgroups.js';
 import type { HTTPRoute } from './cluster/model.js';
-import { type L7Port, type RouteStatus, l7Resources } from '../xds/l7-resources.js';
+import { type L7Port, type RouteStatus, l7Resources, portName } from '../xds/l7-resources.js';
+import type { RbacOutput } from '../policies/rbac-compile.js';
+import { type AddressedPod, l7Authorization } from './compiler/l7-authorization.js';
 import { ListenerPortAllocator } from './compiler/listener-ports.js';
 import { NODE_PROXY, NodeProxy, type NodeProxyStatus } from './runtime/node-proxy.js';
 import { POD_NETWORK } from './runtime/node-runtime.js';
@@ -135,11 +137,20 @@ export interface AgentStatus {
   telemetry: Record<string, unknown>;
 }
 
-/** L7 in status: the node proxy and every HTTPRoute's fate. */
+/** L7 in status: the node proxy, every HTTPRoute's fate, and the AuthorizationPolicies it enforces. */
 export interface L7Status {
   proxy: NodeProxyStatus | null;
   proxyAddress: string | null;
   routes: { key: string; state: RouteStatus['state']; reasons: string[] }[];
+  /** per L7 service port ("ns/name:port") with RBAC filters: each filter's action and RBAC policies, and what the filters cannot say alone */
+  authorization: L7Authorization[];
+}
+
+/** The RBAC filters a service port's listener carries (from the AuthorizationPolicies of its backends). */
+export interface L7Authorization {
+  port: string;
+  filters: { action: 'ALLOW' | 'DENY' | 'LOG'; policies: string[] }[];
+  notes: string[];
 }
 
 /** An xDS push whose span waits for the proxies' answers. */
@@ -161,6 +172,8 @@ interface ClusterParts {
   proxy?: NodeProxy;
   listenerPorts?: ListenerPortAllocator;
   routeStatus?: Map<string, RouteStatus>;
+  /** the RBAC filters compiled for each L7 service port that has some ("ns/name:port") */
+  authorization?: Map<string, RbacOutput>;
   lastGoodRoutes?: Map<string, HTTPRoute>;
   l7Resources?: Required<SnapshotInput>;
   workloadsText?: string;
@@ -383,7 +396,7 @@ export class Agent {
     });
     if (c.listenerPorts) loadListenerPorts(c.allocationsPath, c.listenerPorts);
     c.loop = new ReconcileLoop({
-      ...(c.proxy && c.listenerPorts && { l7: { proxyIp: () => POD_NETWORK.gateway, listenerPorts: c.listenerPorts } }),
+      ...(c.proxy && c.listenerPorts && { l7: { proxyIp: () => POD_NETWORK.gateway, listenerPorts: c.listenerPorts, authorizationPolicies: () => c.store.authorizationPolicies() } }),
       store: c.store, reconciler, nodeName: this.nodeName, mode: c.mode, identities: c.identities, vips: c.vips,
       cgroups: () => c.supervisor?.cgroupIds() ?? this.#kubePodCgroups(c), debounceMs: this.#reconcileDebounceMs,
       wrapPass: (run) => this.#tracedPass(run),
@@ -397,7 +410,8 @@ export class Agent {
             return v.vip ? [{ namespace, name, vip: v.vip }] : [];
           }));
         }
-        if (servicesChanged && c.proxy) this.#publishL7(c, d);
+        // callers are known by address: a pod that comes, goes or changes recompiles the RBAC filters
+        if (c.proxy && (servicesChanged || (endpointsChanged && c.store.authorizationPolicies().size > 0))) this.#publishL7(c, d);
         const rev = `${c.identities.revision}/${c.vips.revision}/${c.listenerPorts?.revision ?? 0}`;
         if (rev !== c.savedRevision) {
           c.savedAllocations = saveAllocations(c.allocationsPath, c.identities, c.vips, c.savedAllocations, c.listenerPorts);
@@ -422,11 +436,14 @@ export class Agent {
       ports.push({ service: fe.service.slice(0, fe.service.lastIndexOf(':')), port: fe.port, listenerPort: fe.l7.listenerPort });
     }
     const compiler = c.loop!.compiler;
+    const authorization = this.#compileAuthorization(c, d, ports);
     const out = l7Resources({
       proxyIp: POD_NETWORK.gateway, ports, routes: c.store.httpRoutes(), lastGood: c.lastGoodRoutes!,
       backends: (svc, port) => compiler.backendsOf(svc, port),
       lbPolicy: (svc) => (c.store.services().get(svc)?.meta.annotations[LB_ANNOTATION] === 'least-request' ? 'LEAST_REQUEST' : 'ROUND_ROBIN'),
+      httpFilters: (svc, port) => authorization.get(portName(svc, port))?.filters,
     });
+    c.authorization = authorization;
     c.routeStatus = out.routeStatus;
     c.l7Resources = out.resources;
     try {
@@ -434,6 +451,21 @@ export class Agent {
     } catch {
       // recorded by publish(); the last good snapshot serves
     }
+  }
+
+  /** The RBAC filters of each L7 service port, from the store's AuthorizationPolicies and the pods as compiled. */
+  #compileAuthorization(c: ClusterParts, d: DesiredState, ports: readonly L7Port[]): Map<string, RbacOutput> {
+    const policies = [...c.store.authorizationPolicies().values()];
+    if (policies.length === 0) return new Map();
+    const store = c.store.pods();
+    const pods: AddressedPod[] = [];
+    for (const p of d.pods) {
+      const pod = store.get(p.key);
+      if (p.ip === undefined || !pod || pod.hostNetwork) continue;
+      pods.push({ ip: p.ip, namespace: p.namespace, name: p.name, labels: pod.meta.labels, serviceAccount: pod.serviceAccount });
+    }
+    const compiler = c.loop!.compiler;
+    return l7Authorization({ ports, policies, pods, backends: (svc, port) => compiler.backendsOf(svc, port) });
   }
 
   /** Pod address → workload (its span resource), for every pod with an address. */
@@ -647,6 +679,9 @@ export class Agent {
         proxy: c.proxy?.status() ?? null,
         proxyAddress: c.proxy ? POD_NETWORK.gateway : null,
         routes: [...(c.routeStatus ?? new Map<string, RouteStatus>())].map(([key, st]) => ({ key, ...st })).sort((a, b) => (a.key < b.key ? -1 : 1)),
+        authorization: [...(c.authorization ?? new Map<string, RbacOutput>())].sort(([a], [b]) => (a < b ? -1 : 1)).map(([port, r]) => ({
+          port, notes: r.notes, filters: r.filters.map((f) => ({ action: f.typed_config.rules.action, policies: Object.keys(f.typed_config.rules.policies) })),
+        })),
       },
     };
   }
