@@ -112,8 +112,11 @@ export interface ClusterStatus {
   services: ServiceView[];
   reconcile: { last: PassResult | null; passes: number; failures: number; writes: number; deletes: number };
   l7: L7Status;
-  /** the policies read; enforcing them (kernel and node proxy) is not built yet: `policy check` explains them */
-  policies: { networkPolicies: string[]; authorizationPolicies: string[]; enforced: false };
+  /**
+   * the policies read, and whether they are enforced: AuthorizationPolicies by the node proxy
+   * (when one runs); NetworkPolicies not yet (the kernel part is not built). `policy check` explains both.
+   */
+  policies: { networkPolicies: string[]; authorizationPolicies: string[]; enforced: { networkPolicies: false; authorizationPolicies: boolean } };
   runtimeError: string | null;
 }
 
@@ -674,7 +677,10 @@ export class Agent {
       services: desired?.serviceViews ?? [],
       reconcile: { last: c.loop?.last ?? null, ...(c.loop?.counts ?? { passes: 0, failures: 0, writes: 0, deletes: 0 }) },
       runtimeError: c.supervisor?.lastError ?? null,
-      policies: { networkPolicies: [...c.store.networkPolicies().keys()].sort(), authorizationPolicies: [...c.store.authorizationPolicies().keys()].sort(), enforced: false },
+      policies: {
+        networkPolicies: [...c.store.networkPolicies().keys()].sort(), authorizationPolicies: [...c.store.authorizationPolicies().keys()].sort(),
+        enforced: { networkPolicies: false, authorizationPolicies: c.proxy !== undefined },
+      },
       l7: {
         proxy: c.proxy?.status() ?? null,
         proxyAddress: c.proxy ? POD_NETWORK.gateway : null,

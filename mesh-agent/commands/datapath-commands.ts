@@ -217,7 +217,9 @@ export function renderCluster(c: ClusterStatus): string {
   }
   const pol = c.policies;
   if (pol && pol.networkPolicies.length + pol.authorizationPolicies.length > 0) {
-    lines.push(`policies   ${pol.networkPolicies.length} NetworkPolicy, ${pol.authorizationPolicies.length} AuthorizationPolicy: NOT ENFORCED by this build (mesh-agent policy check explains them)`);
+    const np = `${pol.networkPolicies.length} NetworkPolicy${pol.networkPolicies.length > 0 ? ' (NOT ENFORCED by this build)' : ''}`;
+    const ap = `${pol.authorizationPolicies.length} AuthorizationPolicy${pol.authorizationPolicies.length > 0 ? (pol.enforced.authorizationPolicies ? ' (enforced by the node proxy)' : ' (NOT ENFORCED: no node proxy runs)') : ''}`;
+    lines.push(`policies   ${np}, ${ap}; mesh-agent policy check explains them`);
   }
   return lines.join('\n');
 }
