@@ -1,6 +1,7 @@
 /**
  * A sampled request's spans, made from the node proxy's record of it: the
- * caller's CLIENT span for the whole request (retries as events), and per
+ * caller's CLIENT span for the whole request (retries, and a policy's denial,
+ * as events), and per
  * attempt the chosen backend's SERVER span, its child — the spans a sidecar
  * pair would report, each owned by its own workload.
  *
@@ -70,6 +71,8 @@ export interface TracedRequest {
   traceId: string;
   spanId: string;
   trace: RequestTrace;
+  /** the policy rule that denied the request (the node proxy's RBAC), or "none" when no ALLOW rule matched */
+  deniedBy?: string;
 }
 
 /** A span and the address of the workload it belongs to (the caller, or a backend). */
@@ -124,7 +127,10 @@ export function requestSpans(r: TracedRequest, connection?: Link): OwnedSpan[] {
       name, kind: SpanKind.CLIENT, traceId: r.traceId, spanId: r.spanId,
       ...(t.parentSpanId && { parentSpanId: t.parentSpanId, parentRemote: true }), ...(t.traceState && { traceState: t.traceState }),
       startNs: ns(t.startUs), endNs: ns(t.endUs), attributes: a,
-      events: t.retries.map((e) => ({ name: 'retry', timeNs: ns(e.timeUs), attributes: e.error !== undefined ? { 'error.type': e.error, attempt: e.attempt } : { 'http.response.status_code': e.status ?? 0, attempt: e.attempt } })),
+      events: [
+        ...t.retries.map((e) => ({ name: 'retry', timeNs: ns(e.timeUs), attributes: e.error !== undefined ? { 'error.type': e.error, attempt: e.attempt } : { 'http.response.status_code': e.status ?? 0, attempt: e.attempt } })),
+        ...(r.deniedBy !== undefined ? [{ name: 'sockmesh.policy.denied', timeNs: ns(t.endUs), attributes: { 'sockmesh.policy': r.deniedBy, 'sockmesh.policy.layer': 'proxy-l7' } }] : []),
+      ],
       links: connection ? [connection] : [],
       status: r.status >= 400 ? { code: SpanStatusCode.ERROR, ...(t.flags && { message: t.flags }) } : { code: SpanStatusCode.UNSET },
     },

@@ -41,7 +41,7 @@ export function formatFlow(f: FlowRecord): string {
     ? `L4 ${f.path.padEnd(6)} ${bytes(f.bytesSent)} sent, ${bytes(f.bytesReceived)} received`
     : `L7 proxy  ${f.method} ${f.urlPath} ${f.status ?? '-'}`;
   const ms = f.durationMs < 10 ? f.durationMs.toFixed(2) : f.durationMs.toFixed(0);
-  return `${time}  ${end(f.source)} -> ${end(f.destination)}${f.service ? `  svc ${f.service}` : ''}  ${f.verdict.toUpperCase()}  ${what}  ${ms} ms`;
+  return `${time}  ${end(f.source)} -> ${end(f.destination)}${f.service ? `  svc ${f.service}` : ''}  ${f.verdict.toUpperCase()}${f.policy !== undefined ? ` by ${f.policy === 'none' ? 'no ALLOW rule' : f.policy}` : ''}  ${what}  ${ms} ms`;
 }
 
 export async function observe(argv: string[]): Promise<number> {

@@ -262,7 +262,7 @@ export class AgentTelemetry {
         source: { address: `${r.caller}:${r.callerPort}`, ...(src && { namespace: src.namespace, pod: src.pod, service: src.serviceName }) },
         destination: { address: backendIp ? `${backendIp}:${backendPort}` : '', ...(dst && { namespace: dst.namespace, pod: dst.pod, service: dst.serviceName }) },
         service: r.host.replace(/:\d+$/, ''),
-        verdict: r.status >= 500 || r.status === 0 ? 'error' : 'forwarded', path: 'proxy', durationMs: r.durationMs,
+        verdict: r.deniedBy !== undefined ? 'denied' : r.status >= 500 || r.status === 0 ? 'error' : 'forwarded', ...(r.deniedBy !== undefined && { policy: r.deniedBy }), path: 'proxy', durationMs: r.durationMs,
         method: r.method, urlPath: r.path, ...(r.route !== undefined && { route: r.route }), ...(r.status > 0 && { status: r.status }),
         ...(r.traceId && { traceId: r.traceId, spanId: r.spanId }),
       });

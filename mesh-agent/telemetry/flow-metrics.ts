@@ -17,6 +17,7 @@ export class FlowMetrics {
   readonly #bytes = new Map<string, number>();
   readonly #requests = new Map<string, { labels: Record<string, string>; value: number }>();
   readonly #latency = new Histogram(LATENCY_BOUNDS_S);
+  readonly #denials = new Map<string, { labels: Record<string, string>; value: number }>();
 
   record(f: FlowRecord): void {
     if (f.type === 'l4') {
@@ -34,6 +35,15 @@ export class FlowMetrics {
     if (c) c.value++;
     else this.#requests.set(key, { labels: { source_workload: src, destination_workload: dst, status_class: cls }, value: 1 });
     this.#latency.observe({ source_workload: src, destination_workload: dst }, f.durationMs / 1000, pairKey);
+    if (f.verdict === 'denied') {
+      // a denied request reached no workload: its destination is the service it asked for
+      const svc = f.service ?? 'unknown';
+      const policy = f.policy ?? 'unknown';
+      const dk = `${src}\0${svc}\0${policy}`;
+      const d = this.#denials.get(dk);
+      if (d) d.value++;
+      else this.#denials.set(dk, { labels: { source_workload: src, destination_service: svc, layer: 'proxy-l7', policy }, value: 1 });
+    }
   }
 
   families(): MetricFamily[] {
@@ -44,6 +54,8 @@ export class FlowMetrics {
         samples: [...this.#bytes].map(([k, value]) => { const [path, direction] = k.split('|') as [string, string]; return { labels: { path, direction }, value }; }) },
       { name: 'sockmesh_requests_total', help: 'HTTP requests through the node proxy, by calling and serving workload (namespace/service) and status class.', type: 'counter',
         samples: [...this.#requests.values()] },
+      { name: 'sockmesh_policy_denials_total', help: 'Requests and connections a policy denied, by calling workload, the service asked for, the layer (proxy-l7: the node proxy\'s RBAC) and the policy rule ("none": no ALLOW rule matched).', type: 'counter',
+        samples: [...this.#denials.values()] },
       { name: 'sockmesh_request_duration_seconds', help: 'HTTP request latency through the node proxy, as the caller sees it, by workload pair.', type: 'histogram',
         samples: this.#latency.samples() },
     ];

@@ -44,7 +44,10 @@ export interface FlowRecord {
   destination: { address: string; namespace?: string; pod?: string; service?: string };
   /** the mesh service it was addressed to: "namespace/name", or the VIP when unknown */
   service?: string;
-  verdict: 'forwarded' | 'error';
+  /** denied: by a policy (the node proxy's RBAC for requests), named in `policy` */
+  verdict: 'forwarded' | 'error' | 'denied';
+  /** the policy rule that denied it ("ns/name/rule-N"), or "none" when no ALLOW rule matched */
+  policy?: string;
   /** kernel: spliced socket to socket; stack: the TCP/IP stack; proxy: through the node proxy */
   path: 'kernel' | 'stack' | 'proxy';
   durationMs: number;

@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { Agent } from '../../mesh-agent/agent.js';
+import { adminGet } from '../../mesh-agent/admin/admin-client.js';
+import { readTraceFiles } from '../../mesh-agent/telemetry/trace-file.js';
 import { repoRoot } from '../../mesh-agent/paths.js';
 import { runtimeName } from '../../mesh-agent/runtime/pod-supervisor.js';
 import { telemetryOptions } from '../../telemetry/telemetry-options.js';
@@ -92,6 +94,26 @@ if (privileged(t)) {
     t.same(await call('client', '/public/a', 'POST'), { '403 RBAC: access denied': 2 }, 'POST: denied by the DENY policy');
     t.same(await call('client', '/private'), { '403 RBAC: access denied': 2 }, 'outside /public/*: no ALLOW rule matches');
     t.same(await call('intruder', '/public/a'), { '403 RBAC: access denied': 2 }, 'another service account: no ALLOW rule matches');
+
+    // a denial is a flow, a metric and a span event, naming the rule
+    // (the proxy reports its requests every 500 ms)
+    type Flow = { verdict: string; policy?: string; method?: string; source: { pod?: string } };
+    let flows: Flow[] = [];
+    for (const deadline = Date.now() + 10_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 200))) {
+      flows = (await adminGet(agent.adminSocket, '/flows?type=l7&last=50')).text.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Flow);
+      if (flows.filter((f) => f.verdict === 'denied').length >= 6) break;
+    }
+    await new Promise((r) => setTimeout(r, 1500)); // the trace file is written after the records arrive
+    t.ok(flows.some((f) => f.verdict === 'denied' && f.policy === 'shop/deny-post/rule-0' && f.method === 'POST' && f.source.pod === 'client'), 'observe: the POST denied by shop/deny-post rule 0');
+    t.ok(flows.some((f) => f.verdict === 'denied' && f.policy === 'none' && f.source.pod === 'intruder'), 'observe: the intruder denied, no ALLOW rule matched');
+    const obs = await cliAsync(['observe', '--admin-socket', agent.adminSocket, '--type', 'l7', '--pod', 'shop/client', '--last', '50']);
+    t.match(obs.stdout, /shop\/client -> \?  svc web  DENIED by shop\/deny-post\/rule-0\s+L7 proxy\s+POST \/public\/a 403/, 'observe renders the denial and its rule');
+    const metrics = (await adminGet(agent.adminSocket, '/metrics')).text;
+    t.match(metrics, /sockmesh_policy_denials_total\{source_workload="shop\/client",destination_service="web",layer="proxy-l7",policy="shop\/deny-post\/rule-0"\} 2/, 'denials by workload pair and rule');
+    const traces = await readTraceFiles(join(dir, 'traces.otlp.jsonl'));
+    const deniedSpans = traces.spans.filter((s) => s.events.some((e) => e.name === 'sockmesh.policy.denied'));
+    t.ok(deniedSpans.some((s) => s.kind === 'CLIENT' && s.resource['k8s.pod.name'] === 'client'
+      && s.events.some((e) => e.attributes['sockmesh.policy'] === 'shop/deny-post/rule-0')), 'the caller\'s CLIENT span carries the denial as an event');
 
     const check = await cliAsync(['policy', 'check', '--admin-socket', agent.adminSocket, '--from', 'shop/client', '--to', 'shop/web:80', '--method', 'POST', '--path', '/public/a']);
     t.equal(check.code, 1, check.stderr);

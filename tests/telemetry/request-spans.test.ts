@@ -85,3 +85,10 @@ t.test('epochUs: Unix µs from the monotonic clock', async (t) => {
   t.ok(Math.abs(a / 1000 - Date.now()) < 50, `${a} is now`);
   t.ok(epochUs() >= a, 'never backwards');
 });
+
+t.test('a request a policy denied: an event on the CLIENT span names the rule', async (t) => {
+  const r = traced();
+  const [client] = requestSpans({ ...r, status: 403, deniedBy: 'shop/deny-post/rule-0', trace: { ...r.trace, retries: [], attempts: [] } });
+  t.same(client!.span.events!.map((e) => [e.name, e.attributes, e.timeNs]), [['sockmesh.policy.denied', { 'sockmesh.policy': 'shop/deny-post/rule-0', 'sockmesh.policy.layer': 'proxy-l7' }, BigInt(US + 9000) * 1000n]]);
+  t.match(client!.span, { status: { code: SpanStatusCode.ERROR }, attributes: { 'error.type': '403', 'http.response.status_code': 403 } });
+});
