@@ -22,7 +22,7 @@ import { type Server as NetServer, type Socket, createServer as createNetServer 
 import { Duplex, Readable } from 'node:stream';
 import { parseTraceParent } from '@opentelemetry/core';
 import { Pool } from 'undici';
-import { epochUs, type AttemptTrace, type RequestTrace } from '../telemetry/request-spans.js';
+import { epochUs, type AttemptTrace, type RequestFields, type RequestTrace } from '../telemetry/request-spans.js';
 import { keepTrace, randomSpanId, randomTraceId } from '../telemetry/trace-ids.js';
 import { type ClusterConfig, type RouteEntry, pickCluster, selectRoute } from './config.js';
 import { RBAC_DENIED_BODY, RBAC_DENIED_STATUS, decide } from './rbac.js';
@@ -67,38 +67,18 @@ export interface AccessLogEntry {
  * One request as the agent counts it (metrics by workload pair, observe, the
  * kernel connection's links): made for every request, sampled or not.
  */
-export interface RequestRecord {
+export interface RequestRecord extends RequestFields {
   /** Unix ms of the response's end */
   endMs: number;
   durationMs: number;
-  method: string;
-  path: string;
-  /** http.route, when a route matched */
-  route?: string;
-  status: number;
-  /** the caller's socket: address and port */
-  caller: string;
-  callerPort: number;
-  /** the node proxy's side of it */
-  local: string;
-  localPort: number;
   /** the last backend tried, "ip:port" */
   upstream?: string;
   /** the Host the caller asked for (the service) */
   host: string;
   attempts: number;
-  /** the caller's CLIENT span (ids are empty when tracing is off) */
-  traceId: string;
-  spanId: string;
   sampled: boolean;
   /** a sampled request's trace: what its spans need beyond this record */
   trace?: RequestTrace;
-  /**
-   * A request the RBAC filters denied (status 403): the RBAC policy that
-   * denied it, "ns/name/rule-N" of a DENY rule, or "none" when an ALLOW
-   * filter matched nothing (Envoy's rbac_access_denied_matched_policy[none]).
-   */
-  deniedBy?: string;
 }
 
 /** A workload (a pod), by its address: the caller of a request, or the backend that serves it. */

@@ -56,8 +56,8 @@ export interface RequestTrace {
   attempts: AttemptTrace[];
 }
 
-/** A request as the proxy records it, with its trace. */
-export interface TracedRequest {
+/** The fields of the node proxy's request record that its spans are made from. */
+export interface RequestFields {
   method: string;
   path: string;
   /** http.route: the matched route's template */
@@ -67,12 +67,20 @@ export interface TracedRequest {
   callerPort: number;
   local: string;
   localPort: number;
-  /** the caller's CLIENT span */
+  /** the caller's CLIENT span (ids are empty when tracing is off) */
   traceId: string;
   spanId: string;
-  trace: RequestTrace;
-  /** the policy rule that denied the request (the node proxy's RBAC), or "none" when no ALLOW rule matched */
+  /**
+   * A request the RBAC filters denied (status 403): the RBAC policy that
+   * denied it, "ns/name/rule-N" of a DENY rule, or "none" when an ALLOW
+   * filter matched nothing (Envoy's rbac_access_denied_matched_policy[none]).
+   */
   deniedBy?: string;
+}
+
+/** A sampled request as the proxy records it, with its trace. */
+export interface TracedRequest extends RequestFields {
+  trace: RequestTrace;
 }
 
 /** A span and the address of the workload it belongs to (the caller, or a backend). */
