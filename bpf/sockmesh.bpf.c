@@ -14,6 +14,12 @@
  *      NAT per packet, no conntrack); a service without backends refuses the
  *      connect with ECONNREFUSED. The socket remembers the VIP.
  *  cgroup/getpeername4: such a socket reports the VIP:port it dialled.
+ *  NetworkPolicy (docs/policy-datapath.md): connect4 refuses with EPERM a
+ *      connect the client's egress policy or a local destination's ingress
+ *      policy does not allow; sockops hands the client's class to the
+ *      listener in a ticket; cgroup_skb/ingress drops SYNs and datagrams a
+ *      pod's ingress policy does not allow; iter/tcp destroys established
+ *      sockets a changed policy no longer allows.
  *  Flow records: sockops writes an open record on sm_flow_events when a
  *      connection the mesh tracks is established (an end is enrolled, or
  *      connect4 translated it) and a close record, with its byte counts,
@@ -31,6 +37,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "sockmesh.h"
+#include "sockmesh_iter.h"
 
 #include "sockmesh_maps.h"
 
@@ -122,6 +129,207 @@ static __always_inline void emit_flow_event(struct bpf_sock_ops *ops, const stru
 	e->kind = kind;
 	e->flags = flow->flags;
 	bpf_ringbuf_submit(e, 0);
+}
+
+/* How far up the cgroup tree a pod's cgroup may sit above a process: the
+ * local runtime runs processes in the pod's cgroup; the kubelet runs them in
+ * a container cgroup below it, and QoS classes put pods at different depths. */
+#define SM_CGROUP_LEVELS 8
+
+/* ---- NetworkPolicy ------------------------------------------------------ */
+
+static __always_inline void emit_pol_event(enum sm_pol_event_kind kind, enum sm_pol_dir dir, __u64 cookie, __u32 src, __u32 dst,
+					   __u32 sport, __u32 dport, __u32 subject, __u32 peer, __u32 proto)
+{
+	struct sm_pol_event *e = bpf_ringbuf_reserve(&sm_pol_events, sizeof(*e), 0);
+
+	if (!e) {
+		count_add(SM_CTR_POL_EVENTS_LOST, 1);
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cookie = cookie;
+	e->src_ip4 = src;
+	e->dst_ip4 = dst;
+	e->src_port = sport;
+	e->dst_port = dport;
+	e->subject = subject;
+	e->peer = peer;
+	e->proto = proto;
+	e->dir = dir;
+	e->kind = kind;
+	e->pad = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Whether an allow entry covers (subject, peer, dir, proto, port): the peer's
+ * own class, then "every pod" (pods only), then "every peer". Port in network
+ * order. NetworkPolicy only allows, so any hit allows. */
+static __always_inline int pol_allowed(__u32 subject, __u32 peer, int is_pod, __u8 dir, __u8 proto, __u16 port_be)
+{
+	struct sm_policy_key k = {};
+
+	k.prefixlen = 96;
+	k.subject = subject;
+	k.peer = peer;
+	k.dir = dir;
+	k.proto = proto;
+	k.port = port_be;
+	if (bpf_map_lookup_elem(&sm_policy, &k))
+		goto allowed;
+	if (is_pod) {
+		k.peer = SM_PEER_ANY_POD;
+		if (bpf_map_lookup_elem(&sm_policy, &k))
+			goto allowed;
+	}
+	k.peer = SM_PEER_ANY;
+	if (bpf_map_lookup_elem(&sm_policy, &k))
+		goto allowed;
+	return 0;
+allowed:
+	count_add(SM_CTR_POL_ALLOWED, 1);
+	return 1;
+}
+
+/* The class of a peer known only by its address. `trusted`: the kernel saw
+ * this end's own connect or is dialling it, so a pod's /32 stands for the
+ * pod; otherwise the address may be forged and counts as an address. */
+static __always_inline __u32 address_peer(__u32 ip4, int trusted, int *is_pod)
+{
+	struct sm_ipcache_key k = { .prefixlen = 32, .ip4 = ip4 };
+	struct sm_ipcache_val *v = bpf_map_lookup_elem(&sm_ipcache, &k);
+
+	*is_pod = 0;
+	if (!v)
+		return SM_PEER_WORLD;
+	if (!(v->flags & SM_POL_F_POD))
+		return v->peer;
+	if (!trusted)
+		return v->addr_peer;
+	*is_pod = !(v->flags & SM_POL_F_PROXY);
+	return v->peer;
+}
+
+/* The policy subject of the calling task: its cgroup, or the nearest
+ * ancestor the agent knows (as client_enrolled). NULL: not a pod. */
+static __always_inline struct sm_pol_subject *current_subject(void)
+{
+	__u64 cg = bpf_get_current_cgroup_id();
+	struct sm_pol_subject *s = bpf_map_lookup_elem(&sm_pol_cgroups, &cg);
+	int level;
+
+	if (s)
+		return s;
+	for (level = SM_CGROUP_LEVELS; level >= 1; level--) {
+		cg = bpf_get_current_ancestor_cgroup_id(level);
+		if (!cg)
+			continue;
+		s = bpf_map_lookup_elem(&sm_pol_cgroups, &cg);
+		if (s)
+			return s;
+	}
+	return 0;
+}
+
+static __always_inline int is_loopback(__u32 ip4)
+{
+	return (bpf_ntohl(ip4) >> 24) == 127;
+}
+
+/* connect() of a TCP or UDP socket, after service translation: 1 goes on,
+ * 0 refuses (the kernel answers EPERM for a 0 without a retval). Egress of
+ * the client's pod, then the ingress of a destination pod on this node, so
+ * a same-node client fails at once rather than in SYN retransmits. */
+static __always_inline int judge_connect(struct bpf_sock_addr *ctx)
+{
+	struct sm_pol_subject *src = current_subject();
+	struct sm_pol_subject *to;
+	struct sm_sock_pol *sp;
+	__u32 dst = ctx->user_ip4;
+	__u16 dport = (__u16)ctx->user_port;
+	__u8 proto = ctx->protocol;
+	__u32 peer;
+	int is_pod;
+
+	if (!src || is_loopback(dst) || (src->ip4 && src->ip4 == dst))
+		return 1;
+	to = bpf_map_lookup_elem(&sm_pol_pods, &dst);
+	if (src->flags & SM_POL_F_EGRESS_ISOLATED) {
+		if (to) {
+			peer = to->peer;
+			is_pod = 1;
+		} else {
+			peer = address_peer(dst, 1, &is_pod);
+		}
+		if (!pol_allowed(src->subject, peer, is_pod, SM_DIR_EGRESS, proto, dport)) {
+			count_add(SM_CTR_POL_EGRESS_DENIED, 1);
+			emit_pol_event(SM_PE_DENY_CONNECT, SM_DIR_EGRESS, bpf_get_socket_cookie(ctx), src->ip4, dst, 0,
+				       bpf_ntohs(dport), src->subject, peer, proto);
+			return 0;
+		}
+	}
+	if (to && (to->flags & SM_POL_F_INGRESS_ISOLATED) &&
+	    !pol_allowed(to->subject, src->peer, src->flags & SM_POL_F_POD, SM_DIR_INGRESS, proto, dport)) {
+		count_add(SM_CTR_POL_INGRESS_DENIED, 1);
+		emit_pol_event(SM_PE_DENY_CONNECT, SM_DIR_INGRESS, bpf_get_socket_cookie(ctx), src->ip4, dst, 0,
+			       bpf_ntohs(dport), to->subject, src->peer, proto);
+		return 0;
+	}
+	/* the class this connect was judged with travels to the listener (ticket) */
+	sp = bpf_sk_storage_get(&sm_sock_pol, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (sp) {
+		sp->peer = src->peer;
+		sp->flags = SM_SP_F_ACTIVE | SM_SP_F_JUDGED | (src->flags & SM_POL_F_POD ? SM_SP_F_POD : 0);
+	}
+	return 1;
+}
+
+/* sockops, the SYN is about to leave: the 4-tuple carries the client's class. */
+static __always_inline void write_ticket(struct bpf_sock_ops *ops)
+{
+	struct sm_ticket_key k = {};
+	struct sm_ticket t = {};
+	struct bpf_sock *sk = ops->sk;
+	struct sm_sock_pol *sp;
+
+	if (!sk || ops->family != 2 /* AF_INET */)
+		return;
+	sp = bpf_sk_storage_get(&sm_sock_pol, sk, 0, 0);
+	if (!sp || !(sp->flags & SM_SP_F_JUDGED))
+		return;
+	k.saddr = ops->local_ip4;
+	k.daddr = ops->remote_ip4;
+	k.sport = ops->local_port;
+	k.dport = bpf_ntohl(ops->remote_port);
+	t.peer = sp->peer;
+	t.flags = sp->flags & SM_SP_F_POD;
+	bpf_map_update_elem(&sm_tickets, &k, &t, BPF_ANY);
+}
+
+/* sockops, a pod's listener accepted: the ticket is spent; the socket keeps
+ * the client's class for the cut pass. */
+static __always_inline void take_ticket(struct bpf_sock_ops *ops)
+{
+	struct sm_ticket_key k = {};
+	struct bpf_sock *sk = ops->sk;
+	struct sm_sock_pol *sp;
+	__u32 local = ops->local_ip4;
+	struct sm_ticket *t;
+
+	if (!sk || !ipv4_connection(ops) || !bpf_map_lookup_elem(&sm_pol_pods, &local))
+		return;
+	k.saddr = ops->remote_ip4;
+	k.daddr = ops->local_ip4;
+	k.sport = bpf_ntohl(ops->remote_port);
+	k.dport = ops->local_port;
+	t = bpf_map_lookup_elem(&sm_tickets, &k);
+	sp = bpf_sk_storage_get(&sm_sock_pol, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (sp) {
+		sp->peer = t ? t->peer : 0;
+		sp->flags = SM_SP_F_PASSIVE | (t ? SM_SP_F_JUDGED | (t->flags & SM_SP_F_POD) : 0);
+	}
+	if (t)
+		bpf_map_delete_elem(&sm_tickets, &k);
 }
 
 /* The service a translated socket dialled, or NULL. */
@@ -259,8 +467,14 @@ SEC("sockops")
 int sm_sockops(struct bpf_sock_ops *ops)
 {
 	switch (ops->op) {
-	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		write_ticket(ops);
+		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		take_ticket(ops);
+		establish_socket(ops);
+		break;
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		establish_socket(ops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
@@ -333,11 +547,6 @@ int sm_sk_msg(struct sk_msg_md *msg)
 	return SK_PASS;
 }
 
-/* How far up the cgroup tree a pod's cgroup may sit above a process: the
- * local runtime runs processes in the pod's cgroup; the kubelet runs them in
- * a container cgroup below it, and QoS classes put pods at different depths. */
-#define SM_CGROUP_LEVELS 8
-
 /* Whether the connecting process belongs to an enrolled pod: its own cgroup,
  * or the nearest ancestor the agent knows. */
 static __always_inline int client_enrolled(void)
@@ -405,9 +614,11 @@ static __always_inline int translate_service(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect4")
 int sm_connect4(struct bpf_sock_addr *ctx)
 {
-	if (ctx->protocol != IPPROTO_TCP)
+	if (ctx->protocol == IPPROTO_TCP && !translate_service(ctx))
+		return 0;
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return 1;
-	return translate_service(ctx);
+	return judge_connect(ctx);
 }
 
 /* A translated socket reports the service it dialled, as if connected to it. */
@@ -426,6 +637,186 @@ int sm_getpeername4(struct bpf_sock_addr *ctx)
 {
 	restore_service_peer(ctx);
 	return 1;
+}
+
+#define SM_TCP_FLAG_SYN 0x02
+#define SM_TCP_FLAG_ACK 0x10
+#define SM_TCP_LISTEN 10
+#define SM_ETH_P_IP 0x0800
+
+/* The receiving pod's policy subject: the cgroup of the socket the packet is
+ * for, or its nearest known ancestor. */
+static __always_inline struct sm_pol_subject *skb_subject(struct __sk_buff *skb)
+{
+	__u64 cg = bpf_skb_cgroup_id(skb);
+	struct sm_pol_subject *s = bpf_map_lookup_elem(&sm_pol_cgroups, &cg);
+	int level;
+
+	if (s)
+		return s;
+	for (level = SM_CGROUP_LEVELS; level >= 1; level--) {
+		cg = bpf_skb_ancestor_cgroup_id(skb, level);
+		if (!cg)
+			continue;
+		s = bpf_map_lookup_elem(&sm_pol_cgroups, &cg);
+		if (s)
+			return s;
+	}
+	return 0;
+}
+
+struct sm_ip4_head {
+	__u8 ver_ihl;
+	__u8 tos;
+	__u16 tot_len;
+	__u16 id;
+	__u16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__u16 check;
+	__u32 saddr;
+	__u32 daddr;
+};
+
+/* Packets reaching a pod's socket: judged only where a new peer can start
+ * talking (a bare SYN at a listener, a datagram at an unconnected socket).
+ * Everything else belongs to a connection judged when it was opened. */
+SEC("cgroup_skb/ingress")
+int sm_pol_ingress(struct __sk_buff *skb)
+{
+	struct sm_ticket_key tk = {};
+	struct sm_pol_subject *s;
+	struct sm_ip4_head ip;
+	struct sm_ticket *t;
+	struct bpf_sock *sk;
+	__u16 ports[2];
+	__u8 tcp_flags;
+	__u32 peer;
+	int is_pod, off;
+
+	if (skb->protocol != bpf_htons(SM_ETH_P_IP))
+		return 1;
+	s = skb_subject(skb);
+	if (!s || !(s->flags & SM_POL_F_INGRESS_ISOLATED))
+		return 1;
+	if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+		return 1;
+	if (is_loopback(ip.saddr) || ip.saddr == ip.daddr || (ip.frag_off & bpf_htons(0x1fff)))
+		return 1;
+	off = (ip.ver_ihl & 0x0f) * 4;
+	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
+		return 1;
+	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
+		return 1;
+	sk = skb->sk;
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 1;
+	if (ip.protocol == IPPROTO_TCP) {
+		if (sk->state != SM_TCP_LISTEN)
+			return 1;
+		if (bpf_skb_load_bytes(skb, off + 13, &tcp_flags, 1))
+			return 1;
+		if ((tcp_flags & (SM_TCP_FLAG_SYN | SM_TCP_FLAG_ACK)) != SM_TCP_FLAG_SYN)
+			return 1;
+		tk.saddr = ip.saddr;
+		tk.daddr = ip.daddr;
+		tk.sport = bpf_ntohs(ports[0]);
+		tk.dport = bpf_ntohs(ports[1]);
+		t = bpf_map_lookup_elem(&sm_tickets, &tk);
+		if (t) {
+			count_add(SM_CTR_POL_TICKET_HIT, 1);
+			peer = t->peer;
+			is_pod = t->flags & SM_SP_F_POD;
+		} else {
+			if (bpf_map_lookup_elem(&sm_pol_pods, &ip.saddr))
+				count_add(SM_CTR_POL_NO_TICKET, 1);
+			/* pods on other nodes: their node guards their addresses */
+			peer = address_peer(ip.saddr, !bpf_map_lookup_elem(&sm_pol_pods, &ip.saddr), &is_pod);
+		}
+	} else {
+		if (sk->state == 1 /* connected UDP socket: only its peer reaches it */)
+			return 1;
+		peer = address_peer(ip.saddr, !bpf_map_lookup_elem(&sm_pol_pods, &ip.saddr), &is_pod);
+	}
+	if (pol_allowed(s->subject, peer, is_pod, SM_DIR_INGRESS, ip.protocol, ports[1]))
+		return 1;
+	count_add(ip.protocol == IPPROTO_TCP ? SM_CTR_POL_SYN_DENIED : SM_CTR_POL_UDP_DENIED, 1);
+	emit_pol_event(ip.protocol == IPPROTO_TCP ? SM_PE_DENY_SYN : SM_PE_DENY_UDP, SM_DIR_INGRESS, 0, ip.saddr, ip.daddr,
+		       bpf_ntohs(ports[0]), bpf_ntohs(ports[1]), s->subject, peer, ip.protocol);
+	return 0;
+}
+
+#define SM_TCP_TIME_WAIT 6
+#define SM_TCP_NEW_SYN_RECV 12
+
+/* The cut pass, run by the agent in each pod's network namespace after a
+ * policy change: every established pod socket is judged again with the
+ * current maps, and destroyed when its connection is no longer allowed. The
+ * iterator holds the socket's lock, which bpf_sock_destroy needs. */
+SEC("iter/tcp")
+int sm_pol_cut(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct sm_pol_subject *me, *to;
+	struct sm_sock_pol *sp;
+	struct tcp_sock *tp;
+	__u32 local, remote, peer, subject;
+	__u16 port_be;
+	__u8 dir;
+	int is_pod;
+
+	if (!skc)
+		return 0;
+	if (skc->skc_family != 2 /* AF_INET */ || skc->skc_state == SM_TCP_LISTEN || skc->skc_state == SM_TCP_TIME_WAIT ||
+	    skc->skc_state == SM_TCP_NEW_SYN_RECV)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	sp = bpf_sk_storage_get(&sm_sock_pol, (struct sock *)tp, 0, 0);
+	if (!sp)
+		return 0;
+	local = skc->skc_rcv_saddr;
+	remote = skc->skc_daddr;
+	me = bpf_map_lookup_elem(&sm_pol_pods, &local);
+	if (!me)
+		return 0;
+	if (sp->flags & SM_SP_F_ACTIVE) {
+		if (!(me->flags & SM_POL_F_EGRESS_ISOLATED) || is_loopback(remote) || remote == local)
+			return 0;
+		to = bpf_map_lookup_elem(&sm_pol_pods, &remote);
+		if (to) {
+			peer = to->peer;
+			is_pod = 1;
+		} else {
+			peer = address_peer(remote, 1, &is_pod);
+		}
+		dir = SM_DIR_EGRESS;
+		port_be = skc->skc_dport;
+	} else {
+		if (!(me->flags & SM_POL_F_INGRESS_ISOLATED) || is_loopback(remote) || remote == local)
+			return 0;
+		if (sp->flags & SM_SP_F_JUDGED) {
+			peer = sp->peer;
+			is_pod = sp->flags & SM_SP_F_POD;
+		} else {
+			peer = address_peer(remote, !bpf_map_lookup_elem(&sm_pol_pods, &remote), &is_pod);
+		}
+		dir = SM_DIR_INGRESS;
+		port_be = bpf_htons(skc->skc_num);
+	}
+	subject = me->subject;
+	if (pol_allowed(subject, peer, is_pod, dir, IPPROTO_TCP, port_be))
+		return 0;
+	if (bpf_sock_destroy(skc))
+		return 0;
+	count_add(SM_CTR_POL_CUT, 1);
+	emit_pol_event(SM_PE_CUT, dir, bpf_get_socket_cookie(skc), dir == SM_DIR_EGRESS ? local : remote,
+		       dir == SM_DIR_EGRESS ? remote : local, dir == SM_DIR_EGRESS ? skc->skc_num : bpf_ntohs(skc->skc_dport),
+		       bpf_ntohs(port_be), subject, peer, IPPROTO_TCP);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -41,6 +41,15 @@ enum sm_counter {
 	SM_CTR_SVC_BACKEND_MISS,	/* picked slot absent (the set changed under the connect): refused */
 	SM_CTR_SVC_NOT_ENROLLED,	/* connects to a VIP left alone: the client is not enrolled */
 	SM_CTR_FLOW_EVENTS_LOST,	/* flow events dropped: sm_flow_events full, or no socket storage for the flow */
+	SM_CTR_POL_ALLOWED,		/* policy judgements that allowed (an isolated direction had a rule) */
+	SM_CTR_POL_EGRESS_DENIED,	/* connects refused (EPERM): the client's egress policy */
+	SM_CTR_POL_INGRESS_DENIED,	/* connects refused (EPERM): the local destination's ingress policy */
+	SM_CTR_POL_SYN_DENIED,		/* SYNs dropped at a listener: ingress policy, source seen by address */
+	SM_CTR_POL_UDP_DENIED,		/* datagrams dropped at an unconnected socket: ingress policy */
+	SM_CTR_POL_TICKET_HIT,		/* SYNs whose source the kernel saw connect (same node) */
+	SM_CTR_POL_NO_TICKET,		/* SYNs claiming a local pod's address that no local connect made: judged as an address */
+	SM_CTR_POL_CUT,			/* established sockets destroyed because policy no longer allows them */
+	SM_CTR_POL_EVENTS_LOST,		/* policy events dropped: sm_pol_events full */
 	SM_CTR_MAX,
 };
 
@@ -154,6 +163,118 @@ struct sm_sock_flow {
 	__u64 recv_base;	/* bytes_received at established */
 	enum sm_flow_flags flags;	/* as in the open record */
 	enum sm_flow_state state;	/* SM_FLOW_S_* bits */
+};
+
+/* ---- NetworkPolicy (docs/policy-datapath.md) ---- */
+
+/* Reserved peer classes; the agent allocates the others from 16 up. */
+enum sm_peer_class {
+	SM_PEER_ANY = 0,	/* an entry for every peer (a rule with no from/to) */
+	SM_PEER_ANY_POD = 1,	/* an entry for every pod of the cluster */
+	SM_PEER_WORLD = 2,	/* an address no ipBlock names */
+	SM_PEER_NODE_PROXY = 3,	/* the node proxy's upstream connections */
+};
+
+enum sm_pol_dir {
+	SM_DIR_INGRESS = 0,
+	SM_DIR_EGRESS = 1,
+};
+
+enum sm_pol_flags {
+	SM_POL_F_INGRESS_ISOLATED = 1,	/* some policy selects the pod for ingress: only allowed peers reach it */
+	SM_POL_F_EGRESS_ISOLATED = 2,	/* some policy selects the pod for egress: it reaches only allowed peers */
+	SM_POL_F_POD = 4,		/* a pod (a subject that is a pod; an ipcache /32 whose peer is that pod's class) */
+	SM_POL_F_PROXY = 8,		/* (ipcache) the node proxy's listener address: dialled, it stands for the proxy, not a pod */
+};
+
+/* A local pod as a policy subject and a source (by cgroup id, and by its address). */
+struct sm_pol_subject {
+	__u32 subject;		/* subject class: which sm_policy entries protect it */
+	__u32 peer;		/* its peer class, as other pods' rules see it */
+	enum sm_pol_flags flags;	/* SM_POL_F_*_ISOLATED */
+	__u32 ip4;		/* its address (network order); 0 for the node proxy */
+};
+
+/* sm_ipcache key: an IPv4 prefix. prefixlen counts the bits of ip4. */
+struct sm_ipcache_key {
+	__u32 prefixlen;
+	__u32 ip4;		/* network order */
+};
+
+struct sm_ipcache_val {
+	__u32 peer;		/* the class of a source at this prefix */
+	__u32 addr_peer;	/* for a pod's /32: its class when not known to be the pod (no ticket) */
+	enum sm_pol_flags flags;	/* SM_POL_F_POD */
+	__u32 pad;
+};
+
+/* sm_policy key: an allow entry. prefixlen counts bits after itself:
+ * 96 one port, 80 every port of proto, 72 every port and protocol, 81..95 a
+ * port range's aligned block. */
+struct sm_policy_key {
+	__u32 prefixlen;
+	__u32 subject;
+	__u32 peer;
+	__u8 dir;		/* enum sm_pol_dir */
+	__u8 proto;		/* IPPROTO_TCP / UDP / SCTP */
+	__u16 port;		/* network order: its high bits are the prefix bits */
+};
+
+struct sm_policy_val {
+	__u32 rule;		/* the agent's rule reference (metrics) */
+	__u32 flags;
+};
+
+/* A same-node TCP connect in flight, by its 4-tuple (network order), seen
+ * from the client: written by sockops when the SYN is about to leave, read
+ * where the SYN reaches the listener. Only BPF programs write it. */
+struct sm_ticket_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+};
+
+struct sm_ticket {
+	__u32 peer;		/* the client's peer class, from its cgroup */
+	__u32 flags;		/* SM_SP_F_POD */
+};
+
+enum sm_sock_pol_flags {
+	SM_SP_F_ACTIVE = 1,	/* a pod connected this socket (client side) */
+	SM_SP_F_PASSIVE = 2,	/* accepted by a pod's listener */
+	SM_SP_F_JUDGED = 4,	/* peer holds the class the connect was judged with */
+	SM_SP_F_POD = 8,	/* that class is a pod's (every-pod entries apply) */
+};
+
+/* What was judged for a socket (socket local storage), for the cut pass. */
+struct sm_sock_pol {
+	__u32 peer;		/* the client's peer class, from its cgroup (active sockets) */
+	enum sm_sock_pol_flags flags;
+};
+
+enum sm_pol_event_kind {
+	SM_PE_DENY_CONNECT = 1,	/* connect() refused with EPERM (dir says whose policy) */
+	SM_PE_DENY_SYN = 2,	/* a SYN dropped at the listener */
+	SM_PE_DENY_UDP = 3,	/* a datagram dropped at an unconnected socket */
+	SM_PE_CUT = 4,		/* an established socket destroyed by the cut pass */
+};
+
+/* One record on sm_pol_events. The agent writes the reason (it knows which
+ * pods and policies each class stands for); the kernel records the facts. */
+struct sm_pol_event {
+	__u64 ts_ns;		/* bpf_ktime_get_ns() */
+	__u64 cookie;		/* the socket's cookie; 0 for a dropped packet */
+	__u32 src_ip4;		/* network order; 0 when the kernel did not know it yet (connect) */
+	__u32 dst_ip4;		/* network order */
+	__u32 src_port;		/* host order; 0 when not bound yet */
+	__u32 dst_port;		/* host order */
+	__u32 subject;		/* the subject class judged */
+	__u32 peer;		/* the peer class judged */
+	__u32 proto;		/* IPPROTO_* */
+	enum sm_pol_dir dir;
+	enum sm_pol_event_kind kind;
+	__u32 pad;
 };
 
 #endif /* SOCKMESH_H */

@@ -83,6 +83,65 @@ struct {
 	__uint(max_entries, 1 << 20);
 } sm_flow_events SEC(".maps");
 
+/* cgroup id -> sm_pol_subject; agent writes; every local pod (enrolled or not) and the node proxy */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sm_pol_subject);
+} sm_pol_cgroups SEC(".maps");
+
+/* pod IPv4 (network order) -> sm_pol_subject; agent writes; local pods, for the destination's ingress at connect */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct sm_pol_subject);
+} sm_pol_pods SEC(".maps");
+
+/* sm_ipcache_key -> sm_ipcache_val; agent writes; a /32 per pod of the cluster, a prefix per ipBlock cidr/except, 0/0 */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct sm_ipcache_key);
+	__type(value, struct sm_ipcache_val);
+} sm_ipcache SEC(".maps");
+
+/* sm_policy_key -> sm_policy_val; agent writes; allow entries, memory used only as filled; two generations during a change */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 262144);
+	__type(key, struct sm_policy_key);
+	__type(value, struct sm_policy_val);
+} sm_policy SEC(".maps");
+
+/* sm_ticket_key -> sm_ticket; sockops writes at the client's SYN, deletes when the server side is established; LRU bounds leftovers */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sm_ticket_key);
+	__type(value, struct sm_ticket);
+} sm_tickets SEC(".maps");
+
+/* socket -> sm_sock_pol (socket local storage); connect4 and sockops write; the cut pass reads */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sm_sock_pol);
+} sm_sock_pol SEC(".maps");
+
+/* struct sm_pol_event records; programs write, the agent reads; 256 KiB is ~4000 records, apart from flows so a scan cannot starve them */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 18);
+} sm_pol_events SEC(".maps");
+
+const struct sm_pol_event *sm_pol_event_btf __attribute__((unused));
+const enum sm_peer_class *sm_peer_class_btf __attribute__((unused));
+
 /* Not a map: the agent decodes struct sm_flow_event by this object's BTF, and
  * clang emits BTF only for types something outside a function names. This
  * pointer does (it lands in .bss, which no program uses). */

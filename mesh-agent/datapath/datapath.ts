@@ -14,8 +14,8 @@ import { DEFAULT_PIN_DIR, STATE_DIR, defaultObjectPath } from '../paths.js';
 import { checkKernel, checkPrivileges, ensureBpffs, findCgroup2 } from './host-checks.js';
 import { FlowEventReader, type FlowEventReaderOptions } from './flow-events.js';
 import {
-  BPF, BpfObject, btfOfFile, linkCreate, linkInfo, mapDelete, mapInfo, mapKeys, mapLookup, mapUpdate, objGet, objPin,
-  possibleCpus, progAttach, silenceLibbpf,
+  BPF, BpfObject, btfOfFile, inNetns, linkCreate, linkInfo, mapDelete, mapInfo, mapKeys, mapLookup, mapUpdate, objGet, objPin,
+  possibleCpus, progAttach, runIterator, silenceLibbpf,
 } from './libbpf.js';
 import {
   type DatapathLayout, type EndpointInfo, type SockKey, decodeEndpoint, decodeIPv4, decodeSockKey, encodeEndpoint,
@@ -38,15 +38,22 @@ export interface DatapathOptions {
 /** The maps and links, by pin name. */
 const MAPS = [
   'sm_endpoints', 'sm_sock_hash', 'sm_sock_state', 'sm_counters', 'sm_services', 'sm_backends', 'sm_cgroups', 'sm_sock_svc',
-  'sm_sock_flow', 'sm_flow_events',
+  'sm_sock_flow', 'sm_flow_events', 'sm_pol_cgroups', 'sm_pol_pods', 'sm_ipcache', 'sm_policy', 'sm_tickets', 'sm_sock_pol',
+  'sm_pol_events',
 ] as const;
 type MapName = (typeof MAPS)[number];
 /** Hash maps the agent reconciles, with their key and value sizes. */
 export const HASH_MAPS = Object.freeze({ sm_endpoints: [4, 8], sm_services: [8, 12], sm_backends: [8, 8], sm_cgroups: [8, 8] } as const);
 export type HashMapName = keyof typeof HASH_MAPS;
+/** The NetworkPolicy maps the agent writes (two hashes, two LPM tries), with their key and value sizes. */
+export const POLICY_MAPS = Object.freeze({ sm_pol_cgroups: [8, 16], sm_pol_pods: [4, 16], sm_ipcache: [8, 16], sm_policy: [16, 8] } as const);
+export type PolicyMapName = keyof typeof POLICY_MAPS;
+const LINK_POL_CUT = 'link_pol_cut';
 const LINK_SOCKOPS = 'link_sockops';
 /** cgroup programs attached through pinned links, by program: pin name */
-const CGROUP_LINKS = Object.freeze({ sm_connect4: 'link_connect4', sm_getpeername4: 'link_getpeername4' } as const);
+const CGROUP_LINKS = Object.freeze({
+  sm_connect4: 'link_connect4', sm_getpeername4: 'link_getpeername4', sm_pol_ingress: 'link_pol_ingress',
+} as const);
 const LINK_SK_MSG = 'link_sk_msg';
 const PROG_SK_MSG = 'prog_sk_msg';
 
@@ -64,6 +71,8 @@ export interface DatapathStatus {
     skMsg?: { id: number; progId: number };
     connect4?: { id: number; progId: number };
     getpeername4?: { id: number; progId: number };
+    policyIngress?: { id: number; progId: number };
+    policyCut?: { id: number; progId: number };
   };
   endpoints?: { ip: string; identity: number; enrolled: boolean }[];
   sockets?: number;
@@ -119,7 +128,7 @@ export class Datapath {
   /** True when every map and the links are pinned. */
   isUp(): boolean {
     return MAPS.every((m) => existsSync(this.#pin(m))) && existsSync(this.#pin(LINK_SOCKOPS))
-      && Object.values(CGROUP_LINKS).every((l) => existsSync(this.#pin(l)))
+      && Object.values(CGROUP_LINKS).every((l) => existsSync(this.#pin(l))) && existsSync(this.#pin(LINK_POL_CUT))
       && (existsSync(this.#pin(LINK_SK_MSG)) || existsSync(this.#pin(PROG_SK_MSG)));
   }
 
@@ -168,6 +177,7 @@ export class Datapath {
     const want: Record<MapName, readonly [number, number]> = {
       ...HASH_MAPS, sm_sock_hash: [16, 8], sm_sock_state: [4, 8], sm_counters: [4, 8], sm_sock_svc: [4, 8],
       sm_sock_flow: [4, 40], sm_flow_events: [0, 0], // a ring buffer has neither key nor value
+      ...POLICY_MAPS, sm_tickets: [12, 8], sm_sock_pol: [4, 8], sm_pol_events: [0, 0],
     };
     for (const m of MAPS) {
       const info = mapInfo(this.#fd(m));
@@ -189,7 +199,8 @@ export class Datapath {
       const sockops = obj.program('sm_sockops');
       const skMsg = obj.program('sm_sk_msg');
       const cgroupProgs = (Object.keys(CGROUP_LINKS) as (keyof typeof CGROUP_LINKS)[]).map((n) => [obj.program(n), CGROUP_LINKS[n]] as const);
-      const programs = [sockops, skMsg, ...cgroupProgs.map(([p]) => p)];
+      const cut = obj.program('sm_pol_cut');
+      const programs = [sockops, skMsg, ...cgroupProgs.map(([p]) => p), cut];
       for (const p of programs) p.captureVerifierLog(1 << 22);
       const ret = obj.load();
       if (ret < 0) {
@@ -239,6 +250,14 @@ export class Datapath {
       } finally {
         closeSync(cgFd);
       }
+      // the cut pass's iterator: a link each run opens an iterator from
+      const iterFd = linkCreate(cut.fd, 0, BPF.ATTACH_TRACE_ITER);
+      try {
+        objPin(iterFd, this.#pin(LINK_POL_CUT));
+      } finally {
+        closeSync(iterFd);
+      }
+      created.push(this.#pin(LINK_POL_CUT));
       const record: StateRecord = {
         cgroupPath,
         createdCgroup,
@@ -281,7 +300,7 @@ export class Datapath {
   #removePins(): void {
     const record = this.#record();
     // links first: programs detach before the maps they use go away
-    for (const p of [LINK_SOCKOPS, ...Object.values(CGROUP_LINKS), LINK_SK_MSG, PROG_SK_MSG, ...MAPS]) rmSync(this.#pin(p), { force: true });
+    for (const p of [LINK_SOCKOPS, ...Object.values(CGROUP_LINKS), LINK_POL_CUT, LINK_SK_MSG, PROG_SK_MSG, ...MAPS]) rmSync(this.#pin(p), { force: true });
     try {
       rmdirSync(this.pinDir);
     } catch (err) {
@@ -362,6 +381,56 @@ export class Datapath {
     return mapDelete(this.#fd(name), key);
   }
 
+  /** Every entry of a policy map, raw (LPM tries list their keys too). */
+  policyEntries(name: PolicyMapName): [Buffer, Buffer][] {
+    const fd = this.#fd(name);
+    const [keySize, valueSize] = POLICY_MAPS[name];
+    const out: [Buffer, Buffer][] = [];
+    for (const k of mapKeys(fd, keySize)) {
+      const v = mapLookup(fd, k, valueSize);
+      if (v) out.push([k, v]);
+    }
+    return out;
+  }
+
+  policyPut(name: PolicyMapName, key: Buffer, value: Buffer): void {
+    mapUpdate(this.#fd(name), key, value);
+  }
+
+  policyDel(name: PolicyMapName, key: Buffer): boolean {
+    return mapDelete(this.#fd(name), key);
+  }
+
+  /**
+   * The cut pass: in each network namespace given (pods' and the node's),
+   * judges every established TCP socket a pod holds against the maps as they
+   * are now, and destroys those no longer allowed (the process sees
+   * ECONNABORTED, its peer a reset). Returns how many sockets it destroyed
+   * (from the kernel's counter) and the namespaces it could not enter.
+   */
+  cutDenied(netnsPaths: readonly string[]): { cut: number; failed: { netns: string; error: string }[] } {
+    const before = this.counters().pol_cut ?? 0;
+    const failed: { netns: string; error: string }[] = [];
+    const link = objGet(this.#pin(LINK_POL_CUT));
+    try {
+      for (const ns of netnsPaths) {
+        try {
+          inNetns(ns, () => runIterator(link));
+        } catch (err) {
+          failed.push({ netns: ns, error: (err as Error).message });
+        }
+      }
+    } finally {
+      closeSync(link);
+    }
+    return { cut: (this.counters().pol_cut ?? 0) - before, failed };
+  }
+
+  /** bpffs path of the sm_pol_events ring buffer. */
+  get policyEventsPin(): string {
+    return this.#pin('sm_pol_events');
+  }
+
   /** The layout learned from the object's BTF (flag values, counter slots). */
   get layout(): DatapathLayout {
     if (!this.#layout) throw new NotUpError(this.pinDir);
@@ -429,7 +498,10 @@ export class Datapath {
     } finally {
       closeSync(lfd);
     }
-    for (const [name, pin] of [['connect4', CGROUP_LINKS.sm_connect4], ['getpeername4', CGROUP_LINKS.sm_getpeername4]] as const) {
+    for (const [name, pin] of [
+      ['connect4', CGROUP_LINKS.sm_connect4], ['getpeername4', CGROUP_LINKS.sm_getpeername4],
+      ['policyIngress', CGROUP_LINKS.sm_pol_ingress], ['policyCut', LINK_POL_CUT],
+    ] as const) {
       const fd = objGet(this.#pin(pin));
       try {
         const li = linkInfo(fd);

@@ -25,7 +25,43 @@ const EXPECTED_STRUCTS: Record<string, { size: number; members: Record<string, n
       svc_ip4: 56, local_port: 60, remote_port: 64, svc_port: 68, kind: 72, flags: 76,
     },
   },
+  sm_pol_subject: { size: 16, members: { subject: 0, peer: 4, flags: 8, ip4: 12 } },
+  sm_ipcache_key: { size: 8, members: { prefixlen: 0, ip4: 4 } },
+  sm_ipcache_val: { size: 16, members: { peer: 0, addr_peer: 4, flags: 8, pad: 12 } },
+  sm_policy_key: { size: 16, members: { prefixlen: 0, subject: 4, peer: 8, dir: 12, proto: 13, port: 14 } },
+  sm_policy_val: { size: 8, members: { rule: 0, flags: 4 } },
+  sm_ticket_key: { size: 12, members: { saddr: 0, daddr: 4, sport: 8, dport: 10 } },
+  sm_ticket: { size: 8, members: { peer: 0, flags: 4 } },
+  sm_sock_pol: { size: 8, members: { peer: 0, flags: 4 } },
+  sm_pol_event: {
+    size: 56,
+    members: {
+      ts_ns: 0, cookie: 8, src_ip4: 16, dst_ip4: 20, src_port: 24, dst_port: 28, subject: 32, peer: 36, proto: 40, dir: 44,
+      kind: 48, pad: 52,
+    },
+  },
 };
+
+/** NetworkPolicy constants of bpf/sockmesh.h, read from BTF. */
+export interface PolicyLayout {
+  /** enum sm_pol_flags bits */
+  flagIngressIsolated: number;
+  flagEgressIsolated: number;
+  flagPod: number;
+  flagProxy: number;
+  /** enum sm_peer_class */
+  peerAny: number;
+  peerAnyPod: number;
+  peerWorld: number;
+  peerNodeProxy: number;
+  /** enum sm_pol_dir */
+  dirIngress: number;
+  dirEgress: number;
+  /** enum sm_pol_event_kind value → name (deny-connect, deny-syn, deny-udp, cut) */
+  eventKinds: ReadonlyMap<number, PolicyEventKind>;
+}
+
+export type PolicyEventKind = 'deny-connect' | 'deny-syn' | 'deny-udp' | 'cut';
 
 /** Member name → byte offset, as the object's BTF has them. */
 export type StructOffsets = Readonly<Record<string, number>>;
@@ -57,6 +93,8 @@ export interface DatapathLayout {
   cgroupEnrolledFlag: number;
   /** struct sm_flow_event and its enums */
   flowEvent: FlowEventLayout;
+  /** NetworkPolicy flags, reserved classes, directions, event kinds */
+  policy: PolicyLayout;
 }
 
 function enumValue(btf: BtfTypes, enumName: string, name: string): number {
@@ -100,8 +138,25 @@ export function layoutFromBtf(btf: BtfTypes): DatapathLayout {
     flagShortCircuited: enumValue(btf, 'sm_flow_flags', 'SM_FLOW_F_SHORT_CIRCUITED'),
     flagService: enumValue(btf, 'sm_flow_flags', 'SM_FLOW_F_SERVICE'),
   });
+  const kinds: [string, PolicyEventKind][] = [
+    ['SM_PE_DENY_CONNECT', 'deny-connect'], ['SM_PE_DENY_SYN', 'deny-syn'], ['SM_PE_DENY_UDP', 'deny-udp'], ['SM_PE_CUT', 'cut'],
+  ];
+  const policy: PolicyLayout = Object.freeze({
+    flagIngressIsolated: enumValue(btf, 'sm_pol_flags', 'SM_POL_F_INGRESS_ISOLATED'),
+    flagEgressIsolated: enumValue(btf, 'sm_pol_flags', 'SM_POL_F_EGRESS_ISOLATED'),
+    flagPod: enumValue(btf, 'sm_pol_flags', 'SM_POL_F_POD'),
+    flagProxy: enumValue(btf, 'sm_pol_flags', 'SM_POL_F_PROXY'),
+    peerAny: enumValue(btf, 'sm_peer_class', 'SM_PEER_ANY'),
+    peerAnyPod: enumValue(btf, 'sm_peer_class', 'SM_PEER_ANY_POD'),
+    peerWorld: enumValue(btf, 'sm_peer_class', 'SM_PEER_WORLD'),
+    peerNodeProxy: enumValue(btf, 'sm_peer_class', 'SM_PEER_NODE_PROXY'),
+    dirIngress: enumValue(btf, 'sm_pol_dir', 'SM_DIR_INGRESS'),
+    dirEgress: enumValue(btf, 'sm_pol_dir', 'SM_DIR_EGRESS'),
+    eventKinds: new Map(kinds.map(([n, k]) => [enumValue(btf, 'sm_pol_event_kind', n), k])),
+  });
   return Object.freeze({
     counters,
+    policy,
     endpointEnrolledFlag: enumValue(btf, 'sm_endpoint_flags', 'SM_EP_F_ENROLLED'),
     serviceAnyClientFlag: enumValue(btf, 'sm_svc_flags', 'SM_SVC_F_ANY_CLIENT'),
     cgroupEnrolledFlag: enumValue(btf, 'sm_cgroup_flags', 'SM_CG_F_ENROLLED'),
@@ -253,3 +308,120 @@ export function decodeCgroupId(b: Buffer): bigint {
 /** struct sm_cgroup (same layout as sm_endpoint) */
 export const encodeCgroup = encodeEndpoint;
 export const decodeCgroup = decodeEndpoint;
+
+/** struct sm_pol_subject: a local pod (or the node proxy) as subject and source. */
+export interface PolicySubject {
+  subject: number;
+  peer: number;
+  flags: number;
+  /** the pod's address; undefined for the node proxy */
+  ip?: string;
+}
+
+export function encodePolicySubject(v: PolicySubject): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeUInt32LE(v.subject >>> 0, 0);
+  b.writeUInt32LE(v.peer >>> 0, 4);
+  b.writeUInt32LE(v.flags >>> 0, 8);
+  if (v.ip !== undefined) encodeIPv4(v.ip).copy(b, 12);
+  return b;
+}
+
+export function decodePolicySubject(b: Buffer): PolicySubject {
+  const ip = b.readUInt32LE(12) === 0 ? undefined : decodeIPv4(b, 12);
+  return { subject: b.readUInt32LE(0), peer: b.readUInt32LE(4), flags: b.readUInt32LE(8), ...(ip ? { ip } : {}) };
+}
+
+/** struct sm_ipcache_key: an IPv4 prefix. */
+export function encodeIpcacheKey(ip: string, prefixLen: number): Buffer {
+  if (!Number.isInteger(prefixLen) || prefixLen < 0 || prefixLen > 32) throw new InvalidArgumentError(`prefix length must be 0..32, got ${prefixLen}`);
+  const b = Buffer.alloc(8);
+  b.writeUInt32LE(prefixLen, 0);
+  encodeIPv4(ip).copy(b, 4);
+  return b;
+}
+
+/** struct sm_ipcache_val */
+export interface IpcacheEntry {
+  peer: number;
+  /** for a pod's /32: its class as a bare address */
+  addrPeer: number;
+  flags: number;
+}
+
+export function encodeIpcacheValue(v: IpcacheEntry): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeUInt32LE(v.peer >>> 0, 0);
+  b.writeUInt32LE(v.addrPeer >>> 0, 4);
+  b.writeUInt32LE(v.flags >>> 0, 8);
+  return b;
+}
+
+/** struct sm_policy_key: an allow entry; prefixLen counts the 96 bits after it. */
+export interface PolicyKey {
+  subject: number;
+  peer: number;
+  dir: number;
+  proto: number;
+  port: number;
+  prefixLen: number;
+}
+
+export function encodePolicyKey(k: PolicyKey): Buffer {
+  if (!Number.isInteger(k.prefixLen) || k.prefixLen < 64 || k.prefixLen > 96) {
+    throw new InvalidArgumentError(`a policy entry's prefix length must be 64..96, got ${k.prefixLen}`);
+  }
+  const b = Buffer.alloc(16);
+  b.writeUInt32LE(k.prefixLen, 0);
+  b.writeUInt32LE(k.subject >>> 0, 4);
+  b.writeUInt32LE(k.peer >>> 0, 8);
+  b.writeUInt8(k.dir, 12);
+  b.writeUInt8(k.proto, 13);
+  b.writeUInt16BE(k.port, 14); // network order: the high bits are the prefix bits
+  return b;
+}
+
+export function decodePolicyKey(b: Buffer): PolicyKey {
+  return {
+    prefixLen: b.readUInt32LE(0), subject: b.readUInt32LE(4), peer: b.readUInt32LE(8), dir: b.readUInt8(12), proto: b.readUInt8(13),
+    port: b.readUInt16BE(14),
+  };
+}
+
+export function encodePolicyValue(rule: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt32LE(rule >>> 0, 0);
+  return b;
+}
+
+/** One decoded struct sm_pol_event. */
+export interface PolicyEventRecord {
+  tsNs: bigint;
+  cookie: bigint;
+  kind: PolicyEventKind | 'unknown';
+  direction: 'ingress' | 'egress';
+  srcIp?: string;
+  dstIp: string;
+  srcPort: number;
+  dstPort: number;
+  subject: number;
+  peer: number;
+  proto: number;
+}
+
+export function decodePolicyEvent(b: Buffer, layout: PolicyLayout): PolicyEventRecord {
+  const src = b.readUInt32LE(16);
+  return {
+    tsNs: b.readBigUInt64LE(0),
+    cookie: b.readBigUInt64LE(8),
+    ...(src !== 0 ? { srcIp: decodeIPv4(b, 16) } : {}),
+    dstIp: decodeIPv4(b, 20),
+    srcPort: b.readUInt32LE(24),
+    dstPort: b.readUInt32LE(28),
+    subject: b.readUInt32LE(32),
+    peer: b.readUInt32LE(36),
+    proto: b.readUInt32LE(40),
+    direction: b.readUInt32LE(44) === layout.dirEgress ? 'egress' : 'ingress',
+    kind: layout.eventKinds.get(b.readUInt32LE(48)) ?? 'unknown',
+  };
+}

@@ -5,6 +5,7 @@
  * both become BpfError with the errno kept.
  */
 import { createRequire } from 'node:module';
+import { closeSync, constants as fsc, openSync, readSync } from 'node:fs';
 import { BpfError } from '../errors.js';
 
 const require = createRequire(import.meta.url);
@@ -60,7 +61,15 @@ const c = {
   ringBufferNew: lib.func('ring_buffer_p ring_buffer__new(int map_fd, ring_buffer_sample_fn *sample_cb, void *ctx, const void *opts)'),
   ringBufferConsume: lib.func('int ring_buffer__consume(ring_buffer_p rb)'),
   ringBufferFree: lib.func('void ring_buffer__free(ring_buffer_p rb)'),
+  iterCreate: lib.func('int bpf_iter_create(int link_fd)'),
 };
+
+const libc = koffi.load('libc.so.6');
+const cLibc = {
+  setns: libc.func('int setns(int fd, int nstype)'),
+};
+/** CLONE_NEWNET: setns(2) into a network namespace. */
+const CLONE_NEWNET = 0x40000000;
 
 /** Constants of the bpf(2) ABI (linux/bpf.h); stable kernel ABI, not sockmesh's own. */
 export const BPF = Object.freeze({
@@ -74,6 +83,7 @@ export const BPF = Object.freeze({
   PROG_TYPE_CGROUP_SOCK_ADDR: 18,
   ATTACH_CGROUP_SOCK_OPS: 3,
   ATTACH_SK_MSG_VERDICT: 7,
+  ATTACH_TRACE_ITER: 28,
   ANY: 0,
   NOEXIST: 1,
   EXIST: 2,
@@ -127,6 +137,57 @@ export function objPin(fd: number, path: string): void {
 /** Creates a BPF link (kernel-owned attachment) of prog to target. */
 export function linkCreate(progFd: number, targetFd: number, attachType: number): number {
   return check('bpf_link_create', c.linkCreate(progFd, targetFd, attachType, null));
+}
+
+/**
+ * Runs a BPF iterator once: a new iterator of the link, read to its end.
+ * The kernel fixes a socket iterator's network namespace to the caller's at
+ * this call (see inNetns). Returns what the program printed (sockmesh's
+ * print nothing; they act and count).
+ */
+export function runIterator(linkFd: number): Buffer {
+  const fd = check('bpf_iter_create', c.iterCreate(linkFd));
+  const chunks: Buffer[] = [];
+  try {
+    const buf = Buffer.alloc(4096);
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      chunks.push(Buffer.from(buf.subarray(0, n)));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return Buffer.concat(chunks);
+}
+
+/**
+ * Runs fn with the calling thread in the network namespace at nsPath
+ * (/run/netns/x or /proc/<pid>/ns/net), and moves it back afterwards, also
+ * when fn throws. setns(2) changes only this thread, and nothing else runs
+ * on it in between: fn must be synchronous (bpf syscalls, no awaits).
+ */
+export function inNetns<T>(nsPath: string, fn: () => T): T {
+  const home = openSync('/proc/thread-self/ns/net', fsc.O_RDONLY);
+  try {
+    const target = openSync(nsPath, fsc.O_RDONLY);
+    try {
+      if (cLibc.setns(target, CLONE_NEWNET) !== 0) throw new BpfError(`setns(${nsPath})`, koffi.errno());
+    } finally {
+      closeSync(target);
+    }
+    try {
+      return fn();
+    } finally {
+      if (cLibc.setns(home, CLONE_NEWNET) !== 0) {
+        // the thread would stay in the pod's namespace: nothing sane can follow
+        process.stderr.write(`sockmesh: cannot return to the agent's network namespace (errno ${koffi.errno()}); exiting\n`);
+        process.exit(70);
+      }
+    }
+  } finally {
+    closeSync(home);
+  }
 }
 
 /** Legacy attach (no link); the attachment lives as long as the target. */

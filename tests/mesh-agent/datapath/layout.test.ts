@@ -3,6 +3,7 @@ import { btfOfFile, type BtfTypes } from '../../../mesh-agent/datapath/libbpf.js
 import {
   decodeBackend, decodeBackendKey, decodeCgroupId, decodeIPv4, decodeService, decodeServiceKey, decodeSockKey, encodeBackend,
   encodeBackendKey, encodeCgroupId, encodeIPv4, encodeService, encodeServiceKey, encodeSockKey, layoutFromBtf,
+  decodePolicyEvent, decodePolicyKey, decodePolicySubject, encodeIpcacheKey, encodeIpcacheValue, encodePolicyKey, encodePolicySubject,
 } from '../../../mesh-agent/datapath/layout.js';
 import { defaultObjectPath } from '../../../mesh-agent/paths.js';
 
@@ -11,12 +12,48 @@ t.test('the compiled object agrees with the agent', async (t) => {
   t.same([...layout.counters.keys()], [
     'sock_inserted', 'sock_insert_failed', 'sock_skipped', 'msg_redirected', 'bytes_redirected',
     'msg_passed', 'bytes_passed', 'svc_translated', 'svc_no_backend', 'svc_backend_miss', 'svc_not_enrolled',
-    'flow_events_lost',
+    'flow_events_lost', 'pol_allowed', 'pol_egress_denied', 'pol_ingress_denied', 'pol_syn_denied',
+    'pol_udp_denied', 'pol_ticket_hit', 'pol_no_ticket', 'pol_cut', 'pol_events_lost',
   ]);
   t.equal(layout.counters.get('sock_inserted'), 0);
   t.equal(layout.endpointEnrolledFlag, 1);
   t.equal(layout.serviceAnyClientFlag, 1);
   t.equal(layout.cgroupEnrolledFlag, 1);
+  t.same({ ...layout.policy, eventKinds: [...layout.policy.eventKinds] }, {
+    flagIngressIsolated: 1, flagEgressIsolated: 2, flagPod: 4, flagProxy: 8, peerAny: 0, peerAnyPod: 1, peerWorld: 2, peerNodeProxy: 3,
+    dirIngress: 0, dirEgress: 1, eventKinds: [[1, 'deny-connect'], [2, 'deny-syn'], [3, 'deny-udp'], [4, 'cut']],
+  });
+});
+
+t.test('policy entries are encoded as the kernel reads them', async (t) => {
+  const layout = layoutFromBtf(btfOfFile(defaultObjectPath()));
+  // prefixlen (LE) | subject | peer | dir | proto | port big-endian: the port's high bits come first
+  const k = encodePolicyKey({ subject: 17, peer: 2, dir: 1, proto: 6, port: 8080, prefixLen: 88 });
+  t.equal(k.toString('hex'), '58000000' + '11000000' + '02000000' + '01' + '06' + '1f90');
+  t.same(decodePolicyKey(k), { prefixLen: 88, subject: 17, peer: 2, dir: 1, proto: 6, port: 8080 });
+  t.throws(() => encodePolicyKey({ subject: 1, peer: 1, dir: 0, proto: 6, port: 1, prefixLen: 97 }), /64..96, got 97/);
+  t.equal(encodeIpcacheKey('198.18.0.0', 16).toString('hex'), '10000000' + 'c6120000');
+  t.throws(() => encodeIpcacheKey('198.18.0.0', 33), /0..32, got 33/);
+  t.equal(encodeIpcacheValue({ peer: 16, addrPeer: 2, flags: 4 }).toString('hex'), '10000000' + '02000000' + '04000000' + '00000000');
+  const subj = { subject: 20, peer: 21, flags: 3, ip: '198.18.0.7' };
+  t.same(decodePolicySubject(encodePolicySubject(subj)), subj);
+  t.same(decodePolicySubject(encodePolicySubject({ subject: 0, peer: 3, flags: 0 })), { subject: 0, peer: 3, flags: 0 });
+  const ev = Buffer.alloc(56);
+  ev.writeBigUInt64LE(5n, 0);
+  ev.writeBigUInt64LE(99n, 8);
+  encodeIPv4('198.18.0.2').copy(ev, 16);
+  encodeIPv4('198.18.0.3').copy(ev, 20);
+  ev.writeUInt32LE(40000, 24);
+  ev.writeUInt32LE(80, 28);
+  ev.writeUInt32LE(17, 32);
+  ev.writeUInt32LE(18, 36);
+  ev.writeUInt32LE(6, 40);
+  ev.writeUInt32LE(0, 44);
+  ev.writeUInt32LE(2, 48);
+  t.same(decodePolicyEvent(ev, layout.policy), {
+    tsNs: 5n, cookie: 99n, srcIp: '198.18.0.2', dstIp: '198.18.0.3', srcPort: 40000, dstPort: 80, subject: 17, peer: 18, proto: 6,
+    direction: 'ingress', kind: 'deny-syn',
+  });
 });
 
 function btfWith(change: (b: BtfTypes) => void): BtfTypes {
