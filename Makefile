@@ -8,7 +8,7 @@ BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -I$(ARCH_INCLUDE)
 HELPER_CFLAGS := -O2 -g -Wall -Wextra -Werror
 
 BPF_OBJ := bpf/build/sockmesh.bpf.o
-HELPERS := tools/build/smtcp benchmarks/build/rrbench benchmarks/build/httpload
+HELPERS := tools/build/smtcp tools/build/smprobe benchmarks/build/rrbench benchmarks/build/httpload
 TS_STAMP := dist/.built
 
 .PHONY: all demo test bench deps apt npm bpf helpers build typecheck clean help
@@ -62,13 +62,17 @@ node_modules/.package-lock.json: package-lock.json package.json
 
 bpf: $(BPF_OBJ)
 
-$(BPF_OBJ): bpf/sockmesh.bpf.c bpf/sockmesh.h bpf/sockmesh_maps.h | apt
+$(BPF_OBJ): bpf/sockmesh.bpf.c bpf/sockmesh.h bpf/sockmesh_maps.h bpf/sockmesh_iter.h | apt
 	@mkdir -p $(dir $@)
 	clang $(BPF_CFLAGS) -c $< -o $@
 
 helpers: $(HELPERS)
 
 tools/build/smtcp: tools/smtcp.c tools/fdio.h | apt
+	@mkdir -p $(dir $@)
+	gcc $(HELPER_CFLAGS) -o $@ $<
+
+tools/build/smprobe: tools/smprobe.c | apt
 	@mkdir -p $(dir $@)
 	gcc $(HELPER_CFLAGS) -o $@ $<
 

@@ -194,12 +194,13 @@ allowed:
 /* The class of a peer known only by its address. `trusted`: the kernel saw
  * this end's own connect or is dialling it, so a pod's /32 stands for the
  * pod; otherwise the address may be forged and counts as an address. */
-static __always_inline __u32 address_peer(__u32 ip4, int trusted, int *is_pod)
+static __always_inline __u32 address_peer(__u32 ip4, int trusted, int *is_pod, int *proxy)
 {
 	struct sm_ipcache_key k = { .prefixlen = 32, .ip4 = ip4 };
 	struct sm_ipcache_val *v = bpf_map_lookup_elem(&sm_ipcache, &k);
 
 	*is_pod = 0;
+	*proxy = 0;
 	if (!v)
 		return SM_PEER_WORLD;
 	if (!(v->flags & SM_POL_F_POD))
@@ -207,7 +208,24 @@ static __always_inline __u32 address_peer(__u32 ip4, int trusted, int *is_pod)
 	if (!trusted)
 		return v->addr_peer;
 	*is_pod = !(v->flags & SM_POL_F_PROXY);
+	*proxy = v->flags & SM_POL_F_PROXY;
 	return v->peer;
+}
+
+/* The class of a destination this node dials: a local pod's (from its
+ * subject entry), else the ipcache's. `proxy`: it is the node proxy's
+ * listener of an L7 service, judged for every client (the compiler allows
+ * a client there only when every backend would accept it). */
+static __always_inline __u32 dialled_peer(__u32 dst, int *is_pod, int *proxy)
+{
+	struct sm_pol_subject *to = bpf_map_lookup_elem(&sm_pol_pods, &dst);
+
+	if (to) {
+		*is_pod = 1;
+		*proxy = 0;
+		return to->peer;
+	}
+	return address_peer(dst, 1, is_pod, proxy);
 }
 
 /* The policy subject of the calling task: its cgroup, or the nearest
@@ -249,18 +267,13 @@ static __always_inline int judge_connect(struct bpf_sock_addr *ctx)
 	__u16 dport = (__u16)ctx->user_port;
 	__u8 proto = ctx->protocol;
 	__u32 peer;
-	int is_pod;
+	int is_pod, proxy;
 
 	if (!src || is_loopback(dst) || (src->ip4 && src->ip4 == dst))
 		return 1;
 	to = bpf_map_lookup_elem(&sm_pol_pods, &dst);
-	if (src->flags & SM_POL_F_EGRESS_ISOLATED) {
-		if (to) {
-			peer = to->peer;
-			is_pod = 1;
-		} else {
-			peer = address_peer(dst, 1, &is_pod);
-		}
+	peer = dialled_peer(dst, &is_pod, &proxy);
+	if ((src->flags & SM_POL_F_EGRESS_ISOLATED) || proxy) {
 		if (!pol_allowed(src->subject, peer, is_pod, SM_DIR_EGRESS, proto, dport)) {
 			count_add(SM_CTR_POL_EGRESS_DENIED, 1);
 			emit_pol_event(SM_PE_DENY_CONNECT, SM_DIR_EGRESS, bpf_get_socket_cookie(ctx), src->ip4, dst, 0,
@@ -692,7 +705,7 @@ int sm_pol_ingress(struct __sk_buff *skb)
 	__u16 ports[2];
 	__u8 tcp_flags;
 	__u32 peer;
-	int is_pod, off;
+	int is_pod, proxy, off;
 
 	if (skb->protocol != bpf_htons(SM_ETH_P_IP))
 		return 1;
@@ -733,12 +746,12 @@ int sm_pol_ingress(struct __sk_buff *skb)
 			if (bpf_map_lookup_elem(&sm_pol_pods, &ip.saddr))
 				count_add(SM_CTR_POL_NO_TICKET, 1);
 			/* pods on other nodes: their node guards their addresses */
-			peer = address_peer(ip.saddr, !bpf_map_lookup_elem(&sm_pol_pods, &ip.saddr), &is_pod);
+			peer = address_peer(ip.saddr, !bpf_map_lookup_elem(&sm_pol_pods, &ip.saddr), &is_pod, &proxy);
 		}
 	} else {
 		if (sk->state == 1 /* connected UDP socket: only its peer reaches it */)
 			return 1;
-		peer = address_peer(ip.saddr, !bpf_map_lookup_elem(&sm_pol_pods, &ip.saddr), &is_pod);
+		peer = address_peer(ip.saddr, !bpf_map_lookup_elem(&sm_pol_pods, &ip.saddr), &is_pod, &proxy);
 	}
 	if (pol_allowed(s->subject, peer, is_pod, SM_DIR_INGRESS, ip.protocol, ports[1]))
 		return 1;
@@ -759,13 +772,13 @@ SEC("iter/tcp")
 int sm_pol_cut(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
-	struct sm_pol_subject *me, *to;
+	struct sm_pol_subject *me;
 	struct sm_sock_pol *sp;
 	struct tcp_sock *tp;
 	__u32 local, remote, peer, subject;
 	__u16 port_be;
 	__u8 dir;
-	int is_pod;
+	int is_pod, proxy;
 
 	if (!skc)
 		return 0;
@@ -784,15 +797,11 @@ int sm_pol_cut(struct bpf_iter__tcp *ctx)
 	if (!me)
 		return 0;
 	if (sp->flags & SM_SP_F_ACTIVE) {
-		if (!(me->flags & SM_POL_F_EGRESS_ISOLATED) || is_loopback(remote) || remote == local)
+		if (is_loopback(remote) || remote == local)
 			return 0;
-		to = bpf_map_lookup_elem(&sm_pol_pods, &remote);
-		if (to) {
-			peer = to->peer;
-			is_pod = 1;
-		} else {
-			peer = address_peer(remote, 1, &is_pod);
-		}
+		peer = dialled_peer(remote, &is_pod, &proxy);
+		if (!(me->flags & SM_POL_F_EGRESS_ISOLATED) && !proxy)
+			return 0;
 		dir = SM_DIR_EGRESS;
 		port_be = skc->skc_dport;
 	} else {
@@ -802,7 +811,7 @@ int sm_pol_cut(struct bpf_iter__tcp *ctx)
 			peer = sp->peer;
 			is_pod = sp->flags & SM_SP_F_POD;
 		} else {
-			peer = address_peer(remote, !bpf_map_lookup_elem(&sm_pol_pods, &remote), &is_pod);
+			peer = address_peer(remote, !bpf_map_lookup_elem(&sm_pol_pods, &remote), &is_pod, &proxy);
 		}
 		dir = SM_DIR_INGRESS;
 		port_be = bpf_htons(skc->skc_num);

@@ -40,6 +40,7 @@ import { Datapath, type DatapathOptions, type DatapathStatus } from './datapath/
 import { STATE_DIR } from './paths.js';
 import { MapReconciler } from './reconciler/map-reconciler.js';
 import { type PassResult, ReconcileLoop } from './reconciler/reconcile-loop.js';
+import { type EnforceResult, PolicyEnforcer, netnsOfCgroupTree } from './reconciler/policy-enforcer.js';
 import { NodeRuntime } from './runtime/node-runtime.js';
 import { type PodRunState, PodSupervisor } from './runtime/pod-supervisor.js';
 import { encodeIPv4 } from './datapath/layout.js';
@@ -116,7 +117,13 @@ export interface ClusterStatus {
    * the policies read, and whether they are enforced: AuthorizationPolicies by the node proxy
    * (when one runs); NetworkPolicies not yet (the kernel part is not built). `policy check` explains both.
    */
-  policies: { networkPolicies: string[]; authorizationPolicies: string[]; enforced: { networkPolicies: false; authorizationPolicies: boolean } };
+  policies: {
+    networkPolicies: string[]; authorizationPolicies: string[]; enforced: { networkPolicies: boolean; authorizationPolicies: boolean };
+    /** the kernel's NetworkPolicy tables: sizes, times, the last cut pass, and the last error (the maps keep the last good set) */
+    kernel: {
+      policies: string[]; entries: number; subjects: number; compileMs: number; writeMs: number; lastCut?: EnforceResult['cut']; notes: string[]; error: string | null;
+    } | null;
+  };
   runtimeError: string | null;
 }
 
@@ -188,6 +195,11 @@ interface ClusterParts {
   vips: VipAllocator;
   allocationsPath: string;
   loop?: ReconcileLoop;
+  /** NetworkPolicy in the kernel */
+  policy?: PolicyEnforcer;
+  policyError?: string;
+  proxyCgroupId?: bigint;
+  policyTimer?: NodeJS.Timeout;
   savedAllocations?: string;
   savedRevision?: string;
 }
@@ -413,6 +425,7 @@ export class Agent {
             return v.vip ? [{ namespace, name, vip: v.vip }] : [];
           }));
         }
+        this.#enforcePolicies(c, d);
         // callers are known by address: a pod that comes, goes or changes recompiles the RBAC filters
         if (c.proxy && (servicesChanged || (endpointsChanged && c.store.authorizationPolicies().size > 0))) this.#publishL7(c, d);
         const rev = `${c.identities.revision}/${c.vips.revision}/${c.listenerPorts?.revision ?? 0}`;
@@ -425,10 +438,60 @@ export class Agent {
     // pods an earlier agent left running are adopted (their addresses back in the store) before the
     // first pass, so it does not take their entries out; new pods get theirs (and /etc/hosts) before they
     // start (the supervisor asks for a pass then); the loop follows the store from before either
+    const cgroupRel = (this.#datapath.status().cgroupPath ?? join(findCgroup2(), 'sockmesh')).slice(findCgroup2().length) || '/';
+    c.policy = new PolicyEnforcer(this.#datapath, layout.policy, () => netnsOfCgroupTree(cgroupRel));
     c.loop.start({ pass: false });
     await c.supervisor?.start();
     if (!c.loop.last) c.loop.pass();
     c.proxy?.start(); // the runtime's node namespace exists now
+    if (c.proxy) {
+      // the proxy's cgroup is made when it (re)starts: its connects to backends carry the proxy's class
+      c.policyTimer = setInterval(() => {
+        if (c.proxy!.cgroupId() !== c.proxyCgroupId && c.loop?.desired) this.#enforcePolicies(c, c.loop.desired);
+      }, 500).unref();
+      if (c.loop.desired) this.#enforcePolicies(c, c.loop.desired);
+    }
+  }
+
+  /** NetworkPolicy into the kernel after a pass; a failure keeps what the maps hold, recorded, and the next pass starts from a re-read. */
+  #enforcePolicies(c: ClusterParts, d: DesiredState): void {
+    if (!c.policy) return;
+    const cgroups = c.loop ? (c.supervisor?.cgroupIds() ?? this.#kubePodCgroups(c)) : undefined;
+    const localPods = new Map<string, { ip: string; cgroupId: bigint }>();
+    for (const p of d.pods) {
+      if (!p.local || p.ip === undefined) continue;
+      const id = cgroups?.get(p.key);
+      if (id !== undefined) localPods.set(p.key, { ip: p.ip, cgroupId: id });
+    }
+    const store = c.store;
+    const world = {
+      namespaces: [...store.namespaces().values()].map((n) => ({ name: n.meta.name, labels: n.meta.labels })),
+      pods: [...store.pods().values()].filter((p) => !p.hostNetwork).map((p) => ({
+        namespace: p.meta.namespace, name: p.meta.name, labels: p.meta.labels, ...(p.ip !== undefined && { ip: p.ip }),
+        ports: p.ports.map((x) => ({ ...(x.name !== undefined && { name: x.name }), containerPort: x.containerPort, protocol: x.protocol })),
+      })),
+      policies: [...store.networkPolicies().values()],
+    };
+    c.proxyCgroupId = c.proxy?.cgroupId();
+    const ports = [...d.services.values()].flatMap((fe) => (fe.l7 ? [{ listenerPort: fe.l7.listenerPort, backends: fe.l7.backends }] : []));
+    try {
+      const r = c.policy.enforce({
+        world, localPods,
+        ...(c.proxy && { proxy: { ...(c.proxyCgroupId !== undefined && { cgroupId: c.proxyCgroupId }), listenerIp: POD_NETWORK.gateway, ports } }),
+      });
+      c.policyError = undefined;
+      if (r.cut && (r.cut.cut > 0 || r.cut.failed.length > 0)) {
+        this.#log?.(`policy: ${r.cut.cut} connection(s) no longer allowed were cut in ${r.cut.namespaces} namespaces (${r.cut.ms.toFixed(1)} ms)${r.cut.failed.length ? `; could not enter ${r.cut.failed.map((f) => f.netns).join(', ')}` : ''}`);
+      }
+    } catch (err) {
+      c.policyError = (err as Error).message;
+      this.#log?.(`policy: not enforced, the kernel keeps the last good set: ${c.policyError}`);
+      try {
+        c.policy.load();
+      } catch {
+        // the next pass tries again
+      }
+    }
   }
 
   /** The node proxy's configuration from the L7 services and their HTTPRoutes; a refused snapshot is recorded, the last good serves. */
@@ -580,6 +643,7 @@ export class Agent {
     await c.proxy?.stop({ remove: removePods });
     await c.supervisor?.stop({ removePods });
     c.loop?.stop();
+    if (c.policyTimer) clearInterval(c.policyTimer);
     if (removePods) await c.runtime?.cleanup();
   }
 
@@ -679,7 +743,11 @@ export class Agent {
       runtimeError: c.supervisor?.lastError ?? null,
       policies: {
         networkPolicies: [...c.store.networkPolicies().keys()].sort(), authorizationPolicies: [...c.store.authorizationPolicies().keys()].sort(),
-        enforced: { networkPolicies: false, authorizationPolicies: c.proxy !== undefined },
+        enforced: { networkPolicies: c.policy?.last !== undefined && c.policyError === undefined, authorizationPolicies: c.proxy !== undefined },
+        kernel: c.policy?.last ? {
+          policies: c.policy.last.policies, entries: c.policy.last.entries, subjects: c.policy.last.subjects, compileMs: c.policy.last.compileMs, writeMs: c.policy.last.writeMs,
+          ...(c.policy.last.cut && { lastCut: c.policy.last.cut }), notes: c.policy.last.notes, error: c.policyError ?? null,
+        } : null,
       },
       l7: {
         proxy: c.proxy?.status() ?? null,

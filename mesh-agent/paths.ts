@@ -33,7 +33,7 @@ export const DEFAULT_PIN_DIR = '/sys/fs/bpf/sockmesh';
 export const STATE_DIR = '/run/sockmesh';
 
 /** A C helper built by `make` (tools/build/smtcp, benchmarks/build/rrbench). */
-export function helperBinary(name: 'smtcp' | 'rrbench' | 'httpload'): string {
-  const dir = name === 'smtcp' ? 'tools' : 'benchmarks';
+export function helperBinary(name: 'smtcp' | 'smprobe' | 'rrbench' | 'httpload'): string {
+  const dir = name === 'smtcp' || name === 'smprobe' ? 'tools' : 'benchmarks';
   return join(repoRoot(), dir, 'build', name);
 }

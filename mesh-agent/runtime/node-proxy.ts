@@ -8,7 +8,7 @@
  * agent restart (the next agent adopts it), and drains on stop.
  */
 import type { ChildProcess } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { envoyBootstrap } from '../../xds/envoy-bootstrap.js';
 import { repoRoot } from '../paths.js';
@@ -192,6 +192,15 @@ export class NodeProxy {
       ...(this.#lastExit !== undefined && { lastExit: this.#lastExit }),
       ...(this.kind === 'mesh-proxy' && { adminSocket: this.adminSocket }),
     };
+  }
+
+  /** The id of the proxy's cgroup (its inode), while it exists: the kernel knows the proxy's connects by it. */
+  cgroupId(): bigint | undefined {
+    try {
+      return statSync(this.#o.runtime.nodeProcessCgroup(NODE_PROXY), { bigint: true }).ino;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Stops supervising; with `remove`, drains it (SIGTERM, then SIGKILL) and removes its cgroup, else leaves it running. */

@@ -1,0 +1,280 @@
+/**
+ * NetworkPolicy in the kernel, from the agent's side: compiles the cluster's
+ * NetworkPolicies (policies/network-compile.ts) for this node's pods, writes
+ * the result into the policy maps make-before-break, and after a change runs
+ * the cut pass in every pod's network namespace, so established connections
+ * the new policy denies are destroyed (docs/policy-datapath.md).
+ *
+ * Write order: allow entries first, then the ipcache, then the subjects
+ * (pods and cgroups), then what is no longer wanted in the reverse order. A
+ * changed subject gets a new class id from the compiler, so a connect sees
+ * either its old entries or its new ones, never a half-written set.
+ *
+ * L7 services: connect4 sends a client to the node proxy's listener, so the
+ * kernel judges "client → listener port" in place of the backends, for
+ * every client (SM_POL_F_PROXY on the listener's address). The entry is
+ * written only when the evaluator allows the client to every backend of the
+ * port, in both directions (fail closed: the proxy may pick any backend).
+ * Ingress-isolated backends accept the node proxy on the port it serves.
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  ClassAllocator, DIR_EGRESS, DIR_INGRESS, PEER_NODE_PROXY, PREFIX_PORT, PROTO_TCP, addressPeerClass, compileNetworkPolicies,
+  type CompiledNetworkPolicy,
+} from '../../policies/network-compile.js';
+import { explainConnection, type PolicyWorld } from '../../policies/network-verdict.js';
+import type { PolicyMapName } from '../datapath/datapath.js';
+import {
+  type PolicyLayout, encodeCgroupId, encodeIPv4, encodeIpcacheKey, encodeIpcacheValue, encodePolicyKey, encodePolicySubject, encodePolicyValue,
+} from '../datapath/layout.js';
+
+/** The class of the node proxy's L7 listeners, as a destination (reserved: the compiler allocates from 16). */
+export const PEER_L7_LISTENER = 4;
+
+/** The part of the datapath the enforcer needs (the real Datapath, or a fake in tests). */
+export interface PolicyMaps {
+  policyEntries(name: PolicyMapName): [Buffer, Buffer][];
+  policyPut(name: PolicyMapName, key: Buffer, value: Buffer): void;
+  policyDel(name: PolicyMapName, key: Buffer): boolean;
+  cutDenied(netnsPaths: readonly string[]): { cut: number; failed: { netns: string; error: string }[] };
+}
+
+/** An L7 service port, as the node proxy serves it. */
+export interface L7PortPolicy {
+  listenerPort: number;
+  /** the service's own backends (pod addresses and target ports) */
+  backends: readonly { ip: string; port: number }[];
+}
+
+/** What one enforcement pass needs. */
+export interface PolicyInput {
+  world: PolicyWorld;
+  /** this node's pods: "ns/name" → address and cgroup id (pods whose cgroup is not known yet are left out) */
+  localPods: ReadonlyMap<string, { ip: string; cgroupId: bigint }>;
+  /** the node proxy, when it runs: its cgroup, its listeners' address, and the L7 ports */
+  proxy?: { cgroupId?: bigint; listenerIp: string; ports: readonly L7PortPolicy[] };
+}
+
+export interface EnforceResult {
+  compileMs: number;
+  writeMs: number;
+  writes: number;
+  deletes: number;
+  entries: number;
+  subjects: number;
+  /** the NetworkPolicies compiled ("ns/name", sorted) */
+  policies: string[];
+  /** the cut pass, when one ran: sockets destroyed, namespaces visited and failed */
+  cut?: { cut: number; namespaces: number; failed: { netns: string; error: string }[]; ms: number };
+  notes: string[];
+}
+
+type Table = Map<string, string>;
+
+const hex = (b: Buffer): string => b.toString('hex');
+
+export class PolicyEnforcer {
+  readonly #maps: PolicyMaps;
+  readonly #layout: PolicyLayout;
+  readonly #netns: () => string[];
+  readonly #allocator = new ClassAllocator();
+  /** what the kernel holds, per map: key hex → value hex */
+  #mirror = new Map<PolicyMapName, Table>();
+  #loaded = false;
+  #compiled: CompiledNetworkPolicy | undefined;
+  #last: EnforceResult | undefined;
+
+  /**
+   * @param netns the network namespaces the cut pass visits (pods' and the node's)
+   */
+  constructor(maps: PolicyMaps, layout: PolicyLayout, netns: () => string[]) {
+    this.#maps = maps;
+    this.#layout = layout;
+    this.#netns = netns;
+  }
+
+  get compiled(): CompiledNetworkPolicy | undefined {
+    return this.#compiled;
+  }
+
+  get last(): EnforceResult | undefined {
+    return this.#last;
+  }
+
+  /** Re-reads the maps from the kernel (at start, and after a failed pass). */
+  load(): void {
+    for (const m of ['sm_policy', 'sm_ipcache', 'sm_pol_pods', 'sm_pol_cgroups'] as const) {
+      this.#mirror.set(m, new Map(this.#maps.policyEntries(m).map(([k, v]) => [hex(k), hex(v)])));
+    }
+    this.#loaded = true;
+  }
+
+  /** The tables the kernel should hold for this input. */
+  desired(input: PolicyInput): { tables: Map<PolicyMapName, Table>; compiled: CompiledNetworkPolicy } {
+    const L = this.#layout;
+    const localIps = new Map([...input.localPods].map(([k, p]) => [k, p.ip]));
+    const compiled = compileNetworkPolicies(input.world, {
+      allocator: this.#allocator, localPods: (p) => localIps.get(`${p.namespace}/${p.name}`) === p.ip,
+    });
+    const policy: Table = new Map();
+    const ipcache: Table = new Map();
+    const pods: Table = new Map();
+    const cgroups: Table = new Map();
+    for (const e of compiled.entries) policy.set(hex(encodePolicyKey(e)), hex(encodePolicyValue(e.ruleRef)));
+    for (const p of compiled.prefixes) {
+      ipcache.set(hex(encodeIpcacheKey(p.ip, p.prefixLen)), hex(encodeIpcacheValue({ peer: p.peer, addrPeer: p.peer, flags: 0 })));
+    }
+    for (const [ip, peer] of compiled.podPeers) {
+      ipcache.set(hex(encodeIpcacheKey(ip, 32)), hex(encodeIpcacheValue({ peer, addrPeer: addressPeerClass(compiled, ip), flags: L.flagPod })));
+    }
+    for (const [key, pod] of input.localPods) {
+      const s = compiled.subjects.get(key);
+      const peer = compiled.podPeers.get(pod.ip);
+      if (!s || peer === undefined) continue;
+      const flags = L.flagPod | (s.ingressIsolated ? L.flagIngressIsolated : 0) | (s.egressIsolated ? L.flagEgressIsolated : 0);
+      const v = hex(encodePolicySubject({ subject: s.subject, peer, flags, ip: pod.ip }));
+      pods.set(hex(encodeIPv4(pod.ip)), v);
+      cgroups.set(hex(encodeCgroupId(pod.cgroupId)), v);
+    }
+    if (input.proxy) this.#l7(input, compiled, { policy, ipcache, cgroups });
+    return { tables: new Map([['sm_policy', policy], ['sm_ipcache', ipcache], ['sm_pol_pods', pods], ['sm_pol_cgroups', cgroups]]), compiled };
+  }
+
+  #l7(input: PolicyInput, compiled: CompiledNetworkPolicy, t: { policy: Table; ipcache: Table; cgroups: Table }): void {
+    const L = this.#layout;
+    const proxy = input.proxy!;
+    if (proxy.cgroupId !== undefined) {
+      t.cgroups.set(hex(encodeCgroupId(proxy.cgroupId)), hex(encodePolicySubject({ subject: 0, peer: PEER_NODE_PROXY, flags: 0 })));
+    }
+    t.ipcache.set(hex(encodeIpcacheKey(proxy.listenerIp, 32)), hex(encodeIpcacheValue({
+      peer: PEER_L7_LISTENER, addrPeer: addressPeerClass(compiled, proxy.listenerIp), flags: L.flagPod | L.flagProxy,
+    })));
+    const podByIp = new Map(input.world.pods.filter((p) => p.ip !== undefined).map((p) => [p.ip!, p]));
+    const localByIp = new Map([...input.localPods].map(([key, p]) => [p.ip, key]));
+    for (const port of proxy.ports) {
+      // backends accept the proxy on the port it serves
+      for (const b of port.backends) {
+        const key = localByIp.get(b.ip);
+        const s = key ? compiled.subjects.get(key) : undefined;
+        if (!s?.ingressIsolated) continue;
+        t.policy.set(hex(encodePolicyKey({ subject: s.subject, peer: PEER_NODE_PROXY, dir: DIR_INGRESS, proto: PROTO_TCP, port: b.port, prefixLen: PREFIX_PORT })),
+          hex(encodePolicyValue(0)));
+      }
+      // clients reach the listener when every backend would take them; a class is allowed only if all its pods are
+      const verdict = new Map<number, boolean>();
+      for (const key of input.localPods.keys()) {
+        const subject = compiled.subjects.get(key)?.subject;
+        if (subject === undefined) continue;
+        const [namespace, name] = key.split('/') as [string, string];
+        const ok = port.backends.every((b) => {
+          const target = podByIp.get(b.ip);
+          const v = explainConnection(input.world, {
+            from: { kind: 'pod', namespace, name },
+            to: target ? { kind: 'pod', namespace: target.namespace, name: target.name } : { kind: 'ip', ip: b.ip },
+            port: b.port, protocol: 'TCP',
+          });
+          return v.kind === 'verdict' && v.allowed;
+        });
+        verdict.set(subject, (verdict.get(subject) ?? true) && ok);
+      }
+      for (const [subject, ok] of verdict) {
+        if (!ok) continue;
+        t.policy.set(hex(encodePolicyKey({ subject, peer: PEER_L7_LISTENER, dir: DIR_EGRESS, proto: PROTO_TCP, port: port.listenerPort, prefixLen: PREFIX_PORT })),
+          hex(encodePolicyValue(0)));
+      }
+    }
+  }
+
+  /**
+   * Brings the kernel in step with the input; when anything changed, runs the
+   * cut pass. Throws when a map write fails (the caller retries with load()).
+   */
+  enforce(input: PolicyInput): EnforceResult {
+    if (!this.#loaded) this.load();
+    const t0 = performance.now();
+    const { tables, compiled } = this.desired(input);
+    const t1 = performance.now();
+    let writes = 0;
+    let deletes = 0;
+    const put = (m: PolicyMapName): void => {
+      const have = this.#mirror.get(m)!;
+      for (const [k, v] of tables.get(m)!) {
+        if (have.get(k) === v) continue;
+        this.#maps.policyPut(m, Buffer.from(k, 'hex'), Buffer.from(v, 'hex'));
+        have.set(k, v);
+        writes++;
+      }
+    };
+    const prune = (m: PolicyMapName): void => {
+      const have = this.#mirror.get(m)!;
+      const want = tables.get(m)!;
+      for (const k of [...have.keys()]) {
+        if (want.has(k)) continue;
+        this.#maps.policyDel(m, Buffer.from(k, 'hex'));
+        have.delete(k);
+        deletes++;
+      }
+    };
+    put('sm_policy');
+    put('sm_ipcache');
+    put('sm_pol_pods');
+    put('sm_pol_cgroups');
+    prune('sm_pol_cgroups');
+    prune('sm_pol_pods');
+    prune('sm_ipcache');
+    prune('sm_policy');
+    this.#compiled = compiled;
+    const result: EnforceResult = {
+      compileMs: t1 - t0, writeMs: performance.now() - t1, writes, deletes, entries: tables.get('sm_policy')!.size,
+      subjects: tables.get('sm_pol_pods')!.size, notes: compiled.notes,
+      policies: input.world.policies.map((p) => `${p.meta.namespace}/${p.meta.name}`).sort(),
+    };
+    if (writes + deletes > 0) result.cut = this.cut();
+    this.#last = result;
+    return result;
+  }
+
+  /** Runs the cut pass now in every pod's network namespace. */
+  cut(): NonNullable<EnforceResult['cut']> {
+    const t0 = performance.now();
+    const namespaces = this.#netns();
+    const r = this.#maps.cutDenied(namespaces);
+    return { cut: r.cut, namespaces: namespaces.length, failed: r.failed, ms: performance.now() - t0 };
+  }
+}
+
+/**
+ * The network namespaces of the processes in the cgroup subtree at
+ * `cgroupRel` (a path inside the cgroup v2 hierarchy, e.g. "/sockmesh"), one
+ * path per namespace. Reads /proc: works for the local runtime and for the
+ * kubelet's pods alike.
+ */
+export function netnsOfCgroupTree(cgroupRel: string, procRoot = '/proc'): string[] {
+  const prefix = cgroupRel.replace(/\/+$/, '');
+  const seen = new Set<string>();
+  const out: string[] = [];
+  let pids: string[];
+  try {
+    pids = readdirSync(procRoot).filter((d) => /^\d+$/.test(d));
+  } catch {
+    return out;
+  }
+  for (const pid of pids) {
+    try {
+      const line = readFileSync(join(procRoot, pid, 'cgroup'), 'utf8').split('\n').find((l) => l.startsWith('0::'));
+      if (!line) continue;
+      const path = line.slice(3);
+      if (path !== prefix && !path.startsWith(`${prefix}/`)) continue;
+      const ns = join(procRoot, pid, 'ns', 'net');
+      const st = statSync(ns);
+      const id = `${st.dev}:${st.ino}`;
+      if (seen.has(id)) continue;
+      seen.add(id);
+      out.push(ns);
+    } catch {
+      // the process exited meanwhile
+    }
+  }
+  return out;
+}

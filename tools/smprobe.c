@@ -1,0 +1,310 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * smprobe: kernel-level socket probes for sockmesh's policy tests. Results
+ * are what the kernel said (errno names), not a runtime's interpretation.
+ *
+ *   smprobe serve PORT
+ *       listen on 0.0.0.0:PORT; each accepted connection gets "hi\n" and is
+ *       then echoed until the peer closes (one process, poll loop)
+ *   smprobe connect IPV4 PORT TIMEOUT_MS
+ *       one connect; prints "ok <ms>" and reads the greeting, or the errno
+ *       name ("EPERM <ms>", "ETIMEDOUT <ms>" when nothing answered in time)
+ *   smprobe hold IPV4 PORT SECONDS
+ *       connect, read the greeting, print "connected" (flushed), then block
+ *       in read() for up to SECONDS; prints how it ended: "eof <ms>",
+ *       "timeout <ms>" or the errno name ("ECONNABORTED <ms>", ...)
+ *   smprobe spoof-syn SRC_IPV4 DST_IPV4 DPORT
+ *       sends one TCP SYN from a raw socket (IP_HDRINCL) claiming SRC_IPV4;
+ *       prints "sent <source port>"
+ * Exit status: 0 when the probe ran (whatever the verdict), 2 on misuse.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PROG "smprobe"
+
+static void die(const char *what)
+{
+	fprintf(stderr, PROG ": %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+#define MAX_CONNS 256
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+static const char *errname(int e)
+{
+	switch (e) {
+	case EPERM: return "EPERM";
+	case EACCES: return "EACCES";
+	case ETIMEDOUT: return "ETIMEDOUT";
+	case ECONNREFUSED: return "ECONNREFUSED";
+	case ECONNRESET: return "ECONNRESET";
+	case ECONNABORTED: return "ECONNABORTED";
+	case EHOSTUNREACH: return "EHOSTUNREACH";
+	case ENETUNREACH: return "ENETUNREACH";
+	case EPIPE: return "EPIPE";
+	default: return strerror(e);
+	}
+}
+
+static struct sockaddr_in addr_of(const char *ip, const char *port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+
+	if (inet_pton(AF_INET, ip, &a.sin_addr) != 1) {
+		fprintf(stderr, PROG ": not an IPv4 address: %s\n", ip);
+		exit(2);
+	}
+	a.sin_port = htons((unsigned short)atoi(port));
+	return a;
+}
+
+static __attribute__((noreturn)) void serve(const char *port)
+{
+	struct pollfd fds[MAX_CONNS + 1];
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	int one = 1, n = 1, l = socket(AF_INET, SOCK_STREAM, 0);
+	char buf[4096];
+
+	if (l < 0)
+		die("socket");
+	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	a.sin_port = htons((unsigned short)atoi(port));
+	if (bind(l, (struct sockaddr *)&a, sizeof(a)) < 0)
+		die("bind");
+	if (listen(l, 64) < 0)
+		die("listen");
+	fprintf(stderr, PROG ": serving on %s\n", port);
+	fds[0].fd = l;
+	fds[0].events = POLLIN;
+	for (;;) {
+		if (poll(fds, n, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			die("poll");
+		}
+		if (fds[0].revents & POLLIN) {
+			int s = accept(l, NULL, NULL);
+
+			if (s >= 0 && n <= MAX_CONNS) {
+				if (write(s, "hi\n", 3) != 3) {
+					close(s);
+				} else {
+					fds[n].fd = s;
+					fds[n].events = POLLIN;
+					fds[n].revents = 0;
+					n++;
+				}
+			} else if (s >= 0) {
+				close(s);
+			}
+		}
+		for (int i = 1; i < n; i++) {
+			ssize_t r;
+
+			if (!fds[i].revents)
+				continue;
+			r = read(fds[i].fd, buf, sizeof(buf));
+			if (r > 0 && write(fds[i].fd, buf, (size_t)r) == r)
+				continue;
+			close(fds[i].fd);
+			fds[i] = fds[--n];
+			i--;
+		}
+	}
+}
+
+/* Connects within timeout_ms: 0, or the errno. */
+static int connect_within(int s, const struct sockaddr_in *a, int timeout_ms)
+{
+	struct pollfd p = { .fd = s, .events = POLLOUT };
+	int err = 0, fl = fcntl(s, F_GETFL);
+	socklen_t len = sizeof(err);
+
+	fcntl(s, F_SETFL, fl | O_NONBLOCK);
+	if (connect(s, (const struct sockaddr *)a, sizeof(*a)) == 0)
+		goto done;
+	if (errno != EINPROGRESS)
+		return errno;
+	if (poll(&p, 1, timeout_ms) == 0)
+		return ETIMEDOUT;
+	if (getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		return errno;
+	if (err)
+		return err;
+done:
+	fcntl(s, F_SETFL, fl);
+	return 0;
+}
+
+static int read_greeting(int s)
+{
+	char buf[3];
+	size_t got = 0;
+
+	while (got < sizeof(buf)) {
+		ssize_t r = read(s, buf + got, sizeof(buf) - got);
+
+		if (r <= 0)
+			return r == 0 ? ECONNRESET : errno;
+		got += (size_t)r;
+	}
+	return memcmp(buf, "hi\n", 3) == 0 ? 0 : EPROTO;
+}
+
+static int probe_connect(const char *ip, const char *port, int timeout_ms)
+{
+	struct sockaddr_in a = addr_of(ip, port);
+	long long t0 = now_ms();
+	int s = socket(AF_INET, SOCK_STREAM, 0), e;
+
+	if (s < 0)
+		die("socket");
+	e = connect_within(s, &a, timeout_ms);
+	if (!e) {
+		struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+
+		setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		e = read_greeting(s);
+	}
+	printf("%s %lld\n", e ? errname(e) : "ok", now_ms() - t0);
+	close(s);
+	return 0;
+}
+
+static int probe_hold(const char *ip, const char *port, int seconds)
+{
+	struct sockaddr_in a = addr_of(ip, port);
+	struct timeval tv = { .tv_sec = seconds };
+	int s = socket(AF_INET, SOCK_STREAM, 0), e;
+	long long t0;
+	char c;
+	ssize_t r;
+
+	if (s < 0)
+		die("socket");
+	e = connect_within(s, &a, 5000);
+	if (!e)
+		e = read_greeting(s);
+	if (e) {
+		printf("%s 0\n", errname(e));
+		return 0;
+	}
+	printf("connected\n");
+	fflush(stdout);
+	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	t0 = now_ms();
+	/* a wake-up with nothing to report (EAGAIN before the deadline: sockmap's
+	 * receive path can do that on a state change) is not how it ended */
+	do
+		r = read(s, &c, 1);
+	while (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) && now_ms() - t0 < seconds * 1000LL - 50);
+	if (r == 0)
+		printf("eof %lld\n", now_ms() - t0);
+	else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		printf("timeout %lld\n", now_ms() - t0);
+	else if (r < 0)
+		printf("%s %lld\n", errname(errno), now_ms() - t0);
+	else
+		printf("data %lld\n", now_ms() - t0);
+	close(s);
+	return 0;
+}
+
+/* The Internet checksum (RFC 1071) of len bytes, in network order. Reads
+ * bytes, not 16-bit words: the structs summed are other types (aliasing). */
+static unsigned short csum(const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	unsigned int sum = 0;
+
+	for (; len > 1; len -= 2, p += 2)
+		sum += (unsigned int)(p[0] << 8 | p[1]);
+	if (len)
+		sum += (unsigned int)(p[0] << 8);
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return htons((unsigned short)~sum);
+}
+
+static int spoof_syn(const char *src, const char *dst, const char *port)
+{
+	struct sockaddr_in d = addr_of(dst, port), sa = addr_of(src, "0");
+	struct {
+		struct iphdr ip;
+		struct tcphdr tcp;
+	} pkt;
+	struct {
+		unsigned int src, dst;
+		unsigned char zero, proto;
+		unsigned short len;
+		struct tcphdr tcp;
+	} pseudo;
+	int one = 1, s = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);
+
+	if (s < 0)
+		die("socket(SOCK_RAW)");
+	if (setsockopt(s, IPPROTO_IP, IP_HDRINCL, &one, sizeof(one)) < 0)
+		die("IP_HDRINCL");
+	memset(&pkt, 0, sizeof(pkt));
+	pkt.tcp.source = htons(40000 + (unsigned short)(getpid() % 20000));
+	pkt.tcp.dest = d.sin_port;
+	pkt.tcp.seq = htonl(0x5eed);
+	pkt.tcp.doff = 5;
+	pkt.tcp.syn = 1;
+	pkt.tcp.window = htons(64240);
+	memset(&pseudo, 0, sizeof(pseudo));
+	pseudo.src = sa.sin_addr.s_addr;
+	pseudo.dst = d.sin_addr.s_addr;
+	pseudo.proto = IPPROTO_TCP;
+	pseudo.len = htons(sizeof(struct tcphdr));
+	pseudo.tcp = pkt.tcp;
+	pkt.tcp.check = csum(&pseudo, sizeof(pseudo));
+	pkt.ip.version = 4;
+	pkt.ip.ihl = 5;
+	pkt.ip.ttl = 64;
+	pkt.ip.protocol = IPPROTO_TCP;
+	pkt.ip.tot_len = htons(sizeof(pkt));
+	pkt.ip.saddr = sa.sin_addr.s_addr;
+	pkt.ip.daddr = d.sin_addr.s_addr;
+	pkt.ip.check = csum(&pkt.ip, sizeof(pkt.ip));
+	if (sendto(s, &pkt, sizeof(pkt), 0, (struct sockaddr *)&d, sizeof(d)) < 0)
+		die("sendto");
+	printf("sent %u\n", ntohs(pkt.tcp.source));
+	close(s);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc == 3 && strcmp(argv[1], "serve") == 0)
+		serve(argv[2]);
+	if (argc == 5 && strcmp(argv[1], "connect") == 0)
+		return probe_connect(argv[2], argv[3], atoi(argv[4]));
+	if (argc == 5 && strcmp(argv[1], "hold") == 0)
+		return probe_hold(argv[2], argv[3], atoi(argv[4]));
+	if (argc == 5 && strcmp(argv[1], "spoof-syn") == 0)
+		return spoof_syn(argv[2], argv[3], argv[4]);
+	fprintf(stderr, "usage: smprobe serve PORT | connect IPV4 PORT TIMEOUT_MS | hold IPV4 PORT SECONDS | spoof-syn SRC DST PORT\n");
+	return 2;
+}
