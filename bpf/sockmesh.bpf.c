@@ -191,6 +191,25 @@ allowed:
 	return 1;
 }
 
+/* An L7 service's client at the node proxy's listener: allowed when the
+ * agent wrote an entry for the client's own (subject, peer) classes on that
+ * port, that is when every backend would take this client. */
+static __always_inline int l7_allowed(struct sm_pol_subject *src, __u8 proto, __u16 port_be)
+{
+	struct sm_policy_key k = {};
+
+	k.prefixlen = 96;
+	k.subject = src->subject;
+	k.peer = src->peer;
+	k.dir = SM_DIR_L7;
+	k.proto = proto;
+	k.port = port_be;
+	if (!bpf_map_lookup_elem(&sm_policy, &k))
+		return 0;
+	count_add(SM_CTR_POL_ALLOWED, 1);
+	return 1;
+}
+
 /* The class of a peer known only by its address. `trusted`: the kernel saw
  * this end's own connect or is dialling it, so a pod's /32 stands for the
  * pod; otherwise the address may be forged and counts as an address. */
@@ -273,7 +292,14 @@ static __always_inline int judge_connect(struct bpf_sock_addr *ctx)
 		return 1;
 	to = bpf_map_lookup_elem(&sm_pol_pods, &dst);
 	peer = dialled_peer(dst, &is_pod, &proxy);
-	if ((src->flags & SM_POL_F_EGRESS_ISOLATED) || proxy) {
+	if (proxy) {
+		if (!l7_allowed(src, proto, dport)) {
+			count_add(SM_CTR_POL_EGRESS_DENIED, 1);
+			emit_pol_event(SM_PE_DENY_CONNECT, SM_DIR_L7, bpf_get_socket_cookie(ctx), src->ip4, dst, 0, bpf_ntohs(dport),
+				       src->subject, src->peer, proto);
+			return 0;
+		}
+	} else if (src->flags & SM_POL_F_EGRESS_ISOLATED) {
 		if (!pol_allowed(src->subject, peer, is_pod, SM_DIR_EGRESS, proto, dport)) {
 			count_add(SM_CTR_POL_EGRESS_DENIED, 1);
 			emit_pol_event(SM_PE_DENY_CONNECT, SM_DIR_EGRESS, bpf_get_socket_cookie(ctx), src->ip4, dst, 0,
@@ -800,10 +826,17 @@ int sm_pol_cut(struct bpf_iter__tcp *ctx)
 		if (is_loopback(remote) || remote == local)
 			return 0;
 		peer = dialled_peer(remote, &is_pod, &proxy);
-		if (!(me->flags & SM_POL_F_EGRESS_ISOLATED) && !proxy)
+		port_be = skc->skc_dport;
+		if (proxy) {
+			if (l7_allowed(me, IPPROTO_TCP, port_be))
+				return 0;
+			dir = SM_DIR_L7;
+			peer = me->peer;
+			goto destroy;
+		}
+		if (!(me->flags & SM_POL_F_EGRESS_ISOLATED))
 			return 0;
 		dir = SM_DIR_EGRESS;
-		port_be = skc->skc_dport;
 	} else {
 		if (!(me->flags & SM_POL_F_INGRESS_ISOLATED) || is_loopback(remote) || remote == local)
 			return 0;
@@ -816,14 +849,15 @@ int sm_pol_cut(struct bpf_iter__tcp *ctx)
 		dir = SM_DIR_INGRESS;
 		port_be = bpf_htons(skc->skc_num);
 	}
-	subject = me->subject;
-	if (pol_allowed(subject, peer, is_pod, dir, IPPROTO_TCP, port_be))
+	if (pol_allowed(me->subject, peer, is_pod, dir, IPPROTO_TCP, port_be))
 		return 0;
+destroy:
+	subject = me->subject;
 	if (bpf_sock_destroy(skc))
 		return 0;
 	count_add(SM_CTR_POL_CUT, 1);
-	emit_pol_event(SM_PE_CUT, dir, bpf_get_socket_cookie(skc), dir == SM_DIR_EGRESS ? local : remote,
-		       dir == SM_DIR_EGRESS ? remote : local, dir == SM_DIR_EGRESS ? skc->skc_num : bpf_ntohs(skc->skc_dport),
+	emit_pol_event(SM_PE_CUT, dir, bpf_get_socket_cookie(skc), dir == SM_DIR_INGRESS ? remote : local,
+		       dir == SM_DIR_INGRESS ? local : remote, dir == SM_DIR_INGRESS ? bpf_ntohs(skc->skc_dport) : skc->skc_num,
 		       bpf_ntohs(port_be), subject, peer, IPPROTO_TCP);
 	return 0;
 }

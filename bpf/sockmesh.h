@@ -178,6 +178,7 @@ enum sm_peer_class {
 enum sm_pol_dir {
 	SM_DIR_INGRESS = 0,
 	SM_DIR_EGRESS = 1,
+	SM_DIR_L7 = 2,		/* a client at an L7 service's listener: subject and peer are both the client's classes */
 };
 
 enum sm_pol_flags {

@@ -57,6 +57,8 @@ export interface PolicyLayout {
   /** enum sm_pol_dir */
   dirIngress: number;
   dirEgress: number;
+  /** a client at an L7 service's listener, judged by its own (subject, peer) classes */
+  dirL7: number;
   /** enum sm_pol_event_kind value → name (deny-connect, deny-syn, deny-udp, cut) */
   eventKinds: ReadonlyMap<number, PolicyEventKind>;
 }
@@ -152,6 +154,7 @@ export function layoutFromBtf(btf: BtfTypes): DatapathLayout {
     peerNodeProxy: enumValue(btf, 'sm_peer_class', 'SM_PEER_NODE_PROXY'),
     dirIngress: enumValue(btf, 'sm_pol_dir', 'SM_DIR_INGRESS'),
     dirEgress: enumValue(btf, 'sm_pol_dir', 'SM_DIR_EGRESS'),
+    dirL7: enumValue(btf, 'sm_pol_dir', 'SM_DIR_L7'),
     eventKinds: new Map(kinds.map(([n, k]) => [enumValue(btf, 'sm_pol_event_kind', n), k])),
   });
   return Object.freeze({
@@ -399,7 +402,8 @@ export interface PolicyEventRecord {
   tsNs: bigint;
   cookie: bigint;
   kind: PolicyEventKind | 'unknown';
-  direction: 'ingress' | 'egress';
+  /** l7: a client refused at an L7 service's listener (its egress, or some backend's ingress) */
+  direction: 'ingress' | 'egress' | 'l7';
   srcIp?: string;
   dstIp: string;
   srcPort: number;
@@ -421,7 +425,7 @@ export function decodePolicyEvent(b: Buffer, layout: PolicyLayout): PolicyEventR
     subject: b.readUInt32LE(32),
     peer: b.readUInt32LE(36),
     proto: b.readUInt32LE(40),
-    direction: b.readUInt32LE(44) === layout.dirEgress ? 'egress' : 'ingress',
+    direction: ((d) => (d === layout.dirEgress ? 'egress' : d === layout.dirL7 ? 'l7' : 'ingress'))(b.readUInt32LE(44)),
     kind: layout.eventKinds.get(b.readUInt32LE(48)) ?? 'unknown',
   };
 }

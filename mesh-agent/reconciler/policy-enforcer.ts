@@ -12,15 +12,16 @@
  *
  * L7 services: connect4 sends a client to the node proxy's listener, so the
  * kernel judges "client → listener port" in place of the backends, for
- * every client (SM_POL_F_PROXY on the listener's address). The entry is
- * written only when the evaluator allows the client to every backend of the
- * port, in both directions (fail closed: the proxy may pick any backend).
+ * every client (SM_POL_F_PROXY on the listener's address), by the client's
+ * own subject and peer classes (SM_DIR_L7). The entry is written only when
+ * the evaluator allows the client to every backend of the port, in both
+ * directions (fail closed: the proxy may pick any backend).
  * Ingress-isolated backends accept the node proxy on the port it serves.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  ClassAllocator, DIR_EGRESS, DIR_INGRESS, PEER_NODE_PROXY, PREFIX_PORT, PROTO_TCP, addressPeerClass, compileNetworkPolicies,
+  ClassAllocator, DIR_INGRESS, PEER_NODE_PROXY, PREFIX_PORT, PROTO_TCP, addressPeerClass, compileNetworkPolicies,
   type CompiledNetworkPolicy,
 } from '../../policies/network-compile.js';
 import { explainConnection, type PolicyWorld } from '../../policies/network-verdict.js';
@@ -161,11 +162,15 @@ export class PolicyEnforcer {
         t.policy.set(hex(encodePolicyKey({ subject: s.subject, peer: PEER_NODE_PROXY, dir: DIR_INGRESS, proto: PROTO_TCP, port: b.port, prefixLen: PREFIX_PORT })),
           hex(encodePolicyValue(0)));
       }
-      // clients reach the listener when every backend would take them; a class is allowed only if all its pods are
-      const verdict = new Map<number, boolean>();
-      for (const key of input.localPods.keys()) {
+      // clients reach the listener when every backend would take them; pods that share both their
+      // subject class (their own egress) and their peer class (the backends' ingress) share the verdict
+      const verdict = new Map<string, { subject: number; peer: number; ok: boolean }>();
+      for (const [key, pod] of input.localPods) {
         const subject = compiled.subjects.get(key)?.subject;
-        if (subject === undefined) continue;
+        const peer = compiled.podPeers.get(pod.ip);
+        if (subject === undefined || peer === undefined) continue;
+        const k = `${subject}/${peer}`;
+        if (verdict.has(k)) continue;
         const [namespace, name] = key.split('/') as [string, string];
         const ok = port.backends.every((b) => {
           const target = podByIp.get(b.ip);
@@ -176,11 +181,11 @@ export class PolicyEnforcer {
           });
           return v.kind === 'verdict' && v.allowed;
         });
-        verdict.set(subject, (verdict.get(subject) ?? true) && ok);
+        verdict.set(k, { subject, peer, ok });
       }
-      for (const [subject, ok] of verdict) {
+      for (const { subject, peer, ok } of verdict.values()) {
         if (!ok) continue;
-        t.policy.set(hex(encodePolicyKey({ subject, peer: PEER_L7_LISTENER, dir: DIR_EGRESS, proto: PROTO_TCP, port: port.listenerPort, prefixLen: PREFIX_PORT })),
+        t.policy.set(hex(encodePolicyKey({ subject, peer, dir: L.dirL7, proto: PROTO_TCP, port: port.listenerPort, prefixLen: PREFIX_PORT })),
           hex(encodePolicyValue(0)));
       }
     }

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { Agent } from '../../mesh-agent/agent.js';
-import { helperBinary } from '../../mesh-agent/paths.js';
+import { helperBinary, repoRoot } from '../../mesh-agent/paths.js';
 import { POD_NETWORK } from '../../mesh-agent/runtime/node-runtime.js';
 import { runtimeName } from '../../mesh-agent/runtime/pod-supervisor.js';
 import { cliAsync } from '../fixtures/cli.js';
@@ -230,5 +230,55 @@ if (privileged(t)) {
       await expectCase(t, 'app/client', 'app/server', 'EPERM');
       t.same(agent.status().cluster!.policies.networkPolicies, ['app/server-deny-all'], 'the last good set is still enforced');
     });
+  });
+}
+
+const APP = join(repoRoot(), 'tests', 'fixtures', 'http-app.mjs');
+const CLIENT = join(repoRoot(), 'tests', 'fixtures', 'http-client.mjs');
+const L7_PODS = `apiVersion: v1
+kind: Namespace
+metadata: { name: shop, annotations: { sockmesh.io/enabled: "true" } }
+${pod('shop', 'web-1', 'app: web', [process.execPath, APP, 'web-1', '8080'], '{ name: http, containerPort: 8080 }')}---
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: shop, annotations: { sockmesh.io/l7: "true" } }
+spec: { selector: { app: web }, ports: [{ port: 80, targetPort: http }] }
+${pod('shop', 'client', 'app: client', SLEEP)}${pod('shop', 'intruder', 'app: intruder', SLEEP)}`;
+const L7_POLICY = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: { name: web-from-client, namespace: shop }
+spec: { podSelector: { matchLabels: { app: web } }, policyTypes: [Ingress], ingress: [{ from: [{ podSelector: { matchLabels: { app: client } } }], ports: [{ port: 8080 }] }] }
+`;
+
+if (privileged(t)) {
+  t.test('NetworkPolicy and an L7 service: the client is judged against every backend, the backend accepts the node proxy', async (t) => {
+    const { rt, cgroupPath, clean } = await cleanNode('smv');
+    const dir = mkdtempSync(join(tmpdir(), 'sm-netpol-l7-'));
+    writeFileSync(join(dir, 'pods.yaml'), L7_PODS);
+    writeFileSync(join(dir, 'policies.yaml'), L7_POLICY);
+    const agent = new Agent({
+      manifests: dir, runtimePrefix: 'smv', datapath: { pinDir: TEST_PIN_DIR, cgroupPath }, proxy: 'mesh-proxy', ...agentEndpoints(dir), nodeName: 'netpol-l7-node',
+    });
+    await agent.start();
+    t.teardown(async () => {
+      await agent.stop({ removePods: true }).catch(() => undefined);
+      await clean();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    await until('pods running, the proxy configured and the policy in the kernel', () => {
+      const c = agent.status().cluster!;
+      return c.pods.length === 3 && c.pods.every((p) => p.phase === 'Running') && c.l7.proxy?.running
+        && agent.status().xds.proxies.some((p) => p.types.listener?.ackedVersion) && c.policies.kernel?.policies.length === 1 && c;
+    });
+    const call = async (from: string) => {
+      const out = await rt.execOutput(runtimeName(from), [process.execPath, CLIENT, 'http://web/', '2'], { timeoutMs: 60_000 });
+      return (JSON.parse(out.toString()) as { counts: Record<string, number> }).counts;
+    };
+    t.same(await call('shop/client'), { '200 web-1': 2 }, 'the allowed client reaches the backend through the node proxy (the backend accepts the proxy)');
+    t.same(await call('shop/intruder'), { '0 EPERM': 2 }, 'the other pod is refused at connect: the policy denies it at every backend');
+    const webIp = agent.status().cluster!.pods.find((p) => p.key === 'shop/web-1')!.ip!;
+    const direct = async (from: string) => (await rt.execOutput(runtimeName(from), [PROBE, 'connect', webIp, '8080', '1000'])).toString().split(' ')[0];
+    t.equal(await direct('shop/intruder'), 'EPERM', 'and cannot go around the proxy to the backend');
+    t.equal(await direct('shop/client'), 'ok', 'the allowed client reaches the backend directly too');
   });
 }

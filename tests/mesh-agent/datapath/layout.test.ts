@@ -21,7 +21,7 @@ t.test('the compiled object agrees with the agent', async (t) => {
   t.equal(layout.cgroupEnrolledFlag, 1);
   t.same({ ...layout.policy, eventKinds: [...layout.policy.eventKinds] }, {
     flagIngressIsolated: 1, flagEgressIsolated: 2, flagPod: 4, flagProxy: 8, peerAny: 0, peerAnyPod: 1, peerWorld: 2, peerNodeProxy: 3,
-    dirIngress: 0, dirEgress: 1, eventKinds: [[1, 'deny-connect'], [2, 'deny-syn'], [3, 'deny-udp'], [4, 'cut']],
+    dirIngress: 0, dirEgress: 1, dirL7: 2, eventKinds: [[1, 'deny-connect'], [2, 'deny-syn'], [3, 'deny-udp'], [4, 'cut']],
   });
 });
 
