@@ -52,7 +52,10 @@ import { Histogram } from './admin/prometheus.js';
 import { AgentTelemetry, DEFAULT_RELAY_SOCKET, type FlowFilter } from './telemetry/agent-telemetry.js';
 import { ADS_ACK_CHANNEL, type AdsAckEvent } from '../xds/ads-server.js';
 import diagnosticsChannel from 'node:diagnostics_channel';
-import { type FlowEventReader, epochOffsetNs } from './datapath/flow-events.js';
+import { type FlowEventReader, type RingRecordReader, epochOffsetNs } from './datapath/flow-events.js';
+import type { PolicyEventRecord } from './datapath/layout.js';
+import type { DenialReason, PolicyEventContext } from './telemetry/policy-events.js';
+import { type ConnectionQuery, type PolicyWorld, explainConnection } from '../policies/network-verdict.js';
 import { parseHostPort } from './host-port.js';
 
 /** Where the node proxy finds the agent's ADS server by default (Istio's plaintext xDS port). */
@@ -199,6 +202,8 @@ interface ClusterParts {
   policy?: PolicyEnforcer;
   policyError?: string;
   proxyCgroupId?: bigint;
+  /** the evaluator's view of the store, at a revision */
+  world?: { revision: number; world: PolicyWorld };
   policyTimer?: NodeJS.Timeout;
   savedAllocations?: string;
   savedRevision?: string;
@@ -234,6 +239,7 @@ export class Agent {
   readonly #onAck = (m: unknown) => this.#acked(m as AdsAckEvent);
   /** the kernel's connection open/close events (ring buffer), into the telemetry */
   #flowReader: FlowEventReader | undefined;
+  #policyReader: RingRecordReader<PolicyEventRecord> | undefined;
 
   constructor(opts: AgentOptions = {}) {
     this.nodeName = opts.nodeName ?? hostname();
@@ -335,7 +341,7 @@ export class Agent {
     for (const k of ['namespace', 'pod', 'service'] as const) { const v = q.get(k); if (v) filter[k] = v; }
     const type = q.get('type');
     if (type) {
-      if (type !== 'l4' && type !== 'l7') throw new InvalidArgumentError(`type ${JSON.stringify(type)}: must be l4 or l7`);
+      if (type !== 'l4' && type !== 'l7' && type !== 'security') throw new InvalidArgumentError(`type ${JSON.stringify(type)}: must be l4, l7 or security`);
       filter.type = type;
     }
     const lastRaw = q.get('last') ?? '20';
@@ -373,6 +379,12 @@ export class Agent {
         onError: (err) => this.#log?.(`flow events: ${(err as Error).message ?? String(err)}`),
       });
       this.#flowReader.start();
+      const policyContext = this.#policyEventContext();
+      this.#policyReader = this.#datapath.policyEventReader({
+        onEvents: (events) => this.telemetry.onPolicyEvents(events, policyContext),
+        onError: (err) => this.#log?.(`policy events: ${(err as Error).message ?? String(err)}`),
+      });
+      this.#policyReader.start();
       for (const ip of this.#enroll) this.#datapath.enroll(ip);
       if (this.#cluster) await this.#startCluster(this.#cluster);
       if (!this.#snapshot) this.publish({}); // nothing for the node proxy yet: an empty, consistent configuration
@@ -389,6 +401,8 @@ export class Agent {
       diagnosticsChannel.unsubscribe(ADS_ACK_CHANNEL, this.#onAck);
       this.#flowReader?.stop();
       this.#flowReader = undefined;
+      this.#policyReader?.stop();
+      this.#policyReader = undefined;
       await this.telemetry.stop();
       this.#datapath.stop();
       throw err;
@@ -453,6 +467,51 @@ export class Agent {
     }
   }
 
+  /** The evaluator's view of the cluster now (cached per store revision). */
+  #policyWorld(c: ClusterParts): PolicyWorld {
+    if (c.world && c.world.revision === c.store.revision) return c.world.world;
+    const store = c.store;
+    const world: PolicyWorld = {
+      namespaces: [...store.namespaces().values()].map((n) => ({ name: n.meta.name, labels: n.meta.labels })),
+      pods: [...store.pods().values()].filter((p) => !p.hostNetwork).map((p) => ({
+        namespace: p.meta.namespace, name: p.meta.name, labels: p.meta.labels, ...(p.ip !== undefined && { ip: p.ip }),
+        ports: p.ports.map((x) => ({ ...(x.name !== undefined && { name: x.name }), containerPort: x.containerPort, protocol: x.protocol })),
+      })),
+      policies: [...store.networkPolicies().values()],
+    };
+    c.world = { revision: store.revision, world };
+    return world;
+  }
+
+  /** What the kernel's policy events need from the cluster: workloads, and the evaluator's reasons. */
+  #policyEventContext(): PolicyEventContext {
+    const denial = (world: PolicyWorld, q: ConnectionQuery): DenialReason | undefined => {
+      const v = explainConnection(world, q);
+      if (v.kind !== 'verdict' || v.allowed) return undefined;
+      const d = !v.egress.allowed ? v.egress : v.ingress;
+      return { policy: d.outcome === 'denied' ? d.selectedBy.join(',') : 'unknown', reason: v.reason };
+    };
+    return {
+      workloadOf: (ip) => this.#workloads.get(ip),
+      sourceIsPod: (ev) => ev.srcIp !== undefined && this.#cluster?.policy?.compiled?.podPeers.get(ev.srcIp) === ev.peer,
+      explain: (q) => {
+        const c = this.#cluster;
+        if (!c) return undefined;
+        const world = this.#policyWorld(c);
+        if (!('listenerPort' in q.to)) return denial(world, { from: q.from, to: q.to, port: q.port, protocol: q.protocol });
+        const port = q.to.listenerPort;
+        const fe = [...(c.loop?.desired?.services.values() ?? [])].find((f) => f.l7?.listenerPort === port);
+        for (const b of fe?.l7?.backends ?? []) {
+          const pod = world.pods.find((p) => p.ip === b.ip);
+          const d = denial(world, { from: q.from, to: pod ? { kind: 'pod', namespace: pod.namespace, name: pod.name } : { kind: 'ip', ip: b.ip }, port: b.port, protocol: 'TCP' });
+          if (d) return { policy: d.policy, reason: `service ${fe!.service}, backend ${b.ip}:${b.port}: ${d.reason}` };
+        }
+        return undefined;
+      },
+      toEpochMs: (mono) => Number((mono + epochOffsetNs()) / 1_000_000n),
+    };
+  }
+
   /** NetworkPolicy into the kernel after a pass; a failure keeps what the maps hold, recorded, and the next pass starts from a re-read. */
   #enforcePolicies(c: ClusterParts, d: DesiredState): void {
     if (!c.policy) return;
@@ -463,15 +522,7 @@ export class Agent {
       const id = cgroups?.get(p.key);
       if (id !== undefined) localPods.set(p.key, { ip: p.ip, cgroupId: id });
     }
-    const store = c.store;
-    const world = {
-      namespaces: [...store.namespaces().values()].map((n) => ({ name: n.meta.name, labels: n.meta.labels })),
-      pods: [...store.pods().values()].filter((p) => !p.hostNetwork).map((p) => ({
-        namespace: p.meta.namespace, name: p.meta.name, labels: p.meta.labels, ...(p.ip !== undefined && { ip: p.ip }),
-        ports: p.ports.map((x) => ({ ...(x.name !== undefined && { name: x.name }), containerPort: x.containerPort, protocol: x.protocol })),
-      })),
-      policies: [...store.networkPolicies().values()],
-    };
+    const world = this.#policyWorld(c);
     c.proxyCgroupId = c.proxy?.cgroupId();
     const ports = [...d.services.values()].flatMap((fe) => (fe.l7 ? [{ listenerPort: fe.l7.listenerPort, backends: fe.l7.backends }] : []));
     try {
@@ -675,6 +726,8 @@ export class Agent {
     diagnosticsChannel.unsubscribe(ADS_ACK_CHANNEL, this.#onAck);
     this.#flowReader?.stop(); // delivers what is left
     this.#flowReader = undefined;
+    this.#policyReader?.stop();
+    this.#policyReader = undefined;
     for (const p of this.#pushes) this.#endPush(p, false);
     await this.telemetry.stop();
     if (opts.down) this.#datapath.down();

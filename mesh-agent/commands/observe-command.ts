@@ -16,7 +16,7 @@ By default it prints the last flows and exits; --follow keeps streaming.
   --namespace NS        flows with an end in this namespace
   --pod [NS/]POD        flows with this pod at one end
   --service [NS/]NAME   flows to this service (or with a workload of that service.name)
-  --type l4|l7          connections only, or requests only
+  --type l4|l7|security connections (kernel policy denials among them), requests, or security events only
   --last N              how many recent flows first (default 20; 0 with --follow: only new ones)
   -f, --follow          keep streaming new flows until interrupted
   --json                one JSON object per line (the fields of the text output, and more)
@@ -37,6 +37,10 @@ function end(e: FlowRecord['source']): string {
 /** One flow as a line of text. */
 export function formatFlow(f: FlowRecord): string {
   const time = f.time.slice(11, 23);
+  if (f.type === 'security') return `${time}  SECURITY ${f.reason ?? f.securityType}`;
+  if (f.type === 'l4' && f.layer === 'kernel-l4') {
+    return `${time}  ${end(f.source)} -> ${end(f.destination)}  DENIED by ${f.policy}  L4 kernel  ${f.reason ?? f.kernelEvent ?? ''}`;
+  }
   const what = f.type === 'l4'
     ? `L4 ${f.path.padEnd(6)} ${bytes(f.bytesSent)} sent, ${bytes(f.bytesReceived)} received`
     : `L7 proxy  ${f.method} ${f.urlPath} ${f.status ?? '-'}`;
@@ -53,7 +57,7 @@ export async function observe(argv: string[]): Promise<number> {
   const q = new URLSearchParams();
   for (const k of ['namespace', 'pod', 'service'] as const) { const v = str(p, k); if (v !== undefined) q.set(k, v); }
   const type = str(p, 'type');
-  if (type !== undefined && type !== 'l4' && type !== 'l7') throw new InvalidArgumentError(`--type must be l4 or l7, got ${JSON.stringify(type)}`);
+  if (type !== undefined && type !== 'l4' && type !== 'l7' && type !== 'security') throw new InvalidArgumentError(`--type must be l4, l7 or security, got ${JSON.stringify(type)}`);
   if (type) q.set('type', type);
   q.set('last', String(int(p, 'last') ?? 20));
   const socketPath = str(p, 'admin-socket') ?? DEFAULT_ADMIN_SOCKET;

@@ -12,13 +12,13 @@ import { basename, join } from 'node:path';
 import { BpfError, InvalidArgumentError, NotUpError, PinMismatchError, VerifierRejectedError } from '../errors.js';
 import { DEFAULT_PIN_DIR, STATE_DIR, defaultObjectPath } from '../paths.js';
 import { checkKernel, checkPrivileges, ensureBpffs, findCgroup2 } from './host-checks.js';
-import { FlowEventReader, type FlowEventReaderOptions } from './flow-events.js';
+import { FlowEventReader, type FlowEventReaderOptions, RingRecordReader, type RingRecordReaderOptions } from './flow-events.js';
 import {
   BPF, BpfObject, btfOfFile, inNetns, linkCreate, linkInfo, mapDelete, mapInfo, mapKeys, mapLookup, mapUpdate, objGet, objPin,
   possibleCpus, progAttach, runIterator, silenceLibbpf,
 } from './libbpf.js';
 import {
-  type DatapathLayout, type EndpointInfo, type SockKey, decodeEndpoint, decodeIPv4, decodeSockKey, encodeEndpoint,
+  type DatapathLayout, type EndpointInfo, type PolicyEventRecord, type SockKey, decodeEndpoint, decodePolicyEvent, decodeIPv4, decodeSockKey, encodeEndpoint,
   encodeIPv4, encodeSockKey, layoutFromBtf,
 } from './layout.js';
 
@@ -448,6 +448,15 @@ export class Datapath {
    */
   flowEventReader(opts: Omit<FlowEventReaderOptions, 'mapPath' | 'layout'>): FlowEventReader {
     return new FlowEventReader({ ...opts, mapPath: this.flowEventsPin, layout: this.layout });
+  }
+
+  /**
+   * A reader of this datapath's policy events (denied connects and packets,
+   * cut connections); not started. Needs start() or adopt() first.
+   */
+  policyEventReader(opts: Omit<RingRecordReaderOptions<PolicyEventRecord>, 'mapPath' | 'decode'>): RingRecordReader<PolicyEventRecord> {
+    const layout = this.layout.policy;
+    return new RingRecordReader({ ...opts, mapPath: this.policyEventsPin, decode: (r) => decodePolicyEvent(r, layout) });
   }
 
   /** 4-tuples of the sockets currently short-circuited. */

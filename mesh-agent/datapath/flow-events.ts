@@ -95,14 +95,14 @@ export function monotonicToEpochNs(monotonicNs: bigint, offsetNs: bigint = epoch
   return monotonicNs + offsetNs;
 }
 
-/** Options of a FlowEventReader. Frozen after validation. */
-export interface FlowEventReaderOptions {
-  /** bpffs path of the pinned sm_flow_events map (Datapath.flowEventReader() fills it in). */
+/** Options of a RingRecordReader. Frozen after validation. */
+export interface RingRecordReaderOptions<T> {
+  /** bpffs path of the pinned ring buffer map. */
   mapPath: string;
-  /** The layout learned from the BPF object's BTF (Datapath.layout). */
-  layout: DatapathLayout;
+  /** Turns one record into an event (throws on a record that does not decode). */
+  decode: (record: Buffer) => T;
   /** Gets every non-empty batch of events, oldest first. */
-  onEvents: (events: FlowEvent[]) => void;
+  onEvents: (events: T[]) => void;
   /** How often the reader drains the ring buffer once started, in ms. Default: 100. */
   pollIntervalMs?: number;
   /**
@@ -113,41 +113,48 @@ export interface FlowEventReaderOptions {
   onError?: (err: unknown) => void;
 }
 
-type ValidReaderOptions = Readonly<Required<Omit<FlowEventReaderOptions, 'onError'>> & Pick<FlowEventReaderOptions, 'onError'>>;
+/** Options of a FlowEventReader. Frozen after validation. */
+export interface FlowEventReaderOptions extends Omit<RingRecordReaderOptions<FlowEvent>, 'decode'> {
+  /** The layout learned from the BPF object's BTF (Datapath.layout). */
+  layout: DatapathLayout;
+}
 
-function validateReader(opts: FlowEventReaderOptions): ValidReaderOptions {
+type ValidReaderOptions<T> = Readonly<Required<Omit<RingRecordReaderOptions<T>, 'onError'>> & Pick<RingRecordReaderOptions<T>, 'onError'>>;
+
+function validateReader<T>(opts: RingRecordReaderOptions<T>): ValidReaderOptions<T> {
   if (typeof opts.mapPath !== 'string' || !opts.mapPath.startsWith('/')) {
     throw new InvalidArgumentError(`mapPath must be an absolute bpffs path, got ${JSON.stringify(opts.mapPath)}`);
   }
   if (typeof opts.onEvents !== 'function') throw new InvalidArgumentError('onEvents must be a function');
+  if (typeof opts.decode !== 'function') throw new InvalidArgumentError('decode must be a function');
   if (opts.onError !== undefined && typeof opts.onError !== 'function') throw new InvalidArgumentError('onError must be a function');
   const pollIntervalMs = opts.pollIntervalMs ?? 100;
   if (!Number.isInteger(pollIntervalMs) || pollIntervalMs < 1 || pollIntervalMs > 60_000) {
     throw new InvalidArgumentError(`pollIntervalMs must be an integer from 1 to 60000, got ${pollIntervalMs}`);
   }
-  return Object.freeze({ mapPath: opts.mapPath, layout: opts.layout, onEvents: opts.onEvents, pollIntervalMs, onError: opts.onError });
+  return Object.freeze({ mapPath: opts.mapPath, decode: opts.decode, onEvents: opts.onEvents, pollIntervalMs, onError: opts.onError });
 }
 
 /**
- * Drains sm_flow_events every pollIntervalMs and hands the decoded events to
+ * Drains a ring buffer every pollIntervalMs and hands the decoded events to
  * onEvents. The constructor only validates; start() opens the pinned map and
  * starts the timer (unref'd: it keeps no process alive); stop() delivers what
  * is left, then releases the timer, the ring and the map fd.
  */
-export class FlowEventReader {
-  readonly options: ValidReaderOptions;
+export class RingRecordReader<T> {
+  readonly options: ValidReaderOptions<T>;
   #fd: number | undefined;
   #ring: RingBuffer | undefined;
   #timer: NodeJS.Timeout | undefined;
   #records: Buffer[] = [];
 
-  constructor(opts: FlowEventReaderOptions) {
+  constructor(opts: RingRecordReaderOptions<T>) {
     this.options = validateReader(opts);
   }
 
   /** Opens the map and starts polling. */
   start(): void {
-    if (this.#fd !== undefined) throw new InvalidArgumentError('this FlowEventReader was started already');
+    if (this.#fd !== undefined) throw new InvalidArgumentError('this reader was started already');
     const fd = objGet(this.options.mapPath);
     try {
       const info = mapInfo(fd);
@@ -177,7 +184,7 @@ export class FlowEventReader {
     }
     const records = this.#records;
     this.#records = [];
-    if (records.length > 0) this.options.onEvents(records.map((r) => decodeFlowEvent(r, this.options.layout.flowEvent)));
+    if (records.length > 0) this.options.onEvents(records.map((r) => this.options.decode(r)));
     if (failure !== undefined) throw failure;
     return records.length;
   }
@@ -204,5 +211,13 @@ export class FlowEventReader {
       this.#fd = undefined;
       this.#records = [];
     }
+  }
+}
+
+/** The reader of sm_flow_events: records decoded by the object's layout. */
+export class FlowEventReader extends RingRecordReader<FlowEvent> {
+  constructor(opts: FlowEventReaderOptions) {
+    const { layout, ...rest } = opts;
+    super({ ...rest, decode: (r) => decodeFlowEvent(r, layout.flowEvent) });
   }
 }

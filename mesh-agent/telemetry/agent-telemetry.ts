@@ -11,7 +11,7 @@
 import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { dirname } from 'node:path';
-import { context as otelContext, propagation, ROOT_CONTEXT, trace, type Context, type Tracer } from '@opentelemetry/api';
+import { context as otelContext, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type Tracer } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import { NodeSDK } from '@opentelemetry/sdk-node';
@@ -28,10 +28,15 @@ import { parentBasedSampler, workloadResource, type WorkloadIdentity } from '../
 import type { MetricFamily } from '../admin/prometheus.js';
 import { FlowMetrics } from './flow-metrics.js';
 import { FlowTracker, type FlowRecord, type KernelFlowEvent } from './flow-tracker.js';
+import type { PolicyEventRecord } from '../datapath/layout.js';
+import { type PolicyEventContext, policyEventRecords } from './policy-events.js';
+import { SecurityDetector, describeSecurityEvent } from './security-events.js';
+import { keepTrace, randomSpanId, randomTraceId } from '../../telemetry/trace-ids.js';
 
 export const DEFAULT_RELAY_SOCKET = '/run/sockmesh/otlp.sock';
 /** the node proxy's request spans: their instrumentation scope */
 const PROXY_SCOPE = { name: 'sockmesh.node-proxy' };
+const KERNEL_POLICY_SCOPE = { name: 'sockmesh.kernel.policy' };
 /** bytes of request spans waiting for the trace file at most (more are dropped, counted) */
 const FORWARD_MAX_PENDING_BYTES = 16 * 1024 * 1024;
 
@@ -61,7 +66,7 @@ export interface FlowFilter {
   namespace?: string;
   pod?: string;
   service?: string;
-  type?: 'l4' | 'l7';
+  type?: 'l4' | 'l7' | 'security';
 }
 
 export function flowMatches(f: FlowRecord, q: FlowFilter): boolean {
@@ -89,6 +94,8 @@ export class AgentTelemetry {
   readonly queue: ExportQueue;
   readonly flows: FlowTracker;
   readonly metrics = new FlowMetrics();
+  /** scans, repeated denials and spoofing, from the kernel's policy events */
+  readonly security = new SecurityDetector();
   readonly relaySocket: string;
   readonly #o: AgentTelemetryOptions;
   readonly #resources = new Map<string, Resource>();
@@ -285,6 +292,44 @@ export class AgentTelemetry {
       () => { f.exported += count; },
       () => { f.failed += count; },
     ).finally(() => { f.pendingBytes -= bytes; });
+  }
+
+  /**
+   * The kernel's policy events: each a denied flow (observe, metrics) with
+   * the evaluator's reason, a span on the calling workload's resource (an
+   * error span named sockmesh.policy.denied, so a backend shows who was
+   * refused what), and input to the security detectors, whose findings are
+   * flows of type security.
+   */
+  onPolicyEvents(events: readonly PolicyEventRecord[], ctx: PolicyEventContext): void {
+    for (const ev of events) {
+      const { flow, event } = policyEventRecords(ev, ctx);
+      this.#flow(flow);
+      if (this.options.enabled && keepTrace(randomTraceId(), this.options.sampleRatio)) this.#denialSpan(ev, flow, ctx);
+      for (const s of this.security.observe(event)) {
+        this.#flow({
+          type: 'security', time: new Date(event.atMs).toISOString(), securityType: s.type, reason: describeSecurityEvent(s),
+          source: { address: 'source' in s ? s.source.ip : (s.sender ?? '?') }, destination: { address: 'destination' in s ? `${s.destination.ip}:${s.destination.port}` : '' },
+          verdict: 'denied', path: 'kernel', durationMs: 0,
+        });
+      }
+    }
+  }
+
+  #denialSpan(ev: PolicyEventRecord, flow: FlowRecord, ctx: PolicyEventContext): void {
+    const owner = flow.source.pod !== undefined ? ctx.workloadOf(ev.srcIp!) : flow.destination.pod !== undefined ? ctx.workloadOf(ev.dstIp) : undefined;
+    const ns = BigInt(Math.round(ctx.toEpochMs(ev.tsNs) * 1e6));
+    this.queue.push(finishedSpan({
+      name: 'sockmesh.policy.denied', kind: SpanKind.INTERNAL, traceId: randomTraceId(), spanId: randomSpanId(), startNs: ns, endNs: ns,
+      attributes: {
+        'sockmesh.policy': flow.policy ?? 'unknown', 'sockmesh.policy.reason': flow.reason ?? '', 'sockmesh.policy.layer': 'kernel-l4',
+        'sockmesh.policy.action': flow.kernelEvent ?? 'refused', 'sockmesh.policy.direction': ev.direction,
+        'network.transport': ev.proto === 17 ? 'udp' : 'tcp', 'server.address': ev.dstIp, 'server.port': ev.dstPort,
+        ...(ev.srcIp !== undefined && { 'client.address': ev.srcIp }), ...(ev.srcPort && { 'client.port': ev.srcPort }),
+      },
+      status: { code: SpanStatusCode.ERROR, message: flow.reason ?? 'denied by policy' },
+      resource: this.resourceOf(owner), scope: KERNEL_POLICY_SCOPE,
+    }));
   }
 
   /** Kernel events from the datapath's ring buffer. */

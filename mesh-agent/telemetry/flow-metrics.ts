@@ -18,8 +18,25 @@ export class FlowMetrics {
   readonly #requests = new Map<string, { labels: Record<string, string>; value: number }>();
   readonly #latency = new Histogram(LATENCY_BOUNDS_S);
   readonly #denials = new Map<string, { labels: Record<string, string>; value: number }>();
+  readonly #security = new Map<string, number>();
+
+  #deny(src: string, dst: string, layer: string, policy: string): void {
+    const dk = `${src}\0${dst}\0${layer}\0${policy}`;
+    const d = this.#denials.get(dk);
+    if (d) d.value++;
+    else this.#denials.set(dk, { labels: { source_workload: src, destination_service: dst, layer, policy }, value: 1 });
+  }
 
   record(f: FlowRecord): void {
+    if (f.type === 'security') {
+      this.#security.set(f.securityType ?? 'unknown', (this.#security.get(f.securityType ?? 'unknown') ?? 0) + 1);
+      return;
+    }
+    if (f.type === 'l4' && f.verdict === 'denied') {
+      // refused, dropped or cut by the kernel: no connection carried bytes; the destination is the workload it asked for
+      this.#deny(workload(f.source), f.destination.pod !== undefined ? workload(f.destination) : f.destination.address.replace(/:\d+$/, ''), f.layer ?? 'kernel-l4', f.policy ?? 'unknown');
+      return;
+    }
     if (f.type === 'l4') {
       this.#connections.set(f.path, (this.#connections.get(f.path) ?? 0) + 1);
       this.#bytes.set(`${f.path}|sent`, (this.#bytes.get(`${f.path}|sent`) ?? 0) + (f.bytesSent ?? 0));
@@ -37,12 +54,7 @@ export class FlowMetrics {
     this.#latency.observe({ source_workload: src, destination_workload: dst }, f.durationMs / 1000, pairKey);
     if (f.verdict === 'denied') {
       // a denied request reached no workload: its destination is the service it asked for
-      const svc = f.service ?? 'unknown';
-      const policy = f.policy ?? 'unknown';
-      const dk = `${src}\0${svc}\0${policy}`;
-      const d = this.#denials.get(dk);
-      if (d) d.value++;
-      else this.#denials.set(dk, { labels: { source_workload: src, destination_service: svc, layer: 'proxy-l7', policy }, value: 1 });
+      this.#deny(src, f.service ?? 'unknown', 'proxy-l7', f.policy ?? 'unknown');
     }
   }
 
@@ -54,8 +66,10 @@ export class FlowMetrics {
         samples: [...this.#bytes].map(([k, value]) => { const [path, direction] = k.split('|') as [string, string]; return { labels: { path, direction }, value }; }) },
       { name: 'sockmesh_requests_total', help: 'HTTP requests through the node proxy, by calling and serving workload (namespace/service) and status class.', type: 'counter',
         samples: [...this.#requests.values()] },
-      { name: 'sockmesh_policy_denials_total', help: 'Requests and connections a policy denied, by calling workload, the service asked for, the layer (proxy-l7: the node proxy\'s RBAC) and the policy rule ("none": no ALLOW rule matched).', type: 'counter',
+      { name: 'sockmesh_policy_denials_total', help: 'Requests and connections a policy denied, by calling workload, the service (L7) or workload or address (L4) asked for, the layer (proxy-l7: the node proxy\'s RBAC; kernel-l4: NetworkPolicy, connects refused, packets dropped and connections cut) and the policy ("none": no ALLOW rule matched).', type: 'counter',
         samples: [...this.#denials.values()] },
+      { name: 'sockmesh_security_events_total', help: 'Cross-workload security events reported (scan, repeated-denials, spoofing), each once per episode.', type: 'counter',
+        samples: [...this.#security].map(([type, value]) => ({ labels: { type }, value })) },
       { name: 'sockmesh_request_duration_seconds', help: 'HTTP request latency through the node proxy, as the caller sees it, by workload pair.', type: 'histogram',
         samples: this.#latency.samples() },
     ];

@@ -37,7 +37,8 @@ export interface KernelFlowEvent {
 
 /** What observe streams and metrics count: one finished connection or one request. */
 export interface FlowRecord {
-  type: 'l4' | 'l7';
+  /** l4: a connection; l7: a request; security: a cross-workload security event (scan, repeated denials, spoofing) */
+  type: 'l4' | 'l7' | 'security';
   /** ISO time of the flow's end */
   time: string;
   source: { address: string; namespace?: string; pod?: string; service?: string };
@@ -46,8 +47,16 @@ export interface FlowRecord {
   service?: string;
   /** denied: by a policy (the node proxy's RBAC for requests), named in `policy` */
   verdict: 'forwarded' | 'error' | 'denied';
-  /** the policy rule that denied it ("ns/name/rule-N"), or "none" when no ALLOW rule matched */
+  /** the policy rule that denied it ("ns/name/rule-N"), or "none" when no ALLOW rule matched; in the kernel: the policies selecting the denying end */
   policy?: string;
+  /** where a denial was decided: the kernel (NetworkPolicy) or the node proxy (AuthorizationPolicy) */
+  layer?: 'kernel-l4' | 'proxy-l7';
+  /** a kernel denial: the connect refused, a packet dropped, or an established connection cut */
+  kernelEvent?: 'refused' | 'dropped' | 'cut';
+  /** a denial's or security event's explanation, in words */
+  reason?: string;
+  /** a security event's kind, when type is security */
+  securityType?: 'scan' | 'repeated-denials' | 'spoofing';
   /** kernel: spliced socket to socket; stack: the TCP/IP stack; proxy: through the node proxy */
   path: 'kernel' | 'stack' | 'proxy';
   durationMs: number;

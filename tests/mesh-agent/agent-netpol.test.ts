@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { Agent } from '../../mesh-agent/agent.js';
+import { adminGet } from '../../mesh-agent/admin/admin-client.js';
 import { helperBinary, repoRoot } from '../../mesh-agent/paths.js';
 import { POD_NETWORK } from '../../mesh-agent/runtime/node-runtime.js';
 import { runtimeName } from '../../mesh-agent/runtime/pod-supervisor.js';
@@ -83,6 +84,17 @@ if (privileged(t)) {
         return JSON.stringify(p.kernel?.policies) === JSON.stringify(names.map((n) => `app/${n}`).sort()) && p.enforced.networkPolicies && p;
       });
     };
+    type Flow = { type: string; verdict: string; policy?: string; reason?: string; kernelEvent?: string; securityType?: string; source: { address: string; pod?: string }; destination: { address: string; pod?: string } };
+    const flows = async (type = 'l4'): Promise<Flow[]> =>
+      (await adminGet(agent.adminSocket, `/flows?type=${type}&last=1000`)).text.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Flow);
+    const untilAsync = async <T>(what: string, f: () => Promise<T | false | undefined>, ms = 10_000): Promise<T> => {
+      for (const deadline = Date.now() + ms; ;) {
+        const v = await f();
+        if (v) return v;
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
     const check = async (from: string, to: string, port = 8080) => {
       const r = await cliAsync(['policy', 'check', '--admin-socket', agent.adminSocket, '--from', from, '--to', `${to}:${port}`]);
       return { allowed: r.code === 0, text: r.stdout };
@@ -116,6 +128,30 @@ if (privileged(t)) {
       const after = counters();
       t.equal(after.pol_ingress_denied! - before.pol_ingress_denied!, 3, 'three connects refused by the destination\'s ingress');
       t.ok(after.pol_syn_denied! - before.pol_syn_denied! >= 1, 'the host\'s SYNs dropped at the listener');
+      // the kernel's events: observe, metrics, the evaluator's words
+      const denied = await untilAsync('the denials reported', async () => {
+        const f = (await flows()).filter((x) => x.verdict === 'denied' && x.policy === 'app/server-deny-all');
+        return f.some((x) => x.kernelEvent === 'dropped') && f.filter((x) => x.kernelEvent === 'refused').length >= 3 && f;
+      });
+      t.ok(denied.some((f) => f.kernelEvent === 'refused' && f.source.pod === 'client' && f.destination.pod === 'server'
+        && /^refused at connect \(EPERM\) by ingress: .*app\/server-deny-all/.test(f.reason!)), 'observe: the pod refused at connect, with the reason and policy');
+      t.ok(denied.some((f) => f.kernelEvent === 'dropped' && f.source.pod === undefined && f.source.address.startsWith(`${POD_NETWORK.gateway}:`)), 'observe: the host\'s SYN dropped, the source an address');
+      const obs = await cliAsync(['observe', '--admin-socket', agent.adminSocket, '--type', 'l4', '--pod', 'app/client', '--last', '50']);
+      t.match(obs.stdout, /app\/client -> app\/server\s+DENIED by app\/server-deny-all\s+L4 kernel\s+refused at connect \(EPERM\) by ingress/, 'observe renders it');
+      const metrics = (await adminGet(agent.adminSocket, '/metrics')).text;
+      t.match(metrics, /sockmesh_policy_denials_total\{source_workload="app\/client",destination_service="app\/server",layer="kernel-l4",policy="app\/server-deny-all"\} [1-9]/, 'metrics: denials by workload pair, layer and policy');
+    });
+
+    t.test('scan-reported-once', async (t) => {
+      // still all-ingress-deny on the server: one pod tries 12 ports
+      for (let port = 9100; port < 9112; port++) t.equal(await connect('app/client2', 'app/server', port), 'EPERM', `port ${port} refused`);
+      const scans = await untilAsync('a scan reported', async () => {
+        const f = (await flows('security')).filter((x) => x.securityType === 'scan');
+        return f.length > 0 && f;
+      });
+      t.equal(scans.length, 1, 'reported once');
+      t.match(scans[0]!.reason, /^SCAN app\/client2 probed 10 destinations \(10 ports on 1 host; 1 workload: app\/server\)/, `in words: ${scans[0]!.reason}`);
+      t.match((await adminGet(agent.adminSocket, '/metrics')).text, /sockmesh_security_events_total\{type="scan"\} 1/, 'and counted');
     });
 
     t.test('all-egress-deny', async (t) => {
@@ -214,6 +250,11 @@ if (privileged(t)) {
       t.match(hostEnd, /^(ECONNABORTED|ECONNRESET)$/, `the host's blocked read fails (${host.lines[1]})`);
       t.ok(ended - t0 < 1000, `both cut ${ended - t0} ms after the policy file was written (in force after ${applied - t0} ms)`);
       t.ok(agent.status().cluster!.policies.kernel!.lastCut!.cut >= 2, 'the cut pass destroyed the sockets');
+      const cuts = await untilAsync('the cuts reported', async () => {
+        const f = (await flows()).filter((x) => x.kernelEvent === 'cut');
+        return f.length >= 2 && f;
+      });
+      t.ok(cuts.every((f) => f.policy === 'app/server-deny-all' && /^cut \(the policy no longer allows it\) by ingress/.test(f.reason!)), 'observe: each cut connection, with the policy that cut it');
       t.equal(agent.status().datapath.sockets, 0, 'and they left the sockhash');
     });
 

@@ -39,7 +39,7 @@ t.test('bad input gets a clear error and exit code 2', async (t) => {
     [['run', '--otlp-protocol', 'thrift'], /--otlp-protocol "thrift": not an OTLP protocol/],
     [['run', '--sample-ratio', '2'], /--sample-ratio "2": must be a number from 0 to 1/],
     [['run', '--tracing', 'maybe'], /--tracing "maybe": must be on or off/],
-    [['observe', '--type', 'l5'], /--type must be l4 or l7/],
+    [['observe', '--type', 'l5'], /--type must be l4, l7 or security/],
     [['xds', 'dump', '--type', 'clusters,secrets'], /--type: unknown resource type "secrets"; types: clusters, endpoints, listeners, routes/],
   ];
   for (const [args, message] of cases) {
