@@ -38,6 +38,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Labels } from '../mesh-agent/cluster/object-meta.js';
+import { encodeIpcacheKey, encodePolicyKey } from '../mesh-agent/datapath/layout.js';
 import { InvalidArgumentError } from '../mesh-agent/errors.js';
 import { parseIp } from './cidr.js';
 import { isEverything, selectorMatches, type LabelSelector } from './label-selector.js';
@@ -74,15 +75,6 @@ export const PREFIX_PORT = 96;
 export const PREFIX_PROTOCOL = 80;
 /** prefixLen of an entry for every protocol and port (a rule without `ports`). */
 export const PREFIX_ALL = 72;
-
-/** struct sm_policy_key: u32 prefixlen, u32 subject, u32 peer, u8 dir, u8 proto, be16 port. */
-export const POLICY_KEY_BYTES = 16;
-/** struct sm_policy_val: u32 rule ref, u32 flags. */
-export const POLICY_VALUE_BYTES = 8;
-/** struct sm_ipcache_key: u32 prefixlen, 4 bytes of IPv4 address in network order. */
-export const IPCACHE_KEY_BYTES = 8;
-/** sm_ipcache value: u32 peer class, u32 flags. */
-export const IPCACHE_VALUE_BYTES = 8;
 
 // ---- class ids ----
 
@@ -246,60 +238,12 @@ export function portRangePrefixes(first: number, last: number): { port: number; 
   return out;
 }
 
-// ---- encodings (bpf/sockmesh.h; host order is little-endian on every target sockmesh supports) ----
-
-function checkU32(v: number, what: string): void {
-  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new InvalidArgumentError(`${what} must be a u32, got ${v}`);
-}
+// ---- addresses (the kernel encodings live in mesh-agent/datapath/layout.ts) ----
 
 function ipv4Number(ip: string): number {
   const a = parseIp(ip);
   if (!a || a.family !== 4) throw new InvalidArgumentError(`${JSON.stringify(ip)} is not an IPv4 address`);
   return Number(a.value);
-}
-
-function writePolicyData(b: Buffer, at: number, k: { subject: number; peer: number; dir: number; proto: number; port: number }): void {
-  b.writeUInt32LE(k.subject >>> 0, at);
-  b.writeUInt32LE(k.peer >>> 0, at + 4);
-  b.writeUInt8(k.dir, at + 8);
-  b.writeUInt8(k.proto, at + 9);
-  b.writeUInt16BE(k.port, at + 10);
-}
-
-/** struct sm_policy_key: prefixlen (host order) counts bits of the 12 data bytes after it. */
-export function encodePolicyKey(e: { subject: number; peer: number; dir: number; proto: number; port: number; prefixLen: number }): Buffer {
-  checkU32(e.subject, 'subject');
-  checkU32(e.peer, 'peer');
-  if (!Number.isInteger(e.prefixLen) || e.prefixLen < 0 || e.prefixLen > 96) throw new InvalidArgumentError(`a policy key prefixLen must be 0-96, got ${e.prefixLen}`);
-  const b = Buffer.alloc(POLICY_KEY_BYTES);
-  b.writeUInt32LE(e.prefixLen, 0);
-  writePolicyData(b, 4, e);
-  return b;
-}
-
-/** struct sm_policy_val: the rule ref (metrics), flags 0. */
-export function encodePolicyValue(e: { ruleRef: number }): Buffer {
-  checkU32(e.ruleRef, 'ruleRef');
-  const b = Buffer.alloc(POLICY_VALUE_BYTES);
-  b.writeUInt32LE(e.ruleRef >>> 0, 0);
-  return b;
-}
-
-/** struct sm_ipcache_key: prefixlen (host order, 0-32), then the IPv4 network address in network order. */
-export function encodeIpcacheKey(p: { ip: string; prefixLen: number }): Buffer {
-  if (!Number.isInteger(p.prefixLen) || p.prefixLen < 0 || p.prefixLen > 32) throw new InvalidArgumentError(`an ipcache prefixLen must be 0-32, got ${p.prefixLen}`);
-  const b = Buffer.alloc(IPCACHE_KEY_BYTES);
-  b.writeUInt32LE(p.prefixLen, 0);
-  b.writeUInt32BE((ipv4Number(p.ip) & maskOf(p.prefixLen)) >>> 0, 4);
-  return b;
-}
-
-/** The ipcache value: the peer class, flags 0. */
-export function encodeIpcacheValue(p: { peer: number }): Buffer {
-  checkU32(p.peer, 'peer');
-  const b = Buffer.alloc(IPCACHE_VALUE_BYTES);
-  b.writeUInt32LE(p.peer >>> 0, 0);
-  return b;
 }
 
 // ---- IPv4 prefixes ----
@@ -777,7 +721,7 @@ function modelOf(c: CompiledNetworkPolicy): Model {
       m.policy.insert(key.subarray(4), key.readUInt32LE(0), e.ruleRef);
     }
     for (const p of c.prefixes) {
-      const key = encodeIpcacheKey(p);
+      const key = encodeIpcacheKey(p.ip, p.prefixLen);
       m.ipcache.insert(key.subarray(4), key.readUInt32LE(0), p.peer);
     }
     models.set(c, m);
@@ -824,10 +768,7 @@ export function lookupCompiled(c: CompiledNetworkPolicy, q: CompiledQuery): bool
     peer = p;
   } else peer = addressPeerClass(c, q.peer.ip);
   const { policy } = modelOf(c);
-  const data = Buffer.alloc(POLICY_KEY_BYTES - 4);
-  const probe = (p: number): boolean => {
-    writePolicyData(data, 0, { subject: s.subject, peer: p, dir: q.dir, proto: PROTOCOL_NUMBERS[q.protocol], port: q.port });
-    return policy.lookup(data) !== undefined;
-  };
+  const probe = (p: number): boolean =>
+    policy.lookup(encodePolicyKey({ subject: s.subject, peer: p, dir: q.dir, proto: PROTOCOL_NUMBERS[q.protocol], port: q.port, prefixLen: PREFIX_PORT }).subarray(4)) !== undefined;
   return probe(peer) || (q.peer.kind === 'pod' && probe(PEER_ANY_POD)) || probe(PEER_ANY);
 }

@@ -335,12 +335,17 @@ export function decodePolicySubject(b: Buffer): PolicySubject {
   return { subject: b.readUInt32LE(0), peer: b.readUInt32LE(4), flags: b.readUInt32LE(8), ...(ip ? { ip } : {}) };
 }
 
-/** struct sm_ipcache_key: an IPv4 prefix. */
+function checkU32(v: number, what: string): void {
+  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new InvalidArgumentError(`${what} must be a u32, got ${v}`);
+}
+
+/** struct sm_ipcache_key: an IPv4 prefix; the address's host bits are cleared. */
 export function encodeIpcacheKey(ip: string, prefixLen: number): Buffer {
-  if (!Number.isInteger(prefixLen) || prefixLen < 0 || prefixLen > 32) throw new InvalidArgumentError(`prefix length must be 0..32, got ${prefixLen}`);
+  if (!Number.isInteger(prefixLen) || prefixLen < 0 || prefixLen > 32) throw new InvalidArgumentError(`an ipcache prefix length must be 0..32, got ${prefixLen}`);
   const b = Buffer.alloc(8);
   b.writeUInt32LE(prefixLen, 0);
-  encodeIPv4(ip).copy(b, 4);
+  const mask = prefixLen === 0 ? 0 : (0xffffffff << (32 - prefixLen)) >>> 0;
+  b.writeUInt32BE((encodeIPv4(ip).readUInt32BE(0) & mask) >>> 0, 4);
   return b;
 }
 
@@ -353,6 +358,8 @@ export interface IpcacheEntry {
 }
 
 export function encodeIpcacheValue(v: IpcacheEntry): Buffer {
+  checkU32(v.peer, 'peer');
+  checkU32(v.addrPeer, 'addrPeer');
   const b = Buffer.alloc(16);
   b.writeUInt32LE(v.peer >>> 0, 0);
   b.writeUInt32LE(v.addrPeer >>> 0, 4);
@@ -371,6 +378,8 @@ export interface PolicyKey {
 }
 
 export function encodePolicyKey(k: PolicyKey): Buffer {
+  checkU32(k.subject, 'subject');
+  checkU32(k.peer, 'peer');
   if (!Number.isInteger(k.prefixLen) || k.prefixLen < 64 || k.prefixLen > 96) {
     throw new InvalidArgumentError(`a policy entry's prefix length must be 64..96, got ${k.prefixLen}`);
   }
@@ -392,6 +401,7 @@ export function decodePolicyKey(b: Buffer): PolicyKey {
 }
 
 export function encodePolicyValue(rule: number): Buffer {
+  checkU32(rule, 'rule');
   const b = Buffer.alloc(8);
   b.writeUInt32LE(rule >>> 0, 0);
   return b;

@@ -1,10 +1,11 @@
 import t from 'tap';
 import type { Test } from 'tap';
+import { encodePolicyKey } from '../../mesh-agent/datapath/layout.js';
 import { parseCidr, cidrCovers, type Cidr } from '../../policies/cidr.js';
 import {
-  ClassAllocator, DIR_EGRESS, DIR_INGRESS, FIRST_CLASS_ID, IPCACHE_KEY_BYTES, IPCACHE_VALUE_BYTES, PEER_ANY, PEER_ANY_POD, PEER_NODE_PROXY,
-  PEER_WORLD, POLICY_KEY_BYTES, POLICY_VALUE_BYTES, PREFIX_ALL, PREFIX_PORT, PREFIX_PROTOCOL, PROTO_SCTP, PROTO_TCP, PROTO_UDP, addressPeerClass,
-  compileNetworkPolicies, compiledClassIds, encodeIpcacheKey, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, lookupCompiled, portRangePrefixes,
+  ClassAllocator, DIR_EGRESS, DIR_INGRESS, FIRST_CLASS_ID, PEER_ANY, PEER_ANY_POD, PEER_NODE_PROXY,
+  PEER_WORLD, PREFIX_ALL, PREFIX_PORT, PREFIX_PROTOCOL, PROTO_SCTP, PROTO_TCP, PROTO_UDP, addressPeerClass,
+  compileNetworkPolicies, compiledClassIds, lookupCompiled, portRangePrefixes,
   type CompiledNetworkPolicy, type CompiledQuery,
 } from '../../policies/network-compile.js';
 import { parseNetworkPolicy, type NetworkPolicy, type NetworkProtocol } from '../../policies/network-policy.js';
@@ -59,30 +60,6 @@ t.test('endPort ranges become the minimal aligned prefixes', (t) => {
       break;
     }
   }
-  t.end();
-});
-
-// ---- unit: encodings ----
-
-t.test('keys and values in the kernel layout, byte for byte', (t) => {
-  t.equal(POLICY_KEY_BYTES, 16);
-  t.equal(POLICY_VALUE_BYTES, 8);
-  t.equal(IPCACHE_KEY_BYTES, 8);
-  t.equal(IPCACHE_VALUE_BYTES, 8);
-  // prefixlen 96 LE | subject 16 LE | peer 0x01020304 LE | dir 1 | proto 6 | port 8080 BE
-  t.equal(encodePolicyKey({ subject: 16, peer: 0x01020304, dir: DIR_EGRESS, proto: PROTO_TCP, port: 8080, prefixLen: 96 }).toString('hex'), '60000000' + '10000000' + '04030201' + '01' + '06' + '1f90');
-  t.equal(encodePolicyKey({ subject: 0xfffffffe, peer: PEER_ANY, dir: DIR_INGRESS, proto: 0, port: 0, prefixLen: PREFIX_ALL }).toString('hex'), '48000000' + 'feffffff' + '00000000' + '00' + '00' + '0000');
-  t.equal(encodePolicyKey({ subject: 17, peer: PEER_ANY_POD, dir: DIR_INGRESS, proto: PROTO_UDP, port: 0, prefixLen: PREFIX_PROTOCOL }).toString('hex'), '50000000' + '11000000' + '01000000' + '00' + '11' + '0000');
-  t.equal(encodePolicyKey({ subject: 18, peer: PEER_WORLD, dir: DIR_EGRESS, proto: PROTO_SCTP, port: 32768, prefixLen: 81 }).toString('hex'), '51000000' + '12000000' + '02000000' + '01' + '84' + '8000');
-  t.equal(encodePolicyValue({ ruleRef: 258 }).toString('hex'), '02010000' + '00000000');
-  t.equal(encodeIpcacheKey({ ip: '198.18.0.10', prefixLen: 32 }).toString('hex'), '20000000' + 'c612000a');
-  t.equal(encodeIpcacheKey({ ip: '0.0.0.0', prefixLen: 0 }).toString('hex'), '00000000' + '00000000');
-  t.equal(encodeIpcacheKey({ ip: '10.1.2.3', prefixLen: 8 }).toString('hex'), '08000000' + '0a000000', 'host bits cleared');
-  t.equal(encodeIpcacheValue({ peer: 0x10203 }).toString('hex'), '03020100' + '00000000');
-  t.throws(() => encodePolicyKey({ subject: -1, peer: 0, dir: 0, proto: 0, port: 0, prefixLen: 72 }), { code: 'SOCKMESH_INVALID_ARGUMENT' });
-  t.throws(() => encodePolicyKey({ subject: 1, peer: 0, dir: 0, proto: 0, port: 0, prefixLen: 97 }), { code: 'SOCKMESH_INVALID_ARGUMENT' });
-  t.throws(() => encodeIpcacheKey({ ip: '2001:db8::1', prefixLen: 32 }), { code: 'SOCKMESH_INVALID_ARGUMENT' });
-  t.throws(() => encodeIpcacheKey({ ip: '10.0.0.0', prefixLen: 33 }), { code: 'SOCKMESH_INVALID_ARGUMENT' });
   t.end();
 });
 

@@ -3,7 +3,7 @@ import { btfOfFile, type BtfTypes } from '../../../mesh-agent/datapath/libbpf.js
 import {
   decodeBackend, decodeBackendKey, decodeCgroupId, decodeIPv4, decodeService, decodeServiceKey, decodeSockKey, encodeBackend,
   encodeBackendKey, encodeCgroupId, encodeIPv4, encodeService, encodeServiceKey, encodeSockKey, layoutFromBtf,
-  decodePolicyEvent, decodePolicyKey, decodePolicySubject, encodeIpcacheKey, encodeIpcacheValue, encodePolicyKey, encodePolicySubject,
+  decodePolicyEvent, decodePolicyKey, decodePolicySubject, encodeIpcacheKey, encodeIpcacheValue, encodePolicyKey, encodePolicySubject, encodePolicyValue,
 } from '../../../mesh-agent/datapath/layout.js';
 import { defaultObjectPath } from '../../../mesh-agent/paths.js';
 
@@ -32,6 +32,14 @@ t.test('policy entries are encoded as the kernel reads them', async (t) => {
   t.equal(k.toString('hex'), '58000000' + '11000000' + '02000000' + '01' + '06' + '1f90');
   t.same(decodePolicyKey(k), { prefixLen: 88, subject: 17, peer: 2, dir: 1, proto: 6, port: 8080 });
   t.throws(() => encodePolicyKey({ subject: 1, peer: 1, dir: 0, proto: 6, port: 1, prefixLen: 97 }), /64..96, got 97/);
+  t.throws(() => encodePolicyKey({ subject: -1, peer: 1, dir: 0, proto: 6, port: 1, prefixLen: 96 }), /subject must be a u32, got -1/);
+  // every port of UDP for every pod; a port block of 32768 ports (81 bits)
+  t.equal(encodePolicyKey({ subject: 17, peer: 1, dir: 0, proto: 17, port: 0, prefixLen: 80 }).toString('hex'), '50000000' + '11000000' + '01000000' + '00' + '11' + '0000');
+  t.equal(encodePolicyKey({ subject: 18, peer: 2, dir: 1, proto: 132, port: 32768, prefixLen: 81 }).toString('hex'), '51000000' + '12000000' + '02000000' + '01' + '84' + '8000');
+  t.equal(encodePolicyValue(258).toString('hex'), '02010000' + '00000000');
+  t.equal(encodeIpcacheKey('10.1.2.3', 8).toString('hex'), '08000000' + '0a000000', 'host bits cleared');
+  t.equal(encodeIpcacheKey('0.0.0.0', 0).toString('hex'), '00000000' + '00000000');
+  t.throws(() => encodeIpcacheKey('2001:db8::1', 32), /not an IPv4 address/);
   t.equal(encodeIpcacheKey('198.18.0.0', 16).toString('hex'), '10000000' + 'c6120000');
   t.throws(() => encodeIpcacheKey('198.18.0.0', 33), /0..32, got 33/);
   t.equal(encodeIpcacheValue({ peer: 16, addrPeer: 2, flags: 4 }).toString('hex'), '10000000' + '02000000' + '04000000' + '00000000');
