@@ -41,6 +41,7 @@ bench: build
 	node --expose-gc dist/benchmarks/cluster-bench.js
 	node dist/benchmarks/l7-bench.js
 	node dist/benchmarks/tracing-bench.js
+	node dist/benchmarks/policy-bench.js
 
 deps: apt npm
 

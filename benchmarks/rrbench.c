@@ -7,10 +7,16 @@
  *   rrbench rr IPV4 PORT SIZE SECONDS       request/response: send SIZE bytes,
  *                                           read SIZE back, as fast as possible
  *   rrbench bulk IPV4 PORT WRITE SECONDS    write WRITE-byte buffers for SECONDS
+ *   rrbench conn IPV4 PORT SECONDS          new connections one after another:
+ *                                           connect, hello, read the 1-byte
+ *                                           answer, close with a reset (no
+ *                                           TIME_WAIT piling up)
  *
- * The server learns the mode from a 9-byte hello: 'r' or 'b' and a u64 size.
+ * The server learns the mode from a 9-byte hello: 'r', 'b' or 'c' and a u64 size.
  * rr prints {"requests","seconds","rps","p50_us","p90_us","p99_us"};
  * bulk prints {"bytes","seconds","gbit_s"} once the server has read it all.
+ * conn prints {"connects","failed","seconds","cps","p50_us","p99_us"} (latency:
+ * socket() to the answer read; failed: connects the kernel refused, e.g. EPERM).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -76,6 +82,12 @@ static void serve_one(int s)
 	memcpy(&size, hello + 1, 8);
 	if (size == 0 || size > (64u << 20)) {
 		fprintf(stderr, "rrbench: bad size %llu\n", (unsigned long long)size);
+		return;
+	}
+	if (hello[0] == 'c') {
+		/* one answer, then close: the client resets */
+		if (write(s, "k", 1) != 1)
+			return;
 		return;
 	}
 	buf = malloc(size);
@@ -179,6 +191,53 @@ int main(int argc, char **argv)
 		qsort(lat, n, sizeof(*lat), cmp_u32);
 		printf("{\"requests\":%zu,\"seconds\":%.6f,\"rps\":%.1f,\"p50_us\":%.3f,\"p90_us\":%.3f,\"p99_us\":%.3f}\n",
 		       n, t1 - t0, (double)n / (t1 - t0), lat[n / 2] / 1e3, lat[n * 9 / 10] / 1e3, lat[n * 99 / 100] / 1e3);
+		return 0;
+	}
+	if (argc == 5 && strcmp(argv[1], "conn") == 0) {
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(argv[3])) };
+		struct linger rst = { .l_onoff = 1, .l_linger = 0 };
+		unsigned char hello[9] = { 'c', 1 };
+		double secs = atof(argv[4]), t0, t1;
+		uint32_t *lat = malloc(MAX_SAMPLES * sizeof(uint32_t));
+		size_t n = 0, failed = 0;
+		char k;
+
+		if (!lat)
+			die("malloc");
+		if (inet_pton(AF_INET, argv[2], &a.sin_addr) != 1) {
+			fprintf(stderr, "rrbench: not an IPv4 address: %s\n", argv[2]);
+			return 2;
+		}
+		t0 = now_s();
+		do {
+			uint64_t b = now_ns(), d;
+			int s = socket(AF_INET, SOCK_STREAM, 0);
+
+			if (s < 0)
+				die("socket");
+			setsockopt(s, SOL_SOCKET, SO_LINGER, &rst, sizeof(rst));
+			if (connect(s, (struct sockaddr *)&a, sizeof(a)) < 0) {
+				failed++;
+				close(s);
+				continue;
+			}
+			write_all(s, hello, sizeof(hello));
+			if (!read_full(s, &k, 1)) {
+				fprintf(stderr, "rrbench: server closed early\n");
+				return 1;
+			}
+			close(s);
+			d = now_ns() - b;
+			lat[n++] = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+		} while (n < MAX_SAMPLES && (((n + failed) & 63) || now_s() - t0 < secs));
+		t1 = now_s();
+		if (n == 0) {
+			printf("{\"connects\":0,\"failed\":%zu,\"seconds\":%.6f,\"cps\":0,\"p50_us\":0,\"p99_us\":0}\n", failed, t1 - t0);
+			return 0;
+		}
+		qsort(lat, n, sizeof(*lat), cmp_u32);
+		printf("{\"connects\":%zu,\"failed\":%zu,\"seconds\":%.6f,\"cps\":%.1f,\"p50_us\":%.3f,\"p99_us\":%.3f}\n",
+		       n, failed, t1 - t0, (double)n / (t1 - t0), lat[n / 2] / 1e3, lat[n * 99 / 100] / 1e3);
 		return 0;
 	}
 	if (argc == 6 && strcmp(argv[1], "bulk") == 0) {
