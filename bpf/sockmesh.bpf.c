@@ -210,41 +210,57 @@ static __always_inline int l7_allowed(struct sm_pol_subject *src, __u8 proto, __
 	return 1;
 }
 
-/* The class of a peer known only by its address. `trusted`: the kernel saw
- * this end's own connect or is dialling it, so a pod's /32 stands for the
- * pod; otherwise the address may be forged and counts as an address. */
-static __always_inline __u32 address_peer(__u32 ip4, int trusted, int *is_pod, int *proxy)
+/* The class of a source known only by its address (a packet's, or an
+ * accepted socket's peer without a ticket). A local pod's address may be
+ * forged from this node, so it counts as an address; a pod on another node
+ * is its pod (that node guards its addresses); the node proxy's address is
+ * the node's own as a source. */
+static __always_inline __u32 source_peer(__u32 ip4, int *is_pod)
 {
 	struct sm_ipcache_key k = { .prefixlen = 32, .ip4 = ip4 };
 	struct sm_ipcache_val *v = bpf_map_lookup_elem(&sm_ipcache, &k);
 
 	*is_pod = 0;
-	*proxy = 0;
 	if (!v)
 		return SM_PEER_WORLD;
 	if (!(v->flags & SM_POL_F_POD))
 		return v->peer;
-	if (!trusted)
+	if ((v->flags & SM_POL_F_PROXY) || bpf_map_lookup_elem(&sm_pol_pods, &ip4))
 		return v->addr_peer;
-	*is_pod = !(v->flags & SM_POL_F_PROXY);
-	*proxy = v->flags & SM_POL_F_PROXY;
+	*is_pod = 1;
 	return v->peer;
 }
 
-/* The class of a destination this node dials: a local pod's (from its
- * subject entry), else the ipcache's. `proxy`: it is the node proxy's
- * listener of an L7 service, judged for every client (the compiler allows
- * a client there only when every backend would accept it). */
-static __always_inline __u32 dialled_peer(__u32 dst, int *is_pod, int *proxy)
+/* The class of a destination this node dials (port in host order): a local
+ * pod's (from its subject entry), else the ipcache's. `proxy`: it is an L7
+ * service's listener on the node proxy, judged for every client by
+ * l7_allowed; any other port of that address is the node's, an address. */
+static __always_inline __u32 dialled_peer(__u32 dst, __u32 port, int *is_pod, int *proxy)
 {
 	struct sm_pol_subject *to = bpf_map_lookup_elem(&sm_pol_pods, &dst);
+	struct sm_ipcache_key k = { .prefixlen = 32, .ip4 = dst };
+	struct sm_ipcache_val *v;
 
+	*is_pod = 0;
+	*proxy = 0;
 	if (to) {
 		*is_pod = 1;
-		*proxy = 0;
 		return to->peer;
 	}
-	return address_peer(dst, 1, is_pod, proxy);
+	v = bpf_map_lookup_elem(&sm_ipcache, &k);
+	if (!v)
+		return SM_PEER_WORLD;
+	if (!(v->flags & SM_POL_F_POD))
+		return v->peer;
+	if (v->flags & SM_POL_F_PROXY) {
+		if (bpf_map_lookup_elem(&sm_l7_ports, &port)) {
+			*proxy = 1;
+			return v->peer;
+		}
+		return v->addr_peer;
+	}
+	*is_pod = 1;
+	return v->peer;
 }
 
 /* The policy subject of the calling task: its cgroup, or the nearest
@@ -273,25 +289,47 @@ static __always_inline int is_loopback(__u32 ip4)
 	return (bpf_ntohl(ip4) >> 24) == 127;
 }
 
-/* connect() of a TCP or UDP socket, after service translation: 1 goes on,
+/* How long an unconnected UDP socket's send lets the answers in (as conntrack would). */
+#define SM_UDP_REPLY_NS (30ULL * 1000000000ULL)
+
+/* A UDP send that answers what dst sent this socket within the last 30 s:
+ * not a new conversation, so neither end's policy judges it again. */
+static __always_inline int udp_answer(struct bpf_sock_addr *ctx, struct sm_pol_subject *src, __u32 dst, __u16 dport)
+{
+	struct sm_ticket_key k = {};
+	struct bpf_sock *sk = ctx->sk;
+	__u64 *seen;
+
+	if (!sk || !src->ip4)
+		return 0;
+	k.saddr = dst;
+	k.daddr = src->ip4;
+	k.sport = bpf_ntohs(dport);
+	k.dport = (__u16)sk->src_port;
+	seen = bpf_map_lookup_elem(&sm_udp_peers, &k);
+	return seen && bpf_ktime_get_ns() - *seen < SM_UDP_REPLY_NS;
+}
+
+/* connect() of a TCP or UDP socket after service translation, or an
+ * unconnected UDP send (sendmsg4), to dst:dport (network order): 1 goes on,
  * 0 refuses (the kernel answers EPERM for a 0 without a retval). Egress of
  * the client's pod, then the ingress of a destination pod on this node, so
  * a same-node client fails at once rather than in SYN retransmits. */
-static __always_inline int judge_connect(struct bpf_sock_addr *ctx)
+static __always_inline int judge_connect(struct bpf_sock_addr *ctx, __u32 dst, __u16 dport)
 {
 	struct sm_pol_subject *src = current_subject();
 	struct sm_pol_subject *to;
 	struct sm_sock_pol *sp;
-	__u32 dst = ctx->user_ip4;
-	__u16 dport = (__u16)ctx->user_port;
 	__u8 proto = ctx->protocol;
 	__u32 peer;
 	int is_pod, proxy;
 
 	if (!src || is_loopback(dst) || (src->ip4 && src->ip4 == dst))
 		return 1;
+	if (proto == IPPROTO_UDP && udp_answer(ctx, src, dst, dport))
+		return 1;
 	to = bpf_map_lookup_elem(&sm_pol_pods, &dst);
-	peer = dialled_peer(dst, &is_pod, &proxy);
+	peer = dialled_peer(dst, bpf_ntohs(dport), &is_pod, &proxy);
 	if (proxy) {
 		if (!l7_allowed(src, proto, dport)) {
 			count_add(SM_CTR_POL_EGRESS_DENIED, 1);
@@ -657,7 +695,46 @@ int sm_connect4(struct bpf_sock_addr *ctx)
 		return 0;
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return 1;
-	return judge_connect(ctx);
+	return judge_connect(ctx, ctx->user_ip4, (__u16)ctx->user_port);
+}
+
+/* An unconnected UDP send (sendto with an address): judged like a connect. */
+SEC("cgroup/sendmsg4")
+int sm_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	if (ctx->protocol != IPPROTO_UDP)
+		return 1;
+	return judge_connect(ctx, ctx->user_ip4, (__u16)ctx->user_port);
+}
+
+/* An AF_INET6 socket's connect: to a v4-mapped address it is an IPv4
+ * connection (the INET4 hook never runs for it), judged the same; real IPv6
+ * is refused to a pod that is egress-isolated (pods have IPv4 policy only),
+ * loopback aside. */
+SEC("cgroup/connect6")
+int sm_connect6(struct bpf_sock_addr *ctx)
+{
+	struct sm_pol_subject *src;
+	__u32 ip6[4];
+
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+		return 1;
+	ip6[0] = ctx->user_ip6[0];
+	ip6[1] = ctx->user_ip6[1];
+	ip6[2] = ctx->user_ip6[2];
+	ip6[3] = ctx->user_ip6[3];
+	if (v4_mapped(ip6))
+		return judge_connect(ctx, ip6[3], (__u16)ctx->user_port);
+	if (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == 0 && ip6[3] == bpf_htonl(1))
+		return 1;
+	src = current_subject();
+	if (src && (src->flags & SM_POL_F_EGRESS_ISOLATED)) {
+		count_add(SM_CTR_POL_EGRESS_DENIED, 1);
+		emit_pol_event(SM_PE_DENY_CONNECT, SM_DIR_EGRESS, bpf_get_socket_cookie(ctx), src->ip4, 0, 0,
+			       bpf_ntohs((__u16)ctx->user_port), src->subject, SM_PEER_WORLD, ctx->protocol);
+		return 0;
+	}
+	return 1;
 }
 
 /* A translated socket reports the service it dialled, as if connected to it. */
@@ -717,24 +794,42 @@ struct sm_ip4_head {
 	__u32 daddr;
 };
 
+#define SM_ETH_P_IPV6 0x86DD
+
 /* Packets reaching a pod's socket: judged only where a new peer can start
  * talking (a bare SYN at a listener, a datagram at an unconnected socket).
- * Everything else belongs to a connection judged when it was opened. */
+ * Everything else belongs to a connection judged when it was opened. IPv6
+ * other than loopback never reaches an ingress-isolated pod: its policy is
+ * IPv4 (link-local IPv6 would go around it). */
 SEC("cgroup_skb/ingress")
 int sm_pol_ingress(struct __sk_buff *skb)
 {
-	struct sm_ticket_key tk = {};
+	struct sm_ticket_key tk = {}, back = {};
 	struct sm_pol_subject *s;
 	struct sm_ip4_head ip;
 	struct sm_ticket *t;
 	struct bpf_sock *sk;
+	__u64 *seen;
 	__u16 ports[2];
 	__u8 tcp_flags;
 	__u32 peer;
-	int is_pod, proxy, off;
+	int is_pod, off;
 
-	if (skb->protocol != bpf_htons(SM_ETH_P_IP))
-		return 1;
+	if (skb->protocol != bpf_htons(SM_ETH_P_IP)) {
+		__u32 src6[4];
+
+		if (skb->protocol != bpf_htons(SM_ETH_P_IPV6))
+			return 1;
+		s = skb_subject(skb);
+		if (!s || !(s->flags & SM_POL_F_INGRESS_ISOLATED))
+			return 1;
+		if (bpf_skb_load_bytes(skb, 8, src6, sizeof(src6)))
+			return 1;
+		if (src6[0] == 0 && src6[1] == 0 && src6[2] == 0 && src6[3] == bpf_htonl(1))
+			return 1;
+		count_add(SM_CTR_POL_IPV6_DENIED, 1);
+		return 0;
+	}
 	s = skb_subject(skb);
 	if (!s || !(s->flags & SM_POL_F_INGRESS_ISOLATED))
 		return 1;
@@ -752,6 +847,10 @@ int sm_pol_ingress(struct __sk_buff *skb)
 		sk = bpf_sk_fullsock(sk);
 	if (!sk)
 		return 1;
+	tk.saddr = ip.saddr;
+	tk.daddr = ip.daddr;
+	tk.sport = bpf_ntohs(ports[0]);
+	tk.dport = bpf_ntohs(ports[1]);
 	if (ip.protocol == IPPROTO_TCP) {
 		if (sk->state != SM_TCP_LISTEN)
 			return 1;
@@ -759,25 +858,27 @@ int sm_pol_ingress(struct __sk_buff *skb)
 			return 1;
 		if ((tcp_flags & (SM_TCP_FLAG_SYN | SM_TCP_FLAG_ACK)) != SM_TCP_FLAG_SYN)
 			return 1;
-		tk.saddr = ip.saddr;
-		tk.daddr = ip.daddr;
-		tk.sport = bpf_ntohs(ports[0]);
-		tk.dport = bpf_ntohs(ports[1]);
-		t = bpf_map_lookup_elem(&sm_tickets, &tk);
-		if (t) {
-			count_add(SM_CTR_POL_TICKET_HIT, 1);
-			peer = t->peer;
-			is_pod = t->flags & SM_SP_F_POD;
-		} else {
-			if (bpf_map_lookup_elem(&sm_pol_pods, &ip.saddr))
-				count_add(SM_CTR_POL_NO_TICKET, 1);
-			/* pods on other nodes: their node guards their addresses */
-			peer = address_peer(ip.saddr, !bpf_map_lookup_elem(&sm_pol_pods, &ip.saddr), &is_pod, &proxy);
-		}
 	} else {
 		if (sk->state == 1 /* connected UDP socket: only its peer reaches it */)
 			return 1;
-		peer = address_peer(ip.saddr, !bpf_map_lookup_elem(&sm_pol_pods, &ip.saddr), &is_pod, &proxy);
+		/* an answer to what this socket sent (its pod's egress allowed that) */
+		back.saddr = ip.daddr;
+		back.daddr = ip.saddr;
+		back.sport = tk.dport;
+		back.dport = tk.sport;
+		seen = bpf_map_lookup_elem(&sm_udp_peers, &back);
+		if (seen && bpf_ktime_get_ns() - *seen < SM_UDP_REPLY_NS)
+			return 1;
+	}
+	t = bpf_map_lookup_elem(&sm_tickets, &tk);
+	if (t) {
+		count_add(SM_CTR_POL_TICKET_HIT, 1);
+		peer = t->peer;
+		is_pod = t->flags & SM_SP_F_POD;
+	} else {
+		if (bpf_map_lookup_elem(&sm_pol_pods, &ip.saddr))
+			count_add(SM_CTR_POL_NO_TICKET, 1);
+		peer = source_peer(ip.saddr, &is_pod);
 	}
 	if (pol_allowed(s->subject, peer, is_pod, SM_DIR_INGRESS, ip.protocol, ports[1]))
 		return 1;
@@ -785,6 +886,51 @@ int sm_pol_ingress(struct __sk_buff *skb)
 	emit_pol_event(ip.protocol == IPPROTO_TCP ? SM_PE_DENY_SYN : SM_PE_DENY_UDP, SM_DIR_INGRESS, 0, ip.saddr, ip.daddr,
 		       bpf_ntohs(ports[0]), bpf_ntohs(ports[1]), s->subject, peer, ip.protocol);
 	return 0;
+}
+
+/* UDP leaving a pod's socket (any socket of the pod's cgroup, raw ones
+ * included: a forged source address gets the forger's class). Never drops
+ * (sends were judged at connect or sendmsg); it records what the receiving
+ * side needs: the sender's class for a local ingress-isolated pod (a ticket,
+ * as sockops writes for TCP), and the conversation, so answers come back
+ * to an unconnected socket. */
+SEC("cgroup_skb/egress")
+int sm_pol_egress(struct __sk_buff *skb)
+{
+	struct sm_ticket_key tk = {};
+	struct sm_ticket t = {};
+	struct sm_pol_subject *s, *to;
+	struct sm_ip4_head ip;
+	__u16 ports[2];
+	__u64 now;
+
+	if (skb->protocol != bpf_htons(SM_ETH_P_IP))
+		return 1;
+	if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.protocol != IPPROTO_UDP || (ip.frag_off & bpf_htons(0x1fff)))
+		return 1;
+	if (is_loopback(ip.daddr) || ip.saddr == ip.daddr)
+		return 1;
+	s = skb_subject(skb);
+	if (!s)
+		return 1;
+	if (bpf_skb_load_bytes(skb, (ip.ver_ihl & 0x0f) * 4, ports, sizeof(ports)))
+		return 1;
+	tk.saddr = ip.saddr;
+	tk.daddr = ip.daddr;
+	tk.sport = bpf_ntohs(ports[0]);
+	tk.dport = bpf_ntohs(ports[1]);
+	/* a forged source address (a raw socket) opens no door for answers */
+	if (ip.saddr == s->ip4) {
+		now = bpf_ktime_get_ns();
+		bpf_map_update_elem(&sm_udp_peers, &tk, &now, BPF_ANY);
+	}
+	to = bpf_map_lookup_elem(&sm_pol_pods, &ip.daddr);
+	if (to && (to->flags & SM_POL_F_INGRESS_ISOLATED)) {
+		t.peer = s->peer;
+		t.flags = s->flags & SM_POL_F_POD ? SM_SP_F_POD : 0;
+		bpf_map_update_elem(&sm_tickets, &tk, &t, BPF_ANY);
+	}
+	return 1;
 }
 
 #define SM_TCP_TIME_WAIT 6
@@ -798,7 +944,7 @@ SEC("iter/tcp")
 int sm_pol_cut(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
-	struct sm_pol_subject *me;
+	struct sm_pol_subject *me, *from;
 	struct sm_sock_pol *sp;
 	struct tcp_sock *tp;
 	__u32 local, remote, peer, subject;
@@ -808,25 +954,37 @@ int sm_pol_cut(struct bpf_iter__tcp *ctx)
 
 	if (!skc)
 		return 0;
-	if (skc->skc_family != 2 /* AF_INET */ || skc->skc_state == SM_TCP_LISTEN || skc->skc_state == SM_TCP_TIME_WAIT ||
-	    skc->skc_state == SM_TCP_NEW_SYN_RECV)
+	if (skc->skc_state == SM_TCP_LISTEN || skc->skc_state == SM_TCP_TIME_WAIT || skc->skc_state == SM_TCP_NEW_SYN_RECV)
 		return 0;
+	if (skc->skc_family == 2 /* AF_INET */) {
+		local = skc->skc_rcv_saddr;
+		remote = skc->skc_daddr;
+	} else if (skc->skc_family == 10 /* AF_INET6: an IPv4 connection when both ends are v4-mapped */) {
+		__u32 l6[4], r6[4];
+
+		bpf_probe_read_kernel(l6, sizeof(l6), &skc->skc_v6_rcv_saddr);
+		bpf_probe_read_kernel(r6, sizeof(r6), &skc->skc_v6_daddr);
+		if (!v4_mapped(l6) || !v4_mapped(r6))
+			return 0;
+		local = l6[3];
+		remote = r6[3];
+	} else {
+		return 0;
+	}
 	tp = bpf_skc_to_tcp_sock(skc);
 	if (!tp)
 		return 0;
 	sp = bpf_sk_storage_get(&sm_sock_pol, (struct sock *)tp, 0, 0);
 	if (!sp)
 		return 0;
-	local = skc->skc_rcv_saddr;
-	remote = skc->skc_daddr;
 	me = bpf_map_lookup_elem(&sm_pol_pods, &local);
 	if (!me)
 		return 0;
 	if (sp->flags & SM_SP_F_ACTIVE) {
 		if (is_loopback(remote) || remote == local)
 			return 0;
-		peer = dialled_peer(remote, &is_pod, &proxy);
 		port_be = skc->skc_dport;
+		peer = dialled_peer(remote, bpf_ntohs(port_be), &is_pod, &proxy);
 		if (proxy) {
 			if (l7_allowed(me, IPPROTO_TCP, port_be))
 				return 0;
@@ -840,11 +998,16 @@ int sm_pol_cut(struct bpf_iter__tcp *ctx)
 	} else {
 		if (!(me->flags & SM_POL_F_INGRESS_ISOLATED) || is_loopback(remote) || remote == local)
 			return 0;
-		if (sp->flags & SM_SP_F_JUDGED) {
-			peer = sp->peer;
+		from = (sp->flags & SM_SP_F_JUDGED) ? bpf_map_lookup_elem(&sm_pol_pods, &remote) : 0;
+		if (from) {
+			/* the kernel saw this pod connect: its class now (a policy change may have given it a new one) */
+			peer = from->peer;
+			is_pod = 1;
+		} else if (sp->flags & SM_SP_F_JUDGED) {
+			peer = sp->peer; /* the node proxy, or a pod gone since */
 			is_pod = sp->flags & SM_SP_F_POD;
 		} else {
-			peer = address_peer(remote, !bpf_map_lookup_elem(&sm_pol_pods, &remote), &is_pod, &proxy);
+			peer = source_peer(remote, &is_pod);
 		}
 		dir = SM_DIR_INGRESS;
 		port_be = bpf_htons(skc->skc_num);

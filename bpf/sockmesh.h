@@ -50,6 +50,7 @@ enum sm_counter {
 	SM_CTR_POL_NO_TICKET,		/* SYNs claiming a local pod's address that no local connect made: judged as an address */
 	SM_CTR_POL_CUT,			/* established sockets destroyed because policy no longer allows them */
 	SM_CTR_POL_EVENTS_LOST,		/* policy events dropped: sm_pol_events full */
+	SM_CTR_POL_IPV6_DENIED,		/* IPv6 packets (not loopback) dropped at an ingress-isolated pod's socket */
 	SM_CTR_MAX,
 };
 

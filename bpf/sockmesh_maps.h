@@ -117,13 +117,29 @@ struct {
 	__type(value, struct sm_policy_val);
 } sm_policy SEC(".maps");
 
-/* sm_ticket_key -> sm_ticket; sockops writes at the client's SYN, deletes when the server side is established; LRU bounds leftovers */
+/* sm_ticket_key -> sm_ticket; sockops writes at a TCP client's SYN (deleted when the server side is established), cgroup_skb/egress at each UDP send to an ingress-isolated local pod; LRU bounds leftovers */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct sm_ticket_key);
 	__type(value, struct sm_ticket);
 } sm_tickets SEC(".maps");
+
+/* node proxy listener port (host order) -> 1; agent writes; the ports of the proxy's address that are L7 services */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u32);
+} sm_l7_ports SEC(".maps");
+
+/* sm_ticket_key (a pod's UDP send, as sent) -> last send, ns; cgroup_skb/egress writes; answers to unconnected sockets pass for 30 s */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sm_ticket_key);
+	__type(value, __u64);
+} sm_udp_peers SEC(".maps");
 
 /* socket -> sm_sock_pol (socket local storage); connect4 and sockops write; the cut pass reads */
 struct {

@@ -473,7 +473,8 @@ export class Agent {
     const store = c.store;
     const world: PolicyWorld = {
       namespaces: [...store.namespaces().values()].map((n) => ({ name: n.meta.name, labels: n.meta.labels })),
-      pods: [...store.pods().values()].filter((p) => !p.hostNetwork).map((p) => ({
+      // a finished pod's address may already be another's
+      pods: [...store.pods().values()].filter((p) => !p.hostNetwork && p.phase !== 'Succeeded' && p.phase !== 'Failed').map((p) => ({
         namespace: p.meta.namespace, name: p.meta.name, labels: p.meta.labels, ...(p.ip !== undefined && { ip: p.ip }),
         ports: p.ports.map((x) => ({ ...(x.name !== undefined && { name: x.name }), containerPort: x.containerPort, protocol: x.protocol })),
       })),
@@ -485,31 +486,47 @@ export class Agent {
 
   /** What the kernel's policy events need from the cluster: workloads, and the evaluator's reasons. */
   #policyEventContext(): PolicyEventContext {
-    const denial = (world: PolicyWorld, q: ConnectionQuery): DenialReason | undefined => {
-      const v = explainConnection(world, q);
+    let memo = { revision: -1, answers: new Map<string, DenialReason | undefined>() };
+    const explainNow = (c: ClusterParts, q: Parameters<PolicyEventContext['explain']>[0]) => this.#explainDenial(c, q);
+    return {
+      workloadOf: (ip) => this.#workloads.get(ip),
+      // refused connects and cut connections: the kernel saw the pod's own socket; a dropped packet's source is a pod only when judged as one
+      sourceIsPod: (ev) => ev.srcIp !== undefined && (ev.kind === 'deny-connect' || (ev.kind === 'cut' && ev.direction !== 'ingress')
+        || this.#cluster?.policy?.compiled?.podPeers.get(ev.srcIp) === ev.peer),
+      explain: (q) => {
+        const c = this.#cluster;
+        if (!c) return undefined;
+        // one evaluation per question and store revision: a flood of denials costs lookups, not evaluations
+        const key = JSON.stringify(q);
+        if (memo.revision !== c.store.revision) memo = { revision: c.store.revision, answers: new Map() };
+        if (memo.answers.has(key)) return memo.answers.get(key);
+        if (memo.answers.size > 10_000) memo.answers.clear();
+        const answer = explainNow(c, q);
+        memo.answers.set(key, answer);
+        return answer;
+      },
+      toEpochMs: (mono) => Number((mono + epochOffsetNs()) / 1_000_000n),
+    };
+  }
+
+  /** The evaluator's reason for a denied connection the kernel reported. */
+  #explainDenial(c: ClusterParts, q: Parameters<PolicyEventContext['explain']>[0]): DenialReason | undefined {
+    const denial = (world: PolicyWorld, cq: ConnectionQuery): DenialReason | undefined => {
+      const v = explainConnection(world, cq);
       if (v.kind !== 'verdict' || v.allowed) return undefined;
       const d = !v.egress.allowed ? v.egress : v.ingress;
       return { policy: d.outcome === 'denied' ? d.selectedBy.join(',') : 'unknown', reason: v.reason };
     };
-    return {
-      workloadOf: (ip) => this.#workloads.get(ip),
-      sourceIsPod: (ev) => ev.srcIp !== undefined && this.#cluster?.policy?.compiled?.podPeers.get(ev.srcIp) === ev.peer,
-      explain: (q) => {
-        const c = this.#cluster;
-        if (!c) return undefined;
-        const world = this.#policyWorld(c);
-        if (!('listenerPort' in q.to)) return denial(world, { from: q.from, to: q.to, port: q.port, protocol: q.protocol });
-        const port = q.to.listenerPort;
-        const fe = [...(c.loop?.desired?.services.values() ?? [])].find((f) => f.l7?.listenerPort === port);
-        for (const b of fe?.l7?.backends ?? []) {
-          const pod = world.pods.find((p) => p.ip === b.ip);
-          const d = denial(world, { from: q.from, to: pod ? { kind: 'pod', namespace: pod.namespace, name: pod.name } : { kind: 'ip', ip: b.ip }, port: b.port, protocol: 'TCP' });
-          if (d) return { policy: d.policy, reason: `service ${fe!.service}, backend ${b.ip}:${b.port}: ${d.reason}` };
-        }
-        return undefined;
-      },
-      toEpochMs: (mono) => Number((mono + epochOffsetNs()) / 1_000_000n),
-    };
+    const world = this.#policyWorld(c);
+    if (!('listenerPort' in q.to)) return denial(world, { from: q.from, to: q.to, port: q.port, protocol: q.protocol });
+    const port = q.to.listenerPort;
+    const fe = [...(c.loop?.desired?.services.values() ?? [])].find((f) => f.l7?.listenerPort === port);
+    for (const b of fe?.l7?.backends ?? []) {
+      const pod = world.pods.find((p) => p.ip === b.ip);
+      const d = denial(world, { from: q.from, to: pod ? { kind: 'pod', namespace: pod.namespace, name: pod.name } : { kind: 'ip', ip: b.ip }, port: b.port, protocol: 'TCP' });
+      if (d) return { policy: d.policy, reason: `service ${fe!.service}, backend ${b.ip}:${b.port}: ${d.reason}` };
+    }
+    return undefined;
   }
 
   /** NetworkPolicy into the kernel after a pass; a failure keeps what the maps hold, recorded, and the next pass starts from a re-read. */
@@ -527,7 +544,7 @@ export class Agent {
     const ports = [...d.services.values()].flatMap((fe) => (fe.l7 ? [{ listenerPort: fe.l7.listenerPort, backends: fe.l7.backends }] : []));
     try {
       const r = c.policy.enforce({
-        world, localPods,
+        world, localPods, revision: c.store.revision,
         ...(c.proxy && { proxy: { ...(c.proxyCgroupId !== undefined && { cgroupId: c.proxyCgroupId }), listenerIp: POD_NETWORK.gateway, ports } }),
       });
       c.policyError = undefined;
@@ -694,6 +711,7 @@ export class Agent {
     await c.proxy?.stop({ remove: removePods });
     await c.supervisor?.stop({ removePods });
     c.loop?.stop();
+    c.policy?.stop();
     if (c.policyTimer) clearInterval(c.policyTimer);
     if (removePods) await c.runtime?.cleanup();
   }

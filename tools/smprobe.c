@@ -4,11 +4,18 @@
  * are what the kernel said (errno names), not a runtime's interpretation.
  *
  *   smprobe serve PORT
- *       listen on 0.0.0.0:PORT; each accepted connection gets "hi\n" and is
- *       then echoed until the peer closes (one process, poll loop)
- *   smprobe connect IPV4 PORT TIMEOUT_MS
- *       one connect; prints "ok <ms>" once the handshake completed, or the
- *       errno name ("EPERM <ms>", "ETIMEDOUT <ms>" when nothing answered)
+ *       listen on [::]:PORT, dual-stack (IPv4 clients arrive as v4-mapped,
+ *       as on Node's default listener); each accepted connection gets "hi\n"
+ *       and is then echoed until the peer closes (one process, poll loop)
+ *   smprobe connect ADDR PORT TIMEOUT_MS
+ *       one connect to an IPv4 address, an IPv6 one (::ffff:a.b.c.d from an
+ *       AF_INET6 socket; fe80::x%eth0); prints "ok <ms>" once the handshake
+ *       completed, or the errno name ("EPERM <ms>", "ETIMEDOUT <ms>")
+ *   smprobe udp-serve PORT
+ *       an unconnected UDP socket on 0.0.0.0:PORT answering each datagram
+ *   smprobe udp-send IPV4 PORT TIMEOUT_MS
+ *       sendto() from an unconnected socket, then wait for the answer:
+ *       "ok <ms>", the errno of sendto ("EPERM <ms>"), or "ETIMEDOUT <ms>"
  *   smprobe hold IPV4 PORT SECONDS
  *       connect, read the greeting, print "connected" (flushed), then block
  *       in read() for up to SECONDS; prints how it ended: "eof <ms>",
@@ -16,6 +23,8 @@
  *   smprobe spoof-syn SRC_IPV4 DST_IPV4 DPORT
  *       sends one TCP SYN from a raw socket (IP_HDRINCL) claiming SRC_IPV4;
  *       prints "sent <source port>"
+ *   smprobe spoof-udp SRC_IPV4 DST_IPV4 DPORT
+ *       the same for one UDP datagram
  * Exit status: 0 when the probe ran (whatever the verdict), 2 on misuse.
  */
 #include <arpa/inet.h>
@@ -24,6 +33,8 @@
 #include <netinet/in.h>
 #include <netinet/ip.h>
 #include <netinet/tcp.h>
+#include <netinet/udp.h>
+#include <net/if.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +77,40 @@ static const char *errname(int e)
 	}
 }
 
+/* Any address smprobe dials: IPv4, or IPv6 with an optional %interface. */
+static socklen_t any_addr_of(const char *text, const char *port, struct sockaddr_storage *out)
+{
+	char ip[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+	char *pct;
+
+	memset(out, 0, sizeof(*out));
+	if (!strchr(text, ':')) {
+		struct sockaddr_in *a = (struct sockaddr_in *)out;
+
+		a->sin_family = AF_INET;
+		a->sin_port = htons((unsigned short)atoi(port));
+		if (inet_pton(AF_INET, text, &a->sin_addr) != 1)
+			goto bad;
+		return sizeof(*a);
+	}
+	snprintf(ip, sizeof(ip), "%s", text);
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)out;
+
+	a6->sin6_family = AF_INET6;
+	a6->sin6_port = htons((unsigned short)atoi(port));
+	pct = strchr(ip, '%');
+	if (pct) {
+		*pct = 0;
+		a6->sin6_scope_id = if_nametoindex(pct + 1);
+	}
+	if (inet_pton(AF_INET6, ip, &a6->sin6_addr) != 1)
+		goto bad;
+	return sizeof(*a6);
+bad:
+	fprintf(stderr, PROG ": not an address: %s\n", text);
+	exit(2);
+}
+
 static struct sockaddr_in addr_of(const char *ip, const char *port)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET };
@@ -81,14 +126,15 @@ static struct sockaddr_in addr_of(const char *ip, const char *port)
 static __attribute__((noreturn)) void serve(const char *port)
 {
 	struct pollfd fds[MAX_CONNS + 1];
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	int one = 1, n = 1, l = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_ANY_INIT };
+	int one = 1, zero = 0, n = 1, l = socket(AF_INET6, SOCK_STREAM, 0);
 	char buf[4096];
 
 	if (l < 0)
 		die("socket");
 	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	a.sin_port = htons((unsigned short)atoi(port));
+	setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+	a.sin6_port = htons((unsigned short)atoi(port));
 	if (bind(l, (struct sockaddr *)&a, sizeof(a)) < 0)
 		die("bind");
 	if (listen(l, 64) < 0)
@@ -134,14 +180,14 @@ static __attribute__((noreturn)) void serve(const char *port)
 }
 
 /* Connects within timeout_ms: 0, or the errno. */
-static int connect_within(int s, const struct sockaddr_in *a, int timeout_ms)
+static int connect_within(int s, const void *a, socklen_t alen, int timeout_ms)
 {
 	struct pollfd p = { .fd = s, .events = POLLOUT };
 	int err = 0, fl = fcntl(s, F_GETFL);
 	socklen_t len = sizeof(err);
 
 	fcntl(s, F_SETFL, fl | O_NONBLOCK);
-	if (connect(s, (const struct sockaddr *)a, sizeof(*a)) == 0)
+	if (connect(s, (const struct sockaddr *)a, alen) == 0)
 		goto done;
 	if (errno != EINPROGRESS)
 		return errno;
@@ -173,13 +219,14 @@ static int read_greeting(int s)
 
 static int probe_connect(const char *ip, const char *port, int timeout_ms)
 {
-	struct sockaddr_in a = addr_of(ip, port);
+	struct sockaddr_storage a;
+	socklen_t alen = any_addr_of(ip, port, &a);
 	long long t0 = now_ms();
-	int s = socket(AF_INET, SOCK_STREAM, 0), e;
+	int s = socket(a.ss_family, SOCK_STREAM, 0), e;
 
 	if (s < 0)
 		die("socket");
-	e = connect_within(s, &a, timeout_ms);
+	e = connect_within(s, &a, alen, timeout_ms);
 	printf("%s %lld\n", e ? errname(e) : "ok", now_ms() - t0);
 	close(s);
 	return 0;
@@ -196,7 +243,7 @@ static int probe_hold(const char *ip, const char *port, int seconds)
 
 	if (s < 0)
 		die("socket");
-	e = connect_within(s, &a, 5000);
+	e = connect_within(s, &a, sizeof(a), 5000);
 	if (!e)
 		e = read_greeting(s);
 	if (e) {
@@ -226,6 +273,54 @@ static int probe_hold(const char *ip, const char *port, int seconds)
 
 /* The Internet checksum (RFC 1071) of len bytes, in network order. Reads
  * bytes, not 16-bit words: the structs summed are other types (aliasing). */
+static __attribute__((noreturn)) void udp_serve(const char *port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET }, from;
+	socklen_t flen;
+	char buf[512];
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+
+	if (s < 0)
+		die("socket");
+	a.sin_port = htons((unsigned short)atoi(port));
+	if (bind(s, (struct sockaddr *)&a, sizeof(a)) < 0)
+		die("bind");
+	fprintf(stderr, PROG ": udp on %s\n", port);
+	for (;;) {
+		ssize_t r;
+
+		flen = sizeof(from);
+		r = recvfrom(s, buf, sizeof(buf), 0, (struct sockaddr *)&from, &flen);
+		if (r > 0)
+			sendto(s, buf, (size_t)r, 0, (struct sockaddr *)&from, flen);
+	}
+}
+
+static int udp_send(const char *ip, const char *port, int timeout_ms)
+{
+	struct sockaddr_in a = addr_of(ip, port);
+	struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+	long long t0 = now_ms();
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+	char buf[16];
+	ssize_t r;
+
+	if (s < 0)
+		die("socket");
+	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (sendto(s, "ping", 4, 0, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		printf("%s %lld\n", errname(errno), now_ms() - t0);
+		return 0;
+	}
+	r = recv(s, buf, sizeof(buf), 0);
+	if (r < 0)
+		printf("%s %lld\n", errno == EAGAIN || errno == EWOULDBLOCK ? "ETIMEDOUT" : errname(errno), now_ms() - t0);
+	else
+		printf("ok %lld\n", now_ms() - t0);
+	close(s);
+	return 0;
+}
+
 static unsigned short csum(const void *data, size_t len)
 {
 	const unsigned char *p = data;
@@ -288,6 +383,41 @@ static int spoof_syn(const char *src, const char *dst, const char *port)
 	return 0;
 }
 
+/* One UDP datagram from a raw socket claiming SRC_IPV4 (checksum 0: none, allowed for UDP over IPv4). */
+static int spoof_udp(const char *src, const char *dst, const char *port)
+{
+	struct sockaddr_in d = addr_of(dst, port), sa = addr_of(src, "0");
+	struct {
+		struct iphdr ip;
+		struct udphdr udp;
+		char data[4];
+	} pkt;
+	int one = 1, s = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);
+
+	if (s < 0)
+		die("socket(SOCK_RAW)");
+	if (setsockopt(s, IPPROTO_IP, IP_HDRINCL, &one, sizeof(one)) < 0)
+		die("IP_HDRINCL");
+	memset(&pkt, 0, sizeof(pkt));
+	memcpy(pkt.data, "ping", 4);
+	pkt.udp.source = htons(40000 + (unsigned short)(getpid() % 20000));
+	pkt.udp.dest = d.sin_port;
+	pkt.udp.len = htons(sizeof(pkt.udp) + sizeof(pkt.data));
+	pkt.ip.version = 4;
+	pkt.ip.ihl = 5;
+	pkt.ip.ttl = 64;
+	pkt.ip.protocol = IPPROTO_UDP;
+	pkt.ip.tot_len = htons(sizeof(pkt));
+	pkt.ip.saddr = sa.sin_addr.s_addr;
+	pkt.ip.daddr = d.sin_addr.s_addr;
+	pkt.ip.check = csum(&pkt.ip, sizeof(pkt.ip));
+	if (sendto(s, &pkt, sizeof(pkt), 0, (struct sockaddr *)&d, sizeof(d)) < 0)
+		die("sendto");
+	printf("sent %u\n", ntohs(pkt.udp.source));
+	close(s);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -297,8 +427,14 @@ int main(int argc, char **argv)
 		return probe_connect(argv[2], argv[3], atoi(argv[4]));
 	if (argc == 5 && strcmp(argv[1], "hold") == 0)
 		return probe_hold(argv[2], argv[3], atoi(argv[4]));
+	if (argc == 3 && strcmp(argv[1], "udp-serve") == 0)
+		udp_serve(argv[2]);
+	if (argc == 5 && strcmp(argv[1], "udp-send") == 0)
+		return udp_send(argv[2], argv[3], atoi(argv[4]));
+	if (argc == 5 && strcmp(argv[1], "spoof-udp") == 0)
+		return spoof_udp(argv[2], argv[3], argv[4]);
 	if (argc == 5 && strcmp(argv[1], "spoof-syn") == 0)
 		return spoof_syn(argv[2], argv[3], argv[4]);
-	fprintf(stderr, "usage: smprobe serve PORT | connect IPV4 PORT TIMEOUT_MS | hold IPV4 PORT SECONDS | spoof-syn SRC DST PORT\n");
+	fprintf(stderr, "usage: smprobe serve PORT | connect ADDR PORT TIMEOUT_MS | hold IPV4 PORT SECONDS | udp-serve PORT | udp-send IPV4 PORT TIMEOUT_MS | spoof-syn SRC DST PORT | spoof-udp SRC DST PORT\n");
 	return 2;
 }

@@ -39,20 +39,21 @@ export interface DatapathOptions {
 const MAPS = [
   'sm_endpoints', 'sm_sock_hash', 'sm_sock_state', 'sm_counters', 'sm_services', 'sm_backends', 'sm_cgroups', 'sm_sock_svc',
   'sm_sock_flow', 'sm_flow_events', 'sm_pol_cgroups', 'sm_pol_pods', 'sm_ipcache', 'sm_policy', 'sm_tickets', 'sm_sock_pol',
-  'sm_pol_events',
+  'sm_pol_events', 'sm_l7_ports', 'sm_udp_peers',
 ] as const;
 type MapName = (typeof MAPS)[number];
 /** Hash maps the agent reconciles, with their key and value sizes. */
 export const HASH_MAPS = Object.freeze({ sm_endpoints: [4, 8], sm_services: [8, 12], sm_backends: [8, 8], sm_cgroups: [8, 8] } as const);
 export type HashMapName = keyof typeof HASH_MAPS;
 /** The NetworkPolicy maps the agent writes (two hashes, two LPM tries), with their key and value sizes. */
-export const POLICY_MAPS = Object.freeze({ sm_pol_cgroups: [8, 16], sm_pol_pods: [4, 16], sm_ipcache: [8, 16], sm_policy: [16, 8] } as const);
+export const POLICY_MAPS = Object.freeze({ sm_pol_cgroups: [8, 16], sm_pol_pods: [4, 16], sm_ipcache: [8, 16], sm_policy: [16, 8], sm_l7_ports: [4, 4] } as const);
 export type PolicyMapName = keyof typeof POLICY_MAPS;
 const LINK_POL_CUT = 'link_pol_cut';
 const LINK_SOCKOPS = 'link_sockops';
 /** cgroup programs attached through pinned links, by program: pin name */
 const CGROUP_LINKS = Object.freeze({
   sm_connect4: 'link_connect4', sm_getpeername4: 'link_getpeername4', sm_pol_ingress: 'link_pol_ingress',
+  sm_sendmsg4: 'link_sendmsg4', sm_connect6: 'link_connect6', sm_pol_egress: 'link_pol_egress',
 } as const);
 const LINK_SK_MSG = 'link_sk_msg';
 const PROG_SK_MSG = 'prog_sk_msg';
@@ -177,7 +178,7 @@ export class Datapath {
     const want: Record<MapName, readonly [number, number]> = {
       ...HASH_MAPS, sm_sock_hash: [16, 8], sm_sock_state: [4, 8], sm_counters: [4, 8], sm_sock_svc: [4, 8],
       sm_sock_flow: [4, 40], sm_flow_events: [0, 0], // a ring buffer has neither key nor value
-      ...POLICY_MAPS, sm_tickets: [12, 8], sm_sock_pol: [4, 8], sm_pol_events: [0, 0],
+      ...POLICY_MAPS, sm_tickets: [12, 8], sm_sock_pol: [4, 8], sm_pol_events: [0, 0], sm_udp_peers: [12, 8],
     };
     for (const m of MAPS) {
       const info = mapInfo(this.#fd(m));

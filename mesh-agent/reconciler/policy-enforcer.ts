@@ -21,13 +21,13 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  ClassAllocator, DIR_INGRESS, PEER_NODE_PROXY, PREFIX_PORT, PROTO_TCP, addressPeerClass, compileNetworkPolicies,
+  ClassAllocator, DIR_INGRESS, FIRST_CLASS_ID, PEER_NODE_PROXY, PREFIX_PORT, PROTO_TCP, addressPeerClass, compileNetworkPolicies,
   type CompiledNetworkPolicy,
 } from '../../policies/network-compile.js';
 import { explainConnection, type PolicyWorld } from '../../policies/network-verdict.js';
 import type { PolicyMapName } from '../datapath/datapath.js';
 import {
-  type PolicyLayout, encodeCgroupId, encodeIPv4, encodeIpcacheKey, encodeIpcacheValue, encodePolicyKey, encodePolicySubject, encodePolicyValue,
+  type PolicyLayout, decodePolicyKey, decodePolicySubject, encodeCgroupId, encodeIPv4, encodeIpcacheKey, encodeIpcacheValue, encodePolicyKey, encodePolicySubject, encodePolicyValue,
 } from '../datapath/layout.js';
 
 /** The class of the node proxy's L7 listeners, as a destination (reserved: the compiler allocates from 16). */
@@ -51,6 +51,8 @@ export interface L7PortPolicy {
 /** What one enforcement pass needs. */
 export interface PolicyInput {
   world: PolicyWorld;
+  /** the cluster store's revision the world was read at: an input equal to the last one (same revision, pods and proxy) is not compiled again */
+  revision?: number;
   /** this node's pods: "ns/name" → address and cgroup id (pods whose cgroup is not known yet are left out) */
   localPods: ReadonlyMap<string, { ip: string; cgroupId: bigint }>;
   /** the node proxy, when it runs: its cgroup, its listeners' address, and the L7 ports */
@@ -68,6 +70,8 @@ export interface EnforceResult {
   policies: string[];
   /** the cut pass, when one ran: sockets destroyed, namespaces visited and failed */
   cut?: { cut: number; namespaces: number; failed: { netns: string; error: string }[]; ms: number };
+  /** the second cut pass, 200 ms later (handshakes that were under way during the first) */
+  secondCut?: { cut: number; namespaces: number; failed: { netns: string; error: string }[]; ms: number };
   notes: string[];
 }
 
@@ -79,7 +83,10 @@ export class PolicyEnforcer {
   readonly #maps: PolicyMaps;
   readonly #layout: PolicyLayout;
   readonly #netns: () => string[];
-  readonly #allocator = new ClassAllocator();
+  #allocator = new ClassAllocator();
+  /** the last input enforced, to skip a pass that changes nothing */
+  #lastKey: string | undefined;
+  #secondCut: NodeJS.Timeout | undefined;
   /** what the kernel holds, per map: key hex → value hex */
   #mirror = new Map<PolicyMapName, Table>();
   #loaded = false;
@@ -105,9 +112,20 @@ export class PolicyEnforcer {
 
   /** Re-reads the maps from the kernel (at start, and after a failed pass). */
   load(): void {
-    for (const m of ['sm_policy', 'sm_ipcache', 'sm_pol_pods', 'sm_pol_cgroups'] as const) {
+    for (const m of ['sm_policy', 'sm_ipcache', 'sm_pol_pods', 'sm_pol_cgroups', 'sm_l7_ports'] as const) {
       this.#mirror.set(m, new Map(this.#maps.policyEntries(m).map(([k, v]) => [hex(k), hex(v)])));
     }
+    // a restarted agent allocates above every class the kernel still holds: a new class never merges into an old one
+    if (this.#allocator.size === 0) {
+      let max = 0;
+      for (const k of this.#mirror.get('sm_policy')!.keys()) max = Math.max(max, decodePolicyKey(Buffer.from(k, 'hex')).subject, decodePolicyKey(Buffer.from(k, 'hex')).peer);
+      for (const v of [...this.#mirror.get('sm_pol_pods')!.values(), ...this.#mirror.get('sm_pol_cgroups')!.values()]) {
+        const d = decodePolicySubject(Buffer.from(v, 'hex'));
+        max = Math.max(max, d.subject, d.peer);
+      }
+      if (max >= FIRST_CLASS_ID) this.#allocator = new ClassAllocator(max + 1);
+    }
+    this.#lastKey = undefined;
     this.#loaded = true;
   }
 
@@ -122,6 +140,7 @@ export class PolicyEnforcer {
     const ipcache: Table = new Map();
     const pods: Table = new Map();
     const cgroups: Table = new Map();
+    const l7Ports: Table = new Map();
     for (const e of compiled.entries) policy.set(hex(encodePolicyKey(e)), hex(encodePolicyValue(e.ruleRef)));
     for (const p of compiled.prefixes) {
       ipcache.set(hex(encodeIpcacheKey(p.ip, p.prefixLen)), hex(encodeIpcacheValue({ peer: p.peer, addrPeer: p.peer, flags: 0 })));
@@ -138,11 +157,14 @@ export class PolicyEnforcer {
       pods.set(hex(encodeIPv4(pod.ip)), v);
       cgroups.set(hex(encodeCgroupId(pod.cgroupId)), v);
     }
-    if (input.proxy) this.#l7(input, compiled, { policy, ipcache, cgroups });
-    return { tables: new Map([['sm_policy', policy], ['sm_ipcache', ipcache], ['sm_pol_pods', pods], ['sm_pol_cgroups', cgroups]]), compiled };
+    if (input.proxy) this.#l7(input, compiled, { policy, ipcache, cgroups, l7Ports });
+    return {
+      tables: new Map([['sm_policy', policy], ['sm_ipcache', ipcache], ['sm_pol_pods', pods], ['sm_pol_cgroups', cgroups], ['sm_l7_ports', l7Ports]]),
+      compiled,
+    };
   }
 
-  #l7(input: PolicyInput, compiled: CompiledNetworkPolicy, t: { policy: Table; ipcache: Table; cgroups: Table }): void {
+  #l7(input: PolicyInput, compiled: CompiledNetworkPolicy, t: { policy: Table; ipcache: Table; cgroups: Table; l7Ports: Table }): void {
     const L = this.#layout;
     const proxy = input.proxy!;
     if (proxy.cgroupId !== undefined) {
@@ -154,6 +176,9 @@ export class PolicyEnforcer {
     const podByIp = new Map(input.world.pods.filter((p) => p.ip !== undefined).map((p) => [p.ip!, p]));
     const localByIp = new Map([...input.localPods].map(([key, p]) => [p.ip, key]));
     for (const port of proxy.ports) {
+      const pk = Buffer.alloc(4);
+      pk.writeUInt32LE(port.listenerPort);
+      t.l7Ports.set(hex(pk), '01000000');
       // backends accept the proxy on the port it serves
       for (const b of port.backends) {
         const key = localByIp.get(b.ip);
@@ -170,7 +195,7 @@ export class PolicyEnforcer {
         const peer = compiled.podPeers.get(pod.ip);
         if (subject === undefined || peer === undefined) continue;
         const k = `${subject}/${peer}`;
-        if (verdict.has(k)) continue;
+        if (verdict.get(k)?.ok === false) continue;
         const [namespace, name] = key.split('/') as [string, string];
         const ok = port.backends.every((b) => {
           const target = podByIp.get(b.ip);
@@ -181,7 +206,8 @@ export class PolicyEnforcer {
           });
           return v.kind === 'verdict' && v.allowed;
         });
-        verdict.set(k, { subject, peer, ok });
+        // fail closed: pods that share both classes but not the verdict (a backend on another node judges by policies this node's classes do not see) are all refused
+        verdict.set(k, { subject, peer, ok: (verdict.get(k)?.ok ?? true) && ok });
       }
       for (const { subject, peer, ok } of verdict.values()) {
         if (!ok) continue;
@@ -197,6 +223,9 @@ export class PolicyEnforcer {
    */
   enforce(input: PolicyInput): EnforceResult {
     if (!this.#loaded) this.load();
+    const key = input.revision === undefined ? undefined
+      : JSON.stringify([input.revision, [...input.localPods].map(([k, p]) => [k, p.ip, String(p.cgroupId)]), input.proxy && { ...input.proxy, cgroupId: String(input.proxy.cgroupId) }]);
+    if (key !== undefined && key === this.#lastKey && this.#last) return this.#last;
     const t0 = performance.now();
     const { tables, compiled } = this.desired(input);
     const t1 = performance.now();
@@ -221,23 +250,46 @@ export class PolicyEnforcer {
         deletes++;
       }
     };
+    this.#lastKey = undefined; // a write that fails half-way is redone whole
     put('sm_policy');
     put('sm_ipcache');
+    put('sm_l7_ports');
     put('sm_pol_pods');
     put('sm_pol_cgroups');
     prune('sm_pol_cgroups');
     prune('sm_pol_pods');
+    prune('sm_l7_ports');
     prune('sm_ipcache');
     prune('sm_policy');
+    this.#lastKey = key;
     this.#compiled = compiled;
     const result: EnforceResult = {
       compileMs: t1 - t0, writeMs: performance.now() - t1, writes, deletes, entries: tables.get('sm_policy')!.size,
       subjects: tables.get('sm_pol_pods')!.size, notes: compiled.notes,
       policies: input.world.policies.map((p) => `${p.meta.namespace}/${p.meta.name}`).sort(),
     };
-    if (writes + deletes > 0) result.cut = this.cut();
+    if (writes + deletes > 0) {
+      result.cut = this.cut();
+      // again a little later: connections whose handshake was under way during the first pass
+      if (this.#secondCut) clearTimeout(this.#secondCut);
+      this.#secondCut = setTimeout(() => {
+        this.#secondCut = undefined;
+        try {
+          const again = this.cut();
+          if (this.#last === result) result.secondCut = again;
+        } catch {
+          // the next change runs it again
+        }
+      }, 200).unref();
+    }
     this.#last = result;
     return result;
+  }
+
+  /** Stops the delayed second cut pass. */
+  stop(): void {
+    if (this.#secondCut) clearTimeout(this.#secondCut);
+    this.#secondCut = undefined;
   }
 
   /** Runs the cut pass now in every pod's network namespace. */

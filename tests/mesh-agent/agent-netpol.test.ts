@@ -22,6 +22,7 @@ import { privileged } from '../fixtures/privileged.js';
 import { until } from '../fixtures/wait.js';
 
 const run = promisify(execFile);
+const delta = (a: Record<string, number>, b: Record<string, number>) => Object.fromEntries(Object.keys(b).filter((k) => b[k] !== a[k]).map((k) => [k, b[k]! - (a[k] ?? 0)]));
 const PROBE = helperBinary('smprobe');
 const PREFIX = 'smq';
 
@@ -31,7 +32,7 @@ kind: Pod
 metadata: { name: ${name}, namespace: ${ns}, labels: { ${labels} } }
 spec: { containers: [{ name: c, command: ${JSON.stringify(command)}${ports ? `, ports: [${ports}]` : ''} }] }
 `;
-const SERVE = [PROBE, 'serve', '8080'];
+const SERVE = ['sh', '-c', `${PROBE} udp-serve 5353 & exec ${PROBE} serve 8080`];
 const SLEEP = ['sleep', 'infinity'];
 const PODS = `apiVersion: v1
 kind: Namespace
@@ -220,6 +221,48 @@ if (privileged(t)) {
       t.equal(after.pol_no_ticket! - before.pol_no_ticket!, 1, 'counted as a SYN claiming a local pod without a ticket');
       t.equal(after.pol_syn_denied! - before.pol_syn_denied!, 1, 'and dropped');
       t.notOk((await synRecv()).includes(`:${forged}`), 'the listener never saw it');
+    });
+
+    t.test('udp-same-node-replies-and-egress', async (t) => {
+      const udp = async (from: string) => (await probe(from, ['udp-send', ip('app/server'), '5353', '1000'])).split(' ')[0];
+      await apply('', []);
+      t.equal(await udp('app/client2'), 'ok', 'control: no policy, the datagram is answered');
+      await apply(netpol('server-udp-from-client', `{ podSelector: { matchLabels: { app: server } }, policyTypes: [Ingress],
+        ingress: [{ from: [{ podSelector: { matchLabels: { app: client } } }], ports: [{ protocol: UDP, port: 5353 }] }] }`)
+        + netpol('client-no-ingress', '{ podSelector: { matchLabels: { app: client } }, policyTypes: [Ingress] }'), ['client-no-ingress', 'server-udp-from-client']);
+      const before = counters();
+      t.equal(await udp('app/client'), 'ok', 'a pod on the same node that a podSelector allows: its datagram passes (the kernel knows the sender by its socket), and the answer comes back to the client, whose own ingress is closed');
+      const after = delta(before, counters());
+      t.equal(after.pol_ticket_hit, 1, 'the server judged the datagram by the ticket its sender\'s socket left');
+      t.equal(after.pol_udp_denied, undefined, 'nothing dropped, the answer included');
+      t.equal(await udp('app/client2'), 'EPERM', 'a pod the policy does not allow: sendto() fails at once');
+      const beforeSpoof = counters();
+      t.match(await probe('app/client2', ['spoof-udp', ip('app/client'), ip('app/server'), '5353']), /^sent /);
+      await until('the forged datagram judged', () => counters().pol_udp_denied! > beforeSpoof.pol_udp_denied! && true);
+      t.equal(delta(beforeSpoof, counters()).pol_udp_denied, 1, 'a datagram from that pod\'s raw socket claiming the allowed pod\'s address is dropped: its ticket carries the sender\'s own class');
+      const c = await check('app/client2', 'app/server', 5353);
+      t.notOk(c.allowed, 'as the evaluator says');
+      await apply(netpol('client-tcp-only', `{ podSelector: { matchLabels: { app: client } }, policyTypes: [Egress],
+        egress: [{ ports: [{ protocol: TCP, port: 8080 }] }] }`), ['client-tcp-only']);
+      t.equal(await udp('app/client'), 'EPERM', 'egress: an unconnected UDP send the client\'s policy does not allow fails with EPERM');
+      t.equal(await connect('app/client', 'app/server'), 'ok', 'while TCP 8080 passes');
+    });
+
+    t.test('v4-mapped-and-ipv6-bypass-closed', async (t) => {
+      await apply(netpol('client-deny-egress', '{ podSelector: { matchLabels: { app: client } }, policyTypes: [Egress] }'), ['client-deny-egress']);
+      t.equal((await probe('app/client', ['connect', `::ffff:${ip('app/server')}`, '8080', '1000'])).split(' ')[0], 'EPERM',
+        'an AF_INET6 socket dialling the v4-mapped address is judged as IPv4: EPERM');
+      t.equal((await probe('app/client2', ['connect', `::ffff:${ip('app/server')}`, '8080', '1000'])).split(' ')[0], 'ok', 'control: an unselected pod connects that way');
+      const serverNs = `${PREFIX}-pod-${runtimeName('app/server')}`;
+      const ll = JSON.parse((await run('ip', ['-n', serverNs, '-j', '-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'link'])).stdout) as { addr_info: { local: string }[] }[];
+      const serverLl = ll[0]?.addr_info[0]?.local;
+      t.ok(serverLl, `the server has a link-local IPv6 address (${serverLl})`);
+      await apply('', []);
+      t.equal((await probe('app/client2', ['connect', `${serverLl}%eth0`, '8080', '1000'])).split(' ')[0], 'ok', 'control: with no policy the server is reachable over link-local IPv6');
+      await apply(netpol('server-deny-all', '{ podSelector: { matchLabels: { app: server } }, policyTypes: [Ingress] }'), ['server-deny-all']);
+      const before = counters().pol_ipv6_denied!;
+      t.equal((await probe('app/client2', ['connect', `${serverLl}%eth0`, '8080', '1000'])).split(' ')[0], 'ETIMEDOUT', 'an ingress-isolated pod is not reachable around its IPv4 policy');
+      t.ok(counters().pol_ipv6_denied! > before, 'counted as IPv6 dropped');
     });
 
     t.test('policy-update-cuts-established-connections', async (t) => {
