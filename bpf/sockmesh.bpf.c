@@ -158,7 +158,7 @@ static __always_inline void emit_pol_event(enum sm_pol_event_kind kind, enum sm_
 	e->proto = proto;
 	e->dir = dir;
 	e->kind = kind;
-	e->pad = 0;
+	e->sender_ip4 = 0;
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -888,12 +888,56 @@ int sm_pol_ingress(struct __sk_buff *skb)
 	return 0;
 }
 
-/* UDP leaving a pod's socket (any socket of the pod's cgroup, raw ones
- * included: a forged source address gets the forger's class). Never drops
- * (sends were judged at connect or sendmsg); it records what the receiving
+/* Packets leaving a pod's sockets. A raw socket's forged source address is
+ * dropped (above). For UDP it never drops (sends were judged at connect or
+ * sendmsg); it records what the receiving
  * side needs: the sender's class for a local ingress-isolated pod (a ticket,
  * as sockops writes for TCP), and the conversation, so answers come back
  * to an unconnected socket. */
+#define SM_SOCK_RAW 3
+
+/* A pod's raw socket sending as another address: dropped as it leaves, and
+ * reported with both pods (the sender is known here, by its cgroup). Only
+ * raw sockets can choose their source address; AF_PACKET frames never pass
+ * this hook (docs/policy-datapath.md §0a). */
+static __always_inline int forged(struct __sk_buff *skb, struct sm_ip4_head *ip)
+{
+	struct bpf_sock *sk = skb->sk;
+	struct sm_pol_subject *s;
+	struct sm_pol_event *e;
+	__u16 ports[2] = {};
+
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->type != SM_SOCK_RAW)
+		return 0;
+	s = skb_subject(skb);
+	if (!s || !s->ip4 || ip->saddr == s->ip4)
+		return 0;
+	count_add(SM_CTR_POL_SPOOF_DROPPED, 1);
+	if (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP)
+		bpf_skb_load_bytes(skb, (ip->ver_ihl & 0x0f) * 4, ports, sizeof(ports));
+	e = bpf_ringbuf_reserve(&sm_pol_events, sizeof(*e), 0);
+	if (!e) {
+		count_add(SM_CTR_POL_EVENTS_LOST, 1);
+		return 1;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cookie = 0;
+	e->src_ip4 = ip->saddr;
+	e->dst_ip4 = ip->daddr;
+	e->src_port = bpf_ntohs(ports[0]);
+	e->dst_port = bpf_ntohs(ports[1]);
+	e->subject = s->subject;
+	e->peer = s->peer;
+	e->proto = ip->protocol;
+	e->dir = SM_DIR_EGRESS;
+	e->kind = SM_PE_SPOOF;
+	e->sender_ip4 = s->ip4;
+	bpf_ringbuf_submit(e, 0);
+	return 1;
+}
+
 SEC("cgroup_skb/egress")
 int sm_pol_egress(struct __sk_buff *skb)
 {
@@ -906,7 +950,11 @@ int sm_pol_egress(struct __sk_buff *skb)
 
 	if (skb->protocol != bpf_htons(SM_ETH_P_IP))
 		return 1;
-	if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.protocol != IPPROTO_UDP || (ip.frag_off & bpf_htons(0x1fff)))
+	if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+		return 1;
+	if (forged(skb, &ip))
+		return 0;
+	if (ip.protocol != IPPROTO_UDP || (ip.frag_off & bpf_htons(0x1fff)))
 		return 1;
 	if (is_loopback(ip.daddr) || ip.saddr == ip.daddr)
 		return 1;

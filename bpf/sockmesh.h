@@ -51,6 +51,7 @@ enum sm_counter {
 	SM_CTR_POL_CUT,			/* established sockets destroyed because policy no longer allows them */
 	SM_CTR_POL_EVENTS_LOST,		/* policy events dropped: sm_pol_events full */
 	SM_CTR_POL_IPV6_DENIED,		/* IPv6 packets (not loopback) dropped at an ingress-isolated pod's socket */
+	SM_CTR_POL_SPOOF_DROPPED,	/* packets from a pod's raw socket with another source address: dropped as they left */
 	SM_CTR_MAX,
 };
 
@@ -260,6 +261,7 @@ enum sm_pol_event_kind {
 	SM_PE_DENY_SYN = 2,	/* a SYN dropped at the listener */
 	SM_PE_DENY_UDP = 3,	/* a datagram dropped at an unconnected socket */
 	SM_PE_CUT = 4,		/* an established socket destroyed by the cut pass */
+	SM_PE_SPOOF = 5,	/* a raw socket of a pod sent a packet with another source address: dropped */
 };
 
 /* One record on sm_pol_events. The agent writes the reason (it knows which
@@ -276,7 +278,7 @@ struct sm_pol_event {
 	__u32 proto;		/* IPPROTO_* */
 	enum sm_pol_dir dir;
 	enum sm_pol_event_kind kind;
-	__u32 pad;
+	__u32 sender_ip4;	/* SM_PE_SPOOF: the address of the pod that sent it (network order); else 0 */
 };
 
 #endif /* SOCKMESH_H */

@@ -22,7 +22,7 @@
  *       "timeout <ms>" or the errno name ("ECONNABORTED <ms>", ...)
  *   smprobe spoof-syn SRC_IPV4 DST_IPV4 DPORT
  *       sends one TCP SYN from a raw socket (IP_HDRINCL) claiming SRC_IPV4;
- *       prints "sent <source port>"
+ *       prints "sent <source port>", or the errno name when sendto failed
  *   smprobe spoof-udp SRC_IPV4 DST_IPV4 DPORT
  *       the same for one UDP datagram
  * Exit status: 0 when the probe ran (whatever the verdict), 2 on misuse.
@@ -377,8 +377,9 @@ static int spoof_syn(const char *src, const char *dst, const char *port)
 	pkt.ip.daddr = d.sin_addr.s_addr;
 	pkt.ip.check = csum(&pkt.ip, sizeof(pkt.ip));
 	if (sendto(s, &pkt, sizeof(pkt), 0, (struct sockaddr *)&d, sizeof(d)) < 0)
-		die("sendto");
-	printf("sent %u\n", ntohs(pkt.tcp.source));
+		printf("%s\n", errname(errno)); /* EPERM: dropped as it left */
+	else
+		printf("sent %u\n", ntohs(pkt.tcp.source));
 	close(s);
 	return 0;
 }
@@ -412,8 +413,9 @@ static int spoof_udp(const char *src, const char *dst, const char *port)
 	pkt.ip.daddr = d.sin_addr.s_addr;
 	pkt.ip.check = csum(&pkt.ip, sizeof(pkt.ip));
 	if (sendto(s, &pkt, sizeof(pkt), 0, (struct sockaddr *)&d, sizeof(d)) < 0)
-		die("sendto");
-	printf("sent %u\n", ntohs(pkt.udp.source));
+		printf("%s\n", errname(errno));
+	else
+		printf("sent %u\n", ntohs(pkt.udp.source));
 	close(s);
 	return 0;
 }

@@ -37,7 +37,7 @@ const EXPECTED_STRUCTS: Record<string, { size: number; members: Record<string, n
     size: 56,
     members: {
       ts_ns: 0, cookie: 8, src_ip4: 16, dst_ip4: 20, src_port: 24, dst_port: 28, subject: 32, peer: 36, proto: 40, dir: 44,
-      kind: 48, pad: 52,
+      kind: 48, sender_ip4: 52,
     },
   },
 };
@@ -59,11 +59,11 @@ export interface PolicyLayout {
   dirEgress: number;
   /** a client at an L7 service's listener, judged by its own (subject, peer) classes */
   dirL7: number;
-  /** enum sm_pol_event_kind value → name (deny-connect, deny-syn, deny-udp, cut) */
+  /** enum sm_pol_event_kind value → name (deny-connect, deny-syn, deny-udp, cut, spoof) */
   eventKinds: ReadonlyMap<number, PolicyEventKind>;
 }
 
-export type PolicyEventKind = 'deny-connect' | 'deny-syn' | 'deny-udp' | 'cut';
+export type PolicyEventKind = 'deny-connect' | 'deny-syn' | 'deny-udp' | 'cut' | 'spoof';
 
 /** Member name → byte offset, as the object's BTF has them. */
 export type StructOffsets = Readonly<Record<string, number>>;
@@ -141,7 +141,7 @@ export function layoutFromBtf(btf: BtfTypes): DatapathLayout {
     flagService: enumValue(btf, 'sm_flow_flags', 'SM_FLOW_F_SERVICE'),
   });
   const kinds: [string, PolicyEventKind][] = [
-    ['SM_PE_DENY_CONNECT', 'deny-connect'], ['SM_PE_DENY_SYN', 'deny-syn'], ['SM_PE_DENY_UDP', 'deny-udp'], ['SM_PE_CUT', 'cut'],
+    ['SM_PE_DENY_CONNECT', 'deny-connect'], ['SM_PE_DENY_SYN', 'deny-syn'], ['SM_PE_DENY_UDP', 'deny-udp'], ['SM_PE_CUT', 'cut'], ['SM_PE_SPOOF', 'spoof'],
   ];
   const policy: PolicyLayout = Object.freeze({
     flagIngressIsolated: enumValue(btf, 'sm_pol_flags', 'SM_POL_F_INGRESS_ISOLATED'),
@@ -421,6 +421,8 @@ export interface PolicyEventRecord {
   subject: number;
   peer: number;
   proto: number;
+  /** spoof: the address of the pod whose raw socket sent it (srcIp is the address it claimed) */
+  senderIp?: string;
 }
 
 export function decodePolicyEvent(b: Buffer, layout: PolicyLayout): PolicyEventRecord {
@@ -437,5 +439,6 @@ export function decodePolicyEvent(b: Buffer, layout: PolicyLayout): PolicyEventR
     proto: b.readUInt32LE(40),
     direction: ((d) => (d === layout.dirEgress ? 'egress' : d === layout.dirL7 ? 'l7' : 'ingress'))(b.readUInt32LE(44)),
     kind: layout.eventKinds.get(b.readUInt32LE(48)) ?? 'unknown',
+    ...(b.readUInt32LE(52) !== 0 && { senderIp: decodeIPv4(b, 52) }),
   };
 }

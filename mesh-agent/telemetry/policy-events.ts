@@ -39,6 +39,7 @@ function end(ip: string | undefined, port: number | undefined, w: WorkloadIdenti
 /** One kernel policy event → the flow observe shows and the detectors' event. */
 export function policyEventRecords(ev: PolicyEventRecord, ctx: PolicyEventContext): { flow: FlowRecord; event: PolicyEvent } {
   const protocol = PROTOCOLS[ev.proto] ?? 'TCP';
+  if (ev.kind === 'spoof') return spoofRecords(ev, ctx, protocol);
   const src = ev.srcIp !== undefined ? ctx.workloadOf(ev.srcIp) : undefined;
   const dst = ctx.workloadOf(ev.dstIp);
   const from: Endpoint = src && ev.srcIp !== undefined && ctx.sourceIsPod(ev)
@@ -67,6 +68,31 @@ export function policyEventRecords(ev: PolicyEventRecord, ctx: PolicyEventContex
     ...(ev.direction !== 'l7' && { direction: ev.direction }),
     source: { ip: ev.srcIp ?? '0.0.0.0', ...(srcWorkload && { workload: srcWorkload }) },
     destination: { ip: ev.dstIp, port: ev.dstPort, ...(dstWorkload && { workload: dstWorkload }) },
+  };
+  return { flow, event };
+}
+
+const label = (w: WorkloadIdentity | undefined, ip: string) => (w ? `${w.namespace}/${w.pod}` : ip);
+
+/** A pod's raw socket sent as another address: who sent it (by its cgroup), whom it claimed to be. */
+function spoofRecords(ev: PolicyEventRecord, ctx: PolicyEventContext, protocol: 'TCP' | 'UDP'): { flow: FlowRecord; event: PolicyEvent } {
+  const senderIp = ev.senderIp ?? '0.0.0.0';
+  const sender = ctx.workloadOf(senderIp);
+  const claimedIp = ev.srcIp ?? '0.0.0.0';
+  const claimed = ctx.workloadOf(claimedIp);
+  const dst = ctx.workloadOf(ev.dstIp);
+  const atMs = ctx.toEpochMs(ev.tsNs);
+  const flow: FlowRecord = {
+    type: 'l4', time: new Date(atMs).toISOString(),
+    source: end(senderIp, undefined, sender), destination: end(ev.dstIp, ev.dstPort, dst),
+    verdict: 'denied', policy: 'anti-spoofing', path: 'kernel', durationMs: 0, layer: 'kernel-l4', kernelEvent: 'dropped',
+    reason: `dropped as it left: a raw socket of ${label(sender, senderIp)} sent ${protocol} as ${claimed ? `${label(claimed, claimedIp)}'s address ${claimedIp}` : claimedIp}`,
+  };
+  const event: PolicyEvent = {
+    atMs, kind: 'spoof', protocol,
+    source: { ip: claimedIp, ...(claimed && { workload: label(claimed, claimedIp) }) },
+    destination: { ip: ev.dstIp, port: ev.dstPort, ...(dst && { workload: label(dst, ev.dstIp) }) },
+    spoof: { ...(sender && { sender: label(sender, senderIp) }), claimedIp, ...(claimed && { claimedWorkload: label(claimed, claimedIp) }) },
   };
   return { flow, event };
 }

@@ -202,25 +202,37 @@ if (privileged(t)) {
     t.test('spoofed-source-denied', async (t) => {
       const serverNs = `${PREFIX}-pod-${runtimeName('app/server')}`;
       const synRecv = async () => (await run('ip', ['netns', 'exec', serverNs, 'ss', '-tnH', 'state', 'syn-recv', 'sport', '=', ':8080'])).stdout;
-      // control: with no policy a forged SYN from this pod reaches the listener (an unused address: nobody resets the SYN_RECV)
+      const seenBy = async (port: string | undefined) => {
+        for (const deadline = Date.now() + 3000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 20))) if ((await synRecv()).includes(`:${port}`)) return true;
+        return false;
+      };
+      // control: with no policy a forged SYN from a host process reaches the listener (an unused address: nobody resets the SYN_RECV)
       await apply('', []);
-      const control = (await probe('app/client2', ['spoof-syn', '198.18.255.254', ip('app/server'), '8080'])).split(' ')[1];
-      t.ok(control, 'a forged SYN was sent');
-      let seen = false;
-      for (const deadline = Date.now() + 5000; !seen && Date.now() < deadline; await new Promise((r) => setTimeout(r, 20))) seen = (await synRecv()).includes(`:${control}`);
-      t.ok(seen, 'with no policy, the listener answers the forged SYN (SYN_RECV): the probe reaches it');
+      const control = (await probe('host', ['spoof-syn', '198.18.255.254', ip('app/server'), '8080'])).split(' ')[1];
+      t.ok(await seenBy(control), 'control: with no policy, a raw SYN reaches the listener (SYN_RECV)');
       await apply(netpol('server-from-client', `{ podSelector: { matchLabels: { app: server } }, policyTypes: [Ingress],
         ingress: [{ from: [{ podSelector: { matchLabels: { app: client } } }] }] }`), ['server-from-client']);
       await expectCase(t, 'app/client', 'app/server', 'ok');
       await expectCase(t, 'app/client2', 'app/server', 'EPERM');
-      const before = counters();
-      // client2 forges client's address on a raw SYN: no ticket, so the kernel judges it as an address
-      const forged = (await probe('app/client2', ['spoof-syn', ip('app/client'), ip('app/server'), '8080'])).split(' ')[1];
-      await until('the forged SYN judged', () => counters().pol_syn_denied! > before.pol_syn_denied! && true);
-      const after = counters();
-      t.equal(after.pol_no_ticket! - before.pol_no_ticket!, 1, 'counted as a SYN claiming a local pod without a ticket');
-      t.equal(after.pol_syn_denied! - before.pol_syn_denied!, 1, 'and dropped');
-      t.notOk((await synRecv()).includes(`:${forged}`), 'the listener never saw it');
+      // a pod forges the allowed pod's address from a raw socket: dropped as it leaves, reported with both pods
+      let before = counters();
+      t.equal(await probe('app/client2', ['spoof-syn', ip('app/client'), ip('app/server'), '8080']), 'EPERM', 'the forging pod\'s sendto fails');
+      t.equal(delta(before, counters()).pol_spoof_dropped, 1, 'dropped at the sending pod (its raw socket claimed another address)');
+      t.notOk((await synRecv()).includes(`${ip('app/client')}:`), 'the listener never saw it (no SYN_RECV from the claimed address)');
+      const spoofs = await untilAsync('the spoofing reported', async () => {
+        const f = (await flows('security')).filter((x) => x.securityType === 'spoofing');
+        return f.length > 0 && f;
+      });
+      t.match(spoofs[0]!.reason, /^SPOOFING app\/client2 sent as app\/client's address/, `a security event names both pods: ${spoofs[0]!.reason}`);
+      t.ok((await flows()).some((f) => f.policy === 'anti-spoofing' && f.source.pod === 'client2'), 'and a denied flow');
+      // a process outside every pod (no cgroup of the mesh) forges it: no ticket, so judged as an address, and denied
+      before = counters();
+      const fromHost = (await probe('host', ['spoof-syn', ip('app/client'), ip('app/server'), '8080'])).split(' ')[1];
+      await until('the host\'s forged SYN judged', () => counters().pol_syn_denied! > before.pol_syn_denied! && true);
+      const after = delta(before, counters());
+      t.equal(after.pol_no_ticket, 1, 'counted as a SYN claiming a local pod without a ticket');
+      t.equal(after.pol_syn_denied, 1, 'and dropped at the listener');
+      t.notOk(await seenBy(fromHost), 'the listener never saw it');
     });
 
     t.test('udp-same-node-replies-and-egress', async (t) => {
@@ -237,9 +249,8 @@ if (privileged(t)) {
       t.equal(after.pol_udp_denied, undefined, 'nothing dropped, the answer included');
       t.equal(await udp('app/client2'), 'EPERM', 'a pod the policy does not allow: sendto() fails at once');
       const beforeSpoof = counters();
-      t.match(await probe('app/client2', ['spoof-udp', ip('app/client'), ip('app/server'), '5353']), /^sent /);
-      await until('the forged datagram judged', () => counters().pol_udp_denied! > beforeSpoof.pol_udp_denied! && true);
-      t.equal(delta(beforeSpoof, counters()).pol_udp_denied, 1, 'a datagram from that pod\'s raw socket claiming the allowed pod\'s address is dropped: its ticket carries the sender\'s own class');
+      t.equal(await probe('app/client2', ['spoof-udp', ip('app/client'), ip('app/server'), '5353']), 'EPERM');
+      t.equal(delta(beforeSpoof, counters()).pol_spoof_dropped, 1, 'a datagram from that pod\'s raw socket claiming the allowed pod\'s address is dropped as it leaves');
       const c = await check('app/client2', 'app/server', 5353);
       t.notOk(c.allowed, 'as the evaluator says');
       await apply(netpol('client-tcp-only', `{ podSelector: { matchLabels: { app: client } }, policyTypes: [Egress],

@@ -13,7 +13,7 @@ t.test('the compiled object agrees with the agent', async (t) => {
     'sock_inserted', 'sock_insert_failed', 'sock_skipped', 'msg_redirected', 'bytes_redirected',
     'msg_passed', 'bytes_passed', 'svc_translated', 'svc_no_backend', 'svc_backend_miss', 'svc_not_enrolled',
     'flow_events_lost', 'pol_allowed', 'pol_egress_denied', 'pol_ingress_denied', 'pol_syn_denied',
-    'pol_udp_denied', 'pol_ticket_hit', 'pol_no_ticket', 'pol_cut', 'pol_events_lost', 'pol_ipv6_denied',
+    'pol_udp_denied', 'pol_ticket_hit', 'pol_no_ticket', 'pol_cut', 'pol_events_lost', 'pol_ipv6_denied', 'pol_spoof_dropped',
   ]);
   t.equal(layout.counters.get('sock_inserted'), 0);
   t.equal(layout.endpointEnrolledFlag, 1);
@@ -21,7 +21,7 @@ t.test('the compiled object agrees with the agent', async (t) => {
   t.equal(layout.cgroupEnrolledFlag, 1);
   t.same({ ...layout.policy, eventKinds: [...layout.policy.eventKinds] }, {
     flagIngressIsolated: 1, flagEgressIsolated: 2, flagPod: 4, flagProxy: 8, peerAny: 0, peerAnyPod: 1, peerWorld: 2, peerNodeProxy: 3,
-    dirIngress: 0, dirEgress: 1, dirL7: 2, eventKinds: [[1, 'deny-connect'], [2, 'deny-syn'], [3, 'deny-udp'], [4, 'cut']],
+    dirIngress: 0, dirEgress: 1, dirL7: 2, eventKinds: [[1, 'deny-connect'], [2, 'deny-syn'], [3, 'deny-udp'], [4, 'cut'], [5, 'spoof']],
   });
 });
 
@@ -62,6 +62,9 @@ t.test('policy entries are encoded as the kernel reads them', async (t) => {
     tsNs: 5n, cookie: 99n, srcIp: '198.18.0.2', dstIp: '198.18.0.3', srcPort: 40000, dstPort: 80, subject: 17, peer: 18, proto: 6,
     direction: 'ingress', kind: 'deny-syn',
   });
+  ev.writeUInt32LE(5, 48);
+  encodeIPv4('198.18.0.9').copy(ev, 52);
+  t.match(decodePolicyEvent(ev, layout.policy), { kind: 'spoof', senderIp: '198.18.0.9', srcIp: '198.18.0.2' }, 'a spoof record names its sender');
 });
 
 function btfWith(change: (b: BtfTypes) => void): BtfTypes {

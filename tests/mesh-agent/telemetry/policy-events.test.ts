@@ -87,3 +87,15 @@ t.test('metrics: kernel denials by pair, layer and policy; not counted as connec
   t.same(fam.sockmesh_connections_total, [], 'a refused connect is no connection');
   t.same(fam.sockmesh_security_events_total, [{ labels: { type: 'scan' }, value: 1 }]);
 });
+
+t.test('a forged source address: the sending pod (from its cgroup) and the pod it claimed to be, for the spoofing detector', async (t) => {
+  const WITH_EVIL = new Map([...WORKLOADS, ['198.18.0.9', { namespace: 'app', pod: 'evil', serviceName: 'evil' }]]);
+  const asked: unknown[] = [];
+  const ctx = { ...context(asked), workloadOf: (ip: string) => WITH_EVIL.get(ip) };
+  const { flow, event } = policyEventRecords({ ...base, kind: 'spoof', direction: 'egress', srcIp: '198.18.0.2', srcPort: 41000, senderIp: '198.18.0.9' }, ctx);
+  t.same(asked, [], 'no policy to explain: forging is never allowed');
+  t.match(flow, { verdict: 'denied', policy: 'anti-spoofing', kernelEvent: 'dropped', source: { pod: 'evil' }, destination: { pod: 'server' } });
+  t.equal(flow.reason, 'dropped as it left: a raw socket of app/evil sent TCP as app/client\'s address 198.18.0.2');
+  t.same(event.spoof, { sender: 'app/evil', claimedIp: '198.18.0.2', claimedWorkload: 'app/client' });
+  t.equal(event.kind, 'spoof');
+});
