@@ -159,7 +159,10 @@ export class ClusterStore {
   }
 }
 
+/** JSON of an object, bigints (a parsed ipBlock's address) as decimal strings. */
+const canonical = (o: unknown): string => JSON.stringify(o, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v));
+
 /** Equal in everything but where it was read from. */
 function sameObject(a: ClusterObject, b: ClusterObject): boolean {
-  return JSON.stringify({ ...a, meta: { ...a.meta, source: '' } }) === JSON.stringify({ ...b, meta: { ...b.meta, source: '' } });
+  return canonical({ ...a, meta: { ...a.meta, source: '' } }) === canonical({ ...b, meta: { ...b.meta, source: '' } });
 }

@@ -1,13 +1,18 @@
 /**
  * The cluster source for real clusters: the Kubernetes API, through
- * @kubernetes/client-node informers on Namespaces, Pods, Services and
- * EndpointSlices (list, then watch from the list's resourceVersion; a 410
+ * @kubernetes/client-node informers on Namespaces, Pods, Services,
+ * EndpointSlices, NetworkPolicies and Istio AuthorizationPolicies (list,
+ * then watch from the list's resourceVersion; a 410
  * Gone relists; a failed list or a broken watch reconnects with exponential
  * backoff). Every event lands in the ClusterStore as the model's objects.
+ * A policy the API serves but sockmesh cannot take (a field it cannot
+ * enforce, say) is kept out with its problems in the informer's state, and
+ * the version before it, if any, keeps being enforced.
  */
 import * as k8s from '@kubernetes/client-node';
 import type { ClusterStore } from './cluster-store.js';
-import type { ContainerPort, EndpointSlice, Kind, Labels, Namespace, ObjectMeta, Pod, Service, ServicePort } from './model.js';
+import { parseApiObject } from './manifest-parser.js';
+import type { ClusterObject, ContainerPort, EndpointSlice, Kind, Labels, Namespace, ObjectMeta, Pod, Service, ServicePort } from './model.js';
 
 export const KUBE_SOURCE_ID = 'kubernetes';
 
@@ -30,6 +35,8 @@ export interface InformerState {
   reconnects: number;
   resourceVersion: string;
   lastError?: string;
+  /** objects refused, "ns/name: field: reason" (the last good version of each stays in force) */
+  problems?: string[];
 }
 
 type AnyObj = { metadata?: k8s.V1ObjectMeta };
@@ -134,16 +141,36 @@ export class KubeSource {
     return this.#informers.map((i) => ({ ...i.state }));
   }
 
-  /** Starts the four informers; resolves when each has listed once (or failed to, and is retrying). */
+  /** Starts the informers; resolves when each has listed once (or failed to, and is retrying). */
   async start(): Promise<void> {
     this.#stopped = false;
     const core = this.#kc.makeApiClient(k8s.CoreV1Api);
     const discovery = this.#kc.makeApiClient(k8s.DiscoveryV1Api);
-    const specs: [string, Kind, () => Promise<{ items: AnyObj[]; metadata?: k8s.V1ListMeta }>, (o: never) => Parameters<ClusterStore['upsert']>[1]][] = [
-      ['/api/v1/namespaces', 'Namespace', () => core.listNamespace(), namespaceFrom],
-      ['/api/v1/pods', 'Pod', () => core.listPodForAllNamespaces(), podFrom],
-      ['/api/v1/services', 'Service', () => core.listServiceForAllNamespaces(), serviceFrom],
-      ['/apis/discovery.k8s.io/v1/endpointslices', 'EndpointSlice', () => discovery.listEndpointSliceForAllNamespaces(), endpointSliceFrom],
+    const custom = this.#kc.makeApiClient(k8s.CustomObjectsApi);
+    type Convert = (o: never, problems: Map<string, string[]>) => ClusterObject | undefined;
+    // the policies come raw (no typed client: the manifest parser validates them, field by field)
+    const policy = (kind: 'NetworkPolicy' | 'AuthorizationPolicy', group: string, version: string, plural: string) => [
+      `/apis/${group}/${version}/${plural}`, kind,
+      async () => (await custom.listClusterCustomObject({ group, version, plural })) as { items: AnyObj[]; metadata?: k8s.V1ListMeta },
+      ((o: AnyObj & Record<string, unknown>, problems: Map<string, string[]>) => {
+        const { status: _status, ...js } = o;
+        void _status;
+        const r = parseApiObject(kind, { ...js, kind, apiVersion: `${group}/${version}` }, `${KUBE_SOURCE_ID}:${kind} ${key(o)}`);
+        if (r.object) {
+          problems.delete(key(o));
+          return { ...r.object, meta: { ...r.object.meta, source: KUBE_SOURCE_ID, ...(o.metadata?.uid !== undefined && { uid: o.metadata.uid }) } };
+        }
+        problems.set(key(o), r.problems);
+        return undefined;
+      }) as Convert,
+    ] as const;
+    const specs: (readonly [string, Kind, () => Promise<{ items: AnyObj[]; metadata?: k8s.V1ListMeta }>, Convert])[] = [
+      ['/api/v1/namespaces', 'Namespace', () => core.listNamespace(), namespaceFrom as Convert],
+      ['/api/v1/pods', 'Pod', () => core.listPodForAllNamespaces(), podFrom as Convert],
+      ['/api/v1/services', 'Service', () => core.listServiceForAllNamespaces(), serviceFrom as Convert],
+      ['/apis/discovery.k8s.io/v1/endpointslices', 'EndpointSlice', () => discovery.listEndpointSliceForAllNamespaces(), endpointSliceFrom as Convert],
+      policy('NetworkPolicy', 'networking.k8s.io', 'v1', 'networkpolicies'),
+      policy('AuthorizationPolicy', 'security.istio.io', 'v1', 'authorizationpolicies'),
     ];
     const started: Promise<void>[] = [];
     for (const [path, kind, list, convert] of specs) {
@@ -156,15 +183,23 @@ export class KubeSource {
       const informer = k8s.makeInformer(this.#kc, path, countedList) as k8s.ListWatch<AnyObj>;
       const entry: InformerEntry = { state, informer, delay: this.#backoffMs };
       this.#informers.push(entry);
+      const problems = new Map<string, string[]>();
       const upsert = (o: AnyObj) => {
         state.resourceVersion = informer.latestResourceVersion();
         state.connected = true;
         entry.delay = this.#backoffMs;
-        this.#store.upsert(KUBE_SOURCE_ID, convert(o as never));
+        const obj = convert(o as never, problems);
+        if (problems.size > 0) state.problems = [...problems].slice(0, 50).flatMap(([k, ps]) => ps.map((x) => `${k}: ${x}`));
+        else delete state.problems;
+        if (obj) this.#store.upsert(KUBE_SOURCE_ID, obj);
       };
       informer.on('add', upsert);
       informer.on('update', upsert);
-      informer.on('delete', (o: AnyObj) => this.#store.remove(kind, key(o)));
+      informer.on('delete', (o: AnyObj) => {
+        problems.delete(key(o));
+        if (problems.size === 0) delete state.problems;
+        this.#store.remove(kind, key(o));
+      });
       informer.on('connect', () => { state.connected = true; });
       let firstDone: () => void = () => undefined;
       started.push(new Promise<void>((r) => { firstDone = r; }));

@@ -267,6 +267,18 @@ const KINDS: Record<string, { apiVersion: string; also?: string[]; parse: (p: Pr
   },
 };
 
+/**
+ * One object as the Kubernetes API serves it (a list item or a watch event),
+ * validated like a manifest: the object, or the problems (field and reason)
+ * that keep it out. Only the policy kinds come this way; the others have
+ * typed converters in kube-source.ts.
+ */
+export function parseApiObject(kind: 'NetworkPolicy' | 'AuthorizationPolicy', js: Obj, source: string): { object?: ClusterObject; problems: string[] } {
+  const p = new Problems();
+  const obj = KINDS[kind]!.parse(p, js, source);
+  return p.list.length === 0 ? { object: obj, problems: [] } : { problems: p.list };
+}
+
 /** Parses one file's text. `file` names it in messages. */
 export function parseManifestFile(file: string, text: string): ParsedManifests {
   const out: ParsedManifests = { objects: [], errors: [], ignored: [] };

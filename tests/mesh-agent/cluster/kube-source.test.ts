@@ -86,3 +86,40 @@ t.test('list, then watch; 410 Gone relists; a lost server is reconnected with ba
   await until('events flow again', () => store.pods().has('shop/web-5'));
   t.pass('events flow again after the reconnect');
 });
+
+t.test('NetworkPolicies and AuthorizationPolicies from the API: validated like manifests; a refused version keeps the last good one', async (t) => {
+  const NETPOL = '/apis/networking.k8s.io/v1/networkpolicies';
+  const AUTHZ = '/apis/security.istio.io/v1/authorizationpolicies';
+  const api = new FakeKubeApi();
+  await api.start();
+  const denyAll = {
+    metadata: { name: 'deny-all', namespace: 'shop', uid: 'u-1', resourceVersion: '7', creationTimestamp: '2026-11-26T00:00:00Z' },
+    spec: { podSelector: {}, policyTypes: ['Ingress'] },
+  };
+  api.put(NETPOL, denyAll);
+  api.put(AUTHZ, {
+    metadata: { name: 'deny-post', namespace: 'shop' },
+    spec: { selector: { matchLabels: { app: 'web' } }, action: 'DENY', rules: [{ to: [{ operation: { methods: ['POST'] } }] }] },
+    status: { validationMessages: [] },
+  });
+  const store = new ClusterStore();
+  const source = new KubeSource({ store, kubeConfig: api.kubeConfig(), backoffMs: 50, maxBackoffMs: 400 });
+  t.teardown(async () => { await source.stop(); await api.stop(); });
+  await source.start();
+  await until('the policies listed', () => store.networkPolicies().size === 1 && store.authorizationPolicies().size === 1);
+  t.match(store.networkPolicies().get('shop/deny-all'), { policyTypes: ['Ingress'], ingress: [], meta: { source: 'kubernetes', uid: 'u-1' } }, 'a NetworkPolicy as the evaluator reads it');
+  t.match(store.authorizationPolicies().get('shop/deny-post'), { action: 'DENY' }, 'an AuthorizationPolicy (its status ignored)');
+
+  // a new version sockmesh cannot take: refused with the field, the last good version stays
+  api.put(NETPOL, { ...denyAll, spec: { podSelector: {}, policyTypes: ['Ingress'], ingress: [{ from: [{ ipBlock: { cidr: '10.0.0.0/8', except: ['192.168.0.0/16'] } }] }] } });
+  const state = () => source.states().find((s) => s.resource === NETPOL)!;
+  await until('the bad version refused', () => state().problems?.length);
+  t.match(state().problems, [/^shop\/deny-all: spec\.ingress\[0\]\.from\[0\]\.ipBlock\.except\[0\]: must lie strictly inside cidr 10\.0\.0\.0\/8/], 'the problem names the object, field and reason');
+  t.same(store.networkPolicies().get('shop/deny-all')?.ingress, [], 'the last good version is still the one in force');
+  api.put(NETPOL, { ...denyAll, spec: { podSelector: {}, policyTypes: ['Ingress'], ingress: [{ from: [{ ipBlock: { cidr: '10.0.0.0/8' } }] }] } });
+  await until('the fixed version taken', () => store.networkPolicies().get('shop/deny-all')?.ingress.length === 1);
+  t.equal(state().problems, undefined, 'and the problem is gone');
+  api.delete(NETPOL, 'deny-all', 'shop');
+  await until('deleted', () => store.networkPolicies().size === 0);
+  t.pass('a deleted policy leaves the store');
+});
