@@ -830,8 +830,11 @@ int sm_pol_ingress(struct __sk_buff *skb)
 		count_add(SM_CTR_POL_IPV6_DENIED, 1);
 		return 0;
 	}
-	s = skb_subject(skb);
-	if (!s || !(s->flags & SM_POL_F_INGRESS_ISOLATED))
+	/* the cheap tests first: most packets belong to established connections */
+	sk = skb->sk;
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	if (!sk || (sk->protocol == IPPROTO_TCP && sk->state != SM_TCP_LISTEN) || (sk->protocol == IPPROTO_UDP && sk->state == 1))
 		return 1;
 	if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
 		return 1;
@@ -840,12 +843,10 @@ int sm_pol_ingress(struct __sk_buff *skb)
 	off = (ip.ver_ihl & 0x0f) * 4;
 	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
 		return 1;
-	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
+	s = skb_subject(skb);
+	if (!s || !(s->flags & SM_POL_F_INGRESS_ISOLATED))
 		return 1;
-	sk = skb->sk;
-	if (sk)
-		sk = bpf_sk_fullsock(sk);
-	if (!sk)
+	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
 		return 1;
 	tk.saddr = ip.saddr;
 	tk.daddr = ip.daddr;
