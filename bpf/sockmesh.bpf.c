@@ -1074,4 +1074,43 @@ destroy:
 	return 0;
 }
 
+/* The cut pass for UDP: a pod's connected UDP socket (its connect was
+ * judged once, its sends are not) whose destination the pod's egress no
+ * longer allows is destroyed: its next send or receive fails. Unconnected
+ * sockets need nothing: every send is judged at sendmsg4, every datagram
+ * to an isolated pod at its socket. */
+SEC("iter/udp")
+int sm_pol_cut_udp(struct bpf_iter__udp *ctx)
+{
+	struct sock *sk = (struct sock *)ctx->udp_sk;
+	struct sm_pol_subject *me;
+	struct sm_sock_pol *sp;
+	__u32 local, remote, peer;
+	__u16 port_be;
+	int is_pod, proxy;
+
+	if (!sk)
+		return 0;
+	if (sk->__sk_common.skc_family != 2 /* AF_INET */ || sk->__sk_common.skc_state != 1 /* connected */)
+		return 0;
+	sp = bpf_sk_storage_get(&sm_sock_pol, sk, 0, 0);
+	if (!sp || !(sp->flags & SM_SP_F_ACTIVE))
+		return 0;
+	local = sk->__sk_common.skc_rcv_saddr;
+	remote = sk->__sk_common.skc_daddr;
+	port_be = sk->__sk_common.skc_dport;
+	me = bpf_map_lookup_elem(&sm_pol_pods, &local);
+	if (!me || !(me->flags & SM_POL_F_EGRESS_ISOLATED) || is_loopback(remote) || remote == local)
+		return 0;
+	peer = dialled_peer(remote, bpf_ntohs(port_be), &is_pod, &proxy);
+	if (pol_allowed(me->subject, peer, is_pod, SM_DIR_EGRESS, IPPROTO_UDP, port_be))
+		return 0;
+	if (bpf_sock_destroy((struct sock_common *)sk))
+		return 0;
+	count_add(SM_CTR_POL_CUT, 1);
+	emit_pol_event(SM_PE_CUT, SM_DIR_EGRESS, bpf_get_socket_cookie(sk), local, remote, sk->__sk_common.skc_num,
+		       bpf_ntohs(port_be), me->subject, peer, IPPROTO_UDP);
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -48,6 +48,15 @@ struct bpf_iter__tcp {
 	__u32 uid;
 } __attribute__((preserve_access_index));
 
+struct udp_sock;
+
+struct bpf_iter__udp {
+	struct bpf_iter_meta *meta;
+	struct udp_sock *udp_sk;
+	__u32 uid;
+	int bucket;
+} __attribute__((preserve_access_index));
+
 /* Linux 6.5+: aborts the socket (ECONNABORTED locally, a RST to the peer).
  * Only tcp/udp iterators may call it: they hold the socket's lock. Weak, so
  * the object still loads where the kernel lacks it (the agent then keeps

@@ -13,6 +13,9 @@
  *       completed, or the errno name ("EPERM <ms>", "ETIMEDOUT <ms>")
  *   smprobe udp-serve PORT
  *       an unconnected UDP socket on 0.0.0.0:PORT answering each datagram
+ *   smprobe udp-hold IPV4 PORT SECONDS
+ *       a connected UDP socket: ask, print "connected" once answered, then ask
+ *       every 100 ms; prints how it ended ("ECONNABORTED <ms>", "timeout <ms>")
  *   smprobe udp-send IPV4 PORT TIMEOUT_MS
  *       sendto() from an unconnected socket, then wait for the answer:
  *       "ok <ms>", the errno of sendto ("EPERM <ms>"), or "ETIMEDOUT <ms>"
@@ -73,6 +76,7 @@ static const char *errname(int e)
 	case EHOSTUNREACH: return "EHOSTUNREACH";
 	case ENETUNREACH: return "ENETUNREACH";
 	case EPIPE: return "EPIPE";
+	case EDESTADDRREQ: return "EDESTADDRREQ";
 	default: return strerror(e);
 	}
 }
@@ -321,6 +325,40 @@ static int udp_send(const char *ip, const char *port, int timeout_ms)
 	return 0;
 }
 
+/* A connected UDP socket asking every 100 ms until SECONDS pass or a call fails. */
+static int udp_hold(const char *ip, const char *port, int seconds)
+{
+	struct sockaddr_in a = addr_of(ip, port);
+	struct timeval tv = { .tv_sec = 1 };
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+	long long t0;
+	char buf[16];
+
+	if (s < 0)
+		die("socket");
+	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(s, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		printf("%s 0\n", errname(errno));
+		return 0;
+	}
+	if (send(s, "ping", 4, 0) < 0 || recv(s, buf, sizeof(buf), 0) < 0) {
+		printf("%s 0\n", errname(errno));
+		return 0;
+	}
+	printf("connected\n");
+	fflush(stdout);
+	t0 = now_ms();
+	while (now_ms() - t0 < seconds * 1000LL) {
+		if (send(s, "ping", 4, 0) < 0 || recv(s, buf, sizeof(buf), 0) < 0) {
+			printf("%s %lld\n", errno == EAGAIN || errno == EWOULDBLOCK ? "ETIMEDOUT" : errname(errno), now_ms() - t0);
+			return 0;
+		}
+		usleep(100 * 1000);
+	}
+	printf("timeout %lld\n", now_ms() - t0);
+	return 0;
+}
+
 static unsigned short csum(const void *data, size_t len)
 {
 	const unsigned char *p = data;
@@ -431,12 +469,14 @@ int main(int argc, char **argv)
 		return probe_hold(argv[2], argv[3], atoi(argv[4]));
 	if (argc == 3 && strcmp(argv[1], "udp-serve") == 0)
 		udp_serve(argv[2]);
+	if (argc == 5 && strcmp(argv[1], "udp-hold") == 0)
+		return udp_hold(argv[2], argv[3], atoi(argv[4]));
 	if (argc == 5 && strcmp(argv[1], "udp-send") == 0)
 		return udp_send(argv[2], argv[3], atoi(argv[4]));
 	if (argc == 5 && strcmp(argv[1], "spoof-udp") == 0)
 		return spoof_udp(argv[2], argv[3], argv[4]);
 	if (argc == 5 && strcmp(argv[1], "spoof-syn") == 0)
 		return spoof_syn(argv[2], argv[3], argv[4]);
-	fprintf(stderr, "usage: smprobe serve PORT | connect ADDR PORT TIMEOUT_MS | hold IPV4 PORT SECONDS | udp-serve PORT | udp-send IPV4 PORT TIMEOUT_MS | spoof-syn SRC DST PORT | spoof-udp SRC DST PORT\n");
+	fprintf(stderr, "usage: smprobe serve PORT | connect ADDR PORT TIMEOUT_MS | hold IPV4 PORT SECONDS | udp-serve PORT | udp-hold IPV4 PORT SECONDS | udp-send IPV4 PORT TIMEOUT_MS | spoof-syn SRC DST PORT | spoof-udp SRC DST PORT\n");
 	return 2;
 }

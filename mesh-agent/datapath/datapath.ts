@@ -49,6 +49,7 @@ export type HashMapName = keyof typeof HASH_MAPS;
 export const POLICY_MAPS = Object.freeze({ sm_pol_cgroups: [8, 16], sm_pol_pods: [4, 16], sm_ipcache: [8, 16], sm_policy: [16, 8], sm_l7_ports: [4, 4] } as const);
 export type PolicyMapName = keyof typeof POLICY_MAPS;
 const LINK_POL_CUT = 'link_pol_cut';
+const LINK_POL_CUT_UDP = 'link_pol_cut_udp';
 const LINK_SOCKOPS = 'link_sockops';
 /** cgroup programs attached through pinned links, by program: pin name */
 const CGROUP_LINKS = Object.freeze({
@@ -129,7 +130,7 @@ export class Datapath {
   /** True when every map and the links are pinned. */
   isUp(): boolean {
     return MAPS.every((m) => existsSync(this.#pin(m))) && existsSync(this.#pin(LINK_SOCKOPS))
-      && Object.values(CGROUP_LINKS).every((l) => existsSync(this.#pin(l))) && existsSync(this.#pin(LINK_POL_CUT))
+      && Object.values(CGROUP_LINKS).every((l) => existsSync(this.#pin(l))) && existsSync(this.#pin(LINK_POL_CUT)) && existsSync(this.#pin(LINK_POL_CUT_UDP))
       && (existsSync(this.#pin(LINK_SK_MSG)) || existsSync(this.#pin(PROG_SK_MSG)));
   }
 
@@ -201,7 +202,8 @@ export class Datapath {
       const skMsg = obj.program('sm_sk_msg');
       const cgroupProgs = (Object.keys(CGROUP_LINKS) as (keyof typeof CGROUP_LINKS)[]).map((n) => [obj.program(n), CGROUP_LINKS[n]] as const);
       const cut = obj.program('sm_pol_cut');
-      const programs = [sockops, skMsg, ...cgroupProgs.map(([p]) => p), cut];
+      const cutUdp = obj.program('sm_pol_cut_udp');
+      const programs = [sockops, skMsg, ...cgroupProgs.map(([p]) => p), cut, cutUdp];
       for (const p of programs) p.captureVerifierLog(1 << 22);
       const ret = obj.load();
       if (ret < 0) {
@@ -251,14 +253,16 @@ export class Datapath {
       } finally {
         closeSync(cgFd);
       }
-      // the cut pass's iterator: a link each run opens an iterator from
-      const iterFd = linkCreate(cut.fd, 0, BPF.ATTACH_TRACE_ITER);
-      try {
-        objPin(iterFd, this.#pin(LINK_POL_CUT));
-      } finally {
-        closeSync(iterFd);
+      // the cut pass's iterators (TCP, UDP): links each run opens an iterator from
+      for (const [prog, pin] of [[cut, LINK_POL_CUT], [cutUdp, LINK_POL_CUT_UDP]] as const) {
+        const iterFd = linkCreate(prog.fd, 0, BPF.ATTACH_TRACE_ITER);
+        try {
+          objPin(iterFd, this.#pin(pin));
+        } finally {
+          closeSync(iterFd);
+        }
+        created.push(this.#pin(pin));
       }
-      created.push(this.#pin(LINK_POL_CUT));
       const record: StateRecord = {
         cgroupPath,
         createdCgroup,
@@ -301,7 +305,7 @@ export class Datapath {
   #removePins(): void {
     const record = this.#record();
     // links first: programs detach before the maps they use go away
-    for (const p of [LINK_SOCKOPS, ...Object.values(CGROUP_LINKS), LINK_POL_CUT, LINK_SK_MSG, PROG_SK_MSG, ...MAPS]) rmSync(this.#pin(p), { force: true });
+    for (const p of [LINK_SOCKOPS, ...Object.values(CGROUP_LINKS), LINK_POL_CUT, LINK_POL_CUT_UDP, LINK_SK_MSG, PROG_SK_MSG, ...MAPS]) rmSync(this.#pin(p), { force: true });
     try {
       rmdirSync(this.pinDir);
     } catch (err) {
@@ -404,7 +408,7 @@ export class Datapath {
 
   /**
    * The cut pass: in each network namespace given (pods' and the node's),
-   * judges every established TCP socket a pod holds against the maps as they
+   * judges every established TCP socket and connected UDP socket a pod holds against the maps as they
    * are now, and destroys those no longer allowed (the process sees
    * ECONNABORTED, its peer a reset). Returns how many sockets it destroyed
    * (from the kernel's counter) and the namespaces it could not enter.
@@ -412,17 +416,19 @@ export class Datapath {
   cutDenied(netnsPaths: readonly string[]): { cut: number; failed: { netns: string; error: string }[] } {
     const before = this.counters().pol_cut ?? 0;
     const failed: { netns: string; error: string }[] = [];
-    const link = objGet(this.#pin(LINK_POL_CUT));
+    const links = [objGet(this.#pin(LINK_POL_CUT)), objGet(this.#pin(LINK_POL_CUT_UDP))];
     try {
       for (const ns of netnsPaths) {
         try {
-          inNetns(ns, () => runIterator(link));
+          inNetns(ns, () => {
+            for (const link of links) runIterator(link);
+          });
         } catch (err) {
           failed.push({ netns: ns, error: (err as Error).message });
         }
       }
     } finally {
-      closeSync(link);
+      for (const fd of links) closeSync(fd);
     }
     return { cut: (this.counters().pol_cut ?? 0) - before, failed };
   }

@@ -304,8 +304,24 @@ if (privileged(t)) {
       t.match(hostEnd, /^(ECONNABORTED|ECONNRESET)$/, `the host's blocked read fails (${host.lines[1]})`);
       t.ok(ended - t0 < 1000, `both cut ${ended - t0} ms after the policy file was written (in force after ${applied - t0} ms)`);
       t.ok(agent.status().cluster!.policies.kernel!.lastCut!.cut >= 2, 'the cut pass destroyed the sockets');
+      // a connected UDP socket whose destination the client's egress no longer allows
+      await apply('', []);
+      const udpChild = rt.exec(runtimeName('app/client'), [PROBE, 'udp-hold', ip('app/server'), '5353', '10']);
+      const udpLines: string[] = [];
+      let udpBuf = '';
+      udpChild.stdout!.on('data', (d: Buffer) => {
+        udpBuf += d.toString();
+        for (let i; (i = udpBuf.indexOf('\n')) >= 0; udpBuf = udpBuf.slice(i + 1)) udpLines.push(udpBuf.slice(0, i));
+      });
+      await until('the UDP conversation going', () => udpLines.includes('connected'));
+      const u0 = Date.now();
+      await apply(netpol('client-deny-egress', '{ podSelector: { matchLabels: { app: client } }, policyTypes: [Egress] }'), ['client-deny-egress']);
+      await until('the UDP socket ended', () => udpLines.length >= 2);
+      // aborted, the socket lost its destination: a call under way fails with ECONNABORTED, the next send with EDESTADDRREQ
+      t.match(udpLines[1], /^(ECONNABORTED|EDESTADDRREQ) /, `the connected UDP socket is destroyed: its next call fails (${udpLines[1]}), ${Date.now() - u0} ms after the policy file was written`);
+      await apply(netpol('server-deny-all', '{ podSelector: { matchLabels: { app: server } }, policyTypes: [Ingress] }'), ['server-deny-all']);
       const cuts = await untilAsync('the cuts reported', async () => {
-        const f = (await flows()).filter((x) => x.kernelEvent === 'cut');
+        const f = (await flows()).filter((x) => x.kernelEvent === 'cut' && x.destination.address.endsWith(':8080'));
         return f.length >= 2 && f;
       });
       t.ok(cuts.every((f) => f.policy === 'app/server-deny-all' && /^cut \(the policy no longer allows it\) by ingress/.test(f.reason!)), 'observe: each cut connection, with the policy that cut it');
