@@ -138,16 +138,47 @@ static __always_inline void emit_flow_event(struct bpf_sock_ops *ops, const stru
 
 /* ---- NetworkPolicy ------------------------------------------------------ */
 
+#define SM_POL_EVENT_EVERY_NS 1000000000ULL
+
+/* One policy record on sm_pol_events. Denials are folded: at most one record
+ * per (kind, direction, ends, port) and second, carrying how many identical
+ * ones it stands for; the counters count every one. Cuts are never folded. */
 static __always_inline void emit_pol_event(enum sm_pol_event_kind kind, enum sm_pol_dir dir, __u64 cookie, __u32 src, __u32 dst,
 					   __u32 sport, __u32 dport, __u32 subject, __u32 peer, __u32 proto)
 {
-	struct sm_pol_event *e = bpf_ringbuf_reserve(&sm_pol_events, sizeof(*e), 0);
+	struct sm_pol_seen_key sk = {};
+	struct sm_pol_seen fresh = {}, *seen;
+	struct sm_pol_event *e;
+	__u32 suppressed = 0;
+	__u64 now = bpf_ktime_get_ns();
 
+	if (kind != SM_PE_CUT) {
+		sk.kind = kind;
+		sk.dir = dir;
+		sk.proto = proto;
+		sk.src_ip4 = src;
+		sk.dst_ip4 = dst;
+		sk.dst_port = dport;
+		seen = bpf_map_lookup_elem(&sm_pol_seen, &sk);
+		if (seen && now - seen->last_ns < SM_POL_EVENT_EVERY_NS) {
+			__sync_fetch_and_add(&seen->suppressed, 1);
+			return;
+		}
+		if (seen) {
+			suppressed = seen->suppressed;
+			seen->suppressed = 0;
+			seen->last_ns = now;
+		} else {
+			fresh.last_ns = now;
+			bpf_map_update_elem(&sm_pol_seen, &sk, &fresh, BPF_ANY);
+		}
+	}
+	e = bpf_ringbuf_reserve(&sm_pol_events, sizeof(*e), 0);
 	if (!e) {
 		count_add(SM_CTR_POL_EVENTS_LOST, 1);
 		return;
 	}
-	e->ts_ns = bpf_ktime_get_ns();
+	e->ts_ns = now;
 	e->cookie = cookie;
 	e->src_ip4 = src;
 	e->dst_ip4 = dst;
@@ -159,6 +190,8 @@ static __always_inline void emit_pol_event(enum sm_pol_event_kind kind, enum sm_
 	e->dir = dir;
 	e->kind = kind;
 	e->sender_ip4 = 0;
+	e->suppressed = suppressed;
+	e->pad = 0;
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -935,6 +968,8 @@ static __always_inline int forged(struct __sk_buff *skb, struct sm_ip4_head *ip)
 	e->dir = SM_DIR_EGRESS;
 	e->kind = SM_PE_SPOOF;
 	e->sender_ip4 = s->ip4;
+	e->suppressed = 0;
+	e->pad = 0;
 	bpf_ringbuf_submit(e, 0);
 	return 1;
 }

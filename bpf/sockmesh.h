@@ -279,6 +279,25 @@ struct sm_pol_event {
 	enum sm_pol_dir dir;
 	enum sm_pol_event_kind kind;
 	__u32 sender_ip4;	/* SM_PE_SPOOF: the address of the pod that sent it (network order); else 0 */
+	__u32 suppressed;	/* identical denials (same kind, direction, ends, port) folded into this one since the last record */
+	__u32 pad;
+};
+
+/* sm_pol_seen: at most one denial record per key and second; the others are counted. */
+struct sm_pol_seen_key {
+	__u8 kind;
+	__u8 dir;
+	__u8 proto;
+	__u8 pad;
+	__u32 src_ip4;
+	__u32 dst_ip4;
+	__u32 dst_port;
+};
+
+struct sm_pol_seen {
+	__u64 last_ns;		/* when the last record for this key was written */
+	__u32 suppressed;	/* denials since then that wrote none */
+	__u32 pad;
 };
 
 #endif /* SOCKMESH_H */

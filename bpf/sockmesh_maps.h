@@ -155,6 +155,14 @@ struct {
 	__uint(max_entries, 1 << 18);
 } sm_pol_events SEC(".maps");
 
+/* sm_pol_seen_key -> sm_pol_seen; programs write; one denial record per key and second, so a flood cannot fill the ring (LRU: the quiet keys go) */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sm_pol_seen_key);
+	__type(value, struct sm_pol_seen);
+} sm_pol_seen SEC(".maps");
+
 const struct sm_pol_event *sm_pol_event_btf __attribute__((unused));
 const enum sm_peer_class *sm_peer_class_btf __attribute__((unused));
 

@@ -39,7 +39,7 @@ export interface DatapathOptions {
 const MAPS = [
   'sm_endpoints', 'sm_sock_hash', 'sm_sock_state', 'sm_counters', 'sm_services', 'sm_backends', 'sm_cgroups', 'sm_sock_svc',
   'sm_sock_flow', 'sm_flow_events', 'sm_pol_cgroups', 'sm_pol_pods', 'sm_ipcache', 'sm_policy', 'sm_tickets', 'sm_sock_pol',
-  'sm_pol_events', 'sm_l7_ports', 'sm_udp_peers',
+  'sm_pol_events', 'sm_l7_ports', 'sm_udp_peers', 'sm_pol_seen',
 ] as const;
 type MapName = (typeof MAPS)[number];
 /** Hash maps the agent reconciles, with their key and value sizes. */
@@ -179,7 +179,7 @@ export class Datapath {
     const want: Record<MapName, readonly [number, number]> = {
       ...HASH_MAPS, sm_sock_hash: [16, 8], sm_sock_state: [4, 8], sm_counters: [4, 8], sm_sock_svc: [4, 8],
       sm_sock_flow: [4, 40], sm_flow_events: [0, 0], // a ring buffer has neither key nor value
-      ...POLICY_MAPS, sm_tickets: [12, 8], sm_sock_pol: [4, 8], sm_pol_events: [0, 0], sm_udp_peers: [12, 8],
+      ...POLICY_MAPS, sm_tickets: [12, 8], sm_sock_pol: [4, 8], sm_pol_events: [0, 0], sm_udp_peers: [12, 8], sm_pol_seen: [16, 16],
     };
     for (const m of MAPS) {
       const info = mapInfo(this.#fd(m));

@@ -34,10 +34,10 @@ const EXPECTED_STRUCTS: Record<string, { size: number; members: Record<string, n
   sm_ticket: { size: 8, members: { peer: 0, flags: 4 } },
   sm_sock_pol: { size: 8, members: { peer: 0, flags: 4 } },
   sm_pol_event: {
-    size: 56,
+    size: 64,
     members: {
       ts_ns: 0, cookie: 8, src_ip4: 16, dst_ip4: 20, src_port: 24, dst_port: 28, subject: 32, peer: 36, proto: 40, dir: 44,
-      kind: 48, sender_ip4: 52,
+      kind: 48, sender_ip4: 52, suppressed: 56, pad: 60,
     },
   },
 };
@@ -423,6 +423,8 @@ export interface PolicyEventRecord {
   proto: number;
   /** spoof: the address of the pod whose raw socket sent it (srcIp is the address it claimed) */
   senderIp?: string;
+  /** identical denials the kernel folded into this record (it stands for 1 + suppressed) */
+  suppressed: number;
 }
 
 export function decodePolicyEvent(b: Buffer, layout: PolicyLayout): PolicyEventRecord {
@@ -440,5 +442,6 @@ export function decodePolicyEvent(b: Buffer, layout: PolicyLayout): PolicyEventR
     direction: ((d) => (d === layout.dirEgress ? 'egress' : d === layout.dirL7 ? 'l7' : 'ingress'))(b.readUInt32LE(44)),
     kind: layout.eventKinds.get(b.readUInt32LE(48)) ?? 'unknown',
     ...(b.readUInt32LE(52) !== 0 && { senderIp: decodeIPv4(b, 52) }),
+    suppressed: b.readUInt32LE(56),
   };
 }

@@ -20,11 +20,11 @@ export class FlowMetrics {
   readonly #denials = new Map<string, { labels: Record<string, string>; value: number }>();
   readonly #security = new Map<string, number>();
 
-  #deny(src: string, dst: string, layer: string, policy: string): void {
+  #deny(src: string, dst: string, layer: string, policy: string, n = 1): void {
     const dk = `${src}\0${dst}\0${layer}\0${policy}`;
     const d = this.#denials.get(dk);
-    if (d) d.value++;
-    else this.#denials.set(dk, { labels: { source_workload: src, destination_service: dst, layer, policy }, value: 1 });
+    if (d) d.value += n;
+    else this.#denials.set(dk, { labels: { source_workload: src, destination_service: dst, layer, policy }, value: n });
   }
 
   record(f: FlowRecord): void {
@@ -34,7 +34,7 @@ export class FlowMetrics {
     }
     if (f.type === 'l4' && f.verdict === 'denied') {
       // refused, dropped or cut by the kernel: no connection carried bytes; the destination is the workload it asked for
-      this.#deny(workload(f.source), f.destination.pod !== undefined ? workload(f.destination) : f.destination.address.replace(/:\d+$/, ''), f.layer ?? 'kernel-l4', f.policy ?? 'unknown');
+      this.#deny(workload(f.source), f.destination.pod !== undefined ? workload(f.destination) : f.destination.address.replace(/:\d+$/, ''), f.layer ?? 'kernel-l4', f.policy ?? 'unknown', 1 + (f.suppressed ?? 0));
       return;
     }
     if (f.type === 'l4') {

@@ -55,6 +55,8 @@ export interface FlowRecord {
   kernelEvent?: 'refused' | 'dropped' | 'cut';
   /** a denial's or security event's explanation, in words */
   reason?: string;
+  /** a kernel denial: identical ones the kernel folded into this record (it stands for 1 + suppressed) */
+  suppressed?: number;
   /** a security event's kind, when type is security */
   securityType?: 'scan' | 'repeated-denials' | 'spoofing';
   /** kernel: spliced socket to socket; stack: the TCP/IP stack; proxy: through the node proxy */

@@ -59,6 +59,7 @@ export function policyEventRecords(ev: PolicyEventRecord, ctx: PolicyEventContex
     verdict: 'denied', policy: why?.policy ?? 'unknown', path: 'kernel', durationMs: 0, layer: 'kernel-l4',
     reason: `${outcome} ${where}: ${why?.reason ?? 'no policy explains it any more (it changed since)'}`,
     kernelEvent: ev.kind === 'deny-connect' ? 'refused' : ev.kind === 'cut' ? 'cut' : 'dropped',
+    ...(ev.suppressed > 0 && { suppressed: ev.suppressed }),
   };
   const workload = (w: WorkloadIdentity | undefined) => (w ? `${w.namespace}/${w.pod}` : undefined);
   const srcWorkload = from.kind === 'pod' ? workload(src) : undefined;
@@ -68,6 +69,7 @@ export function policyEventRecords(ev: PolicyEventRecord, ctx: PolicyEventContex
     ...(ev.direction !== 'l7' && { direction: ev.direction }),
     source: { ip: ev.srcIp ?? '0.0.0.0', ...(srcWorkload && { workload: srcWorkload }) },
     destination: { ip: ev.dstIp, port: ev.dstPort, ...(dstWorkload && { workload: dstWorkload }) },
+    ...(ev.suppressed > 0 && { suppressed: ev.suppressed }),
   };
   return { flow, event };
 }

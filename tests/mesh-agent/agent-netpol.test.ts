@@ -85,7 +85,7 @@ if (privileged(t)) {
         return JSON.stringify(p.kernel?.policies) === JSON.stringify(names.map((n) => `app/${n}`).sort()) && p.enforced.networkPolicies && p;
       });
     };
-    type Flow = { type: string; verdict: string; policy?: string; reason?: string; kernelEvent?: string; securityType?: string; source: { address: string; pod?: string }; destination: { address: string; pod?: string } };
+    type Flow = { type: string; verdict: string; policy?: string; reason?: string; kernelEvent?: string; securityType?: string; suppressed?: number; source: { address: string; pod?: string }; destination: { address: string; pod?: string } };
     const flows = async (type = 'l4'): Promise<Flow[]> =>
       (await adminGet(agent.adminSocket, `/flows?type=${type}&last=1000`)).text.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Flow);
     const untilAsync = async <T>(what: string, f: () => Promise<T | false | undefined>, ms = 10_000): Promise<T> => {
@@ -132,7 +132,8 @@ if (privileged(t)) {
       // the kernel's events: observe, metrics, the evaluator's words
       const denied = await untilAsync('the denials reported', async () => {
         const f = (await flows()).filter((x) => x.verdict === 'denied' && x.policy === 'app/server-deny-all');
-        return f.some((x) => x.kernelEvent === 'dropped') && f.filter((x) => x.kernelEvent === 'refused').length >= 3 && f;
+        return f.some((x) => x.kernelEvent === 'dropped') && f.some((x) => x.kernelEvent === 'refused' && x.source.pod === 'client')
+          && f.some((x) => x.kernelEvent === 'refused' && x.source.address.startsWith(ip('other/client'))) && f;
       });
       t.ok(denied.some((f) => f.kernelEvent === 'refused' && f.source.pod === 'client' && f.destination.pod === 'server'
         && /^refused at connect \(EPERM\) by ingress: .*app\/server-deny-all/.test(f.reason!)), 'observe: the pod refused at connect, with the reason and policy');
@@ -153,6 +154,27 @@ if (privileged(t)) {
       t.equal(scans.length, 1, 'reported once');
       t.match(scans[0]!.reason, /^SCAN app\/client2 probed 10 destinations \(10 ports on 1 host; 1 workload: app\/server\)/, `in words: ${scans[0]!.reason}`);
       t.match((await adminGet(agent.adminSocket, '/metrics')).text, /sockmesh_security_events_total\{type="scan"\} 1/, 'and counted');
+    });
+
+    t.test('repeated-denials-folded-and-reported', async (t) => {
+      // still all-ingress-deny: one C client retries the same refused connect for 2.5 s
+      const before = counters().pol_ingress_denied!;
+      const r = JSON.parse((await rt.execOutput(runtimeName('app/client2'), [helperBinary('rrbench'), 'conn', ip('app/server'), '8080', '2.5'], { timeoutMs: 30_000 })).toString()) as { failed: number };
+      const refused = counters().pol_ingress_denied! - before;
+      t.ok(r.failed > 100 && refused === r.failed, `${r.failed} connects refused, each counted by the kernel (${refused})`);
+      const mine = await untilAsync('the folded records', async () => {
+        const f = (await flows()).filter((x) => x.kernelEvent === 'refused' && x.source.address.startsWith(ip('app/client2')) && x.destination.address.endsWith(':8080'));
+        return f.length >= 2 && f;
+      });
+      const represented = mine.reduce((n, f) => n + 1 + (f.suppressed ?? 0), 0);
+      t.ok(mine.length <= 5, `at most one record per second for the pair: ${mine.length} records`);
+      t.ok(represented > 100 && represented <= refused, `they stand for ${represented} of the ${refused} denials (the last second's count waits for the next record)`);
+      const rep = await untilAsync('repeated denials reported', async () => {
+        const f = (await flows('security')).filter((x) => x.securityType === 'repeated-denials');
+        return f.length > 0 && f;
+      });
+      t.equal(rep.length, 1, 'reported once');
+      t.match(rep[0]!.reason, /^REPEATED DENIALS app\/client2 → app\/server:8080\/TCP \(ingress\) denied \d+ times/, rep[0]!.reason ?? '');
     });
 
     t.test('all-egress-deny', async (t) => {

@@ -46,7 +46,7 @@ t.test('policy entries are encoded as the kernel reads them', async (t) => {
   const subj = { subject: 20, peer: 21, flags: 3, ip: '198.18.0.7' };
   t.same(decodePolicySubject(encodePolicySubject(subj)), subj);
   t.same(decodePolicySubject(encodePolicySubject({ subject: 0, peer: 3, flags: 0 })), { subject: 0, peer: 3, flags: 0 });
-  const ev = Buffer.alloc(56);
+  const ev = Buffer.alloc(64);
   ev.writeBigUInt64LE(5n, 0);
   ev.writeBigUInt64LE(99n, 8);
   encodeIPv4('198.18.0.2').copy(ev, 16);
@@ -60,7 +60,7 @@ t.test('policy entries are encoded as the kernel reads them', async (t) => {
   ev.writeUInt32LE(2, 48);
   t.same(decodePolicyEvent(ev, layout.policy), {
     tsNs: 5n, cookie: 99n, srcIp: '198.18.0.2', dstIp: '198.18.0.3', srcPort: 40000, dstPort: 80, subject: 17, peer: 18, proto: 6,
-    direction: 'ingress', kind: 'deny-syn',
+    direction: 'ingress', kind: 'deny-syn', suppressed: 0,
   });
   ev.writeUInt32LE(5, 48);
   encodeIPv4('198.18.0.9').copy(ev, 52);

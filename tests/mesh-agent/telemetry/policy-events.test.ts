@@ -24,7 +24,7 @@ function context(asked: unknown[]): PolicyEventContext {
 
 const base: PolicyEventRecord = {
   tsNs: 1_764_000_000_000_000_000n, cookie: 7n, kind: 'deny-connect', direction: 'ingress', srcIp: '198.18.0.2', dstIp: '198.18.0.3',
-  srcPort: 0, dstPort: 8080, subject: 20, peer: 17, proto: 6,
+  srcPort: 0, dstPort: 8080, subject: 20, peer: 17, proto: 6, suppressed: 0,
 };
 
 t.test('a connect refused by the destination\'s ingress: both pods named, the evaluator asked about the pods', async (t) => {
@@ -78,10 +78,14 @@ t.test('metrics: kernel denials by pair, layer and policy; not counted as connec
   m.record(flow);
   m.record(flow);
   m.record({ ...flow, destination: { address: '203.0.113.9:443' } });
+  const folded = policyEventRecords({ ...base, suppressed: 4 }, context([]));
+  t.equal(folded.flow.suppressed, 4, 'a folded record says how many it stands for');
+  t.equal(folded.event.suppressed, 4, 'and so does the detectors\' event');
+  m.record(folded.flow);
   m.record({ type: 'security', time: flow.time, securityType: 'scan', source: { address: '198.18.0.2' }, destination: { address: '' }, verdict: 'denied', path: 'kernel', durationMs: 0 });
   const fam = Object.fromEntries(m.families().map((f) => [f.name, f.samples]));
   t.same(fam.sockmesh_policy_denials_total, [
-    { labels: { source_workload: 'app/client', destination_service: 'app/server', layer: 'kernel-l4', policy: 'app/server-deny-all' }, value: 2 },
+    { labels: { source_workload: 'app/client', destination_service: 'app/server', layer: 'kernel-l4', policy: 'app/server-deny-all' }, value: 7 },
     { labels: { source_workload: 'app/client', destination_service: '203.0.113.9', layer: 'kernel-l4', policy: 'app/server-deny-all' }, value: 1 },
   ]);
   t.same(fam.sockmesh_connections_total, [], 'a refused connect is no connection');
