@@ -1109,6 +1109,71 @@ destroy:
 	return 0;
 }
 
+#define SM_TC_ACT_OK 0
+#define SM_TC_ACT_SHOT 2
+#define SM_ETH_P_ARP 0x0806
+
+/* The guard on a pod's host-side veth (tc ingress: frames leaving the pod).
+ * Whatever made the frame (a raw socket, AF_PACKET, a process outside the
+ * pod's cgroup), IPv4 must carry the pod's own address, and ARP must claim
+ * it, or the frame is dropped and reported. IPv6 passes: it never reaches an
+ * isolated pod, and its neighbour discovery is needed. */
+SEC("tc")
+int sm_pol_guard(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
+	struct sm_port *port = bpf_map_lookup_elem(&sm_ports, &ifindex);
+	struct sm_pol_event *e;
+	struct sm_ip4_head ip;
+	__u32 claimed, dst = 0;
+	__u16 ports[2] = {};
+	__u8 proto = 0;
+
+	if (!port)
+		return SM_TC_ACT_OK;
+	if (skb->protocol == bpf_htons(SM_ETH_P_IP)) {
+		if (bpf_skb_load_bytes(skb, 14, &ip, sizeof(ip)))
+			return SM_TC_ACT_SHOT;
+		if (ip.saddr == port->ip4)
+			return SM_TC_ACT_OK;
+		claimed = ip.saddr;
+		dst = ip.daddr;
+		proto = ip.protocol;
+		if (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
+			bpf_skb_load_bytes(skb, 14 + (ip.ver_ihl & 0x0f) * 4, ports, sizeof(ports));
+	} else if (skb->protocol == bpf_htons(SM_ETH_P_ARP)) {
+		/* Ethernet/IPv4 ARP: the sender's protocol address at 14 + 14 */
+		if (bpf_skb_load_bytes(skb, 28, &claimed, sizeof(claimed)))
+			return SM_TC_ACT_SHOT;
+		if (claimed == port->ip4 || claimed == 0 /* an ARP probe */)
+			return SM_TC_ACT_OK;
+	} else {
+		return SM_TC_ACT_OK;
+	}
+	count_add(SM_CTR_POL_GUARD_DROPPED, 1);
+	e = bpf_ringbuf_reserve(&sm_pol_events, sizeof(*e), 0);
+	if (!e) {
+		count_add(SM_CTR_POL_EVENTS_LOST, 1);
+		return SM_TC_ACT_SHOT;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cookie = 0;
+	e->src_ip4 = claimed;
+	e->dst_ip4 = dst;
+	e->src_port = bpf_ntohs(ports[0]);
+	e->dst_port = bpf_ntohs(ports[1]);
+	e->subject = 0;
+	e->peer = 0;
+	e->proto = proto;
+	e->dir = SM_DIR_EGRESS;
+	e->kind = SM_PE_SPOOF;
+	e->sender_ip4 = port->ip4;
+	e->suppressed = 0;
+	e->pad = 0;
+	bpf_ringbuf_submit(e, 0);
+	return SM_TC_ACT_SHOT;
+}
+
 /* The cut pass for UDP: a pod's connected UDP socket (its connect was
  * judged once, its sends are not) whose destination the pod's egress no
  * longer allows is destroyed: its next send or receive fails. Unconnected

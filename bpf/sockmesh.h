@@ -52,6 +52,7 @@ enum sm_counter {
 	SM_CTR_POL_EVENTS_LOST,		/* policy events dropped: sm_pol_events full */
 	SM_CTR_POL_IPV6_DENIED,		/* IPv6 packets (not loopback) dropped at an ingress-isolated pod's socket */
 	SM_CTR_POL_SPOOF_DROPPED,	/* packets from a pod's raw socket with another source address: dropped as they left */
+	SM_CTR_POL_GUARD_DROPPED,	/* frames leaving a pod through its veth with another source address (IPv4 or ARP): dropped */
 	SM_CTR_MAX,
 };
 
@@ -280,6 +281,13 @@ struct sm_pol_event {
 	enum sm_pol_event_kind kind;
 	__u32 sender_ip4;	/* SM_PE_SPOOF: the address of the pod that sent it (network order); else 0 */
 	__u32 suppressed;	/* identical denials (same kind, direction, ends, port) folded into this one since the last record */
+	__u32 pad;
+};
+
+/* A pod's host-side veth (key: its ifindex in the node's namespace): the
+ * one address packets leaving the pod through it may carry. */
+struct sm_port {
+	__u32 ip4;		/* network order */
 	__u32 pad;
 };
 

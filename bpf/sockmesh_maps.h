@@ -163,6 +163,14 @@ struct {
 	__type(value, struct sm_pol_seen);
 } sm_pol_seen SEC(".maps");
 
+/* host-side veth ifindex -> sm_port; the agent writes when it attaches the guard; 4096 pods per node */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct sm_port);
+} sm_ports SEC(".maps");
+
 const struct sm_pol_event *sm_pol_event_btf __attribute__((unused));
 const enum sm_peer_class *sm_peer_class_btf __attribute__((unused));
 

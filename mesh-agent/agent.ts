@@ -42,7 +42,7 @@ import { MapReconciler } from './reconciler/map-reconciler.js';
 import { type PassResult, ReconcileLoop } from './reconciler/reconcile-loop.js';
 import { type EnforceResult, PolicyEnforcer, netnsOfCgroupTree } from './reconciler/policy-enforcer.js';
 import { NodeRuntime } from './runtime/node-runtime.js';
-import { type PodRunState, PodSupervisor } from './runtime/pod-supervisor.js';
+import { type PodRunState, PodSupervisor, runtimeName } from './runtime/pod-supervisor.js';
 import { encodeIPv4 } from './datapath/layout.js';
 import { InvalidArgumentError, NotFoundError, SockmeshError } from './errors.js';
 import { SpanStatusCode, trace, type Span } from '@opentelemetry/api';
@@ -125,6 +125,8 @@ export interface ClusterStatus {
     /** the kernel's NetworkPolicy tables: sizes, times, the last cut pass, and the last error (the maps keep the last good set) */
     kernel: {
       policies: string[]; entries: number; subjects: number; compileMs: number; writeMs: number; lastCut?: EnforceResult['cut']; notes: string[]; error: string | null;
+      /** the local runtime: veths with the anti-spoof guard, and the pods without one (why) */
+      guards?: number; unguarded?: string[];
     } | null;
   };
   runtimeError: string | null;
@@ -202,6 +204,8 @@ interface ClusterParts {
   policy?: PolicyEnforcer;
   policyError?: string;
   proxyCgroupId?: bigint;
+  /** pods whose veth has no anti-spoof guard, and why */
+  guardErrors?: string[];
   /** the evaluator's view of the store, at a revision */
   world?: { revision: number; world: PolicyWorld };
   policyTimer?: NodeJS.Timeout;
@@ -467,6 +471,33 @@ export class Agent {
     }
   }
 
+  /**
+   * The anti-spoof guard on each local pod's veth (the local runtime: its
+   * veths are in the runtime's node namespace); guards of pods gone are
+   * detached. A failure is recorded; the next pass tries again.
+   */
+  #guardPorts(c: ClusterParts, localPods: ReadonlyMap<string, { ip: string }>): void {
+    if (!c.runtime) return;
+    const keep = new Set<string>();
+    const failed: string[] = [];
+    const ns = `/run/netns/${c.runtime.nodeNetns}`;
+    for (const [key, pod] of localPods) {
+      const ifname = c.runtime.hostVeth(runtimeName(key));
+      keep.add(ifname);
+      try {
+        this.#datapath.guardPort(ns, ifname, pod.ip);
+      } catch (err) {
+        failed.push(`${key} (${ifname}): ${(err as Error).message}`);
+      }
+    }
+    try {
+      this.#datapath.unguardPortsExcept(keep);
+    } catch (err) {
+      failed.push(`detaching: ${(err as Error).message}`);
+    }
+    c.guardErrors = failed;
+  }
+
   /** The evaluator's view of the cluster now (cached per store revision). */
   #policyWorld(c: ClusterParts): PolicyWorld {
     if (c.world && c.world.revision === c.store.revision) return c.world.world;
@@ -540,6 +571,7 @@ export class Agent {
       if (id !== undefined) localPods.set(p.key, { ip: p.ip, cgroupId: id });
     }
     const world = this.#policyWorld(c);
+    this.#guardPorts(c, localPods);
     c.proxyCgroupId = c.proxy?.cgroupId();
     const ports = [...d.services.values()].flatMap((fe) => (fe.l7 ? [{ listenerPort: fe.l7.listenerPort, backends: fe.l7.backends }] : []));
     try {
@@ -818,6 +850,7 @@ export class Agent {
         kernel: c.policy?.last ? {
           policies: c.policy.last.policies, entries: c.policy.last.entries, subjects: c.policy.last.subjects, compileMs: c.policy.last.compileMs, writeMs: c.policy.last.writeMs,
           ...(c.policy.last.cut && { lastCut: c.policy.last.cut }), notes: c.policy.last.notes, error: c.policyError ?? null,
+          ...(c.runtime && { guards: this.#datapath.guards().length, unguarded: c.guardErrors ?? [] }),
         } : null,
       },
       l7: {

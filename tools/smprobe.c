@@ -28,6 +28,8 @@
  *       prints "sent <source port>", or the errno name when sendto failed
  *   smprobe spoof-udp SRC_IPV4 DST_IPV4 DPORT
  *       the same for one UDP datagram
+ *   smprobe spoof-frame IFACE DST_MAC SRC_IPV4 DST_IPV4 DPORT
+ *       the SYN as a whole Ethernet frame through AF_PACKET on IFACE
  * Exit status: 0 when the probe ran (whatever the verdict), 2 on misuse.
  */
 #include <arpa/inet.h>
@@ -38,6 +40,9 @@
 #include <netinet/tcp.h>
 #include <netinet/udp.h>
 #include <net/if.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <sys/ioctl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -458,6 +463,74 @@ static int spoof_udp(const char *src, const char *dst, const char *port)
 	return 0;
 }
 
+/* A whole Ethernet frame through AF_PACKET (no socket layer, no cgroup hook
+ * sees it): a TCP SYN claiming SRC_IPV4, to DST_MAC on IFACE. */
+static int spoof_frame(const char *ifname, const char *mac, const char *src, const char *dst, const char *port)
+{
+	struct sockaddr_in d = addr_of(dst, port), sa = addr_of(src, "0");
+	struct sockaddr_ll ll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IP), .sll_halen = 6 };
+	struct ifreq ifr;
+	struct {
+		struct ether_header eth;
+		struct iphdr ip;
+		struct tcphdr tcp;
+	} __attribute__((packed)) f;
+	struct {
+		unsigned int src, dst;
+		unsigned char zero, proto;
+		unsigned short len;
+		struct tcphdr tcp;
+	} pseudo;
+	unsigned int m[6];
+	int s = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_IP));
+
+	if (s < 0)
+		die("socket(AF_PACKET)");
+	if (sscanf(mac, "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) != 6) {
+		fprintf(stderr, PROG ": not a MAC address: %s\n", mac);
+		return 2;
+	}
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
+	if (ioctl(s, SIOCGIFHWADDR, &ifr) < 0)
+		die("SIOCGIFHWADDR");
+	memset(&f, 0, sizeof(f));
+	for (int i = 0; i < 6; i++) {
+		f.eth.ether_dhost[i] = (unsigned char)m[i];
+		ll.sll_addr[i] = (unsigned char)m[i];
+	}
+	memcpy(f.eth.ether_shost, ifr.ifr_hwaddr.sa_data, 6);
+	f.eth.ether_type = htons(ETH_P_IP);
+	f.tcp.source = htons(40000 + (unsigned short)(getpid() % 20000));
+	f.tcp.dest = d.sin_port;
+	f.tcp.seq = htonl(0x5eed);
+	f.tcp.doff = 5;
+	f.tcp.syn = 1;
+	f.tcp.window = htons(64240);
+	memset(&pseudo, 0, sizeof(pseudo));
+	pseudo.src = sa.sin_addr.s_addr;
+	pseudo.dst = d.sin_addr.s_addr;
+	pseudo.proto = IPPROTO_TCP;
+	pseudo.len = htons(sizeof(struct tcphdr));
+	pseudo.tcp = f.tcp;
+	f.tcp.check = csum(&pseudo, sizeof(pseudo));
+	f.ip.version = 4;
+	f.ip.ihl = 5;
+	f.ip.ttl = 64;
+	f.ip.protocol = IPPROTO_TCP;
+	f.ip.tot_len = htons(sizeof(f.ip) + sizeof(f.tcp));
+	f.ip.saddr = sa.sin_addr.s_addr;
+	f.ip.daddr = d.sin_addr.s_addr;
+	f.ip.check = csum(&f.ip, sizeof(f.ip));
+	ll.sll_ifindex = (int)if_nametoindex(ifname);
+	if (sendto(s, &f, sizeof(f), 0, (struct sockaddr *)&ll, sizeof(ll)) < 0)
+		printf("%s\n", errname(errno));
+	else
+		printf("sent %u\n", ntohs(f.tcp.source));
+	close(s);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -473,10 +546,12 @@ int main(int argc, char **argv)
 		return udp_hold(argv[2], argv[3], atoi(argv[4]));
 	if (argc == 5 && strcmp(argv[1], "udp-send") == 0)
 		return udp_send(argv[2], argv[3], atoi(argv[4]));
+	if (argc == 7 && strcmp(argv[1], "spoof-frame") == 0)
+		return spoof_frame(argv[2], argv[3], argv[4], argv[5], argv[6]);
 	if (argc == 5 && strcmp(argv[1], "spoof-udp") == 0)
 		return spoof_udp(argv[2], argv[3], argv[4]);
 	if (argc == 5 && strcmp(argv[1], "spoof-syn") == 0)
 		return spoof_syn(argv[2], argv[3], argv[4]);
-	fprintf(stderr, "usage: smprobe serve PORT | connect ADDR PORT TIMEOUT_MS | hold IPV4 PORT SECONDS | udp-serve PORT | udp-hold IPV4 PORT SECONDS | udp-send IPV4 PORT TIMEOUT_MS | spoof-syn SRC DST PORT | spoof-udp SRC DST PORT\n");
+	fprintf(stderr, "usage: smprobe serve PORT | connect ADDR PORT TIMEOUT_MS | hold IPV4 PORT SECONDS | udp-serve PORT | udp-hold IPV4 PORT SECONDS | udp-send IPV4 PORT TIMEOUT_MS | spoof-syn SRC DST PORT | spoof-udp SRC DST PORT | spoof-frame IFACE MAC SRC DST PORT\n");
 	return 2;
 }

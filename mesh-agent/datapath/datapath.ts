@@ -7,14 +7,14 @@
  * to the sockhash before sockops can put a socket into it.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, constants as fsc, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, constants as fsc, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { BpfError, InvalidArgumentError, NotUpError, PinMismatchError, VerifierRejectedError } from '../errors.js';
 import { DEFAULT_PIN_DIR, STATE_DIR, defaultObjectPath } from '../paths.js';
 import { checkKernel, checkPrivileges, ensureBpffs, findCgroup2 } from './host-checks.js';
 import { FlowEventReader, type FlowEventReaderOptions, RingRecordReader, type RingRecordReaderOptions } from './flow-events.js';
 import {
-  BPF, BpfObject, btfOfFile, inNetns, linkCreate, linkInfo, mapDelete, mapInfo, mapKeys, mapLookup, mapUpdate, objGet, objPin,
+  BPF, BpfObject, btfOfFile, ifIndex, inNetns, linkCreate, linkInfo, mapDelete, mapInfo, mapKeys, mapLookup, mapUpdate, objGet, objPin,
   possibleCpus, progAttach, runIterator, silenceLibbpf,
 } from './libbpf.js';
 import {
@@ -39,7 +39,7 @@ export interface DatapathOptions {
 const MAPS = [
   'sm_endpoints', 'sm_sock_hash', 'sm_sock_state', 'sm_counters', 'sm_services', 'sm_backends', 'sm_cgroups', 'sm_sock_svc',
   'sm_sock_flow', 'sm_flow_events', 'sm_pol_cgroups', 'sm_pol_pods', 'sm_ipcache', 'sm_policy', 'sm_tickets', 'sm_sock_pol',
-  'sm_pol_events', 'sm_l7_ports', 'sm_udp_peers', 'sm_pol_seen',
+  'sm_pol_events', 'sm_l7_ports', 'sm_udp_peers', 'sm_pol_seen', 'sm_ports',
 ] as const;
 type MapName = (typeof MAPS)[number];
 /** Hash maps the agent reconciles, with their key and value sizes. */
@@ -50,6 +50,9 @@ export const POLICY_MAPS = Object.freeze({ sm_pol_cgroups: [8, 16], sm_pol_pods:
 export type PolicyMapName = keyof typeof POLICY_MAPS;
 const LINK_POL_CUT = 'link_pol_cut';
 const LINK_POL_CUT_UDP = 'link_pol_cut_udp';
+/** the guard program, pinned: each pod's veth gets a link of its own (`guard-<ifname>-<ifindex>`) */
+const PROG_POL_GUARD = 'prog_pol_guard';
+const GUARD_PIN = /^guard-(.+)-(\d+)$/;
 const LINK_SOCKOPS = 'link_sockops';
 /** cgroup programs attached through pinned links, by program: pin name */
 const CGROUP_LINKS = Object.freeze({
@@ -130,7 +133,7 @@ export class Datapath {
   /** True when every map and the links are pinned. */
   isUp(): boolean {
     return MAPS.every((m) => existsSync(this.#pin(m))) && existsSync(this.#pin(LINK_SOCKOPS))
-      && Object.values(CGROUP_LINKS).every((l) => existsSync(this.#pin(l))) && existsSync(this.#pin(LINK_POL_CUT)) && existsSync(this.#pin(LINK_POL_CUT_UDP))
+      && Object.values(CGROUP_LINKS).every((l) => existsSync(this.#pin(l))) && existsSync(this.#pin(LINK_POL_CUT)) && existsSync(this.#pin(LINK_POL_CUT_UDP)) && existsSync(this.#pin(PROG_POL_GUARD))
       && (existsSync(this.#pin(LINK_SK_MSG)) || existsSync(this.#pin(PROG_SK_MSG)));
   }
 
@@ -179,7 +182,7 @@ export class Datapath {
     const want: Record<MapName, readonly [number, number]> = {
       ...HASH_MAPS, sm_sock_hash: [16, 8], sm_sock_state: [4, 8], sm_counters: [4, 8], sm_sock_svc: [4, 8],
       sm_sock_flow: [4, 40], sm_flow_events: [0, 0], // a ring buffer has neither key nor value
-      ...POLICY_MAPS, sm_tickets: [12, 8], sm_sock_pol: [4, 8], sm_pol_events: [0, 0], sm_udp_peers: [12, 8], sm_pol_seen: [16, 16],
+      ...POLICY_MAPS, sm_tickets: [12, 8], sm_sock_pol: [4, 8], sm_pol_events: [0, 0], sm_udp_peers: [12, 8], sm_pol_seen: [16, 16], sm_ports: [4, 8],
     };
     for (const m of MAPS) {
       const info = mapInfo(this.#fd(m));
@@ -203,7 +206,8 @@ export class Datapath {
       const cgroupProgs = (Object.keys(CGROUP_LINKS) as (keyof typeof CGROUP_LINKS)[]).map((n) => [obj.program(n), CGROUP_LINKS[n]] as const);
       const cut = obj.program('sm_pol_cut');
       const cutUdp = obj.program('sm_pol_cut_udp');
-      const programs = [sockops, skMsg, ...cgroupProgs.map(([p]) => p), cut, cutUdp];
+      const guard = obj.program('sm_pol_guard');
+      const programs = [sockops, skMsg, ...cgroupProgs.map(([p]) => p), cut, cutUdp, guard];
       for (const p of programs) p.captureVerifierLog(1 << 22);
       const ret = obj.load();
       if (ret < 0) {
@@ -263,6 +267,8 @@ export class Datapath {
         }
         created.push(this.#pin(pin));
       }
+      objPin(guard.fd, this.#pin(PROG_POL_GUARD));
+      created.push(this.#pin(PROG_POL_GUARD));
       const record: StateRecord = {
         cgroupPath,
         createdCgroup,
@@ -305,7 +311,8 @@ export class Datapath {
   #removePins(): void {
     const record = this.#record();
     // links first: programs detach before the maps they use go away
-    for (const p of [LINK_SOCKOPS, ...Object.values(CGROUP_LINKS), LINK_POL_CUT, LINK_POL_CUT_UDP, LINK_SK_MSG, PROG_SK_MSG, ...MAPS]) rmSync(this.#pin(p), { force: true });
+    for (const p of this.#guardPins()) rmSync(this.#pin(p.pin), { force: true });
+    for (const p of [LINK_SOCKOPS, ...Object.values(CGROUP_LINKS), LINK_POL_CUT, LINK_POL_CUT_UDP, PROG_POL_GUARD, LINK_SK_MSG, PROG_SK_MSG, ...MAPS]) rmSync(this.#pin(p), { force: true });
     try {
       rmdirSync(this.pinDir);
     } catch (err) {
@@ -431,6 +438,72 @@ export class Datapath {
       for (const fd of links) closeSync(fd);
     }
     return { cut: (this.counters().pol_cut ?? 0) - before, failed };
+  }
+
+  #guardPins(): { pin: string; ifname: string; ifindex: number }[] {
+    let names: string[];
+    try {
+      names = readdirSync(this.pinDir);
+    } catch {
+      return [];
+    }
+    return names.flatMap((n) => {
+      const m = GUARD_PIN.exec(n);
+      return m ? [{ pin: n, ifname: m[1]!, ifindex: Number(m[2]) }] : [];
+    });
+  }
+
+  /** The pods' veths the anti-spoof guard is attached to: interface name and the address it allows. */
+  guards(): { ifname: string; ifindex: number; ip?: string }[] {
+    const fd = this.#fd('sm_ports');
+    return this.#guardPins().map((g) => {
+      const k = Buffer.alloc(4);
+      k.writeUInt32LE(g.ifindex);
+      const v = mapLookup(fd, k, 8);
+      return { ifname: g.ifname, ifindex: g.ifindex, ...(v && { ip: decodeIPv4(v, 0) }) };
+    });
+  }
+
+  /**
+   * Attaches the anti-spoof guard to a pod's host-side veth `ifname` in the
+   * network namespace at `netnsPath` (a TCX ingress link, pinned): frames
+   * leaving the pod must carry `ip`. Idempotent; a guard of a deleted veth
+   * (its link gone with the device) is replaced.
+   */
+  guardPort(netnsPath: string, ifname: string, ip: string): void {
+    const ifindex = inNetns(netnsPath, () => ifIndex(ifname));
+    if (ifindex === 0) throw new InvalidArgumentError(`no interface ${ifname} in ${netnsPath}`);
+    const pin = `guard-${ifname}-${ifindex}`;
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(ifindex);
+    mapUpdate(this.#fd('sm_ports'), key, Buffer.concat([encodeIPv4(ip), Buffer.alloc(4)]));
+    if (existsSync(this.#pin(pin))) return;
+    for (const old of this.#guardPins().filter((g) => g.ifname === ifname)) rmSync(this.#pin(old.pin), { force: true });
+    const prog = objGet(this.#pin(PROG_POL_GUARD));
+    try {
+      const link = inNetns(netnsPath, () => linkCreate(prog, ifindex, BPF.ATTACH_TCX_INGRESS));
+      try {
+        objPin(link, this.#pin(pin));
+      } finally {
+        closeSync(link);
+      }
+    } finally {
+      closeSync(prog);
+    }
+  }
+
+  /** Detaches guards whose veth is not in `keep` (pods gone), and forgets their addresses. */
+  unguardPortsExcept(keep: ReadonlySet<string>): number {
+    let n = 0;
+    for (const g of this.#guardPins()) {
+      if (keep.has(g.ifname)) continue;
+      rmSync(this.#pin(g.pin), { force: true });
+      const k = Buffer.alloc(4);
+      k.writeUInt32LE(g.ifindex);
+      mapDelete(this.#fd('sm_ports'), k);
+      n++;
+    }
+    return n;
   }
 
   /** bpffs path of the sm_pol_events ring buffer. */

@@ -67,7 +67,13 @@ const c = {
 const libc = koffi.load('libc.so.6');
 const cLibc = {
   setns: libc.func('int setns(int fd, int nstype)'),
+  ifNameToIndex: libc.func('unsigned int if_nametoindex(const char *ifname)'),
 };
+
+/** The index of a network interface in the calling thread's namespace; 0 when there is none of that name. */
+export function ifIndex(name: string): number {
+  return cLibc.ifNameToIndex(name);
+}
 /** CLONE_NEWNET: setns(2) into a network namespace. */
 const CLONE_NEWNET = 0x40000000;
 
@@ -84,6 +90,7 @@ export const BPF = Object.freeze({
   ATTACH_CGROUP_SOCK_OPS: 3,
   ATTACH_SK_MSG_VERDICT: 7,
   ATTACH_TRACE_ITER: 28,
+  ATTACH_TCX_INGRESS: 46,
   ANY: 0,
   NOEXIST: 1,
   EXIST: 2,

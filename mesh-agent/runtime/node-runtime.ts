@@ -124,6 +124,11 @@ export class NodeRuntime {
     return join(this.cgroupRoot, `${this.prefix}-pod-${name}`);
   }
 
+  /** The node-side end of a pod's veth (in the node namespace): where the anti-spoof guard sits. */
+  hostVeth(name: string): string {
+    return this.#vethNames(name).node;
+  }
+
   #vethNames(name: string): { node: string; pod: string } {
     const h = createHash('sha256').update(`${this.prefix}/${name}`).digest('hex').slice(0, 8);
     return { node: `${this.prefix}v${h}`, pod: `${this.prefix}p${h}` };

@@ -76,7 +76,7 @@ export function policyEventRecords(ev: PolicyEventRecord, ctx: PolicyEventContex
 
 const label = (w: WorkloadIdentity | undefined, ip: string) => (w ? `${w.namespace}/${w.pod}` : ip);
 
-/** A pod's raw socket sent as another address: who sent it (by its cgroup), whom it claimed to be. */
+/** A pod sent as another address (from a raw socket, or a frame its veth's guard caught): who sent it, whom it claimed to be. */
 function spoofRecords(ev: PolicyEventRecord, ctx: PolicyEventContext, protocol: 'TCP' | 'UDP'): { flow: FlowRecord; event: PolicyEvent } {
   const senderIp = ev.senderIp ?? '0.0.0.0';
   const sender = ctx.workloadOf(senderIp);
@@ -88,7 +88,7 @@ function spoofRecords(ev: PolicyEventRecord, ctx: PolicyEventContext, protocol: 
     type: 'l4', time: new Date(atMs).toISOString(),
     source: end(senderIp, undefined, sender), destination: end(ev.dstIp, ev.dstPort, dst),
     verdict: 'denied', policy: 'anti-spoofing', path: 'kernel', durationMs: 0, layer: 'kernel-l4', kernelEvent: 'dropped',
-    reason: `dropped as it left: a raw socket of ${label(sender, senderIp)} sent ${protocol} as ${claimed ? `${label(claimed, claimedIp)}'s address ${claimedIp}` : claimedIp}`,
+    reason: `dropped as it left: ${label(sender, senderIp)} sent ${protocol} as ${claimed ? `${label(claimed, claimedIp)}'s address ${claimedIp}` : claimedIp}`,
   };
   const event: PolicyEvent = {
     atMs, kind: 'spoof', protocol,

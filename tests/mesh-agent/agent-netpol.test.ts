@@ -247,6 +247,18 @@ if (privileged(t)) {
       });
       t.match(spoofs[0]!.reason, /^SPOOFING app\/client2 sent as app\/client's address/, `a security event names both pods: ${spoofs[0]!.reason}`);
       t.ok((await flows()).some((f) => f.policy === 'anti-spoofing' && f.source.pod === 'client2'), 'and a denied flow');
+      // a whole frame through AF_PACKET (no socket layer, no cgroup hook): the guard on the pod's veth
+      const serverMac = (JSON.parse((await run('ip', ['-n', serverNs, '-j', 'link', 'show', 'eth0'])).stdout) as { address: string }[])[0]!.address;
+      t.ok((agent.status().cluster!.policies.kernel?.guards ?? 0) >= 5, `status: a guard on every pod's veth (${agent.status().cluster!.policies.kernel?.guards})`);
+      before = counters();
+      t.match(await probe('app/client2', ['spoof-frame', 'eth0', serverMac, ip('app/client2'), ip('app/server'), '8080']), /^sent /);
+      await until('the honest frame judged at the listener', () => counters().pol_syn_denied! > before.pol_syn_denied! && true);
+      t.equal(delta(before, counters()).pol_guard_dropped, undefined, 'control: a frame with the pod\'s own address passes the guard (and the listener judges it: client2 is not allowed)');
+      before = counters();
+      t.match(await probe('app/client2', ['spoof-frame', 'eth0', serverMac, ip('app/client'), ip('app/server'), '8080']), /^sent /, 'AF_PACKET sends the forged frame');
+      await until('the forged frame dropped', () => counters().pol_guard_dropped! > before.pol_guard_dropped! && true);
+      t.equal(delta(before, counters()).pol_guard_dropped, 1, 'the guard on client2\'s veth drops a frame claiming client\'s address');
+      t.equal(delta(before, counters()).pol_syn_denied, undefined, 'it never reached the listener');
       // a process outside every pod (no cgroup of the mesh) forges it: no ticket, so judged as an address, and denied
       before = counters();
       const fromHost = (await probe('host', ['spoof-syn', ip('app/client'), ip('app/server'), '8080'])).split(' ')[1];

@@ -13,7 +13,7 @@ t.test('the compiled object agrees with the agent', async (t) => {
     'sock_inserted', 'sock_insert_failed', 'sock_skipped', 'msg_redirected', 'bytes_redirected',
     'msg_passed', 'bytes_passed', 'svc_translated', 'svc_no_backend', 'svc_backend_miss', 'svc_not_enrolled',
     'flow_events_lost', 'pol_allowed', 'pol_egress_denied', 'pol_ingress_denied', 'pol_syn_denied',
-    'pol_udp_denied', 'pol_ticket_hit', 'pol_no_ticket', 'pol_cut', 'pol_events_lost', 'pol_ipv6_denied', 'pol_spoof_dropped',
+    'pol_udp_denied', 'pol_ticket_hit', 'pol_no_ticket', 'pol_cut', 'pol_events_lost', 'pol_ipv6_denied', 'pol_spoof_dropped', 'pol_guard_dropped',
   ]);
   t.equal(layout.counters.get('sock_inserted'), 0);
   t.equal(layout.endpointEnrolledFlag, 1);

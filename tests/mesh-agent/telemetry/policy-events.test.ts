@@ -99,7 +99,7 @@ t.test('a forged source address: the sending pod (from its cgroup) and the pod i
   const { flow, event } = policyEventRecords({ ...base, kind: 'spoof', direction: 'egress', srcIp: '198.18.0.2', srcPort: 41000, senderIp: '198.18.0.9' }, ctx);
   t.same(asked, [], 'no policy to explain: forging is never allowed');
   t.match(flow, { verdict: 'denied', policy: 'anti-spoofing', kernelEvent: 'dropped', source: { pod: 'evil' }, destination: { pod: 'server' } });
-  t.equal(flow.reason, 'dropped as it left: a raw socket of app/evil sent TCP as app/client\'s address 198.18.0.2');
+  t.equal(flow.reason, 'dropped as it left: app/evil sent TCP as app/client\'s address 198.18.0.2');
   t.same(event.spoof, { sender: 'app/evil', claimedIp: '198.18.0.2', claimedWorkload: 'app/client' });
   t.equal(event.kind, 'spoof');
 });
