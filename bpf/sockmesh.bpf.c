@@ -692,7 +692,8 @@ static __always_inline int translate_service(struct bpf_sock_addr *ctx)
 	svc = bpf_map_lookup_elem(&sm_services, &key);
 	if (!svc)
 		return 1;
-	if (!(svc->flags & SM_SVC_F_ANY_CLIENT) && !client_enrolled()) {
+	/* a pod under policy is translated too: NetworkPolicy judges the backend it reaches (kube-proxy's DNAT would come too late) */
+	if (!(svc->flags & SM_SVC_F_ANY_CLIENT) && !client_enrolled() && !current_subject()) {
 		count_add(SM_CTR_SVC_NOT_ENROLLED, 1);
 		return 1;
 	}

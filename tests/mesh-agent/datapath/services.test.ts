@@ -3,6 +3,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import type { DesiredState, ServiceFrontend } from '../../../mesh-agent/compiler/compile.js';
+import { encodeCgroupId, encodePolicySubject } from '../../../mesh-agent/datapath/layout.js';
 import { repoRoot } from '../../../mesh-agent/paths.js';
 import { MapReconciler } from '../../../mesh-agent/reconciler/map-reconciler.js';
 import type { NodeRuntime } from '../../../mesh-agent/runtime/node-runtime.js';
@@ -75,5 +76,9 @@ if (privileged(t)) {
     t.equal(dp.counters().svc_not_enrolled! - c1.svc_not_enrolled!, 1, 'and counted as such');
     const enrolled = await dial(rt, 'a', '198.19.0.11', 80, 1);
     t.match(enrolled[0]?.reply, /^b /, 'while an enrolled client of the same service is served');
+    // a pod under NetworkPolicy (a subject of the policy maps) is translated, enrolled or not: policy judges the backend
+    dp.policyPut('sm_pol_cgroups', encodeCgroupId(cg('d')), encodePolicySubject({ subject: 16, peer: 17, flags: dp.layout.policy.flagPod, ip: d.ip }));
+    const subject = await dial(rt, 'd', '198.19.0.11', 80, 1);
+    t.match(subject[0]?.reply, /^b /, 'a pod that is a policy subject is served by the kernel\'s translation though not enrolled');
   });
 }
