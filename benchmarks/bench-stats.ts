@@ -1,4 +1,4 @@
-/** Figures every benchmark takes: medians, and processes' CPU and memory from /proc. */
+/** Figures every benchmark takes: medians, the machine's and processes' CPU and memory from /proc, counter deltas. */
 import { readFileSync } from 'node:fs';
 
 export function median(xs: number[]): number {
@@ -21,4 +21,16 @@ export function procUsage(pids: number[]): { cpu: number; rssMiB: number } {
     }
   }
   return { cpu: ticks / 100, rssMiB: rss / 2 ** 20 };
+}
+
+/** The whole machine's busy time so far, in jiffies (user + nice + system + irq + softirq + steal; /proc/stat). */
+export function cpuBusyJiffies(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal
+  return f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!;
+}
+
+/** after - before for each counter (the datapath's counters around a run). */
+export function counterDelta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.keys(after).map((k) => [k, after[k]! - (before[k] ?? 0)]));
 }

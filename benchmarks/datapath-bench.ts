@@ -8,7 +8,7 @@
  * CPU is the whole machine's busy time from /proc/stat during the run
  * (user + system + irq + softirq), per request or per GiB.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -18,7 +18,7 @@ import { findCgroup2 } from '../mesh-agent/datapath/host-checks.js';
 import { helperBinary, repoRoot } from '../mesh-agent/paths.js';
 import { NodeRuntime } from '../mesh-agent/runtime/node-runtime.js';
 import { gitCommit, gitDirty, machine } from './bench-meta.js';
-import { median } from './bench-stats.js';
+import { counterDelta, cpuBusyJiffies, median } from './bench-stats.js';
 
 const HELP = `usage: node dist/benchmarks/datapath-bench.js [--seconds S] [--rounds N] [--out DIR]
 
@@ -47,17 +47,6 @@ interface Run {
   cpuBusySeconds: number;
   counters: Record<string, number>;
   pathOk: boolean;
-}
-
-function cpuBusyJiffies(): number {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  // user nice system idle iowait irq softirq steal
-  return f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!;
-}
-
-
-function delta(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.keys(b).map((k) => [k, b[k]! - (a[k] ?? 0)]));
 }
 
 async function main(): Promise<void> {
@@ -98,7 +87,7 @@ async function main(): Promise<void> {
           const j0 = cpuBusyJiffies();
           const out = await rt.execOutput('client', [helperBinary('rrbench'), c.kind, server.ip, '7100', String(c.size), String(seconds)]);
           const busy = (cpuBusyJiffies() - j0) / 100;
-          const counters = delta(before, dp.counters());
+          const counters = counterDelta(before, dp.counters());
           const result = JSON.parse(out.toString()) as Record<string, number>;
           const payload = c.kind === 'rr' ? 2 * result.requests! * c.size + 9 : result.bytes! + 9 + 8;
           const pathOk = mode === 'direct'

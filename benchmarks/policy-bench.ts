@@ -18,7 +18,7 @@
  * sockets of every connection into the sockhash.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -33,7 +33,7 @@ import type { PolicyPod, PolicyWorld } from '../policies/network-verdict.js';
 import { parseCidr, type Cidr } from '../policies/cidr.js';
 import type { ObjectMeta } from '../mesh-agent/cluster/object-meta.js';
 import { gitCommit, gitDirty, machine } from './bench-meta.js';
-import { median } from './bench-stats.js';
+import { counterDelta, cpuBusyJiffies, median } from './bench-stats.js';
 
 const HELP = `usage: node dist/benchmarks/policy-bench.js [--seconds S] [--rounds N] [--out DIR]
 
@@ -64,15 +64,6 @@ interface Run {
   enforce: { compileMs: number; writeMs: number; writes: number; deletes: number; entries: number };
   pathOk: boolean;
   pathProblem?: string;
-}
-
-function cpuBusyJiffies(): number {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  return f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!;
-}
-
-function delta(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.keys(b).map((k) => [k, b[k]! - (a[k] ?? 0)]));
 }
 
 const meta = (namespace: string, name: string): ObjectMeta => ({ namespace, name, labels: {}, annotations: {}, source: 'policy-bench' });
@@ -187,7 +178,7 @@ async function main(): Promise<void> {
         const j0 = cpuBusyJiffies();
         const out = await rt.execOutput('client', [helperBinary('rrbench'), 'conn', server.ip, String(mode.denied ? PORT + 1 : PORT), String(seconds)], { timeoutMs: (seconds + 30) * 1000 });
         const busy = (cpuBusyJiffies() - j0) / 100;
-        const counters = delta(before, dp.counters());
+        const counters = counterDelta(before, dp.counters());
         const result = JSON.parse(out.toString()) as Record<string, number>;
         const n = result.connects!;
         const problems: string[] = [];

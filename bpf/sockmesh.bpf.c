@@ -131,11 +131,6 @@ static __always_inline void emit_flow_event(struct bpf_sock_ops *ops, const stru
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* How far up the cgroup tree a pod's cgroup may sit above a process: the
- * local runtime runs processes in the pod's cgroup; the kubelet runs them in
- * a container cgroup below it, and QoS classes put pods at different depths. */
-#define SM_CGROUP_LEVELS 8
-
 /* ---- NetworkPolicy ------------------------------------------------------ */
 
 #define SM_POL_EVENT_EVERY_NS 1000000000ULL
@@ -265,12 +260,11 @@ static __always_inline __u32 source_peer(__u32 ip4, int *is_pod)
 }
 
 /* The class of a destination this node dials (port in host order): a local
- * pod's (from its subject entry), else the ipcache's. `proxy`: it is an L7
+ * pod's (to: its subject entry, looked up by the caller), else the ipcache's. `proxy`: it is an L7
  * service's listener on the node proxy, judged for every client by
  * l7_allowed; any other port of that address is the node's, an address. */
-static __always_inline __u32 dialled_peer(__u32 dst, __u32 port, int *is_pod, int *proxy)
+static __always_inline __u32 dialled_peer(struct sm_pol_subject *to, __u32 dst, __u32 port, int *is_pod, int *proxy)
 {
-	struct sm_pol_subject *to = bpf_map_lookup_elem(&sm_pol_pods, &dst);
 	struct sm_ipcache_key k = { .prefixlen = 32, .ip4 = dst };
 	struct sm_ipcache_val *v;
 
@@ -296,25 +290,38 @@ static __always_inline __u32 dialled_peer(__u32 dst, __u32 port, int *is_pod, in
 	return v->peer;
 }
 
-/* The policy subject of the calling task: its cgroup, or the nearest
- * ancestor the agent knows (as client_enrolled). NULL: not a pod. */
-static __always_inline struct sm_pol_subject *current_subject(void)
+/* How far up the cgroup tree a pod's cgroup may sit above a process: the
+ * local runtime runs processes in the pod's cgroup; the kubelet runs them in
+ * a container cgroup below it, and QoS classes put pods at different depths. */
+#define SM_CGROUP_LEVELS 8
+
+/* The entry of a map keyed by cgroup id for a cgroup or, failing that, its
+ * nearest ancestor the agent knows: the calling task's cgroup (skb NULL: a
+ * constant, so each caller compiles to one kind of helper) or the cgroup of
+ * the socket a packet belongs to. */
+static __always_inline void *cgroup_entry(void *map, struct __sk_buff *skb)
 {
-	__u64 cg = bpf_get_current_cgroup_id();
-	struct sm_pol_subject *s = bpf_map_lookup_elem(&sm_pol_cgroups, &cg);
+	__u64 cg = skb ? bpf_skb_cgroup_id(skb) : bpf_get_current_cgroup_id();
+	void *v = bpf_map_lookup_elem(map, &cg);
 	int level;
 
-	if (s)
-		return s;
+	if (v)
+		return v;
 	for (level = SM_CGROUP_LEVELS; level >= 1; level--) {
-		cg = bpf_get_current_ancestor_cgroup_id(level);
+		cg = skb ? bpf_skb_ancestor_cgroup_id(skb, level) : bpf_get_current_ancestor_cgroup_id(level);
 		if (!cg)
-			continue;
-		s = bpf_map_lookup_elem(&sm_pol_cgroups, &cg);
-		if (s)
-			return s;
+			continue; /* deeper than this cgroup */
+		v = bpf_map_lookup_elem(map, &cg);
+		if (v)
+			return v;
 	}
 	return 0;
+}
+
+/* The policy subject of the calling task. NULL: not a pod. */
+static __always_inline struct sm_pol_subject *current_subject(void)
+{
+	return cgroup_entry(&sm_pol_cgroups, 0);
 }
 
 static __always_inline int is_loopback(__u32 ip4)
@@ -348,13 +355,12 @@ static __always_inline int udp_answer(struct bpf_sock_addr *ctx, struct sm_pol_s
  * 0 refuses (the kernel answers EPERM for a 0 without a retval). Egress of
  * the client's pod, then the ingress of a destination pod on this node, so
  * a same-node client fails at once rather than in SYN retransmits. */
-static __always_inline int judge_connect(struct bpf_sock_addr *ctx, __u32 dst, __u16 dport)
+static __always_inline int judge_connect(struct bpf_sock_addr *ctx, struct sm_pol_subject *src, __u32 dst, __u16 dport)
 {
-	struct sm_pol_subject *src = current_subject();
 	struct sm_pol_subject *to;
 	struct sm_sock_pol *sp;
 	__u8 proto = ctx->protocol;
-	__u32 peer;
+	__u32 peer, port;
 	int is_pod, proxy;
 
 	if (!src || is_loopback(dst) || (src->ip4 && src->ip4 == dst))
@@ -362,7 +368,12 @@ static __always_inline int judge_connect(struct bpf_sock_addr *ctx, __u32 dst, _
 	if (proto == IPPROTO_UDP && udp_answer(ctx, src, dst, dport))
 		return 1;
 	to = bpf_map_lookup_elem(&sm_pol_pods, &dst);
-	peer = dialled_peer(dst, bpf_ntohs(dport), &is_pod, &proxy);
+	/* the destination's class matters to an egress-isolated pod, and to every
+	 * pod on an L7 listener port; otherwise the ipcache is not asked */
+	port = bpf_ntohs(dport);
+	if (!(src->flags & SM_POL_F_EGRESS_ISOLATED) && (to || !bpf_map_lookup_elem(&sm_l7_ports, &port)))
+		goto ingress;
+	peer = dialled_peer(to, dst, port, &is_pod, &proxy);
 	if (proxy) {
 		if (!l7_allowed(src, proto, dport)) {
 			count_add(SM_CTR_POL_EGRESS_DENIED, 1);
@@ -378,6 +389,7 @@ static __always_inline int judge_connect(struct bpf_sock_addr *ctx, __u32 dst, _
 			return 0;
 		}
 	}
+ingress:
 	if (to && (to->flags & SM_POL_F_INGRESS_ISOLATED) &&
 	    !pol_allowed(to->subject, src->peer, src->flags & SM_POL_F_POD, SM_DIR_INGRESS, proto, dport)) {
 		count_add(SM_CTR_POL_INGRESS_DENIED, 1);
@@ -661,25 +673,14 @@ int sm_sk_msg(struct sk_msg_md *msg)
  * or the nearest ancestor the agent knows. */
 static __always_inline int client_enrolled(void)
 {
-	__u64 cg = bpf_get_current_cgroup_id();
-	struct sm_cgroup *c = bpf_map_lookup_elem(&sm_cgroups, &cg);
-	int level;
+	struct sm_cgroup *c = cgroup_entry(&sm_cgroups, 0);
 
-	if (c)
-		return c->flags & SM_CG_F_ENROLLED;
-	for (level = SM_CGROUP_LEVELS; level >= 1; level--) {
-		cg = bpf_get_current_ancestor_cgroup_id(level);
-		if (!cg)
-			continue; /* deeper than this process */
-		c = bpf_map_lookup_elem(&sm_cgroups, &cg);
-		if (c)
-			return c->flags & SM_CG_F_ENROLLED;
-	}
-	return 0;
+	return c && (c->flags & SM_CG_F_ENROLLED);
 }
 
-/* 1: connect goes on (translated or not); 0: refused, retval set. */
-static __always_inline int translate_service(struct bpf_sock_addr *ctx)
+/* 1: connect goes on (translated or not); 0: refused, retval set. src: the
+ * caller's policy subject (NULL: not a pod). */
+static __always_inline int translate_service(struct bpf_sock_addr *ctx, struct sm_pol_subject *src)
 {
 	struct sm_svc_key key = {};
 	struct sm_backend_key bkey = {};
@@ -693,7 +694,7 @@ static __always_inline int translate_service(struct bpf_sock_addr *ctx)
 	if (!svc)
 		return 1;
 	/* a pod under policy is translated too: NetworkPolicy judges the backend it reaches (kube-proxy's DNAT would come too late) */
-	if (!(svc->flags & SM_SVC_F_ANY_CLIENT) && !client_enrolled() && !current_subject()) {
+	if (!(svc->flags & SM_SVC_F_ANY_CLIENT) && !src && !client_enrolled()) {
 		count_add(SM_CTR_SVC_NOT_ENROLLED, 1);
 		return 1;
 	}
@@ -725,11 +726,14 @@ static __always_inline int translate_service(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect4")
 int sm_connect4(struct bpf_sock_addr *ctx)
 {
-	if (ctx->protocol == IPPROTO_TCP && !translate_service(ctx))
-		return 0;
+	struct sm_pol_subject *src;
+
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return 1;
-	return judge_connect(ctx, ctx->user_ip4, (__u16)ctx->user_port);
+	src = current_subject();
+	if (ctx->protocol == IPPROTO_TCP && !translate_service(ctx, src))
+		return 0;
+	return judge_connect(ctx, src, ctx->user_ip4, (__u16)ctx->user_port);
 }
 
 /* An unconnected UDP send (sendto with an address): judged like a connect. */
@@ -738,7 +742,7 @@ int sm_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	if (ctx->protocol != IPPROTO_UDP)
 		return 1;
-	return judge_connect(ctx, ctx->user_ip4, (__u16)ctx->user_port);
+	return judge_connect(ctx, current_subject(), ctx->user_ip4, (__u16)ctx->user_port);
 }
 
 /* An AF_INET6 socket's connect: to a v4-mapped address it is an IPv4
@@ -757,11 +761,11 @@ int sm_connect6(struct bpf_sock_addr *ctx)
 	ip6[1] = ctx->user_ip6[1];
 	ip6[2] = ctx->user_ip6[2];
 	ip6[3] = ctx->user_ip6[3];
+	src = current_subject();
 	if (v4_mapped(ip6))
-		return judge_connect(ctx, ip6[3], (__u16)ctx->user_port);
+		return judge_connect(ctx, src, ip6[3], (__u16)ctx->user_port);
 	if (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == 0 && ip6[3] == bpf_htonl(1))
 		return 1;
-	src = current_subject();
 	if (src && (src->flags & SM_POL_F_EGRESS_ISOLATED)) {
 		count_add(SM_CTR_POL_EGRESS_DENIED, 1);
 		emit_pol_event(SM_PE_DENY_CONNECT, SM_DIR_EGRESS, bpf_get_socket_cookie(ctx), src->ip4, 0, 0,
@@ -794,25 +798,10 @@ int sm_getpeername4(struct bpf_sock_addr *ctx)
 #define SM_TCP_LISTEN 10
 #define SM_ETH_P_IP 0x0800
 
-/* The receiving pod's policy subject: the cgroup of the socket the packet is
- * for, or its nearest known ancestor. */
+/* The policy subject of the pod whose socket a packet belongs to. */
 static __always_inline struct sm_pol_subject *skb_subject(struct __sk_buff *skb)
 {
-	__u64 cg = bpf_skb_cgroup_id(skb);
-	struct sm_pol_subject *s = bpf_map_lookup_elem(&sm_pol_cgroups, &cg);
-	int level;
-
-	if (s)
-		return s;
-	for (level = SM_CGROUP_LEVELS; level >= 1; level--) {
-		cg = bpf_skb_ancestor_cgroup_id(skb, level);
-		if (!cg)
-			continue;
-		s = bpf_map_lookup_elem(&sm_pol_cgroups, &cg);
-		if (s)
-			return s;
-	}
-	return 0;
+	return cgroup_entry(&sm_pol_cgroups, skb);
 }
 
 struct sm_ip4_head {
@@ -923,58 +912,46 @@ int sm_pol_ingress(struct __sk_buff *skb)
 	return 0;
 }
 
-/* Packets leaving a pod's sockets. A raw socket's forged source address is
- * dropped (above). For UDP it never drops (sends were judged at connect or
- * sendmsg); it records what the receiving
- * side needs: the sender's class for a local ingress-isolated pod (a ticket,
- * as sockops writes for TCP), and the conversation, so answers come back
- * to an unconnected socket. */
 #define SM_SOCK_RAW 3
 
-/* A pod's raw socket sending as another address: dropped as it leaves, and
- * reported with both pods (the sender is known here, by its cgroup). Only
- * raw sockets can choose their source address; AF_PACKET frames never pass
- * this hook (docs/policy-datapath.md §0a). */
-static __always_inline int forged(struct __sk_buff *skb, struct sm_ip4_head *ip)
+/* A packet with another source address than its pod's, dropped: one SPOOF
+ * record naming the pod that sent it (sender) and the address it claimed.
+ * Never folded: the drops are what the spoofing detector counts. */
+static __always_inline void report_spoof(struct __sk_buff *skb, struct sm_ip4_head *ip, int l3_off, __u32 claimed,
+					 __u32 sender, __u32 subject, __u32 peer)
 {
-	struct bpf_sock *sk = skb->sk;
-	struct sm_pol_subject *s;
 	struct sm_pol_event *e;
 	__u16 ports[2] = {};
 
-	if (sk)
-		sk = bpf_sk_fullsock(sk);
-	if (!sk || sk->type != SM_SOCK_RAW)
-		return 0;
-	s = skb_subject(skb);
-	if (!s || !s->ip4 || ip->saddr == s->ip4)
-		return 0;
-	count_add(SM_CTR_POL_SPOOF_DROPPED, 1);
-	if (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP)
-		bpf_skb_load_bytes(skb, (ip->ver_ihl & 0x0f) * 4, ports, sizeof(ports));
+	if (ip && (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP))
+		bpf_skb_load_bytes(skb, l3_off + (ip->ver_ihl & 0x0f) * 4, ports, sizeof(ports));
 	e = bpf_ringbuf_reserve(&sm_pol_events, sizeof(*e), 0);
 	if (!e) {
 		count_add(SM_CTR_POL_EVENTS_LOST, 1);
-		return 1;
+		return;
 	}
 	e->ts_ns = bpf_ktime_get_ns();
 	e->cookie = 0;
-	e->src_ip4 = ip->saddr;
-	e->dst_ip4 = ip->daddr;
+	e->src_ip4 = claimed;
+	e->dst_ip4 = ip ? ip->daddr : 0;
 	e->src_port = bpf_ntohs(ports[0]);
 	e->dst_port = bpf_ntohs(ports[1]);
-	e->subject = s->subject;
-	e->peer = s->peer;
-	e->proto = ip->protocol;
+	e->subject = subject;
+	e->peer = peer;
+	e->proto = ip ? ip->protocol : 0;
 	e->dir = SM_DIR_EGRESS;
 	e->kind = SM_PE_SPOOF;
-	e->sender_ip4 = s->ip4;
+	e->sender_ip4 = sender;
 	e->suppressed = 0;
 	e->pad = 0;
 	bpf_ringbuf_submit(e, 0);
-	return 1;
 }
 
+/* Packets leaving a pod's sockets. A raw socket's forged source address is
+ * dropped. For UDP it never drops (sends were judged at connect or sendmsg);
+ * it records what the receiving side needs: the sender's class for a local
+ * ingress-isolated pod (a ticket, as sockops writes for TCP), and the
+ * conversation, so answers come back to an unconnected socket. */
 SEC("cgroup_skb/egress")
 int sm_pol_egress(struct __sk_buff *skb)
 {
@@ -982,21 +959,33 @@ int sm_pol_egress(struct __sk_buff *skb)
 	struct sm_ticket t = {};
 	struct sm_pol_subject *s, *to;
 	struct sm_ip4_head ip;
+	struct bpf_sock *sk;
 	__u16 ports[2];
 	__u64 now;
 
 	if (skb->protocol != bpf_htons(SM_ETH_P_IP))
 		return 1;
+	/* stream sockets (nearly every packet): nothing to record, and they cannot choose their source */
+	sk = skb->sk;
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	if (!sk || (sk->type != SM_SOCK_RAW && sk->protocol != IPPROTO_UDP))
+		return 1;
 	if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
-		return 1;
-	if (forged(skb, &ip))
-		return 0;
-	if (ip.protocol != IPPROTO_UDP || (ip.frag_off & bpf_htons(0x1fff)))
-		return 1;
-	if (is_loopback(ip.daddr) || ip.saddr == ip.daddr)
 		return 1;
 	s = skb_subject(skb);
 	if (!s)
+		return 1;
+	/* a pod's raw socket sending as another address: only raw sockets can choose
+	 * their source; AF_PACKET frames never pass this hook (the veth guard sees them) */
+	if (sk->type == SM_SOCK_RAW && s->ip4 && ip.saddr != s->ip4) {
+		count_add(SM_CTR_POL_SPOOF_DROPPED, 1);
+		report_spoof(skb, &ip, 0, ip.saddr, s->ip4, s->subject, s->peer);
+		return 0;
+	}
+	if (ip.protocol != IPPROTO_UDP || (ip.frag_off & bpf_htons(0x1fff)))
+		return 1;
+	if (is_loopback(ip.daddr) || ip.saddr == ip.daddr)
 		return 1;
 	if (bpf_skb_load_bytes(skb, (ip.ver_ihl & 0x0f) * 4, ports, sizeof(ports)))
 		return 1;
@@ -1069,7 +1058,7 @@ int sm_pol_cut(struct bpf_iter__tcp *ctx)
 		if (is_loopback(remote) || remote == local)
 			return 0;
 		port_be = skc->skc_dport;
-		peer = dialled_peer(remote, bpf_ntohs(port_be), &is_pod, &proxy);
+		peer = dialled_peer(bpf_map_lookup_elem(&sm_pol_pods, &remote), remote, bpf_ntohs(port_be), &is_pod, &proxy);
 		if (proxy) {
 			if (l7_allowed(me, IPPROTO_TCP, port_be))
 				return 0;
@@ -1124,11 +1113,8 @@ int sm_pol_guard(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
 	struct sm_port *port = bpf_map_lookup_elem(&sm_ports, &ifindex);
-	struct sm_pol_event *e;
 	struct sm_ip4_head ip;
-	__u32 claimed, dst = 0;
-	__u16 ports[2] = {};
-	__u8 proto = 0;
+	__u32 claimed;
 
 	if (!port)
 		return SM_TC_ACT_OK;
@@ -1138,10 +1124,6 @@ int sm_pol_guard(struct __sk_buff *skb)
 		if (ip.saddr == port->ip4)
 			return SM_TC_ACT_OK;
 		claimed = ip.saddr;
-		dst = ip.daddr;
-		proto = ip.protocol;
-		if (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
-			bpf_skb_load_bytes(skb, 14 + (ip.ver_ihl & 0x0f) * 4, ports, sizeof(ports));
 	} else if (skb->protocol == bpf_htons(SM_ETH_P_ARP)) {
 		/* Ethernet/IPv4 ARP: the sender's protocol address at 14 + 14 */
 		if (bpf_skb_load_bytes(skb, 28, &claimed, sizeof(claimed)))
@@ -1152,26 +1134,7 @@ int sm_pol_guard(struct __sk_buff *skb)
 		return SM_TC_ACT_OK;
 	}
 	count_add(SM_CTR_POL_GUARD_DROPPED, 1);
-	e = bpf_ringbuf_reserve(&sm_pol_events, sizeof(*e), 0);
-	if (!e) {
-		count_add(SM_CTR_POL_EVENTS_LOST, 1);
-		return SM_TC_ACT_SHOT;
-	}
-	e->ts_ns = bpf_ktime_get_ns();
-	e->cookie = 0;
-	e->src_ip4 = claimed;
-	e->dst_ip4 = dst;
-	e->src_port = bpf_ntohs(ports[0]);
-	e->dst_port = bpf_ntohs(ports[1]);
-	e->subject = 0;
-	e->peer = 0;
-	e->proto = proto;
-	e->dir = SM_DIR_EGRESS;
-	e->kind = SM_PE_SPOOF;
-	e->sender_ip4 = port->ip4;
-	e->suppressed = 0;
-	e->pad = 0;
-	bpf_ringbuf_submit(e, 0);
+	report_spoof(skb, skb->protocol == bpf_htons(SM_ETH_P_IP) ? &ip : 0, 14, claimed, port->ip4, 0, 0);
 	return SM_TC_ACT_SHOT;
 }
 
@@ -1203,7 +1166,7 @@ int sm_pol_cut_udp(struct bpf_iter__udp *ctx)
 	me = bpf_map_lookup_elem(&sm_pol_pods, &local);
 	if (!me || !(me->flags & SM_POL_F_EGRESS_ISOLATED) || is_loopback(remote) || remote == local)
 		return 0;
-	peer = dialled_peer(remote, bpf_ntohs(port_be), &is_pod, &proxy);
+	peer = dialled_peer(bpf_map_lookup_elem(&sm_pol_pods, &remote), remote, bpf_ntohs(port_be), &is_pod, &proxy);
 	if (pol_allowed(me->subject, peer, is_pod, SM_DIR_EGRESS, IPPROTO_UDP, port_be))
 		return 0;
 	if (bpf_sock_destroy((struct sock_common *)sk))

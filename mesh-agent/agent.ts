@@ -518,7 +518,6 @@ export class Agent {
   /** What the kernel's policy events need from the cluster: workloads, and the evaluator's reasons. */
   #policyEventContext(): PolicyEventContext {
     let memo = { revision: -1, answers: new Map<string, DenialReason | undefined>() };
-    const explainNow = (c: ClusterParts, q: Parameters<PolicyEventContext['explain']>[0]) => this.#explainDenial(c, q);
     return {
       workloadOf: (ip) => this.#workloads.get(ip),
       // refused connects and cut connections: the kernel saw the pod's own socket; a dropped packet's source is a pod only when judged as one
@@ -532,7 +531,7 @@ export class Agent {
         if (memo.revision !== c.store.revision) memo = { revision: c.store.revision, answers: new Map() };
         if (memo.answers.has(key)) return memo.answers.get(key);
         if (memo.answers.size > 10_000) memo.answers.clear();
-        const answer = explainNow(c, q);
+        const answer = this.#explainDenial(c, q);
         memo.answers.set(key, answer);
         return answer;
       },

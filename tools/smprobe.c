@@ -378,47 +378,57 @@ static unsigned short csum(const void *data, size_t len)
 	return htons((unsigned short)~sum);
 }
 
-static int spoof_syn(const char *src, const char *dst, const char *port)
+/* An IPv4 + TCP SYN from src to dst:port (both network order), checksums
+ * filled: what the spoof probes send, as a packet or inside a frame. */
+struct syn_packet {
+	struct iphdr ip;
+	struct tcphdr tcp;
+} __attribute__((packed));
+
+static void fill_syn(struct syn_packet *p, unsigned int src, unsigned int dst, unsigned short port)
 {
-	struct sockaddr_in d = addr_of(dst, port), sa = addr_of(src, "0");
-	struct {
-		struct iphdr ip;
-		struct tcphdr tcp;
-	} pkt;
 	struct {
 		unsigned int src, dst;
 		unsigned char zero, proto;
 		unsigned short len;
 		struct tcphdr tcp;
 	} pseudo;
+
+	memset(p, 0, sizeof(*p));
+	p->tcp.source = htons(40000 + (unsigned short)(getpid() % 20000));
+	p->tcp.dest = port;
+	p->tcp.seq = htonl(0x5eed);
+	p->tcp.doff = 5;
+	p->tcp.syn = 1;
+	p->tcp.window = htons(64240);
+	memset(&pseudo, 0, sizeof(pseudo));
+	pseudo.src = src;
+	pseudo.dst = dst;
+	pseudo.proto = IPPROTO_TCP;
+	pseudo.len = htons(sizeof(struct tcphdr));
+	pseudo.tcp = p->tcp;
+	p->tcp.check = csum(&pseudo, sizeof(pseudo));
+	p->ip.version = 4;
+	p->ip.ihl = 5;
+	p->ip.ttl = 64;
+	p->ip.protocol = IPPROTO_TCP;
+	p->ip.tot_len = htons(sizeof(*p));
+	p->ip.saddr = src;
+	p->ip.daddr = dst;
+	p->ip.check = csum(&p->ip, sizeof(p->ip));
+}
+
+static int spoof_syn(const char *src, const char *dst, const char *port)
+{
+	struct sockaddr_in d = addr_of(dst, port), sa = addr_of(src, "0");
+	struct syn_packet pkt;
 	int one = 1, s = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);
 
 	if (s < 0)
 		die("socket(SOCK_RAW)");
 	if (setsockopt(s, IPPROTO_IP, IP_HDRINCL, &one, sizeof(one)) < 0)
 		die("IP_HDRINCL");
-	memset(&pkt, 0, sizeof(pkt));
-	pkt.tcp.source = htons(40000 + (unsigned short)(getpid() % 20000));
-	pkt.tcp.dest = d.sin_port;
-	pkt.tcp.seq = htonl(0x5eed);
-	pkt.tcp.doff = 5;
-	pkt.tcp.syn = 1;
-	pkt.tcp.window = htons(64240);
-	memset(&pseudo, 0, sizeof(pseudo));
-	pseudo.src = sa.sin_addr.s_addr;
-	pseudo.dst = d.sin_addr.s_addr;
-	pseudo.proto = IPPROTO_TCP;
-	pseudo.len = htons(sizeof(struct tcphdr));
-	pseudo.tcp = pkt.tcp;
-	pkt.tcp.check = csum(&pseudo, sizeof(pseudo));
-	pkt.ip.version = 4;
-	pkt.ip.ihl = 5;
-	pkt.ip.ttl = 64;
-	pkt.ip.protocol = IPPROTO_TCP;
-	pkt.ip.tot_len = htons(sizeof(pkt));
-	pkt.ip.saddr = sa.sin_addr.s_addr;
-	pkt.ip.daddr = d.sin_addr.s_addr;
-	pkt.ip.check = csum(&pkt.ip, sizeof(pkt.ip));
+	fill_syn(&pkt, sa.sin_addr.s_addr, d.sin_addr.s_addr, d.sin_port);
 	if (sendto(s, &pkt, sizeof(pkt), 0, (struct sockaddr *)&d, sizeof(d)) < 0)
 		printf("%s\n", errname(errno)); /* EPERM: dropped as it left */
 	else
@@ -472,15 +482,8 @@ static int spoof_frame(const char *ifname, const char *mac, const char *src, con
 	struct ifreq ifr;
 	struct {
 		struct ether_header eth;
-		struct iphdr ip;
-		struct tcphdr tcp;
+		struct syn_packet syn;
 	} __attribute__((packed)) f;
-	struct {
-		unsigned int src, dst;
-		unsigned char zero, proto;
-		unsigned short len;
-		struct tcphdr tcp;
-	} pseudo;
 	unsigned int m[6];
 	int s = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_IP));
 
@@ -494,39 +497,18 @@ static int spoof_frame(const char *ifname, const char *mac, const char *src, con
 	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
 	if (ioctl(s, SIOCGIFHWADDR, &ifr) < 0)
 		die("SIOCGIFHWADDR");
-	memset(&f, 0, sizeof(f));
 	for (int i = 0; i < 6; i++) {
 		f.eth.ether_dhost[i] = (unsigned char)m[i];
 		ll.sll_addr[i] = (unsigned char)m[i];
 	}
 	memcpy(f.eth.ether_shost, ifr.ifr_hwaddr.sa_data, 6);
 	f.eth.ether_type = htons(ETH_P_IP);
-	f.tcp.source = htons(40000 + (unsigned short)(getpid() % 20000));
-	f.tcp.dest = d.sin_port;
-	f.tcp.seq = htonl(0x5eed);
-	f.tcp.doff = 5;
-	f.tcp.syn = 1;
-	f.tcp.window = htons(64240);
-	memset(&pseudo, 0, sizeof(pseudo));
-	pseudo.src = sa.sin_addr.s_addr;
-	pseudo.dst = d.sin_addr.s_addr;
-	pseudo.proto = IPPROTO_TCP;
-	pseudo.len = htons(sizeof(struct tcphdr));
-	pseudo.tcp = f.tcp;
-	f.tcp.check = csum(&pseudo, sizeof(pseudo));
-	f.ip.version = 4;
-	f.ip.ihl = 5;
-	f.ip.ttl = 64;
-	f.ip.protocol = IPPROTO_TCP;
-	f.ip.tot_len = htons(sizeof(f.ip) + sizeof(f.tcp));
-	f.ip.saddr = sa.sin_addr.s_addr;
-	f.ip.daddr = d.sin_addr.s_addr;
-	f.ip.check = csum(&f.ip, sizeof(f.ip));
+	fill_syn(&f.syn, sa.sin_addr.s_addr, d.sin_addr.s_addr, d.sin_port);
 	ll.sll_ifindex = (int)if_nametoindex(ifname);
 	if (sendto(s, &f, sizeof(f), 0, (struct sockaddr *)&ll, sizeof(ll)) < 0)
 		printf("%s\n", errname(errno));
 	else
-		printf("sent %u\n", ntohs(f.tcp.source));
+		printf("sent %u\n", ntohs(f.syn.tcp.source));
 	close(s);
 	return 0;
 }

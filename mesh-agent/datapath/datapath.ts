@@ -48,6 +48,9 @@ export type HashMapName = keyof typeof HASH_MAPS;
 /** The NetworkPolicy maps the agent writes (two hashes, two LPM tries), with their key and value sizes. */
 export const POLICY_MAPS = Object.freeze({ sm_pol_cgroups: [8, 16], sm_pol_pods: [4, 16], sm_ipcache: [8, 16], sm_policy: [16, 8], sm_l7_ports: [4, 4] } as const);
 export type PolicyMapName = keyof typeof POLICY_MAPS;
+/** Every map the agent writes entry by entry: the reconciler's and the policy enforcer's. */
+const TABLES: Readonly<Record<HashMapName | PolicyMapName, readonly [number, number]>> = Object.freeze({ ...HASH_MAPS, ...POLICY_MAPS });
+export type TableName = keyof typeof TABLES;
 const LINK_POL_CUT = 'link_pol_cut';
 const LINK_POL_CUT_UDP = 'link_pol_cut_udp';
 /** the guard program, pinned: each pod's veth gets a link of its own (`guard-<ifname>-<ifindex>`) */
@@ -371,10 +374,10 @@ export class Datapath {
     return out.sort((a, b) => a.ip.localeCompare(b.ip, 'en', { numeric: true }));
   }
 
-  /** Every entry of a hash map the agent reconciles, raw. */
-  entries(name: HashMapName): [Buffer, Buffer][] {
+  /** Every entry of a map the agent writes (hash maps and LPM tries alike), raw. */
+  entries(name: TableName): [Buffer, Buffer][] {
     const fd = this.#fd(name);
-    const [keySize, valueSize] = HASH_MAPS[name];
+    const [keySize, valueSize] = TABLES[name];
     const out: [Buffer, Buffer][] = [];
     for (const k of mapKeys(fd, keySize)) {
       const v = mapLookup(fd, k, valueSize);
@@ -384,32 +387,12 @@ export class Datapath {
   }
 
   /** Creates or replaces one entry. */
-  put(name: HashMapName, key: Buffer, value: Buffer): void {
+  put(name: TableName, key: Buffer, value: Buffer): void {
     mapUpdate(this.#fd(name), key, value);
   }
 
   /** Deletes one entry; false when it was not there. */
-  del(name: HashMapName, key: Buffer): boolean {
-    return mapDelete(this.#fd(name), key);
-  }
-
-  /** Every entry of a policy map, raw (LPM tries list their keys too). */
-  policyEntries(name: PolicyMapName): [Buffer, Buffer][] {
-    const fd = this.#fd(name);
-    const [keySize, valueSize] = POLICY_MAPS[name];
-    const out: [Buffer, Buffer][] = [];
-    for (const k of mapKeys(fd, keySize)) {
-      const v = mapLookup(fd, k, valueSize);
-      if (v) out.push([k, v]);
-    }
-    return out;
-  }
-
-  policyPut(name: PolicyMapName, key: Buffer, value: Buffer): void {
-    mapUpdate(this.#fd(name), key, value);
-  }
-
-  policyDel(name: PolicyMapName, key: Buffer): boolean {
+  del(name: TableName, key: Buffer): boolean {
     return mapDelete(this.#fd(name), key);
   }
 

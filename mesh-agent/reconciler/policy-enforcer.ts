@@ -35,9 +35,9 @@ export const PEER_L7_LISTENER = 4;
 
 /** The part of the datapath the enforcer needs (the real Datapath, or a fake in tests). */
 export interface PolicyMaps {
-  policyEntries(name: PolicyMapName): [Buffer, Buffer][];
-  policyPut(name: PolicyMapName, key: Buffer, value: Buffer): void;
-  policyDel(name: PolicyMapName, key: Buffer): boolean;
+  entries(name: PolicyMapName): [Buffer, Buffer][];
+  put(name: PolicyMapName, key: Buffer, value: Buffer): void;
+  del(name: PolicyMapName, key: Buffer): boolean;
   cutDenied(netnsPaths: readonly string[]): { cut: number; failed: { netns: string; error: string }[] };
 }
 
@@ -113,7 +113,7 @@ export class PolicyEnforcer {
   /** Re-reads the maps from the kernel (at start, and after a failed pass). */
   load(): void {
     for (const m of ['sm_policy', 'sm_ipcache', 'sm_pol_pods', 'sm_pol_cgroups', 'sm_l7_ports'] as const) {
-      this.#mirror.set(m, new Map(this.#maps.policyEntries(m).map(([k, v]) => [hex(k), hex(v)])));
+      this.#mirror.set(m, new Map(this.#maps.entries(m).map(([k, v]) => [hex(k), hex(v)])));
     }
     // a restarted agent allocates above every class the kernel still holds: a new class never merges into an old one
     if (this.#allocator.size === 0) {
@@ -235,7 +235,7 @@ export class PolicyEnforcer {
       const have = this.#mirror.get(m)!;
       for (const [k, v] of tables.get(m)!) {
         if (have.get(k) === v) continue;
-        this.#maps.policyPut(m, Buffer.from(k, 'hex'), Buffer.from(v, 'hex'));
+        this.#maps.put(m, Buffer.from(k, 'hex'), Buffer.from(v, 'hex'));
         have.set(k, v);
         writes++;
       }
@@ -245,7 +245,7 @@ export class PolicyEnforcer {
       const want = tables.get(m)!;
       for (const k of [...have.keys()]) {
         if (want.has(k)) continue;
-        this.#maps.policyDel(m, Buffer.from(k, 'hex'));
+        this.#maps.del(m, Buffer.from(k, 'hex'));
         have.delete(k);
         deletes++;
       }

@@ -312,8 +312,8 @@ if (privileged(t)) {
 
     t.test('policy-update-cuts-established-connections', async (t) => {
       await apply('', []);
-      const hold = (from: string) => {
-        const argv = ['hold', ip('app/server'), '8080', '10'];
+      // a probe left running (from a pod, or the host), its output lines as they come
+      const hold = (from: string, argv = ['hold', ip('app/server'), '8080', '10']) => {
         const child = from === 'host' ? execFile('ip', ['netns', 'exec', rt.nodeNetns, PROBE, ...argv]) : rt.exec(runtimeName(from), [PROBE, ...argv]);
         const lines: string[] = [];
         let buf = '';
@@ -340,13 +340,7 @@ if (privileged(t)) {
       t.ok(agent.status().cluster!.policies.kernel!.lastCut!.cut >= 2, 'the cut pass destroyed the sockets');
       // a connected UDP socket whose destination the client's egress no longer allows
       await apply('', []);
-      const udpChild = rt.exec(runtimeName('app/client'), [PROBE, 'udp-hold', ip('app/server'), '5353', '10']);
-      const udpLines: string[] = [];
-      let udpBuf = '';
-      udpChild.stdout!.on('data', (d: Buffer) => {
-        udpBuf += d.toString();
-        for (let i; (i = udpBuf.indexOf('\n')) >= 0; udpBuf = udpBuf.slice(i + 1)) udpLines.push(udpBuf.slice(0, i));
-      });
+      const { lines: udpLines } = hold('app/client', ['udp-hold', ip('app/server'), '5353', '10']);
       await until('the UDP conversation going', () => udpLines.includes('connected'));
       const u0 = Date.now();
       await apply(netpol('client-deny-egress', '{ podSelector: { matchLabels: { app: client } }, policyTypes: [Egress] }'), ['client-deny-egress']);

@@ -77,7 +77,7 @@ if (privileged(t)) {
     const enrolled = await dial(rt, 'a', '198.19.0.11', 80, 1);
     t.match(enrolled[0]?.reply, /^b /, 'while an enrolled client of the same service is served');
     // a pod under NetworkPolicy (a subject of the policy maps) is translated, enrolled or not: policy judges the backend
-    dp.policyPut('sm_pol_cgroups', encodeCgroupId(cg('d')), encodePolicySubject({ subject: 16, peer: 17, flags: dp.layout.policy.flagPod, ip: d.ip }));
+    dp.put('sm_pol_cgroups', encodeCgroupId(cg('d')), encodePolicySubject({ subject: 16, peer: 17, flags: dp.layout.policy.flagPod, ip: d.ip }));
     const subject = await dial(rt, 'd', '198.19.0.11', 80, 1);
     t.match(subject[0]?.reply, /^b /, 'a pod that is a policy subject is served by the kernel\'s translation though not enrolled');
   });
