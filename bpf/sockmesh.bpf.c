@@ -14,6 +14,8 @@
  *      NAT per packet, no conntrack); a service without backends refuses the
  *      connect with ECONNREFUSED. The socket remembers the VIP.
  *  cgroup/getpeername4: such a socket reports the VIP:port it dialled.
+ *  cgroup/connect6, getpeername6: the same for a dual-stack (AF_INET6)
+ *      socket dialling ::ffff:VIP.
  *  NetworkPolicy (docs/policy-datapath.md): connect4 refuses with EPERM a
  *      connect the client's egress policy or a local destination's ingress
  *      policy does not allow; sockops hands the client's class to the
@@ -679,8 +681,9 @@ static __always_inline int client_enrolled(void)
 }
 
 /* 1: connect goes on (translated or not); 0: refused, retval set. src: the
- * caller's policy subject (NULL: not a pod). */
-static __always_inline int translate_service(struct bpf_sock_addr *ctx, struct sm_pol_subject *src)
+ * caller's policy subject (NULL: not a pod). ip4/port (network order): the
+ * address dialled, replaced by the backend's when translated. */
+static __always_inline int translate_service(struct bpf_sock_addr *ctx, struct sm_pol_subject *src, __u32 *ip4, __u32 *port)
 {
 	struct sm_svc_key key = {};
 	struct sm_backend_key bkey = {};
@@ -688,8 +691,8 @@ static __always_inline int translate_service(struct bpf_sock_addr *ctx, struct s
 	struct sm_backend *be;
 	struct sm_svc *svc;
 
-	key.vip4 = ctx->user_ip4;
-	key.port = bpf_ntohs((__u16)ctx->user_port);
+	key.vip4 = *ip4;
+	key.port = bpf_ntohs((__u16)*port);
 	svc = bpf_map_lookup_elem(&sm_services, &key);
 	if (!svc)
 		return 1;
@@ -717,8 +720,8 @@ static __always_inline int translate_service(struct bpf_sock_addr *ctx, struct s
 		mem->vip4 = key.vip4;
 		mem->port = key.port;
 	}
-	ctx->user_ip4 = be->ip4;
-	ctx->user_port = bpf_htons(be->port);
+	*ip4 = be->ip4;
+	*port = bpf_htons(be->port);
 	count_add(SM_CTR_SVC_TRANSLATED, 1);
 	return 1;
 }
@@ -731,8 +734,16 @@ int sm_connect4(struct bpf_sock_addr *ctx)
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return 1;
 	src = current_subject();
-	if (ctx->protocol == IPPROTO_TCP && !translate_service(ctx, src))
-		return 0;
+	if (ctx->protocol == IPPROTO_TCP) {
+		__u32 ip4 = ctx->user_ip4, port = ctx->user_port;
+
+		if (!translate_service(ctx, src, &ip4, &port))
+			return 0;
+		if (ip4 != ctx->user_ip4 || port != ctx->user_port) {
+			ctx->user_ip4 = ip4;
+			ctx->user_port = port;
+		}
+	}
 	return judge_connect(ctx, src, ctx->user_ip4, (__u16)ctx->user_port);
 }
 
@@ -745,25 +756,35 @@ int sm_sendmsg4(struct bpf_sock_addr *ctx)
 	return judge_connect(ctx, current_subject(), ctx->user_ip4, (__u16)ctx->user_port);
 }
 
-/* An AF_INET6 socket's connect: to a v4-mapped address it is an IPv4
- * connection (the INET4 hook never runs for it), judged the same; real IPv6
- * is refused to a pod that is egress-isolated (pods have IPv4 policy only),
- * loopback aside. */
-SEC("cgroup/connect6")
-int sm_connect6(struct bpf_sock_addr *ctx)
+/* An AF_INET6 socket's connect, or its unconnected UDP send: to a v4-mapped
+ * address it is IPv4 (the INET4 hooks never run for it), judged the same,
+ * and a TCP connect to a service VIP is translated as connect4 does (a
+ * dual-stack client, as Java's sockets are by default, dials ::ffff:VIP);
+ * real IPv6 is refused to a pod that is egress-isolated (pods have IPv4
+ * policy only), loopback aside. */
+static __always_inline int judge_inet6(struct bpf_sock_addr *ctx, int translate)
 {
 	struct sm_pol_subject *src;
 	__u32 ip6[4];
 
-	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
-		return 1;
 	ip6[0] = ctx->user_ip6[0];
 	ip6[1] = ctx->user_ip6[1];
 	ip6[2] = ctx->user_ip6[2];
 	ip6[3] = ctx->user_ip6[3];
 	src = current_subject();
-	if (v4_mapped(ip6))
-		return judge_connect(ctx, src, ip6[3], (__u16)ctx->user_port);
+	if (v4_mapped(ip6)) {
+		__u32 port = ctx->user_port;
+
+		if (translate && ctx->protocol == IPPROTO_TCP) {
+			if (!translate_service(ctx, src, &ip6[3], &port))
+				return 0;
+			if (ip6[3] != ctx->user_ip6[3] || port != ctx->user_port) {
+				ctx->user_ip6[3] = ip6[3];
+				ctx->user_port = port;
+			}
+		}
+		return judge_connect(ctx, src, ip6[3], (__u16)port);
+	}
 	if (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == 0 && ip6[3] == bpf_htonl(1))
 		return 1;
 	if (src && (src->flags & SM_POL_F_EGRESS_ISOLATED)) {
@@ -773,6 +794,24 @@ int sm_connect6(struct bpf_sock_addr *ctx)
 		return 0;
 	}
 	return 1;
+}
+
+SEC("cgroup/connect6")
+int sm_connect6(struct bpf_sock_addr *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+		return 1;
+	return judge_inet6(ctx, 1);
+}
+
+/* sendto/sendmsg with an address on an AF_INET6 UDP socket (a dual-stack
+ * socket reaching an IPv4 pod as ::ffff:a.b.c.d): EPERM as sendmsg4 gives. */
+SEC("cgroup/sendmsg6")
+int sm_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	if (ctx->protocol != IPPROTO_UDP)
+		return 1;
+	return judge_inet6(ctx, 0);
 }
 
 /* A translated socket reports the service it dialled, as if connected to it. */
@@ -790,6 +829,22 @@ SEC("cgroup/getpeername4")
 int sm_getpeername4(struct bpf_sock_addr *ctx)
 {
 	restore_service_peer(ctx);
+	return 1;
+}
+
+/* The same for a dual-stack socket translated in connect6: ::ffff:VIP. */
+SEC("cgroup/getpeername6")
+int sm_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct sm_sock_svc *mem = bpf_sk_storage_get(&sm_sock_svc, ctx->sk, 0, 0);
+
+	if (mem && mem->vip4) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0xffff);
+		ctx->user_ip6[3] = mem->vip4;
+		ctx->user_port = bpf_htons(mem->port);
+	}
 	return 1;
 }
 

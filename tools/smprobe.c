@@ -16,8 +16,9 @@
  *   smprobe udp-hold IPV4 PORT SECONDS
  *       a connected UDP socket: ask, print "connected" once answered, then ask
  *       every 100 ms; prints how it ended ("ECONNABORTED <ms>", "timeout <ms>")
- *   smprobe udp-send IPV4 PORT TIMEOUT_MS
- *       sendto() from an unconnected socket, then wait for the answer:
+ *   smprobe udp-send ADDR PORT TIMEOUT_MS
+ *       sendto() from an unconnected socket (AF_INET6 for an IPv6 address,
+ *       so ::ffff:a.b.c.d is a dual-stack send), then wait for the answer:
  *       "ok <ms>", the errno of sendto ("EPERM <ms>"), or "ETIMEDOUT <ms>"
  *   smprobe hold IPV4 PORT SECONDS
  *       connect, read the greeting, print "connected" (flushed), then block
@@ -307,17 +308,18 @@ static __attribute__((noreturn)) void udp_serve(const char *port)
 
 static int udp_send(const char *ip, const char *port, int timeout_ms)
 {
-	struct sockaddr_in a = addr_of(ip, port);
+	struct sockaddr_storage a;
+	socklen_t alen = any_addr_of(ip, port, &a);
 	struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
 	long long t0 = now_ms();
-	int s = socket(AF_INET, SOCK_DGRAM, 0);
+	int s = socket(a.ss_family, SOCK_DGRAM, 0);
 	char buf[16];
 	ssize_t r;
 
 	if (s < 0)
 		die("socket");
 	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (sendto(s, "ping", 4, 0, (struct sockaddr *)&a, sizeof(a)) < 0) {
+	if (sendto(s, "ping", 4, 0, (struct sockaddr *)&a, alen) < 0) {
 		printf("%s %lld\n", errname(errno), now_ms() - t0);
 		return 0;
 	}
@@ -534,6 +536,6 @@ int main(int argc, char **argv)
 		return spoof_udp(argv[2], argv[3], argv[4]);
 	if (argc == 5 && strcmp(argv[1], "spoof-syn") == 0)
 		return spoof_syn(argv[2], argv[3], argv[4]);
-	fprintf(stderr, "usage: smprobe serve PORT | connect ADDR PORT TIMEOUT_MS | hold IPV4 PORT SECONDS | udp-serve PORT | udp-hold IPV4 PORT SECONDS | udp-send IPV4 PORT TIMEOUT_MS | spoof-syn SRC DST PORT | spoof-udp SRC DST PORT | spoof-frame IFACE MAC SRC DST PORT\n");
+	fprintf(stderr, "usage: smprobe serve PORT | connect ADDR PORT TIMEOUT_MS | hold IPV4 PORT SECONDS | udp-serve PORT | udp-hold IPV4 PORT SECONDS | udp-send ADDR PORT TIMEOUT_MS | spoof-syn SRC DST PORT | spoof-udp SRC DST PORT | spoof-frame IFACE MAC SRC DST PORT\n");
 	return 2;
 }

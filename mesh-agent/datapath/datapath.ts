@@ -59,8 +59,8 @@ const GUARD_PIN = /^guard-(.+)-(\d+)$/;
 const LINK_SOCKOPS = 'link_sockops';
 /** cgroup programs attached through pinned links, by program: pin name */
 const CGROUP_LINKS = Object.freeze({
-  sm_connect4: 'link_connect4', sm_getpeername4: 'link_getpeername4', sm_pol_ingress: 'link_pol_ingress',
-  sm_sendmsg4: 'link_sendmsg4', sm_connect6: 'link_connect6', sm_pol_egress: 'link_pol_egress',
+  sm_connect4: 'link_connect4', sm_getpeername4: 'link_getpeername4', sm_getpeername6: 'link_getpeername6', sm_pol_ingress: 'link_pol_ingress',
+  sm_sendmsg4: 'link_sendmsg4', sm_connect6: 'link_connect6', sm_sendmsg6: 'link_sendmsg6', sm_pol_egress: 'link_pol_egress',
 } as const);
 const LINK_SK_MSG = 'link_sk_msg';
 const PROG_SK_MSG = 'prog_sk_msg';

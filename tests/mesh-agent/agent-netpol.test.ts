@@ -290,6 +290,14 @@ if (privileged(t)) {
       await apply(netpol('client-tcp-only', `{ podSelector: { matchLabels: { app: client } }, policyTypes: [Egress],
         egress: [{ ports: [{ protocol: TCP, port: 8080 }] }] }`), ['client-tcp-only']);
       t.equal(await udp('app/client'), 'EPERM', 'egress: an unconnected UDP send the client\'s policy does not allow fails with EPERM');
+      const mapped = async (from: string) => (await probe(from, ['udp-send', `::ffff:${ip('app/server')}`, '5353', '1000'])).split(' ')[0];
+      t.equal(await mapped('app/client'), 'EPERM', 'and so does the same send from a dual-stack AF_INET6 socket to the v4-mapped address (sendmsg6)');
+      await apply(netpol('server-udp-from-client', `{ podSelector: { matchLabels: { app: server } }, policyTypes: [Ingress],
+        ingress: [{ from: [{ podSelector: { matchLabels: { app: client } } }], ports: [{ protocol: UDP, port: 5353 }] }] }`), ['server-udp-from-client']);
+      t.equal(await mapped('app/client'), 'ok', 'control: allowed, the dual-stack send is answered');
+      t.equal(await mapped('app/client2'), 'EPERM', 'the server\'s ingress judges a dual-stack send at sendto too');
+      await apply(netpol('client-tcp-only', `{ podSelector: { matchLabels: { app: client } }, policyTypes: [Egress],
+        egress: [{ ports: [{ protocol: TCP, port: 8080 }] }] }`), ['client-tcp-only']);
       t.equal(await connect('app/client', 'app/server'), 'ok', 'while TCP 8080 passes');
     });
 

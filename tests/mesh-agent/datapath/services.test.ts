@@ -60,6 +60,14 @@ if (privileged(t)) {
     t.equal(after.sock_inserted! - before.sock_inserted!, 80, 'and every one short-circuited (2 sockets each)');
     t.ok(after.bytes_redirected! > before.bytes_redirected!, 'bytes took the redirect');
 
+    // a dual-stack client (an AF_INET6 socket, as Java's are by default) dials ::ffff:VIP: connect6 translates it
+    const mapped = await dial(rt, 'a', `::ffff:${VIP}`, 80, 10);
+    t.ok(mapped.every((x) => x.reply?.startsWith('b ') || x.reply?.startsWith('c ')), `a dual-stack connect to the v4-mapped VIP reaches a backend (${JSON.stringify(mapped[0])})`);
+    t.ok(mapped.every((x) => x.peer === `::ffff:${VIP}:80`), 'getpeername() reports the v4-mapped VIP it dialled');
+    const after6 = dp.counters();
+    t.equal(after6.svc_translated! - after.svc_translated!, 10, 'translated in the kernel');
+    t.equal(after6.sock_inserted! - after.sock_inserted!, 20, 'and short-circuited');
+
     r.reconcile(state([fe(VIP, 80, [b.ip]), fe('198.19.0.11', 80, [b.ip], false)]));
     t.ok((await dial(rt, 'a', VIP, 80, 20)).every((x) => x.reply?.startsWith('b ')), 'a removed backend is never picked again');
 
