@@ -23,6 +23,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import type { InformerState, KubeSource } from './cluster/kube-source.js';
 import { type ManifestLoad, ManifestSource } from './cluster/manifest-source.js';
 import { PodCgroupFinder } from './cluster/pod-cgroups.js';
+import { PodVethFinder } from './cluster/pod-veth.js';
 import type { HTTPRoute } from './cluster/model.js';
 import { type L7Port, type RouteStatus, l7Resources, portName } from '../xds/l7-resources.js';
 import type { RbacOutput } from '../policies/rbac-compile.js';
@@ -87,7 +88,11 @@ export interface AgentOptions {
    * kubelet's; services use the cluster's clusterIPs and EndpointSlices).
    * Default: none.
    */
-  kubernetes?: { kubeConfig?: KubeConfig };
+  kubernetes?: {
+    kubeConfig?: KubeConfig;
+    /** the network namespace holding the node-side ends of the CNI's pod veths (anti-spoof guards); default: the agent's own */
+    nodeNetns?: string;
+  };
   /** Name prefix of the local runtime's netns, links and cgroups. Default: "sm". */
   runtimePrefix?: string;
   /** Quiet time before a store change is reconciled. Default: 1 ms. */
@@ -125,7 +130,7 @@ export interface ClusterStatus {
     /** the kernel's NetworkPolicy tables: sizes, times, the last cut pass, and the last error (the maps keep the last good set) */
     kernel: {
       policies: string[]; entries: number; subjects: number; compileMs: number; writeMs: number; lastCut?: EnforceResult['cut']; notes: string[]; error: string | null;
-      /** the local runtime: veths with the anti-spoof guard, and the pods without one (why) */
+      /** the pods' veths with the anti-spoof guard, and the pods without one (why) */
       guards?: number; unguarded?: string[];
     } | null;
   };
@@ -184,6 +189,12 @@ interface ClusterParts {
   source?: ManifestSource;
   kube?: KubeSource;
   podCgroups?: PodCgroupFinder;
+  /** Kubernetes mode: the node-side veths of the CNI's pods */
+  podVeths?: PodVethFinder;
+  /** Kubernetes mode: looks for the cgroups of local pods the kubelet has not made yet */
+  cgroupTimer?: NodeJS.Timeout;
+  /** Kubernetes mode: local pods with an address whose cgroup is not found yet, since (ms) */
+  cgroupMissing?: Map<string, number>;
   proxy?: NodeProxy;
   listenerPorts?: ListenerPortAllocator;
   routeStatus?: Map<string, RouteStatus>;
@@ -307,6 +318,7 @@ export class Agent {
       this.#cluster = {
         store, mode: 'kubernetes',
         kubeConfig: opts.kubernetes.kubeConfig,
+        podVeths: new PodVethFinder(opts.kubernetes.nodeNetns),
         identities: new IdentityAllocator(), vips: new VipAllocator(),
         allocationsPath: join(STATE_DIR, `${basename(this.#datapath.pinDir)}-${pinId}-allocations.json`),
       };
@@ -459,6 +471,7 @@ export class Agent {
     const cgroupRel = (this.#datapath.status().cgroupPath ?? join(findCgroup2(), 'sockmesh')).slice(findCgroup2().length) || '/';
     c.policy = new PolicyEnforcer(this.#datapath, layout.policy, () => netnsOfCgroupTree(cgroupRel));
     c.loop.start({ pass: false });
+    if (c.mode === 'kubernetes') this.#watchKubeCgroups(c);
     await c.supervisor?.start();
     if (!c.loop.last) c.loop.pass();
     c.proxy?.start(); // the runtime's node namespace exists now
@@ -477,19 +490,38 @@ export class Agent {
    * detached. A failure is recorded; the next pass tries again.
    */
   #guardPorts(c: ClusterParts, localPods: ReadonlyMap<string, { ip: string }>): void {
-    if (!c.runtime) return;
+    if (!c.runtime && !c.podVeths) return;
     const keep = new Set<string>();
     const failed: string[] = [];
-    const ns = `/run/netns/${c.runtime.nodeNetns}`;
+    const ns = c.runtime ? `/run/netns/${c.runtime.nodeNetns}` : c.podVeths!.nodeNetns;
     for (const [key, pod] of localPods) {
-      const ifname = c.runtime.hostVeth(runtimeName(key));
+      let ifname: string;
+      if (c.runtime) {
+        ifname = c.runtime.hostVeth(runtimeName(key));
+      } else {
+        // the CNI's veth, found from inside the pod
+        const uid = c.store.pods().get(key)?.meta.uid;
+        const dir = uid === undefined ? undefined : c.podCgroups?.dir(uid);
+        if (dir === undefined) {
+          failed.push(`${key}: its cgroup is not found`);
+          continue;
+        }
+        try {
+          ifname = c.podVeths!.find(key, dir, pod.ip);
+        } catch (err) {
+          failed.push(`${key}: ${(err as Error).message}`);
+          continue;
+        }
+      }
       keep.add(ifname);
       try {
         this.#datapath.guardPort(ns, ifname, pod.ip);
       } catch (err) {
+        c.podVeths?.forget(key);
         failed.push(`${key} (${ifname}): ${(err as Error).message}`);
       }
     }
+    c.podVeths?.retain(new Set(localPods.keys()));
     try {
       this.#datapath.unguardPortsExcept(keep);
     } catch (err) {
@@ -722,6 +754,48 @@ export class Agent {
   }
 
   /** Kubernetes mode: pods on this node, by key → the cgroup the kubelet made for them (found on demand). */
+  /**
+   * Kubernetes mode: the API may tell of a pod before the kubelet has made
+   * its cgroup (and a scan only runs when asked for an unknown pod). While a
+   * local pod with an address has none, the tree is read every 250 ms (every
+   * 2 s once it has been missing for 10 s), and a pod found is redone in a
+   * pass at once: enrolled, a policy subject, guarded.
+   */
+  #watchKubeCgroups(c: ClusterParts): void {
+    c.cgroupMissing = new Map();
+    let lastScan = 0;
+    let lastGuard = performance.now();
+    c.cgroupTimer = setInterval(() => {
+      const d = c.loop?.desired;
+      if (!d || !c.podCgroups) return;
+      const missing = c.cgroupMissing!;
+      const now = performance.now();
+      const want = new Map<string, string>();
+      for (const p of d.pods) {
+        if (!p.local || p.ip === undefined) continue;
+        const pod = c.store.pods().get(p.key);
+        if (!pod?.meta.uid || pod.hostNetwork || pod.nodeName !== this.nodeName || c.podCgroups.peek(pod.meta.uid) !== undefined) continue;
+        want.set(p.key, pod.meta.uid);
+      }
+      for (const k of missing.keys()) if (!want.has(k)) missing.delete(k);
+      // a pod whose veth could not be found (its sandbox not running yet) is tried again every 2 s
+      if (want.size === 0 && (c.guardErrors?.length ?? 0) > 0 && now - lastGuard > 2000) {
+        lastGuard = now;
+        this.#enforcePolicies(c, d);
+      }
+      if (want.size === 0) return;
+      for (const k of want.keys()) if (!missing.has(k)) missing.set(k, now);
+      const oldest = Math.min(...missing.values());
+      if (now - oldest > 10_000 && now - lastScan < 2000) return;
+      lastScan = now;
+      c.podCgroups.scan();
+      const found = [...want].filter(([, uid]) => c.podCgroups!.peek(uid) !== undefined).map(([k]) => k);
+      for (const k of found) missing.delete(k);
+      if (found.length > 0) c.loop?.touch(found.map((k) => `Pod ${k}`));
+    }, 250);
+    c.cgroupTimer.unref();
+  }
+
   #kubePodCgroups(c: ClusterParts): Pick<ReadonlyMap<string, bigint>, 'get'> {
     c.podCgroups ??= new PodCgroupFinder({ root: findCgroup2() });
     const finder = c.podCgroups;
@@ -744,6 +818,7 @@ export class Agent {
     c.loop?.stop();
     c.policy?.stop();
     if (c.policyTimer) clearInterval(c.policyTimer);
+    if (c.cgroupTimer) clearInterval(c.cgroupTimer);
     if (removePods) await c.runtime?.cleanup();
   }
 
@@ -849,7 +924,8 @@ export class Agent {
         kernel: c.policy?.last ? {
           policies: c.policy.last.policies, entries: c.policy.last.entries, subjects: c.policy.last.subjects, compileMs: c.policy.last.compileMs, writeMs: c.policy.last.writeMs,
           ...(c.policy.last.cut && { lastCut: c.policy.last.cut }), notes: c.policy.last.notes, error: c.policyError ?? null,
-          ...(c.runtime && { guards: this.#datapath.guards().length, unguarded: c.guardErrors ?? [] }),
+          guards: this.#datapath.guards().length,
+          unguarded: [...(c.guardErrors ?? []), ...[...c.cgroupMissing?.keys() ?? []].map((k) => `${k}: the kubelet's cgroup for it is not found yet (not a policy subject, no guard)`)],
         } : null,
       },
       l7: {

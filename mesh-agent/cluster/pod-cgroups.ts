@@ -24,6 +24,7 @@ export class PodCgroupFinder {
   readonly #rescanMs: number;
   readonly #maxDepth: number;
   #byUid = new Map<string, bigint>();
+  #dirs = new Map<string, string>();
   #scannedAt = -Infinity;
 
   constructor(opts: PodCgroupFinderOptions) {
@@ -41,9 +42,20 @@ export class PodCgroupFinder {
     return this.#byUid.get(uid);
   }
 
+  /** The cgroup id of a pod as the last scan found it (no scan). */
+  peek(uid: string): bigint | undefined {
+    return this.#byUid.get(uid);
+  }
+
+  /** The cgroup directory of a pod as the last scan found it. */
+  dir(uid: string): string | undefined {
+    return this.#dirs.get(uid);
+  }
+
   /** Reads the tree now. */
   scan(): void {
     const found = new Map<string, bigint>();
+    const dirs = new Map<string, string>();
     const walk = (dir: string, depth: number) => {
       let entries: Dirent[];
       try {
@@ -57,7 +69,9 @@ export class PodCgroupFinder {
         const m = POD_DIR.exec(e.name);
         if (m) {
           try {
-            found.set(m[1]!.replace(/_/g, '-'), statSync(p, { bigint: true }).ino);
+            const uid = m[1]!.replace(/_/g, '-');
+            found.set(uid, statSync(p, { bigint: true }).ino);
+            dirs.set(uid, p);
           } catch {
             // gone meanwhile
           }
@@ -68,6 +82,7 @@ export class PodCgroupFinder {
     };
     walk(this.#root, 1);
     this.#byUid = found;
+    this.#dirs = dirs;
     this.#scannedAt = performance.now();
   }
 }

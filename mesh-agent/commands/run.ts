@@ -1,4 +1,5 @@
 /** mesh-agent run: the agent in the foreground. */
+import { existsSync } from 'node:fs';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { DEFAULT_ADMIN_SOCKET } from '../admin/admin-client.js';
 import { InvalidArgumentError } from '../errors.js';
@@ -33,6 +34,9 @@ connections go on and new ones are still short-circuited.
   --kubernetes            the Kubernetes API instead (~/.kube/config, $KUBECONFIG or in-cluster);
                           pods are the kubelet's, services the cluster's clusterIPs and EndpointSlices
   --kubeconfig FILE       the Kubernetes API, with this kubeconfig
+  --node-netns PATH       with the Kubernetes API: the network namespace holding the node-side
+                          ends of the CNI's pod veths, where the anti-spoof guards go (default:
+                          the agent's own; /proc/1/ns/net when the agent runs without hostNetwork)
   --prefix P              the local runtime's name prefix (default sm)
   --cleanup-on-exit       remove the pods (and the runtime's network) when stopping
 ${DATAPATH_FLAGS_HELP}
@@ -78,6 +82,7 @@ export async function run(argv: string[]): Promise<number> {
     manifests: { type: 'string' },
     kubernetes: { type: 'boolean' },
     kubeconfig: { type: 'string' },
+    'node-netns': { type: 'string' },
     prefix: { type: 'string' },
     'cleanup-on-exit': { type: 'boolean' },
     tracing: { type: 'string' },
@@ -110,6 +115,9 @@ export async function run(argv: string[]): Promise<number> {
     ...(flag('sample-ratio') !== undefined && { sampleRatio: flag('sample-ratio')! }),
   });
   const relaySocket = flag('relay-socket');
+  const nodeNetns = str(p, 'node-netns');
+  if (nodeNetns !== undefined && !useKube) throw new InvalidArgumentError('--node-netns goes with --kubernetes or --kubeconfig (the local runtime has its own node namespace)');
+  if (nodeNetns !== undefined && !existsSync(nodeNetns)) throw new InvalidArgumentError(`--node-netns ${nodeNetns}: no such file (a network namespace file such as /proc/1/ns/net or /run/netns/NAME)`);
   if (useKube && manifests !== undefined) throw new InvalidArgumentError('--manifests and --kubernetes/--kubeconfig are two cluster sources: pick one');
   let kubeConfig: KubeConfig | undefined;
   if (useKube) {
@@ -125,7 +133,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const agent = new Agent({
     ...(manifests !== undefined && { manifests }),
-    ...(kubeConfig !== undefined && { kubernetes: { kubeConfig } }),
+    ...(kubeConfig !== undefined && { kubernetes: { kubeConfig, ...(nodeNetns !== undefined && { nodeNetns }) } }),
     ...(prefix !== undefined && { runtimePrefix: prefix }),
     log: (line) => process.stdout.write(`mesh-agent: ${line}\n`),
     datapath: datapathOptions(p), enroll,

@@ -111,6 +111,16 @@ export class ReconcileLoop {
     return opts.pass === false ? undefined : this.pass();
   }
 
+  /**
+   * Redoes these store keys ("Pod ns/name") in a pass soon, though the store
+   * did not change: what the compiler reads beside the store (a pod's cgroup)
+   * did.
+   */
+  touch(keys: Iterable<string>): void {
+    for (const k of keys) this.#touched.add(k);
+    this.#schedule(0);
+  }
+
   stop(): void {
     this.#stopped = true;
     this.#cancel?.();

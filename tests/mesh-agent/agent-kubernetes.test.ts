@@ -1,13 +1,13 @@
 /* Privileged: the agent with the Kubernetes API as its cluster source (a stand-in API server; no cluster runs here). */
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { Agent } from '../../mesh-agent/agent.js';
 import { decodeBackend, decodeCgroupId, decodeEndpoint, decodeService, decodeServiceKey } from '../../mesh-agent/datapath/layout.js';
-import { repoRoot } from '../../mesh-agent/paths.js';
+import { helperBinary, repoRoot } from '../../mesh-agent/paths.js';
 import { FakeKubeApi } from '../fixtures/fake-kube-api.js';
 import { TEST_PIN_DIR, agentEndpoints, testCgroupRoot, testMesh } from '../fixtures/mesh.js';
 import { privileged } from '../fixtures/privileged.js';
@@ -102,5 +102,76 @@ if (privileged(t)) {
     const after = dp.counters();
     t.equal(after.svc_translated! - before.svc_translated!, 3, 'translated in the kernel: the process counts as its pod, one cgroup level up');
     t.equal(after.sock_inserted! - before.sock_inserted!, 6, 'and short-circuited (both pods enrolled)');
+  });
+}
+
+if (privileged(t)) {
+  t.test('Kubernetes mode: a pod whose cgroup comes after the API told of it becomes enrolled and guarded; its forged frames are dropped at the CNI\'s veth', async (t) => {
+    // the local runtime plays the CNI (a netns and a veth on a bridge per pod); the kubelet's cgroup is made by hand, late
+    const { rt, datapath } = await testMesh(t);
+    const srv = await rt.addPod('srv');
+    const cli = await rt.addPod('cli');
+    const uid = '5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d';
+    const podCg = join(testCgroupRoot(), 'kubepods', 'besteffort', `pod${uid}`);
+    let sleeper: ChildProcess | undefined;
+    const removeCgroups = async () => {
+      // cgroup.kill ends every process in the tree; the directories go once they are empty
+      try { writeFileSync(join(podCg, 'cgroup.kill'), '1'); } catch { /* not there */ }
+      for (let i = 0; i < 40 && existsSync(podCg); i++) {
+        for (const d of [join(podCg, 'ctr'), podCg]) try { rmdirSync(d); } catch { /* busy or gone */ }
+        if (existsSync(podCg)) await sleep(25);
+      }
+      for (const d of [join(podCg, '..'), join(podCg, '..', '..')]) try { rmdirSync(d); } catch { /* busy or gone */ }
+    };
+    await removeCgroups(); // a crashed run's
+    t.teardown(removeCgroups);
+    const api = new FakeKubeApi();
+    await api.start();
+    api.put('/api/v1/namespaces', { metadata: { name: 'shop', annotations: { 'sockmesh.io/enabled': 'true' } } });
+    api.put('/api/v1/pods', { ...pod('client', cli.ip, 'node-a'), metadata: { name: 'client', namespace: 'shop', uid, labels: { app: 'client' } } });
+    api.put('/api/v1/pods', pod('web', srv.ip, 'node-a'));
+    const dir = mkdtempSync(join(tmpdir(), 'sm-kube-'));
+    const agent = new Agent({
+      kubernetes: { kubeConfig: api.kubeConfig(), nodeNetns: `/run/netns/${rt.nodeNetns}` }, datapath: { pinDir: TEST_PIN_DIR, cgroupPath: testCgroupRoot() },
+      ...agentEndpoints(dir), nodeName: 'node-a',
+    });
+    await agent.start();
+    t.teardown(async () => { await agent.stop(); await api.stop(); rmSync(dir, { recursive: true, force: true }); });
+    const dp = datapath();
+    dp.adopt();
+    t.teardown(() => dp.stop());
+    const unguarded = () => agent.status().cluster!.policies.kernel?.unguarded ?? [];
+    for (let i = 0; i < 100 && !unguarded().some((u) => u.startsWith('shop/client:')); i++) await sleep(50);
+    t.match(unguarded(), [/^shop\/client: the kubelet's cgroup for it is not found yet/], 'status: the pod the API told of, not yet found in the cgroup tree');
+    t.same(dp.guards(), [], 'no guard yet');
+
+    // the kubelet makes the pod's cgroup and starts its sandbox in the CNI's namespace
+    mkdirSync(join(podCg, 'ctr'), { recursive: true });
+    const t0 = performance.now();
+    sleeper = spawn('sh', ['-c', 'echo $$ > "$0" && exec ip netns exec "$1" sleep 120', join(podCg, 'ctr', 'cgroup.procs'), rt.podNetns('cli')], { stdio: 'ignore' });
+    const podCgId = statSync(podCg, { bigint: true }).ino;
+    const enrolled = () => dp.entries('sm_cgroups').some(([k]) => decodeCgroupId(k) === podCgId);
+    const guarded = () => dp.guards().find((g) => g.ifname === rt.hostVeth('cli'));
+    for (let i = 0; i < 200 && !(enrolled() && guarded()); i++) await sleep(25);
+    const ms = performance.now() - t0;
+    t.ok(enrolled(), `the pod's cgroup is in sm_cgroups without any change in the API (${ms.toFixed(0)} ms after the cgroup was made)`);
+    t.match(guarded(), { ifname: rt.hostVeth('cli'), ip: cli.ip }, 'a guard on the node-side end of the pod\'s veth, found from inside the pod, allowing only its address');
+    t.same(unguarded(), [], 'status: nothing unguarded');
+    t.equal(agent.status().cluster!.policies.kernel?.guards, 1, 'status counts it');
+
+    const probe = (argv: string[]) => execFileSync('ip', ['netns', 'exec', rt.podNetns('cli'), helperBinary('smprobe'), ...argv], { encoding: 'utf8', timeout: 10_000 }).trim();
+    const srvMac = (JSON.parse(execFileSync('ip', ['-n', rt.podNetns('srv'), '-j', 'link', 'show', 'eth0'], { encoding: 'utf8' })) as { address: string }[])[0]!.address;
+    let before = dp.counters();
+    t.match(probe(['spoof-frame', 'eth0', srvMac, cli.ip, srv.ip, '7001']), /^sent /, 'control: a frame with the pod\'s own address');
+    await sleep(200);
+    t.equal((dp.counters().pol_guard_dropped ?? 0) - (before.pol_guard_dropped ?? 0), 0, 'passes the guard');
+    before = dp.counters();
+    t.match(probe(['spoof-frame', 'eth0', srvMac, '198.18.255.253', srv.ip, '7001']), /^sent /, 'AF_PACKET sends a frame claiming another address');
+    for (let i = 0; i < 100 && (dp.counters().pol_guard_dropped ?? 0) === (before.pol_guard_dropped ?? 0); i++) await sleep(20);
+    t.equal((dp.counters().pol_guard_dropped ?? 0) - (before.pol_guard_dropped ?? 0), 1, 'dropped by the guard on the CNI\'s veth');
+
+    api.delete('/api/v1/pods', 'client', 'shop');
+    for (let i = 0; i < 100 && guarded(); i++) await sleep(50);
+    t.notOk(guarded(), 'the pod deleted from the API: its guard is detached');
   });
 }

@@ -31,6 +31,8 @@ t.test('bad input gets a clear error and exit code 2', async (t) => {
     [['run', '--manifests', '/nonexistent-dir'], /--manifests: \/nonexistent-dir is not a directory/],
     [['run', '--manifests', 'examples', '--kubernetes'], /--manifests and --kubernetes\/--kubeconfig are two cluster sources: pick one/],
     [['run', '--kubeconfig', '/nonexistent.yaml'], /cannot load the kubeconfig \/nonexistent.yaml/],
+    [['run', '--node-netns', '/proc/1/ns/net'], /--node-netns goes with --kubernetes or --kubeconfig/],
+    [['run', '--kubernetes', '--node-netns', '/nonexistent-ns'], /--node-netns \/nonexistent-ns: no such file/],
     [['run', '--manifests', 'examples', '--prefix', 'TOOLONG'], /runtime prefix must be 1-4 lowercase/],
     [['xds', 'frob'], /unknown xds command "frob"/],
     [['xds', 'bootstrap'], /--node-id is required/],

@@ -23,4 +23,11 @@ t.test('pods found by UID in both kubelet layouts; the tree is scanned again onl
   t.equal(f.lookup(c), undefined, 'a pod made after the last scan waits for the next one');
   const soon = new PodCgroupFinder({ root, rescanMs: 0 });
   t.equal(soon.lookup(c), statSync(join(root, 'kubepods', `pod${c}`), { bigint: true }).ino, 'which comes once due');
+  t.equal(f.peek(c), undefined, 'peek never scans');
+  f.scan();
+  t.equal(f.peek(c), statSync(join(root, 'kubepods', `pod${c}`), { bigint: true }).ino, 'scan() reads the tree at once');
+  t.equal(f.dir(b), pb, 'the directory of a pod found (where its processes are)');
+  rmSync(join(root, 'kubepods', `pod${c}`), { recursive: true });
+  f.scan();
+  t.equal(f.dir(c), undefined, 'a pod whose cgroup went is forgotten by the next scan');
 });
