@@ -24,6 +24,7 @@ import type { InformerState, KubeSource } from './cluster/kube-source.js';
 import { type ManifestLoad, ManifestSource } from './cluster/manifest-source.js';
 import { PodCgroupFinder } from './cluster/pod-cgroups.js';
 import { PodVethFinder } from './cluster/pod-veth.js';
+import { FoldedDenials } from './telemetry/folded-denials.js';
 import type { HTTPRoute } from './cluster/model.js';
 import { type L7Port, type RouteStatus, l7Resources, portName } from '../xds/l7-resources.js';
 import type { RbacOutput } from '../policies/rbac-compile.js';
@@ -255,6 +256,7 @@ export class Agent {
   /** the kernel's connection open/close events (ring buffer), into the telemetry */
   #flowReader: FlowEventReader | undefined;
   #policyReader: RingRecordReader<PolicyEventRecord> | undefined;
+  #foldTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: AgentOptions = {}) {
     this.nodeName = opts.nodeName ?? hostname();
@@ -396,11 +398,23 @@ export class Agent {
       });
       this.#flowReader.start();
       const policyContext = this.#policyEventContext();
+      const folds = new FoldedDenials();
       this.#policyReader = this.#datapath.policyEventReader({
-        onEvents: (events) => this.telemetry.onPolicyEvents(events, policyContext),
+        onEvents: (events) => this.telemetry.onPolicyEvents(folds.onRecords(events), policyContext),
         onError: (err) => this.#log?.(`policy events: ${(err as Error).message ?? String(err)}`),
       });
       this.#policyReader.start();
+      // the last second of a burst of denials, which the kernel reports only with the key's next record
+      this.#foldTimer = setInterval(() => {
+        if (folds.size === 0) return;
+        try {
+          const trailing = folds.sweep((k) => this.#datapath.policySeen(k), process.hrtime.bigint());
+          if (trailing.length > 0) this.telemetry.onPolicyEvents(trailing, policyContext);
+        } catch (err) {
+          this.#log?.(`policy events: reading the kernel's folds: ${(err as Error).message}`);
+        }
+      }, 500);
+      this.#foldTimer.unref();
       for (const ip of this.#enroll) this.#datapath.enroll(ip);
       if (this.#cluster) await this.#startCluster(this.#cluster);
       if (!this.#snapshot) this.publish({}); // nothing for the node proxy yet: an empty, consistent configuration
@@ -419,6 +433,7 @@ export class Agent {
       this.#flowReader = undefined;
       this.#policyReader?.stop();
       this.#policyReader = undefined;
+      if (this.#foldTimer) clearInterval(this.#foldTimer);
       await this.telemetry.stop();
       this.#datapath.stop();
       throw err;
@@ -852,6 +867,7 @@ export class Agent {
     this.#flowReader = undefined;
     this.#policyReader?.stop();
     this.#policyReader = undefined;
+    if (this.#foldTimer) clearInterval(this.#foldTimer);
     for (const p of this.#pushes) this.#endPush(p, false);
     await this.telemetry.stop();
     if (opts.down) this.#datapath.down();

@@ -18,7 +18,7 @@ import {
   possibleCpus, progAttach, runIterator, silenceLibbpf,
 } from './libbpf.js';
 import {
-  type DatapathLayout, type EndpointInfo, type PolicyEventRecord, type SockKey, decodeEndpoint, decodePolicyEvent, decodeIPv4, decodeSockKey, encodeEndpoint,
+  type DatapathLayout, type EndpointInfo, type PolicyEventRecord, type PolicySeen, type SockKey, decodeEndpoint, decodePolicyEvent, decodePolicySeen, encodePolicySeenKey, decodeIPv4, decodeSockKey, encodeEndpoint,
   encodeIPv4, encodeSockKey, layoutFromBtf,
 } from './layout.js';
 
@@ -520,6 +520,14 @@ export class Datapath {
   policyEventReader(opts: Omit<RingRecordReaderOptions<PolicyEventRecord>, 'mapPath' | 'decode'>): RingRecordReader<PolicyEventRecord> {
     const layout = this.layout.policy;
     return new RingRecordReader({ ...opts, mapPath: this.policyEventsPin, decode: (r) => decodePolicyEvent(r, layout) });
+  }
+
+  /** The kernel's fold of one denial key (sm_pol_seen): its last record's time and the denials since that wrote none. */
+  policySeen(r: Parameters<typeof encodePolicySeenKey>[0]): PolicySeen | undefined {
+    const layout = this.layout.policy;
+    const k = encodePolicySeenKey(r, layout);
+    const v = k && mapLookup(this.#fd('sm_pol_seen'), k, 16);
+    return v ? decodePolicySeen(k!, v, layout) : undefined;
   }
 
   /** 4-tuples of the sockets currently short-circuited. */

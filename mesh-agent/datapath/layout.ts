@@ -40,6 +40,8 @@ const EXPECTED_STRUCTS: Record<string, { size: number; members: Record<string, n
       kind: 48, sender_ip4: 52, suppressed: 56, pad: 60,
     },
   },
+  sm_pol_seen_key: { size: 16, members: { kind: 0, dir: 1, proto: 2, pad: 3, src_ip4: 4, dst_ip4: 8, dst_port: 12 } },
+  sm_pol_seen: { size: 16, members: { last_ns: 0, suppressed: 8, pad: 12 } },
 };
 
 /** NetworkPolicy constants of bpf/sockmesh.h, read from BTF. */
@@ -425,6 +427,46 @@ export interface PolicyEventRecord {
   senderIp?: string;
   /** identical denials the kernel folded into this record (it stands for 1 + suppressed) */
   suppressed: number;
+}
+
+/** An sm_pol_seen entry: the kernel's fold of one denial key (when its last record was written, and how many denials since wrote none). */
+export interface PolicySeen {
+  kind: PolicyEventKind | 'unknown';
+  direction: PolicyEventRecord['direction'];
+  proto: number;
+  srcIp?: string;
+  dstIp: string;
+  dstPort: number;
+  lastNs: bigint;
+  suppressed: number;
+}
+
+/** The sm_pol_seen key of a denial record's fields (the kernel's fold of it); undefined for a kind the layout does not know. */
+export function encodePolicySeenKey(r: Pick<PolicyEventRecord, 'kind' | 'direction' | 'proto' | 'srcIp' | 'dstIp' | 'dstPort'>, layout: PolicyLayout): Buffer | undefined {
+  const kind = [...layout.eventKinds].find(([, k]) => k === r.kind)?.[0];
+  if (kind === undefined) return undefined;
+  const k = Buffer.alloc(16);
+  k.writeUInt8(kind, 0);
+  k.writeUInt8(r.direction === 'egress' ? layout.dirEgress : r.direction === 'l7' ? layout.dirL7 : layout.dirIngress, 1);
+  k.writeUInt8(r.proto, 2);
+  if (r.srcIp !== undefined) encodeIPv4(r.srcIp).copy(k, 4);
+  encodeIPv4(r.dstIp).copy(k, 8);
+  k.writeUInt32LE(r.dstPort, 12);
+  return k;
+}
+
+export function decodePolicySeen(k: Buffer, v: Buffer, layout: PolicyLayout): PolicySeen {
+  const src = k.readUInt32LE(4);
+  return {
+    kind: layout.eventKinds.get(k.readUInt8(0)) ?? 'unknown',
+    direction: ((d) => (d === layout.dirEgress ? 'egress' : d === layout.dirL7 ? 'l7' : 'ingress'))(k.readUInt8(1)),
+    proto: k.readUInt8(2),
+    ...(src !== 0 ? { srcIp: decodeIPv4(k, 4) } : {}),
+    dstIp: decodeIPv4(k, 8),
+    dstPort: k.readUInt32LE(12),
+    lastNs: v.readBigUInt64LE(0),
+    suppressed: v.readUInt32LE(8),
+  };
 }
 
 export function decodePolicyEvent(b: Buffer, layout: PolicyLayout): PolicyEventRecord {

@@ -115,7 +115,8 @@ if (privileged(t)) {
     const podCg = join(testCgroupRoot(), 'kubepods', 'besteffort', `pod${uid}`);
     let sleeper: ChildProcess | undefined;
     const removeCgroups = async () => {
-      // cgroup.kill ends every process in the tree; the directories go once they are empty
+      sleeper?.kill('SIGKILL');
+      // cgroup.kill ends every process in the tree (a crashed run's too); the directories go once they are empty
       try { writeFileSync(join(podCg, 'cgroup.kill'), '1'); } catch { /* not there */ }
       for (let i = 0; i < 40 && existsSync(podCg); i++) {
         for (const d of [join(podCg, 'ctr'), podCg]) try { rmdirSync(d); } catch { /* busy or gone */ }
