@@ -125,7 +125,7 @@ async function main(): Promise<void> {
         const proxyPid = status().cluster!.l7.proxy!.pid ?? Number(readFileSync(join(rt.nodeProcessCgroup('node-proxy'), 'cgroup.procs'), 'utf8').split('\n')[0]);
         if (pin) execFileSync('taskset', ['-a', '-p', '-c', '1', String(proxyPid)], { stdio: 'ignore' });
         // warm up (JIT, pools), then measure
-        await rt.execOutput(clientPod, [helperBinary('httpload'), vip, '80', '/', String(conc), '0', String(warmSeconds), '0'], { timeoutMs: 60_000 });
+        await rt.execOutput(clientPod, [helperBinary('httpload'), vip, '80', '/', String(conc), '0', String(warmSeconds), '0'], { timeoutMs: (warmSeconds + 60) * 1000 });
         await sleep(1500); // the warm-up's spans leave the queues
         const t0 = status().telemetry as { queue: { exported: number; droppedQueueFull: number; failed: number }; relay: { spans: number; forwarded: { exported: number; dropped: number; failed: number } }; flows: { spans: number } };
         const c0 = status().datapath.counters!;
