@@ -680,9 +680,13 @@ static __always_inline int client_enrolled(void)
 	return c && (c->flags & SM_CG_F_ENROLLED);
 }
 
-/* 1: connect goes on (translated or not); 0: refused, retval set. src: the
- * caller's policy subject (NULL: not a pod). ip4/port (network order): the
- * address dialled, replaced by the backend's when translated. */
+/* SM_XLATE_*: the connect goes on untouched or translated, or is refused
+ * (retval set). src: the caller's policy subject (NULL: not a pod). ip4/port
+ * (network order): the address dialled, replaced by the backend's when
+ * translated. */
+#define SM_XLATE_REFUSED 0
+#define SM_XLATE_NONE 1
+#define SM_XLATE_DONE 2
 static __always_inline int translate_service(struct bpf_sock_addr *ctx, struct sm_pol_subject *src, __u32 *ip4, __u32 *port)
 {
 	struct sm_svc_key key = {};
@@ -695,16 +699,16 @@ static __always_inline int translate_service(struct bpf_sock_addr *ctx, struct s
 	key.port = bpf_ntohs((__u16)*port);
 	svc = bpf_map_lookup_elem(&sm_services, &key);
 	if (!svc)
-		return 1;
+		return SM_XLATE_NONE;
 	/* a pod under policy is translated too: NetworkPolicy judges the backend it reaches (kube-proxy's DNAT would come too late) */
 	if (!(svc->flags & SM_SVC_F_ANY_CLIENT) && !src && !client_enrolled()) {
 		count_add(SM_CTR_SVC_NOT_ENROLLED, 1);
-		return 1;
+		return SM_XLATE_NONE;
 	}
 	if (svc->count == 0) {
 		count_add(SM_CTR_SVC_NO_BACKEND, 1);
 		bpf_set_retval(-ECONNREFUSED);
-		return 0;
+		return SM_XLATE_REFUSED;
 	}
 	bkey.svc_id = svc->id;
 	bkey.gen = svc->gen;
@@ -713,7 +717,7 @@ static __always_inline int translate_service(struct bpf_sock_addr *ctx, struct s
 	if (!be) {
 		count_add(SM_CTR_SVC_BACKEND_MISS, 1);
 		bpf_set_retval(-ECONNREFUSED);
-		return 0;
+		return SM_XLATE_REFUSED;
 	}
 	mem = bpf_sk_storage_get(&sm_sock_svc, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (mem) {
@@ -723,7 +727,7 @@ static __always_inline int translate_service(struct bpf_sock_addr *ctx, struct s
 	*ip4 = be->ip4;
 	*port = bpf_htons(be->port);
 	count_add(SM_CTR_SVC_TRANSLATED, 1);
-	return 1;
+	return SM_XLATE_DONE;
 }
 
 SEC("cgroup/connect4")
@@ -736,10 +740,11 @@ int sm_connect4(struct bpf_sock_addr *ctx)
 	src = current_subject();
 	if (ctx->protocol == IPPROTO_TCP) {
 		__u32 ip4 = ctx->user_ip4, port = ctx->user_port;
+		int x = translate_service(ctx, src, &ip4, &port);
 
-		if (!translate_service(ctx, src, &ip4, &port))
+		if (x == SM_XLATE_REFUSED)
 			return 0;
-		if (ip4 != ctx->user_ip4 || port != ctx->user_port) {
+		if (x == SM_XLATE_DONE) {
 			ctx->user_ip4 = ip4;
 			ctx->user_port = port;
 		}
@@ -776,9 +781,11 @@ static __always_inline int judge_inet6(struct bpf_sock_addr *ctx, int translate)
 		__u32 port = ctx->user_port;
 
 		if (translate && ctx->protocol == IPPROTO_TCP) {
-			if (!translate_service(ctx, src, &ip6[3], &port))
+			int x = translate_service(ctx, src, &ip6[3], &port);
+
+			if (x == SM_XLATE_REFUSED)
 				return 0;
-			if (ip6[3] != ctx->user_ip6[3] || port != ctx->user_port) {
+			if (x == SM_XLATE_DONE) {
 				ctx->user_ip6[3] = ip6[3];
 				ctx->user_port = port;
 			}

@@ -514,8 +514,10 @@ export class Agent {
       if (c.runtime) {
         ifname = c.runtime.hostVeth(runtimeName(key));
       } else {
-        // the CNI's veth, found from inside the pod
-        const uid = c.store.pods().get(key)?.meta.uid;
+        // the CNI's veth, found from inside the pod; a pod on the node's network has none
+        const known = c.store.pods().get(key);
+        if (known?.hostNetwork) continue;
+        const uid = known?.meta.uid;
         const dir = uid === undefined ? undefined : c.podCgroups?.dir(uid);
         if (dir === undefined) {
           failed.push(`${key}: its cgroup is not found`);
@@ -606,9 +608,8 @@ export class Agent {
     return undefined;
   }
 
-  /** NetworkPolicy into the kernel after a pass; a failure keeps what the maps hold, recorded, and the next pass starts from a re-read. */
-  #enforcePolicies(c: ClusterParts, d: DesiredState): void {
-    if (!c.policy) return;
+  /** The pods of this node with an address and a cgroup known: the policy subjects, and the pods to guard. */
+  #localPods(c: ClusterParts, d: DesiredState): Map<string, { ip: string; cgroupId: bigint }> {
     const cgroups = c.loop ? (c.supervisor?.cgroupIds() ?? this.#kubePodCgroups(c)) : undefined;
     const localPods = new Map<string, { ip: string; cgroupId: bigint }>();
     for (const p of d.pods) {
@@ -616,6 +617,13 @@ export class Agent {
       const id = cgroups?.get(p.key);
       if (id !== undefined) localPods.set(p.key, { ip: p.ip, cgroupId: id });
     }
+    return localPods;
+  }
+
+  /** NetworkPolicy into the kernel after a pass; a failure keeps what the maps hold, recorded, and the next pass starts from a re-read. */
+  #enforcePolicies(c: ClusterParts, d: DesiredState): void {
+    if (!c.policy) return;
+    const localPods = this.#localPods(c, d);
     const world = this.#policyWorld(c);
     this.#guardPorts(c, localPods);
     c.proxyCgroupId = c.proxy?.cgroupId();
@@ -768,7 +776,6 @@ export class Agent {
     if (complete) this.#xdsPushSeconds.observe({}, (performance.now() - p.t0) / 1000);
   }
 
-  /** Kubernetes mode: pods on this node, by key → the cgroup the kubelet made for them (found on demand). */
   /**
    * Kubernetes mode: the API may tell of a pod before the kubelet has made
    * its cgroup (and a scan only runs when asked for an unknown pod). While a
@@ -796,7 +803,7 @@ export class Agent {
       // a pod whose veth could not be found (its sandbox not running yet) is tried again every 2 s
       if (want.size === 0 && (c.guardErrors?.length ?? 0) > 0 && now - lastGuard > 2000) {
         lastGuard = now;
-        this.#enforcePolicies(c, d);
+        this.#guardPorts(c, this.#localPods(c, d));
       }
       if (want.size === 0) return;
       for (const k of want.keys()) if (!missing.has(k)) missing.set(k, now);
@@ -811,6 +818,7 @@ export class Agent {
     c.cgroupTimer.unref();
   }
 
+  /** Kubernetes mode: pods on this node, by key → the cgroup the kubelet made for them (found on demand). */
   #kubePodCgroups(c: ClusterParts): Pick<ReadonlyMap<string, bigint>, 'get'> {
     c.podCgroups ??= new PodCgroupFinder({ root: findCgroup2() });
     const finder = c.podCgroups;

@@ -23,9 +23,13 @@ export interface IpLink {
   addr_info?: { family?: string; local?: string }[];
 }
 
+function holderOf(links: readonly IpLink[], ip: string): IpLink | undefined {
+  return links.find((l) => l.addr_info?.some((a) => a.family === 'inet' && a.local === ip));
+}
+
 /** The pod's end: the veth holding `ip`; a reason when there is none. */
 export function podEnd(links: readonly IpLink[], ip: string): IpLink | string {
-  const holder = links.find((l) => l.addr_info?.some((a) => a.family === 'inet' && a.local === ip));
+  const holder = holderOf(links, ip);
   if (!holder) return `no interface in the pod's namespace holds ${ip}`;
   if (holder.linkinfo?.info_kind !== 'veth') return `${holder.ifname}, which holds ${ip}, is not a veth (${holder.linkinfo?.info_kind ?? 'a physical or unknown device'}): no node-side end to guard`;
   if (holder.link_index === undefined || holder.link_netnsid === undefined) return `${holder.ifname}'s peer is in the pod's own namespace: no node-side end to guard`;
@@ -91,11 +95,12 @@ export function netnsIdentity(path: string): string {
 
 /**
  * Finds the node-side veth of pods, one `ip` run in each namespace per pod
- * sandbox (remembered by pod, sandbox namespace and address).
+ * sandbox: the answer, or why there is none, is remembered by pod, sandbox
+ * namespace and address.
  */
 export class PodVethFinder {
   readonly #nodeNetns: string;
-  readonly #known = new Map<string, string>();
+  readonly #known = new Map<string, string | Error>();
 
   /** nodeNetns: the namespace the CNI puts the node-side ends in (the agent's own, normally) */
   constructor(nodeNetns = '/proc/self/ns/net') {
@@ -117,15 +122,19 @@ export class PodVethFinder {
     const id = netnsIdentity(podNs);
     if (id === netnsIdentity(this.#nodeNetns)) throw new Error('the pod is in the node\'s network namespace');
     const key = `${podKey}|${id}|${ip}`;
-    const cached = this.#known.get(key);
-    if (cached !== undefined) return cached;
-    const pod = podEnd(ipLinks(podNs), ip);
-    if (typeof pod === 'string') throw new Error(pod);
-    const node = nodeEnd(ipLinks(this.#nodeNetns), pod);
-    if (typeof node === 'string') throw new Error(node);
-    this.forget(podKey);
-    this.#known.set(key, node.ifname);
-    return node.ifname;
+    let found = this.#known.get(key);
+    if (found === undefined) {
+      const links = ipLinks(podNs);
+      const pod = podEnd(links, ip);
+      const node = typeof pod === 'string' ? pod : nodeEnd(ipLinks(this.#nodeNetns), pod);
+      found = typeof node === 'string' ? new Error(node) : node.ifname;
+      // an address not there yet may come; a device that is not a veth stays what it is
+      if (!holderOf(links, ip)) throw found;
+      this.forget(podKey);
+      this.#known.set(key, found);
+    }
+    if (found instanceof Error) throw found;
+    return found;
   }
 
   /** Forgets what was found for a pod (its veth went away). */

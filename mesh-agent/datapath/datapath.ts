@@ -18,7 +18,7 @@ import {
   possibleCpus, progAttach, runIterator, silenceLibbpf,
 } from './libbpf.js';
 import {
-  type DatapathLayout, type EndpointInfo, type PolicyEventRecord, type PolicySeen, type SockKey, decodeEndpoint, decodePolicyEvent, decodePolicySeen, encodePolicySeenKey, decodeIPv4, decodeSockKey, encodeEndpoint,
+  type DatapathLayout, type EndpointInfo, type PolicyEventRecord, type PolicySeen, type SockKey, decodeEndpoint, decodePolicyEvent, decodePolicySeen, encodePolicySeenKey, decodeIPv4, decodePort, decodeSockKey, encodeEndpoint, encodePort, encodePortKey,
   encodeIPv4, encodeSockKey, layoutFromBtf,
 } from './layout.js';
 
@@ -440,10 +440,8 @@ export class Datapath {
   guards(): { ifname: string; ifindex: number; ip?: string }[] {
     const fd = this.#fd('sm_ports');
     return this.#guardPins().map((g) => {
-      const k = Buffer.alloc(4);
-      k.writeUInt32LE(g.ifindex);
-      const v = mapLookup(fd, k, 8);
-      return { ifname: g.ifname, ifindex: g.ifindex, ...(v && { ip: decodeIPv4(v, 0) }) };
+      const v = mapLookup(fd, encodePortKey(g.ifindex), 8);
+      return { ifname: g.ifname, ifindex: g.ifindex, ...(v && { ip: decodePort(v) }) };
     });
   }
 
@@ -457,9 +455,7 @@ export class Datapath {
     const ifindex = inNetns(netnsPath, () => ifIndex(ifname));
     if (ifindex === 0) throw new InvalidArgumentError(`no interface ${ifname} in ${netnsPath}`);
     const pin = `guard-${ifname}-${ifindex}`;
-    const key = Buffer.alloc(4);
-    key.writeUInt32LE(ifindex);
-    mapUpdate(this.#fd('sm_ports'), key, Buffer.concat([encodeIPv4(ip), Buffer.alloc(4)]));
+    mapUpdate(this.#fd('sm_ports'), encodePortKey(ifindex), encodePort(ip));
     if (existsSync(this.#pin(pin))) return;
     for (const old of this.#guardPins().filter((g) => g.ifname === ifname)) rmSync(this.#pin(old.pin), { force: true });
     const prog = objGet(this.#pin(PROG_POL_GUARD));
@@ -481,9 +477,7 @@ export class Datapath {
     for (const g of this.#guardPins()) {
       if (keep.has(g.ifname)) continue;
       rmSync(this.#pin(g.pin), { force: true });
-      const k = Buffer.alloc(4);
-      k.writeUInt32LE(g.ifindex);
-      mapDelete(this.#fd('sm_ports'), k);
+      mapDelete(this.#fd('sm_ports'), encodePortKey(g.ifindex));
       n++;
     }
     return n;
@@ -524,10 +518,9 @@ export class Datapath {
 
   /** The kernel's fold of one denial key (sm_pol_seen): its last record's time and the denials since that wrote none. */
   policySeen(r: Parameters<typeof encodePolicySeenKey>[0]): PolicySeen | undefined {
-    const layout = this.layout.policy;
-    const k = encodePolicySeenKey(r, layout);
+    const k = encodePolicySeenKey(r, this.layout.policy);
     const v = k && mapLookup(this.#fd('sm_pol_seen'), k, 16);
-    return v ? decodePolicySeen(k!, v, layout) : undefined;
+    return v ? decodePolicySeen(v) : undefined;
   }
 
   /** 4-tuples of the sockets currently short-circuited. */

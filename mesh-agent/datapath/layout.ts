@@ -42,6 +42,7 @@ const EXPECTED_STRUCTS: Record<string, { size: number; members: Record<string, n
   },
   sm_pol_seen_key: { size: 16, members: { kind: 0, dir: 1, proto: 2, pad: 3, src_ip4: 4, dst_ip4: 8, dst_port: 12 } },
   sm_pol_seen: { size: 16, members: { last_ns: 0, suppressed: 8, pad: 12 } },
+  sm_port: { size: 8, members: { ip4: 0, pad: 4 } },
 };
 
 /** NetworkPolicy constants of bpf/sockmesh.h, read from BTF. */
@@ -429,19 +430,13 @@ export interface PolicyEventRecord {
   suppressed: number;
 }
 
-/** An sm_pol_seen entry: the kernel's fold of one denial key (when its last record was written, and how many denials since wrote none). */
+/** The kernel's fold of one denial key (an sm_pol_seen value): when its last record was written, and how many denials since wrote none. */
 export interface PolicySeen {
-  kind: PolicyEventKind | 'unknown';
-  direction: PolicyEventRecord['direction'];
-  proto: number;
-  srcIp?: string;
-  dstIp: string;
-  dstPort: number;
   lastNs: bigint;
   suppressed: number;
 }
 
-/** The sm_pol_seen key of a denial record's fields (the kernel's fold of it); undefined for a kind the layout does not know. */
+/** The sm_pol_seen key of a denial record's fields; undefined for a kind the layout does not know. */
 export function encodePolicySeenKey(r: Pick<PolicyEventRecord, 'kind' | 'direction' | 'proto' | 'srcIp' | 'dstIp' | 'dstPort'>, layout: PolicyLayout): Buffer | undefined {
   const kind = [...layout.eventKinds].find(([, k]) => k === r.kind)?.[0];
   if (kind === undefined) return undefined;
@@ -455,18 +450,23 @@ export function encodePolicySeenKey(r: Pick<PolicyEventRecord, 'kind' | 'directi
   return k;
 }
 
-export function decodePolicySeen(k: Buffer, v: Buffer, layout: PolicyLayout): PolicySeen {
-  const src = k.readUInt32LE(4);
-  return {
-    kind: layout.eventKinds.get(k.readUInt8(0)) ?? 'unknown',
-    direction: ((d) => (d === layout.dirEgress ? 'egress' : d === layout.dirL7 ? 'l7' : 'ingress'))(k.readUInt8(1)),
-    proto: k.readUInt8(2),
-    ...(src !== 0 ? { srcIp: decodeIPv4(k, 4) } : {}),
-    dstIp: decodeIPv4(k, 8),
-    dstPort: k.readUInt32LE(12),
-    lastNs: v.readBigUInt64LE(0),
-    suppressed: v.readUInt32LE(8),
-  };
+export function decodePolicySeen(v: Buffer): PolicySeen {
+  return { lastNs: v.readBigUInt64LE(0), suppressed: v.readUInt32LE(8) };
+}
+
+/** sm_ports: a pod's veth (its ifindex) → the one address frames leaving the pod may carry. */
+export function encodePortKey(ifindex: number): Buffer {
+  const k = Buffer.alloc(4);
+  k.writeUInt32LE(ifindex);
+  return k;
+}
+
+export function encodePort(ip: string): Buffer {
+  return Buffer.concat([encodeIPv4(ip), Buffer.alloc(4)]);
+}
+
+export function decodePort(v: Buffer): string {
+  return decodeIPv4(v, 0);
 }
 
 export function decodePolicyEvent(b: Buffer, layout: PolicyLayout): PolicyEventRecord {

@@ -1,10 +1,10 @@
 /* Privileged: the agent with the Kubernetes API as its cluster source (a stand-in API server; no cluster runs here). */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Agent } from '../../mesh-agent/agent.js';
 import { decodeBackend, decodeCgroupId, decodeEndpoint, decodeService, decodeServiceKey } from '../../mesh-agent/datapath/layout.js';
 import { helperBinary, repoRoot } from '../../mesh-agent/paths.js';
@@ -17,6 +17,48 @@ const pod = (name: string, ip: string, node: string) => ({
   spec: { nodeName: node, containers: [{ name: 'web', image: 'web:1', ports: [{ name: 'http', containerPort: 8080 }] }] },
   status: { phase: 'Running', podIP: ip, conditions: [{ type: 'Ready', status: 'True' }] },
 });
+
+/** An agent on node-a with the stand-in API as its source; stopped, with the API, at the end. */
+async function kubeAgent(t: Test, api: FakeKubeApi, kubernetes: { nodeNetns?: string } = {}): Promise<Agent> {
+  const dir = mkdtempSync(join(tmpdir(), 'sm-kube-'));
+  const agent = new Agent({
+    kubernetes: { kubeConfig: api.kubeConfig(), ...kubernetes }, datapath: { pinDir: TEST_PIN_DIR, cgroupPath: testCgroupRoot() },
+    ...agentEndpoints(dir), nodeName: 'node-a',
+  });
+  await agent.start();
+  t.teardown(async () => { await agent.stop(); await api.stop(); rmSync(dir, { recursive: true, force: true }); });
+  return agent;
+}
+
+/** The stand-in API with namespace shop in the mesh, a client pod (by UID) and a web pod, both on node-a. */
+async function shopApi(client: { ip: string; uid: string }, webIp: string): Promise<FakeKubeApi> {
+  const api = new FakeKubeApi();
+  await api.start();
+  api.put('/api/v1/namespaces', { metadata: { name: 'shop', annotations: { 'sockmesh.io/enabled': 'true' } } });
+  api.put('/api/v1/pods', { ...pod('client', client.ip, 'node-a'), metadata: { name: 'client', namespace: 'shop', uid: client.uid, labels: { app: 'client' } } });
+  api.put('/api/v1/pods', pod('web', webIp, 'node-a'));
+  return api;
+}
+
+/**
+ * Where the kubelet (cgroupfs driver) puts a pod: the directory's path, not
+ * made yet. At the end (and now, for a crashed run's) its processes are
+ * killed (cgroup.kill) and the directories removed once empty.
+ */
+async function kubeletCgroup(t: Test, qos: string, uid: string): Promise<string> {
+  const podCg = join(testCgroupRoot(), 'kubepods', qos, `pod${uid}`);
+  const remove = async () => {
+    try { writeFileSync(join(podCg, 'cgroup.kill'), '1'); } catch { /* not there */ }
+    for (let i = 0; i < 40 && existsSync(podCg); i++) {
+      for (const d of [join(podCg, 'ctr'), podCg]) try { rmdirSync(d); } catch { /* busy or gone */ }
+      if (existsSync(podCg)) await sleep(25);
+    }
+    for (const d of [join(podCg, '..'), join(podCg, '..', '..')]) try { rmdirSync(d); } catch { /* busy or gone */ }
+  };
+  await remove();
+  t.teardown(remove);
+  return podCg;
+}
 
 if (privileged(t)) {
   t.test('pods, services and EndpointSlices from the API reach the maps', async (t) => {
@@ -32,13 +74,7 @@ if (privileged(t)) {
       ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
       endpoints: [{ addresses: ['10.244.0.5'], conditions: { ready: true } }, { addresses: ['10.244.1.5'], conditions: { ready: true } }],
     });
-    const dir = mkdtempSync(join(tmpdir(), 'sm-kube-'));
-    const agent = new Agent({
-      kubernetes: { kubeConfig: api.kubeConfig() }, datapath: { pinDir: TEST_PIN_DIR, cgroupPath: testCgroupRoot() },
-      ...agentEndpoints(dir), nodeName: 'node-a',
-    });
-    await agent.start();
-    t.teardown(async () => { await agent.stop(); await api.stop(); rmSync(dir, { recursive: true, force: true }); });
+    const agent = await kubeAgent(t, api);
     const dp = datapath();
     dp.adopt();
     t.teardown(() => dp.stop());
@@ -62,27 +98,16 @@ if (privileged(t)) {
     const srv = await rt.addPod('srv');
     const cli = await rt.addPod('cli');
     const uid = '0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0';
-    // where the kubelet (cgroupfs driver) would put the pod, and its container below
-    const podCg = join(testCgroupRoot(), 'kubepods', 'burstable', `pod${uid}`);
+    // the pod's cgroup as the kubelet makes it, and its container below
+    const podCg = await kubeletCgroup(t, 'burstable', uid);
     mkdirSync(join(podCg, 'ctr'), { recursive: true });
-    t.teardown(() => { for (const d of [join(podCg, 'ctr'), podCg, join(podCg, '..'), join(podCg, '..', '..')]) try { rmdirSync(d); } catch { /* busy or gone */ } });
-    const api = new FakeKubeApi();
-    await api.start();
-    api.put('/api/v1/namespaces', { metadata: { name: 'shop', annotations: { 'sockmesh.io/enabled': 'true' } } });
-    api.put('/api/v1/pods', { ...pod('client', cli.ip, 'node-a'), metadata: { name: 'client', namespace: 'shop', uid, labels: { app: 'client' } } });
-    api.put('/api/v1/pods', pod('web', srv.ip, 'node-a'));
+    const api = await shopApi({ ip: cli.ip, uid }, srv.ip);
     api.put('/api/v1/services', { metadata: { name: 'web', namespace: 'shop' }, spec: { clusterIP: '198.19.0.50', selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 'http' }] } });
     api.put('/apis/discovery.k8s.io/v1/endpointslices', {
       metadata: { name: 'web-x', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } }, addressType: 'IPv4',
       ports: [{ name: 'http', port: 7000, protocol: 'TCP' }], endpoints: [{ addresses: [srv.ip], conditions: { ready: true } }],
     });
-    const dir = mkdtempSync(join(tmpdir(), 'sm-kube-'));
-    const agent = new Agent({
-      kubernetes: { kubeConfig: api.kubeConfig() }, datapath: { pinDir: TEST_PIN_DIR, cgroupPath: testCgroupRoot() },
-      ...agentEndpoints(dir), nodeName: 'node-a',
-    });
-    await agent.start();
-    t.teardown(async () => { await agent.stop(); await api.stop(); rmSync(dir, { recursive: true, force: true }); });
+    await kubeAgent(t, api);
     const server = rt.exec('srv', [process.execPath, join(repoRoot(), 'tests', 'fixtures', 'svc-peer.mjs'), 'serve', '7000', 'web'], { stdio: ['ignore', 'ignore', 'pipe'] });
     await new Promise((r) => server.stderr!.once('data', r));
     const dp = datapath();
@@ -112,32 +137,9 @@ if (privileged(t)) {
     const srv = await rt.addPod('srv');
     const cli = await rt.addPod('cli');
     const uid = '5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d';
-    const podCg = join(testCgroupRoot(), 'kubepods', 'besteffort', `pod${uid}`);
-    let sleeper: ChildProcess | undefined;
-    const removeCgroups = async () => {
-      sleeper?.kill('SIGKILL');
-      // cgroup.kill ends every process in the tree (a crashed run's too); the directories go once they are empty
-      try { writeFileSync(join(podCg, 'cgroup.kill'), '1'); } catch { /* not there */ }
-      for (let i = 0; i < 40 && existsSync(podCg); i++) {
-        for (const d of [join(podCg, 'ctr'), podCg]) try { rmdirSync(d); } catch { /* busy or gone */ }
-        if (existsSync(podCg)) await sleep(25);
-      }
-      for (const d of [join(podCg, '..'), join(podCg, '..', '..')]) try { rmdirSync(d); } catch { /* busy or gone */ }
-    };
-    await removeCgroups(); // a crashed run's
-    t.teardown(removeCgroups);
-    const api = new FakeKubeApi();
-    await api.start();
-    api.put('/api/v1/namespaces', { metadata: { name: 'shop', annotations: { 'sockmesh.io/enabled': 'true' } } });
-    api.put('/api/v1/pods', { ...pod('client', cli.ip, 'node-a'), metadata: { name: 'client', namespace: 'shop', uid, labels: { app: 'client' } } });
-    api.put('/api/v1/pods', pod('web', srv.ip, 'node-a'));
-    const dir = mkdtempSync(join(tmpdir(), 'sm-kube-'));
-    const agent = new Agent({
-      kubernetes: { kubeConfig: api.kubeConfig(), nodeNetns: `/run/netns/${rt.nodeNetns}` }, datapath: { pinDir: TEST_PIN_DIR, cgroupPath: testCgroupRoot() },
-      ...agentEndpoints(dir), nodeName: 'node-a',
-    });
-    await agent.start();
-    t.teardown(async () => { await agent.stop(); await api.stop(); rmSync(dir, { recursive: true, force: true }); });
+    const podCg = await kubeletCgroup(t, 'besteffort', uid);
+    const api = await shopApi({ ip: cli.ip, uid }, srv.ip);
+    const agent = await kubeAgent(t, api, { nodeNetns: `/run/netns/${rt.nodeNetns}` });
     const dp = datapath();
     dp.adopt();
     t.teardown(() => dp.stop());
@@ -149,7 +151,8 @@ if (privileged(t)) {
     // the kubelet makes the pod's cgroup and starts its sandbox in the CNI's namespace
     mkdirSync(join(podCg, 'ctr'), { recursive: true });
     const t0 = performance.now();
-    sleeper = spawn('sh', ['-c', 'echo $$ > "$0" && exec ip netns exec "$1" sleep 120', join(podCg, 'ctr', 'cgroup.procs'), rt.podNetns('cli')], { stdio: 'ignore' });
+    // (ended by the cgroup's removal at the end)
+    spawn('sh', ['-c', 'echo $$ > "$0" && exec ip netns exec "$1" sleep 120', join(podCg, 'ctr', 'cgroup.procs'), rt.podNetns('cli')], { stdio: 'ignore' });
     const podCgId = statSync(podCg, { bigint: true }).ino;
     const enrolled = () => dp.entries('sm_cgroups').some(([k]) => decodeCgroupId(k) === podCgId);
     const guarded = () => dp.guards().find((g) => g.ifname === rt.hostVeth('cli'));
