@@ -84,6 +84,7 @@ t.test('epochUs: Unix µs from the monotonic clock', async (t) => {
   const a = epochUs();
   t.ok(Math.abs(a / 1000 - Date.now()) < 50, `${a} is now`);
   t.ok(epochUs() >= a, 'never backwards');
+  t.ok(Number.isInteger(a), 'whole µs');
 });
 
 t.test('a request a policy denied: an event on the CLIENT span names the rule', async (t) => {
