@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** mesh-proxy: sockmesh's built-in node proxy, configured over xDS by the agent. */
-import { createWriteStream, readFileSync, unwatchFile, watchFile, type WriteStream } from 'node:fs';
+import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
@@ -12,8 +12,9 @@ import { telemetryOptions } from '../telemetry/telemetry-options.js';
 import { workloadResource } from '../telemetry/workload-resource.js';
 import { AdminServer } from '../mesh-agent/admin/admin-server.js';
 import { renderPrometheus } from '../mesh-agent/admin/prometheus.js';
+import { AccessLogFile } from './access-log.js';
 import { AgentChannel } from './agent-channel.js';
-import { MeshProxy, type Workload } from './proxy.js';
+import { MeshProxy, type AccessLogEntry, type Workload } from './proxy.js';
 import { XdsClient } from './xds-client.js';
 
 const HELP = `usage: mesh-proxy --xds TARGET --node-id ID [flags]
@@ -27,6 +28,8 @@ supervises it; it serves HTTP/1.1 and h2c on the listeners it is given.
   --admin-socket PATH     admin endpoint (/config_dump, /stats, /metrics, /ready) on a unix socket
   --admin-address IP:PORT the same over TCP (default: none)
   --access-log DEST       stdout (default), none, or a file path: one JSON line per request
+  --access-log-max-mb N   a file access log is renamed to FILE.1 (replacing the one before) when it
+                          would pass N MiB, and started again (default 64)
   --drain-ms N            on SIGTERM, how long requests in flight may take (default 5000)
   --workloads FILE        the agent's map of pod addresses to workloads (JSON), read again when it
                           changes: the calling pod is named in the access log and spans
@@ -47,7 +50,7 @@ async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       xds: { type: 'string' }, 'node-id': { type: 'string' }, 'admin-socket': { type: 'string' }, 'admin-address': { type: 'string' },
-      'access-log': { type: 'string' }, 'drain-ms': { type: 'string' }, workloads: { type: 'string' },
+      'access-log': { type: 'string' }, 'access-log-max-mb': { type: 'string' }, 'drain-ms': { type: 'string' }, workloads: { type: 'string' },
       'telemetry-socket': { type: 'string' }, node: { type: 'string' }, 'sample-ratio': { type: 'string' }, tracing: { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -58,6 +61,11 @@ async function main(): Promise<number> {
   }
   if (!values.xds || !values['node-id']) {
     process.stderr.write('mesh-proxy: --xds and --node-id are required (see --help)\n');
+    return 2;
+  }
+  const maxMb = values['access-log-max-mb'] === undefined ? 64 : Number(values['access-log-max-mb']);
+  if (!(maxMb > 0)) {
+    process.stderr.write(`mesh-proxy: --access-log-max-mb: not a size above 0 MiB: ${values['access-log-max-mb']}\n`);
     return 2;
   }
   const tel = telemetryOptions(process.env, {
@@ -86,9 +94,11 @@ async function main(): Promise<number> {
   const scope = { name: 'sockmesh.node-proxy' };
   channel?.start();
   const dest = values['access-log'] ?? 'stdout';
-  const out = dest === 'none' ? undefined : dest === 'stdout' ? process.stdout : createWriteStream(dest, { flags: 'a' });
+  const logFile = dest === 'none' || dest === 'stdout' ? undefined
+    : new AccessLogFile(dest, { maxBytes: maxMb * 1024 * 1024 }, (m) => process.stderr.write(`mesh-proxy: ${m}\n`));
+  const accessLog = dest === 'stdout' ? (e: AccessLogEntry) => { process.stdout.write(`${JSON.stringify(e)}\n`); } : logFile && ((e: AccessLogEntry) => logFile.write(JSON.stringify(e)));
   const proxy = new MeshProxy({
-    ...(out && { accessLog: (e) => out.write(`${JSON.stringify(e)}\n`) }), tracing,
+    ...(accessLog && { accessLog }), tracing,
     ...(channel ? { onRequest: (r) => channel.record(r) } : queue && {
       onRequest: (r) => { if (r.trace) for (const o of requestSpans({ ...r, trace: r.trace })) queue.push(finishedSpan({ ...o.span, resource: resourceOf(o.owner), scope })); },
     }),
@@ -121,7 +131,7 @@ async function main(): Promise<number> {
       routes: {
         '/ready': () => (xds.connected && proxy.config ? { body: 'ready\n' } : { status: 503, body: 'not ready\n' }),
         '/config_dump': () => ({ body: { xds: xds.status(), listeners: proxy.listeners(), listenerErrors: Object.fromEntries(proxy.listenerErrors), config: summary(proxy) } }),
-        '/stats': () => ({ body: { ...proxy.stats, xds: { connected: xds.connected, acks: xds.acks, nacks: xds.nacks }, ...(queue && { spans: queue.stats() }), ...(channel && { records: channel.stats() }) } }),
+        '/stats': () => ({ body: { ...proxy.stats, xds: { connected: xds.connected, acks: xds.acks, nacks: xds.nacks }, ...(queue && { spans: queue.stats() }), ...(channel && { records: channel.stats() }), ...(logFile && { accessLog: logFile.stats() }) } }),
         '/metrics': () => ({
           body: renderPrometheus([
             { name: 'mesh_proxy_requests_total', help: 'Requests received.', type: 'counter', samples: [{ value: proxy.stats.requests }] },
@@ -146,6 +156,11 @@ async function main(): Promise<number> {
                 { labels: { reason: 'buffer_full' }, value: channel.stats().dropped }, { labels: { reason: 'send_failed' }, value: channel.stats().failed },
               ] },
             ] : []),
+            ...(logFile ? [
+              { name: 'mesh_proxy_access_log_lines_total', help: 'Access log lines, by outcome: written, dropped (the disk fell behind by more than 8 MiB), failed (the write failed).', type: 'counter' as const, samples: [
+                { labels: { outcome: 'written' }, value: logFile.stats().written }, { labels: { outcome: 'dropped' }, value: logFile.stats().dropped }, { labels: { outcome: 'failed' }, value: logFile.stats().failed },
+              ] },
+            ] : []),
             { name: 'mesh_proxy_xds_nacks_total', help: 'Configurations refused.', type: 'counter', samples: [{ value: xds.nacks }] },
           ]),
           contentType: 'text/plain; version=0.0.4; charset=utf-8',
@@ -165,7 +180,7 @@ async function main(): Promise<number> {
   await admin?.stop();
   await Promise.all([queue?.shutdown(), channel?.stop()]);
   if (workloadsFile) unwatchFile(workloadsFile);
-  if (out && out !== process.stdout) await new Promise<void>((r) => (out as WriteStream).end(() => r()));
+  await logFile?.close();
   return 0;
 }
 

@@ -1,6 +1,6 @@
 /* The mesh-proxy command: its admin endpoint and --help, against the agent's ADS server on loopback. */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -22,9 +22,12 @@ t.test('--help, and a bad command line', async (t) => {
   const bad = spawnSync(process.execPath, [CLI], { encoding: 'utf8' });
   t.equal(bad.status, 2);
   t.match(bad.stderr, /--xds and --node-id are required/);
+  const size = spawnSync(process.execPath, [CLI, '--xds', 'unix:/nowhere', '--node-id', 'x', '--access-log-max-mb', '0'], { encoding: 'utf8' });
+  t.equal(size.status, 2, 'a rotation size of 0 is refused');
+  t.match(size.stderr, /--access-log-max-mb: not a size above 0 MiB: 0/);
 });
 
-t.test('the admin endpoint: ready, config dump, stats, metrics; SIGTERM drains', async (t) => {
+t.test('the admin endpoint: ready, config dump, stats, metrics; the access log rotated at its cap; SIGTERM drains', async (t) => {
   const cache = new SnapshotCache({ debounceMs: 1 });
   const ads = new AdsServer({ cache });
   const adsPort = await ads.start();
@@ -36,7 +39,7 @@ t.test('the admin endpoint: ready, config dump, stats, metrics; SIGTERM drains',
     proxyIp: '127.0.0.1', ports: [{ service: 'shop/b', port: 80, listenerPort: listen }], routes: new Map(), lastGood: new Map(), backends: () => [{ ip: '127.0.0.1', port: b.port }],
   }).resources));
   const socket = join(dir, 'admin.sock');
-  const proxy = spawn(process.execPath, [CLI, '--xds', `127.0.0.1:${adsPort}`, '--node-id', 'cli-test', '--admin-socket', socket, '--access-log', 'none'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proxy = spawn(process.execPath, [CLI, '--xds', `127.0.0.1:${adsPort}`, '--node-id', 'cli-test', '--admin-socket', socket, '--access-log', join(dir, 'access.log'), '--access-log-max-mb', '0.0005'], { stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise<number | null>((r) => proxy.once('exit', (c) => r(c)));
   t.teardown(() => { proxy.kill('SIGKILL'); });
   let ready = false;
@@ -45,12 +48,34 @@ t.test('the admin endpoint: ready, config dump, stats, metrics; SIGTERM drains',
     return ready;
   }, 20_000, 200);
   await fetch(`http://127.0.0.1:${listen}/`).then((r) => r.text());
+  // one request at a time, each line written before the next request (the 512-byte cap holds 1 or 2 lines)
+  const written = async () => ((await adminGet(socket, '/stats')).body as { accessLog: { written: number } }).accessLog.written;
+  for (let i = 1; i <= 5; i++) {
+    await fetch(`http://127.0.0.1:${listen}/n${i}`).then((r) => r.text());
+    const deadline = Date.now() + 5000;
+    while (await written() < i + 1) {
+      if (Date.now() > deadline) throw new Error(`access log line ${i + 1} not written`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
   const dump = (await adminGet(socket, '/config_dump')).body as { xds: Record<string, { version: string }>; listeners: { name: string; address: string }[] };
   t.same(dump.listeners, [{ name: 'shop/b:80', address: `127.0.0.1:${listen}` }], '/config_dump lists the listeners');
   t.ok(dump.xds.listener?.version, 'and the versions it ACKed');
-  const stats = (await adminGet(socket, '/stats')).body as { requests: number; xds: { connected: boolean; acks: number } };
-  t.match(stats, { requests: 1, xds: { connected: true } }, '/stats counts the request');
-  t.match((await adminGet(socket, '/metrics')).text, /^mesh_proxy_requests_total 1$/m, '/metrics in the Prometheus format');
+  const stats = (await adminGet(socket, '/stats')).body as { requests: number; xds: { connected: boolean; acks: number }; accessLog: { written: number; dropped: number; failed: number; rotations: number } };
+  t.match(stats, { requests: 6, xds: { connected: true } }, '/stats counts the requests');
+  t.match(stats.accessLog, { written: 6, dropped: 0, failed: 0 }, '/stats counts the access log lines');
+  t.ok(stats.accessLog.rotations >= 1, `the log was rotated at 512 bytes (${stats.accessLog.rotations} times)`);
+  const metrics = (await adminGet(socket, '/metrics')).text;
+  t.match(metrics, /^mesh_proxy_requests_total 6$/m, '/metrics in the Prometheus format');
+  t.match(metrics, /^mesh_proxy_access_log_lines_total\{outcome="written"\} 6$/m, 'with the access log lines');
   proxy.kill('SIGTERM');
   t.equal(await exited, 0, 'SIGTERM: drained and exited cleanly');
+  const lines = (f: string) => readFileSync(f, 'utf8').split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { path: string }).path);
+  const current = lines(join(dir, 'access.log'));
+  const previous = lines(join(dir, 'access.log.1'));
+  t.ok(statSync(join(dir, 'access.log')).size <= 524 && statSync(join(dir, 'access.log.1')).size <= 524, 'neither file passed the cap');
+  const kept = [...previous, ...current];
+  const all = ['/', '/n1', '/n2', '/n3', '/n4', '/n5'];
+  t.ok(kept.length >= 2 && kept.length < all.length, `the oldest lines went with the rotation (${kept.length} of 6 kept)`);
+  t.same(kept, all.slice(all.length - kept.length), 'the newest lines are kept whole and in order across the rotation');
 });
