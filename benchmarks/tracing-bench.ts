@@ -23,7 +23,7 @@ import { NodeRuntime } from '../mesh-agent/runtime/node-runtime.js';
 import { runtimeName } from '../mesh-agent/runtime/pod-supervisor.js';
 import { telemetryOptions } from '../telemetry/telemetry-options.js';
 import { gitCommit, machine } from './bench-meta.js';
-import { cpuBusyJiffies, median, procUsage } from './bench-stats.js';
+import { median, procUsage } from './bench-stats.js';
 
 const HELP = `usage: node dist/benchmarks/tracing-bench.js [--rounds N] [--seconds S] [--warm S] [--only tracing-off|tracing-on] [--sample-ratio R] [--rate R] [--concurrency C] [--pin] [--out DIR]
 
@@ -47,8 +47,6 @@ interface Run {
   load: Load;
   proxyCpuSeconds: number;
   agentCpuSeconds: number;
-  /** the whole machine's busy time over the same interval (/proc/stat): the client, the server and the kernel too */
-  machineCpuSeconds: number;
   spans: { exported: number; dropped: number; relayed: number; connections: number };
   traceFileBytes: number;
   counters: Record<string, number>;
@@ -133,12 +131,10 @@ async function main(): Promise<void> {
         const c0 = status().datapath.counters!;
         const p0 = procUsage([proxyPid]).cpu;
         const a0 = process.cpuUsage();
-        const j0 = cpuBusyJiffies();
         const load = JSON.parse((await rt.execOutput(clientPod, [helperBinary('httpload'), vip, '80', '/', String(conc), String(rate), String(seconds), '1'], { timeoutMs: (seconds + 30) * 1000 })).toString()) as Load;
         await sleep(1500); // the spans of the last requests are relayed and exported: their cost counts
         const p1 = procUsage([proxyPid]).cpu;
         const a1 = process.cpuUsage(a0);
-        const machineCpuSeconds = (cpuBusyJiffies() - j0) / 100;
         const c1 = status().datapath.counters!;
         const t1 = status().telemetry as typeof t0;
         const counters = Object.fromEntries(Object.keys(c1).map((k) => [k, c1[k]! - c0[k]!]));
@@ -150,9 +146,9 @@ async function main(): Promise<void> {
         };
         let traceFileBytes = 0;
         try { traceFileBytes = statSync(traceFile).size; } catch { /* none written */ }
-        const run: Run = { round, mode, load, proxyCpuSeconds: p1 - p0, agentCpuSeconds: (a1.user + a1.system) / 1e6, machineCpuSeconds, spans, traceFileBytes, counters, pathOk };
+        const run: Run = { round, mode, load, proxyCpuSeconds: p1 - p0, agentCpuSeconds: (a1.user + a1.system) / 1e6, spans, traceFileBytes, counters, pathOk };
         runs.push(run);
-        process.stderr.write(`round ${round} ${mode}: ${load.requests} requests at ${rate}/s, p50 ${load.p50_us.toFixed(0)} p99 ${load.p99_us.toFixed(0)} us, ${load.errors} errors; proxy ${run.proxyCpuSeconds.toFixed(2)} + agent ${run.agentCpuSeconds.toFixed(2)} CPU s (machine ${machineCpuSeconds.toFixed(2)}); spans exported ${spans.exported} (relayed ${spans.relayed}, connections ${spans.connections}, dropped ${spans.dropped}); redirected ${counters.bytes_redirected} B, passed ${counters.bytes_passed} B ${pathOk ? 'ok' : 'PATH WRONG'}\n`);
+        process.stderr.write(`round ${round} ${mode}: ${load.requests} requests at ${rate}/s, p50 ${load.p50_us.toFixed(0)} p99 ${load.p99_us.toFixed(0)} us, ${load.errors} errors; proxy ${run.proxyCpuSeconds.toFixed(2)} + agent ${run.agentCpuSeconds.toFixed(2)} CPU s; spans exported ${spans.exported} (relayed ${spans.relayed}, connections ${spans.connections}, dropped ${spans.dropped}); redirected ${counters.bytes_redirected} B, passed ${counters.bytes_passed} B ${pathOk ? 'ok' : 'PATH WRONG'}\n`);
         // every run starts from fresh processes: an agent adopting the last run's node proxy (same
         // flags) or pods would compare a long-running proxy with a new one
         await a.stop({ removePods: true });
@@ -172,26 +168,25 @@ async function main(): Promise<void> {
 
 function write(outDir: string, runs: Run[], params: Record<string, number>, pinned: boolean): void {
   const perK = (r: Run) => ((r.proxyCpuSeconds + r.agentCpuSeconds) / r.load.requests) * 1000;
-  // runs of older result files have no machine figure
-  const machinePerK = (r: Run) => ((r.machineCpuSeconds ?? Number.NaN) / r.load.requests) * 1000;
   const agg = (m: Mode) => {
     const rs = runs.filter((r) => r.mode === m);
     return {
       requests: median(rs.map((r) => r.load.requests)), p50: median(rs.map((r) => r.load.p50_us)), p99: median(rs.map((r) => r.load.p99_us)),
       proxyCpuPerK: median(rs.map((r) => (r.proxyCpuSeconds / r.load.requests) * 1000)), agentCpuPerK: median(rs.map((r) => (r.agentCpuSeconds / r.load.requests) * 1000)),
-      infraCpuPerK: median(rs.map(perK)), machineCpuPerK: median(rs.map(machinePerK)), spansPerRequest: median(rs.map((r) => r.spans.exported / r.load.requests)),
+      infraCpuPerK: median(rs.map(perK)), spansPerRequest: median(rs.map((r) => r.spans.exported / r.load.requests)),
       dropped: rs.reduce((x, r) => x + r.spans.dropped, 0), errors: rs.reduce((x, r) => x + r.load.errors, 0), pathOk: rs.every((r) => r.pathOk),
       redirected: rs.reduce((x, r) => x + r.counters.bytes_redirected!, 0), passed: rs.reduce((x, r) => x + r.counters.bytes_passed!, 0),
     };
   };
   const a = { 'tracing-off': agg('tracing-off'), 'tracing-on': agg('tracing-on') };
   // ratios per round (off and on of one round ran back to back), then their median
-  const pairs = [...new Set(runs.map((r) => r.round))].map((round) => [runs.find((r) => r.round === round && r.mode === 'tracing-off')!, runs.find((r) => r.round === round && r.mode === 'tracing-on')!] as const);
-  const roundRatios = pairs.map(([off, on]) => perK(on) / perK(off));
+  const roundRatios = [...new Set(runs.map((r) => r.round))].map((round) => {
+    const off = runs.find((r) => r.round === round && r.mode === 'tracing-off')!;
+    const on = runs.find((r) => r.round === round && r.mode === 'tracing-on')!;
+    return perK(on) / perK(off);
+  });
   const extra = median(roundRatios) - 1;
-  const machineRatios = pairs.map(([off, on]) => machinePerK(on) / machinePerK(off));
-  const machineExtra = median(machineRatios) - 1;
-  const doc = { benchmark: 'tracing', date: new Date().toISOString(), commit: gitCommit(), machine: machine(), params, pinned, modes: a, extraInfraCpu: extra, roundRatios, extraMachineCpu: machineExtra, machineRoundRatios: machineRatios, runs };
+  const doc = { benchmark: 'tracing', date: new Date().toISOString(), commit: gitCommit(), machine: machine(), params, pinned, modes: a, extraInfraCpu: extra, roundRatios, runs };
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, 'tracing.json'), JSON.stringify(doc, null, 2) + '\n');
   const f = (x: number, d = 0) => x.toFixed(d);
@@ -199,11 +194,10 @@ function write(outDir: string, runs: Run[], params: Record<string, number>, pinn
     '# Tracing benchmark', '',
     `Commit \`${doc.commit.slice(0, 12)}\`, ${doc.date}, kernel ${doc.machine.kernel}, ${doc.machine.cores} × ${doc.machine.cpu}.`,
     `One client pod calls one HTTP server pod through the node proxy (service VIP, both legs short-circuited), ${params.rate} requests/s over ${params.concurrency} connections for ${params.seconds} s, ${params.rounds} rounds alternating off/on (the agent, the node proxy and the pods start afresh for every run and are warmed with ${params.warmSeconds} s of closed-loop load). Tracing off = the node proxy makes no spans (a caller's traceparent passes through); it still reports every request to the agent. Tracing on = 100 % sampling: the proxy notes each request's ids, times and attempts in its record and the agent writes the spans to the OTLP/JSON lines file (the embedded default). Infrastructure CPU = the node proxy + the agent, user + system, counted until 1.5 s after the load so the last records and spans are written. ${pinned ? 'The node proxy ran alone on core 1; the agent, the client and the server on core 0.' : 'Processes were not pinned to cores.'} Medians over rounds.`, '',
-    '| mode | requests | p50 µs | p99 µs | proxy CPU ms / 1000 req | agent CPU ms / 1000 req | infra CPU ms / 1000 req | machine CPU ms / 1000 req | spans exported / req | spans dropped | errors | path proven |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
-    ...MODES.map((m) => `| ${m} | ${f(a[m].requests)} | ${f(a[m].p50)} | ${f(a[m].p99)} | ${f(a[m].proxyCpuPerK * 1000)} | ${f(a[m].agentCpuPerK * 1000)} | ${f(a[m].infraCpuPerK * 1000)} | ${f(a[m].machineCpuPerK * 1000)} | ${f(a[m].spansPerRequest, 2)} | ${a[m].dropped} | ${a[m].errors} | ${a[m].pathOk ? 'yes' : 'NO'} |`), '',
+    '| mode | requests | p50 µs | p99 µs | proxy CPU ms / 1000 req | agent CPU ms / 1000 req | infra CPU ms / 1000 req | spans exported / req | spans dropped | errors | path proven |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+    ...MODES.map((m) => `| ${m} | ${f(a[m].requests)} | ${f(a[m].p50)} | ${f(a[m].p99)} | ${f(a[m].proxyCpuPerK * 1000)} | ${f(a[m].agentCpuPerK * 1000)} | ${f(a[m].infraCpuPerK * 1000)} | ${f(a[m].spansPerRequest, 2)} | ${a[m].dropped} | ${a[m].errors} | ${a[m].pathOk ? 'yes' : 'NO'} |`), '',
     `Extra infrastructure CPU with tracing at 100 %: ${f(extra * 100, 1)} % (median of the per-round on/off ratios ${roundRatios.map((r) => r.toFixed(2)).join(', ')}; target ≤ 10 %).`,
-    `Extra CPU of the whole machine (the proxy, the agent, the client and server pods, the kernel, interrupts; /proc/stat): ${f(machineExtra * 100, 1)} % (median of the per-round ratios ${machineRatios.map((r) => r.toFixed(2)).join(', ')}). This kernel has no IRQ time accounting: interrupt work is charged to whichever process it interrupts, so the per-process figures above also hold some of the others' network interrupts; the machine figure holds everything once.`,
     `Path (datapath counters): ${a['tracing-off'].redirected + a['tracing-on'].redirected} bytes redirected socket to socket, ${a['tracing-off'].passed + a['tracing-on'].passed} through the stack.`, '',
   ].join('\n');
   writeFileSync(join(outDir, 'tracing.md'), md);
