@@ -15,6 +15,10 @@ const koffi = require('koffi') as typeof import('koffi');
 type Ptr = unknown;
 
 const lib = koffi.load('libbpf.so.1');
+const SIG_BLOCK = 0;
+const SIG_SETMASK = 2;
+/** glibc's sigset_t */
+const SIGSET_BYTES = 128;
 
 const OPAQUE_OBJ = koffi.pointer('bpf_object_p', koffi.opaque('bpf_object'));
 const OPAQUE_PROG = koffi.pointer('bpf_program_p', koffi.opaque('bpf_program'));
@@ -68,6 +72,9 @@ const libc = koffi.load('libc.so.6');
 const cLibc = {
   setns: libc.func('int setns(int fd, int nstype)'),
   ifNameToIndex: libc.func('unsigned int if_nametoindex(const char *ifname)'),
+  /** the calling thread's signal mask: blocked while the verifier runs (see BpfObject.load) */
+  sigfillset: libc.func('int sigfillset(void *set)'),
+  pthreadSigmask: libc.func('int pthread_sigmask(int how, const void *set, void *oldset)'),
 };
 
 /** The index of a network interface in the calling thread's namespace; 0 when there is none of that name. */
@@ -420,9 +427,23 @@ export class BpfObject {
     const m = nonNull(`find map ${name} in ${this.path}`, c.findMap(this.#ptr, name));
     return check(`bpf_map__fd(${name})`, c.mapFd(m));
   }
-  /** Loads every program and creates every map; returns the raw result. */
+  /**
+   * Loads every program and creates every map; returns the raw result.
+   * Signals to this thread wait until the load is done: the verifier stops
+   * with EAGAIN when one is pending, and libbpf's five tries do not outlast
+   * a process signalled every few hundred microseconds (a CPU profiler's
+   * SIGPROF). Signals for the process go to its other threads meanwhile.
+   */
   load(): number {
-    return c.objectLoad(this.#ptr);
+    const all = Buffer.alloc(SIGSET_BYTES);
+    const old = Buffer.alloc(SIGSET_BYTES);
+    cLibc.sigfillset(all);
+    const masked = cLibc.pthreadSigmask(SIG_BLOCK, all, old) === 0;
+    try {
+      return c.objectLoad(this.#ptr);
+    } finally {
+      if (masked) cLibc.pthreadSigmask(SIG_SETMASK, old, null);
+    }
   }
   close(): void {
     if (this.#ptr === null) return;

@@ -240,4 +240,29 @@ if (privileged(t)) {
       'and prints the verifier log between the error and the hint');
     t.notOk(existsSync(cgroup), 'and leaves nothing behind');
   });
+
+  t.test('a process signalled many times a second (a CPU profiler at 50 µs) still loads the datapath', async (t) => {
+    // the verifier gives up with EAGAIN when a signal is pending; the profiler's SIGPROF comes every 50 µs
+    const { Session } = await import('node:inspector/promises');
+    const session = new Session();
+    session.connect();
+    await session.post('Profiler.enable');
+    await session.post('Profiler.setSamplingInterval', { interval: 50 });
+    await session.post('Profiler.start');
+    const { datapath } = await testMesh(t);
+    const dp = datapath();
+    let started: unknown;
+    try {
+      started = dp.start();
+    } catch (err) {
+      started = err;
+    } finally {
+      const { profile } = await session.post('Profiler.stop');
+      t.ok(profile.samples!.length > 100, `the profiler was sampling during the load (${profile.samples!.length} samples)`);
+      session.disconnect();
+    }
+    t.same(started, { adopted: false, otherBuild: false }, 'the programs loaded and attached');
+    t.teardown(() => dp.stop());
+    t.ok(dp.status().up && dp.status().links?.sockops?.progId, 'sockops is attached');
+  });
 }
