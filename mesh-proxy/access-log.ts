@@ -51,12 +51,13 @@ export class AccessLogFile {
 
   /** Queues one line (without its newline). */
   write(line: string): void {
-    if (this.#pendingBytes + line.length > this.#maxPending) {
+    const bytes = line.length + 1; // with its newline
+    if (this.#pendingBytes + bytes > this.#maxPending) {
       this.#stats.dropped++;
       return;
     }
     this.#lines.push(line);
-    this.#pendingBytes += line.length + 1;
+    this.#pendingBytes += bytes;
     this.#writing ??= this.#drain();
   }
 

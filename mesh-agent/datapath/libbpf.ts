@@ -15,10 +15,6 @@ const koffi = require('koffi') as typeof import('koffi');
 type Ptr = unknown;
 
 const lib = koffi.load('libbpf.so.1');
-const SIG_BLOCK = 0;
-const SIG_SETMASK = 2;
-/** glibc's sigset_t */
-const SIGSET_BYTES = 128;
 
 const OPAQUE_OBJ = koffi.pointer('bpf_object_p', koffi.opaque('bpf_object'));
 const OPAQUE_PROG = koffi.pointer('bpf_program_p', koffi.opaque('bpf_program'));
@@ -76,6 +72,10 @@ const cLibc = {
   sigfillset: libc.func('int sigfillset(void *set)'),
   pthreadSigmask: libc.func('int pthread_sigmask(int how, const void *set, void *oldset)'),
 };
+const SIG_BLOCK = 0;
+const SIG_SETMASK = 2;
+/** glibc's sigset_t */
+const SIGSET_BYTES = 128;
 
 /** The index of a network interface in the calling thread's namespace; 0 when there is none of that name. */
 export function ifIndex(name: string): number {
