@@ -51,7 +51,7 @@ import { SpanStatusCode, trace, type Span } from '@opentelemetry/api';
 import { type TelemetryOptions, telemetryOptions } from '../telemetry/telemetry-options.js';
 import { serviceNameOf, type WorkloadIdentity } from '../telemetry/workload-resource.js';
 import { Histogram } from './admin/prometheus.js';
-import { AgentTelemetry, DEFAULT_RELAY_SOCKET, type FlowFilter } from './telemetry/agent-telemetry.js';
+import { AgentTelemetry, DEFAULT_RELAY_SOCKET, type FlowFilter, type TracingState } from './telemetry/agent-telemetry.js';
 import { ADS_ACK_CHANNEL, type AdsAckEvent } from '../xds/ads-server.js';
 import diagnosticsChannel from 'node:diagnostics_channel';
 import { type FlowEventReader, type RingRecordReader, epochOffsetNs } from './datapath/flow-events.js';
@@ -225,6 +225,24 @@ interface ClusterParts {
   savedRevision?: string;
 }
 
+/** POST /tracing's body: { enabled?: boolean, sampleRatio?: number 0..1 }, checked field by field. */
+function tracingChange(body: unknown): Partial<TracingState> {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidArgumentError('POST /tracing: the body must be a JSON object, e.g. {"enabled": true, "sampleRatio": 0.1}');
+  const out: Partial<TracingState> = {};
+  for (const [k, v] of Object.entries(body)) {
+    if (k === 'enabled') {
+      if (typeof v !== 'boolean') throw new InvalidArgumentError(`POST /tracing: enabled: ${JSON.stringify(v)} is not true or false`);
+      out.enabled = v;
+    } else if (k === 'sampleRatio') {
+      if (typeof v !== 'number' || !(v >= 0 && v <= 1)) throw new InvalidArgumentError(`POST /tracing: sampleRatio: ${JSON.stringify(v)} is not a number from 0 to 1`);
+      out.sampleRatio = v;
+    } else {
+      throw new InvalidArgumentError(`POST /tracing: unknown field ${JSON.stringify(k)} (enabled, sampleRatio)`);
+    }
+  }
+  return out;
+}
+
 export class Agent {
   readonly nodeName: string;
   readonly xdsAddress: string;
@@ -303,7 +321,7 @@ export class Agent {
           proxy: new NodeProxy({
             runtime, xdsSocket: opts.xdsSocket ?? DEFAULT_XDS_SOCKET, nodeId: `${this.nodeName}~${NODE_PROXY}`,
             stateDir: join(STATE_DIR, `proxy-${runtime.prefix}`), ...(opts.proxy !== undefined && { proxy: opts.proxy }),
-            telemetrySocket: relaySocket, nodeName: this.nodeName, tracing: this.telemetry.options.enabled, sampleRatio: this.telemetry.options.sampleRatio,
+            telemetrySocket: relaySocket, nodeName: this.nodeName, tracing: 'xds', // what it traces comes with its listeners (setTracing)
           }),
           listenerPorts: new ListenerPortAllocator(), routeStatus: new Map(), lastGoodRoutes: new Map(),
         }),
@@ -338,6 +356,10 @@ export class Agent {
         '/healthz': () => ({ body: 'ok\n' }),
         '/flows': (q) => this.#flowsRoute(q),
         '/policy/check': (q) => this.#policyCheckRoute(q),
+        '/tracing': () => ({ body: this.telemetry.tracing }),
+      },
+      actions: {
+        '/tracing': (body) => ({ body: this.setTracing(tracingChange(body)) }),
       },
     });
   }
@@ -662,6 +684,7 @@ export class Agent {
       backends: (svc, port) => compiler.backendsOf(svc, port),
       lbPolicy: (svc) => (c.store.services().get(svc)?.meta.annotations[LB_ANNOTATION] === 'least-request' ? 'LEAST_REQUEST' : 'ROUND_ROBIN'),
       httpFilters: (svc, port) => authorization.get(portName(svc, port))?.filters,
+      ...(this.telemetry.tracing.enabled && { tracing: { sampleRatio: this.telemetry.tracing.sampleRatio } }),
     });
     c.authorization = authorization;
     c.routeStatus = out.routeStatus;
@@ -903,6 +926,25 @@ export class Agent {
     this.#cache.setDefaultSnapshot(snap);
     if (this.#started || prev) this.#tracePush(prev, snap);
     return snap;
+  }
+
+  /**
+   * Changes tracing at runtime (unset fields keep their value): the agent's
+   * own spans and the kernel's connection spans at once, and the node proxy's
+   * request spans through a new snapshot whose listeners carry the new HCM
+   * tracing (none when off). Lasts until the agent stops; its flags and the
+   * OTEL_* variables are the start-up value.
+   */
+  setTracing(next: Partial<TracingState>): TracingState {
+    const before = this.telemetry.tracing;
+    const now = this.telemetry.setTracing(next);
+    if (now.enabled !== before.enabled || now.sampleRatio !== before.sampleRatio) {
+      this.#log?.(`traces: ${now.enabled ? `on, sampling ${now.sampleRatio}` : 'off'} (was ${before.enabled ? `on, sampling ${before.sampleRatio}` : 'off'})`);
+      const c = this.#cluster;
+      const d = c?.loop?.desired;
+      if (c?.proxy && d) this.#publishL7(c, d);
+    }
+    return now;
   }
 
   status(): AgentStatus {

@@ -20,6 +20,7 @@ commands:
   demo       two pods exchanging traffic through the kernel path
   observe    the flows the mesh carries (connections and requests), as they happen
   traces     recent traces from the trace file, as a waterfall
+  tracing    tracing on or off and its sampling ratio, changed while the agent runs
   policy     policy check: whether a source may reach a destination, and which policy decides
 
 Every command takes --help. Needs root (or CAP_BPF + CAP_NET_ADMIN).
@@ -40,6 +41,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   observe: async () => (await import('./commands/observe-command.js')).observe,
   xds: async () => (await import('./commands/xds-commands.js')).xds,
   traces: async () => (await import('./commands/traces-command.js')).traces,
+  tracing: async () => (await import('./commands/tracing-command.js')).tracing,
   policy: async () => (await import('./commands/policy-command.js')).policy,
 };
 

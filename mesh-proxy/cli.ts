@@ -37,8 +37,13 @@ supervises it; it serves HTTP/1.1 and h2c on the listeners it is given.
                           sampled ones with what the agent writes their spans from; without it, spans
                           go to OTEL_EXPORTER_OTLP_ENDPOINT when that is set, and are not made otherwise
   --node NAME             k8s.node.name on spans (default: the host name)
-  --tracing on|off        make and export spans (default on; OTEL_SDK_DISABLED=true turns it off); off:
-                          a caller's traceparent passes through, the agent still counts every request
+  --tracing on|off|xds    which listeners trace their requests. on (default; OTEL_SDK_DISABLED=true
+                          turns it off): every listener, new traces kept at the listener's HCM
+                          tracing.random_sampling if it has one, else at --sample-ratio. xds (what
+                          the agent runs): as Envoy, only listeners whose HCM has a tracing field,
+                          at its random_sampling, so the control plane switches tracing and its ratio
+                          at runtime. off: none. An untraced request's traceparent passes through; the
+                          agent still counts every request
   --sample-ratio R        the ratio of new traces sampled, 0..1 (default: OTEL_TRACES_SAMPLER[_ARG], else 1);
                           a caller's sampling decision (traceparent) is always kept
 
@@ -68,8 +73,13 @@ async function main(): Promise<number> {
     process.stderr.write(`mesh-proxy: --access-log-max-mb: not a size above 0 MiB: ${values['access-log-max-mb']}\n`);
     return 2;
   }
+  if (values.tracing !== undefined && !['on', 'off', 'xds'].includes(values.tracing)) {
+    process.stderr.write(`mesh-proxy: --tracing ${JSON.stringify(values.tracing)}: must be on, off or xds\n`);
+    return 2;
+  }
+  const fromXds = values.tracing === 'xds';
   const tel = telemetryOptions(process.env, {
-    ...(values['sample-ratio'] !== undefined && { sampleRatio: values['sample-ratio'] }), ...(values.tracing !== undefined && { tracing: values.tracing }),
+    ...(values['sample-ratio'] !== undefined && { sampleRatio: values['sample-ratio'] }), ...(values.tracing !== undefined && !fromXds && { tracing: values.tracing }),
   });
   const socket = values['telemetry-socket'];
   // every request is counted by the agent (sampled or not), and it writes the sampled ones' spans
@@ -78,7 +88,7 @@ async function main(): Promise<number> {
   const exporter = tel.enabled && !socket && tel.target === 'otlp' ? createSpanExporter(tel) : undefined;
   const queue = exporter && new ExportQueue(exporter, { maxQueueSize: tel.maxQueueSize, maxExportBatchSize: tel.maxExportBatchSize, scheduledDelayMs: tel.scheduledDelayMs, exportTimeoutMs: tel.timeoutMs + 1000, shutdownTimeoutMs: tel.shutdownTimeoutMs });
   // with nowhere for spans to go none are made: a caller's traceparent passes through unchanged
-  const tracing = tel.enabled && (channel !== undefined || queue !== undefined) ? { sampleRatio: tel.sampleRatio } : false as const;
+  const tracing = (fromXds || tel.enabled) && (channel !== undefined || queue !== undefined) ? (fromXds ? 'xds' as const : { sampleRatio: tel.sampleRatio }) : false as const;
   const node = values.node ?? hostname();
   const resources = new Map<string, Resource>();
   const resourceOf = (ip: string): Resource => {

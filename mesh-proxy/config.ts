@@ -22,6 +22,13 @@ export interface ListenerConfig {
   routeConfig: string;
   /** the RBAC HTTP filters before the router, in order (empty: none) */
   rbac: RbacFilter[];
+  /**
+   * the HTTP connection manager's `tracing`: present, requests are traced and
+   * new traces kept at random_sampling (Envoy's default 100 %); absent, the
+   * listener is not traced (Envoy) unless the proxy was started to trace
+   * every listener (mesh-proxy --tracing on)
+   */
+  tracing?: { sampleRatio: number };
 }
 
 export interface StringMatcher {
@@ -152,7 +159,25 @@ export function listenerConfig(l: Obj): ListenerConfig {
   const rds = obj(hcm.rds, `listener ${name}: rds (inline route configurations are not supported)`);
   const port = Number(sa.port_value);
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ProxyConfigError(`listener ${name}: port ${String(sa.port_value)}`);
-  return { name, ip: String(sa.address), port, routeConfig: String(rds.route_config_name), rbac };
+  const tracing = hcm.tracing === undefined || hcm.tracing === null ? undefined : hcmTracing(hcm.tracing, `listener ${name}: tracing`);
+  return { name, ip: String(sa.address), port, routeConfig: String(rds.route_config_name), rbac, ...(tracing && { tracing }) };
+}
+
+/**
+ * envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing:
+ * random_sampling (envoy.type.v3.Percent, 0..100, default 100) is the share of
+ * new traces kept; a caller's sampled flag is followed as it is. The other
+ * samplings and a provider are refused: mesh-proxy reports to the agent only.
+ */
+function hcmTracing(v: unknown, where: string): { sampleRatio: number } {
+  const t = obj(v, where);
+  for (const k of ['client_sampling', 'overall_sampling', 'provider', 'custom_tags', 'max_path_tag_length', 'spawn_upstream_span']) {
+    if (t[k] !== undefined && t[k] !== null && !(Array.isArray(t[k]) && t[k].length === 0)) throw new ProxyConfigError(`${where}.${k}: not supported by mesh-proxy (random_sampling only)`);
+  }
+  if (t.random_sampling === undefined || t.random_sampling === null) return { sampleRatio: 1 };
+  const pct = (t.random_sampling as { value?: unknown }).value ?? 0;
+  if (typeof pct !== 'number' || !Number.isFinite(pct) || pct < 0 || pct > 100) throw new ProxyConfigError(`${where}.random_sampling.value: ${JSON.stringify(pct)} is not a percentage from 0 to 100`);
+  return { sampleRatio: pct / 100 };
 }
 
 function routeTemplate(match: Obj): string {

@@ -24,7 +24,7 @@ import { parseTraceParent } from '@opentelemetry/core';
 import { Pool } from 'undici';
 import { epochUs, type AttemptTrace, type RequestFields, type RequestTrace } from '../telemetry/request-spans.js';
 import { keepTrace, randomSpanId, randomTraceId } from '../telemetry/trace-ids.js';
-import { type ClusterConfig, type RouteEntry, pickCluster, selectRoute } from './config.js';
+import { type ClusterConfig, type ListenerConfig, type RouteEntry, pickCluster, selectRoute } from './config.js';
 import { RBAC_DENIED_BODY, RBAC_DENIED_STATUS, decide } from './rbac.js';
 import type { ProxyConfig } from './xds-client.js';
 
@@ -147,12 +147,16 @@ export interface MeshProxyOptions {
   /** every finished request (the agent's metrics and flows); default: none */
   onRequest?: (r: RequestRecord) => void;
   /**
-   * W3C trace context: requests get trace and span ids (a caller's trace
-   * continued), and the sampled ones a trace in their record; false: a
-   * caller's traceparent passes through untouched. Default: on, all new
-   * traces sampled.
+   * W3C trace context: a traced request gets trace and span ids (a caller's
+   * trace continued), and a sampled one a trace in its record; an untraced
+   * one passes a caller's traceparent through untouched. Which listeners are
+   * traced: `{ sampleRatio }` every one, new traces kept at the listener's
+   * HCM tracing.random_sampling if it has one, else at sampleRatio; 'xds'
+   * (Envoy's rule, what the agent runs) those whose HCM has a tracing field,
+   * at its random_sampling, so the control plane turns tracing on and off and
+   * changes the ratio at runtime; false: none. Default: `{ sampleRatio: 1 }`.
    */
-  tracing?: { sampleRatio: number } | false;
+  tracing?: { sampleRatio: number } | 'xds' | false;
 }
 
 export class MeshProxy {
@@ -164,7 +168,7 @@ export class MeshProxy {
   readonly #onRequest: ((r: RequestRecord) => void) | undefined;
   /** caller address → workload (see setWorkloads) */
   #workloads: ReadonlyMap<string, Workload> = new Map();
-  readonly #tracing: { sampleRatio: number } | false;
+  readonly #tracing: { sampleRatio: number } | 'xds' | false;
   readonly stats: ProxyStats = { requests: 0, responses: {}, retries: 0, timeouts: 0, noRoute: 0, noHealthyUpstream: 0, upstreamErrors: 0, active: 0, rbac: { allowed: 0, denied: 0, logged: 0 } };
   /** listener problems (a port that cannot be bound), for the admin endpoint */
   listenerErrors = new Map<string, string>();
@@ -290,6 +294,14 @@ export class MeshProxy {
     this.#pools.clear();
   }
 
+  /** The ratio of new traces a listener keeps, or undefined when its requests are not traced. */
+  #sampleRatio(l: ListenerConfig | undefined): number | undefined {
+    const t = this.#tracing;
+    if (t === false) return undefined;
+    if (t === 'xds') return l?.tracing?.sampleRatio;
+    return l?.tracing?.sampleRatio ?? t.sampleRatio;
+  }
+
   async #handle(listenerName: string, req: Req, res: Res): Promise<void> {
     const t0 = performance.now();
     this.stats.requests++;
@@ -314,13 +326,15 @@ export class MeshProxy {
     let sampled = false;
     let continued = false;
     let rt: RequestTrace | undefined;
-    if (this.#tracing) {
+    const sampleRatio = this.#sampleRatio(cfg?.listeners.get(listenerName));
+    const traced = sampleRatio !== undefined;
+    if (traced) {
       const tp = req.headers.traceparent;
       const parent = typeof tp === 'string' ? parseTraceParent(tp) : null;
       continued = parent !== null;
       traceId = parent?.traceId ?? randomTraceId();
       spanId = randomSpanId();
-      sampled = parent ? (parent.traceFlags & 1) === 1 : keepTrace(traceId, this.#tracing.sampleRatio);
+      sampled = parent ? (parent.traceFlags & 1) === 1 : keepTrace(traceId, sampleRatio);
       if (sampled && this.#onRequest) {
         const [hostName, hostPort] = splitHost(host);
         const ts = req.headers.tracestate;
@@ -431,7 +445,7 @@ export class MeshProxy {
       const headers = upstreamHeaders(req, route, host);
       // the backend's SERVER span (the parent the backend sees); a caller's tracestate passes on as it came
       let at: AttemptTrace | undefined;
-      if (this.#tracing) {
+      if (traced) {
         const serverSpanId = randomSpanId();
         headers.traceparent = `00-${traceId}-${serverSpanId}-${sampled ? '01' : '00'}`;
         if (!continued) delete headers.tracestate; // a new trace: no state of an old one

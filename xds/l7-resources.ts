@@ -43,6 +43,12 @@ export interface L7Input {
    * none when absent or empty.
    */
   httpFilters?: (service: string, port: number) => readonly HttpFilter[] | undefined;
+  /**
+   * Request tracing on every listener: its HCM's `tracing`, new traces kept at
+   * random_sampling = sampleRatio × 100 %. Absent: no tracing field, so the
+   * proxy does not trace (Envoy's rule; mesh-proxy --tracing xds).
+   */
+  tracing?: { sampleRatio: number };
 }
 
 /** An HttpConnectionManager's http_filters entry: a name and a typed_config with '@type'. */
@@ -218,6 +224,7 @@ export function l7Resources(input: L7Input): L7Output {
             '@type': HCM, stat_prefix: name, codec_type: 'AUTO',
             rds: { route_config_name: name, config_source: ADS },
             http_filters: [...(input.httpFilters?.(lp.service, lp.port) ?? []), { name: 'envoy.filters.http.router', typed_config: { '@type': ROUTER } }],
+            ...(input.tracing && { tracing: { random_sampling: { value: input.tracing.sampleRatio * 100 } } }),
           },
         }],
       }],

@@ -1,4 +1,4 @@
-/** The CLI's side of the admin API: GET over the agent's unix socket. */
+/** The CLI's side of the admin API: GET (and POST for changes) over the agent's unix socket. */
 import { request } from 'node:http';
 import { AgentNotRunningError, SockmeshError } from '../errors.js';
 
@@ -16,8 +16,18 @@ export class AdminRequestError extends SockmeshError {
 
 /** GETs path from the agent; JSON bodies are parsed. Throws AgentNotRunningError when nothing answers. */
 export function adminGet(socketPath: string, path: string, timeoutMs = 10_000): Promise<{ status: number; body: unknown; text: string }> {
+  return adminRequest(socketPath, 'GET', path, undefined, timeoutMs);
+}
+
+/** POSTs a change (body as JSON) to the agent; as adminGet otherwise. */
+export function adminPost(socketPath: string, path: string, body: unknown, timeoutMs = 10_000): Promise<{ status: number; body: unknown; text: string }> {
+  return adminRequest(socketPath, 'POST', path, JSON.stringify(body), timeoutMs);
+}
+
+function adminRequest(socketPath: string, method: 'GET' | 'POST', path: string, payload: string | undefined, timeoutMs: number): Promise<{ status: number; body: unknown; text: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path, method: 'GET', timeout: timeoutMs, agent: false }, (res) => {
+    const headers = payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
+    const req = request({ socketPath, path, method, headers, timeout: timeoutMs, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
@@ -42,6 +52,6 @@ export function adminGet(socketPath: string, path: string, timeoutMs = 10_000): 
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new AgentNotRunningError(socketPath));
       else reject(err);
     });
-    req.end();
+    req.end(payload);
   });
 }

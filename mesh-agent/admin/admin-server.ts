@@ -1,8 +1,9 @@
 /**
  * The agent's admin HTTP API: read-only GET routes served on a unix socket
  * (for the CLI; mode 0600, root only) and optionally on a TCP address (for
- * Prometheus). A route returns JSON or text; a SockmeshError thrown by a
- * route becomes a 4xx with its code, anything else a 500.
+ * Prometheus); POST actions (changes) on the unix socket only. A route
+ * returns JSON or text; a SockmeshError thrown by a route becomes a 4xx with
+ * its code, anything else a 500.
  */
 import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
@@ -35,6 +36,12 @@ export interface AdminStream {
 
 export type AdminRoute = (query: URLSearchParams) => AdminReply | Promise<AdminReply>;
 
+/** A change: the request's JSON body (undefined when empty), parsed. */
+export type AdminAction = (body: unknown) => AdminReply | Promise<AdminReply>;
+
+/** bodies of actions larger than this are refused */
+const MAX_ACTION_BYTES = 64 * 1024;
+
 export interface AdminServerOptions {
   /** Unix socket path. Required. */
   socketPath: string;
@@ -42,6 +49,8 @@ export interface AdminServerOptions {
   address?: string;
   /** path → route */
   routes: Record<string, AdminRoute>;
+  /** path → action (POST, JSON body), on the unix socket only; default none */
+  actions?: Record<string, AdminAction>;
 }
 
 /** Whether something accepts connections on the unix socket. */
@@ -57,6 +66,7 @@ export class AdminServer {
   readonly socketPath: string;
   readonly #tcp: { host: string; port: number } | undefined;
   readonly #routes: Readonly<Record<string, AdminRoute>>;
+  readonly #actions: Readonly<Record<string, AdminAction>>;
   #servers: Server[] = [];
   #tcpPort: number | undefined;
 
@@ -65,6 +75,7 @@ export class AdminServer {
     this.socketPath = opts.socketPath;
     this.#tcp = opts.address === undefined ? undefined : parseHostPort('the admin address', opts.address);
     this.#routes = Object.freeze({ ...opts.routes });
+    this.#actions = Object.freeze({ ...opts.actions });
   }
 
   /** The TCP address served, once started. */
@@ -80,12 +91,12 @@ export class AdminServer {
     }
     mkdirSync(dirname(this.socketPath), { recursive: true, mode: 0o755 });
     try {
-      const unix = this.#server();
+      const unix = this.#server(true);
       await listen(unix, () => unix.listen(this.socketPath));
       this.#servers.push(unix);
       chmodSync(this.socketPath, 0o600);
       if (this.#tcp) {
-        const tcp = this.#server();
+        const tcp = this.#server(false);
         await listen(tcp, () => tcp.listen(this.#tcp!.port, this.#tcp!.host));
         this.#servers.push(tcp);
         this.#tcpPort = (tcp.address() as AddressInfo).port;
@@ -109,29 +120,36 @@ export class AdminServer {
     if (servers.length > 0 && existsSync(this.socketPath)) unlinkSync(this.socketPath);
   }
 
-  #server(): Server {
+  #server(local: boolean): Server {
     return createServer((req, res) => {
-      this.#handle(req, res).catch((err: unknown) => {
+      this.#handle(req, res, local).catch((err: unknown) => {
         if (!res.headersSent) send(res, { status: 500, body: { error: String((err as Error)?.message ?? err) } });
         else res.destroy();
       });
     });
   }
 
-  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async #handle(req: IncomingMessage, res: ServerResponse, local: boolean): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://admin');
-    const route = this.#routes[url.pathname];
-    if (!route) {
-      send(res, { status: 404, body: { error: `no route ${url.pathname}; routes: ${Object.keys(this.#routes).sort().join(', ')}` } });
+    const route = Object.hasOwn(this.#routes, url.pathname) ? this.#routes[url.pathname] : undefined;
+    const action = Object.hasOwn(this.#actions, url.pathname) ? this.#actions[url.pathname] : undefined;
+    if (!route && !action) {
+      send(res, { status: 404, body: { error: `no route ${url.pathname}; routes: ${[...Object.keys(this.#routes), ...Object.keys(this.#actions).map((a) => `${a} (POST)`)].sort().join(', ')}` } });
       return;
     }
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.setHeader('allow', 'GET, HEAD');
-      send(res, { status: 405, body: { error: `${req.method} is not allowed; the admin API is read-only` } });
+    const allowed = [...(route !== undefined ? ['GET', 'HEAD'] : []), ...(action !== undefined ? ['POST'] : [])];
+    if (!allowed.includes(req.method ?? '')) {
+      res.setHeader('allow', allowed.join(', '));
+      send(res, { status: 405, body: { error: `${req.method} is not allowed on ${url.pathname} (${allowed.join(', ')})` } });
+      return;
+    }
+    if (req.method === 'POST' && !local) {
+      send(res, { status: 403, body: { error: `POST ${url.pathname}: changes are taken on the agent's unix socket only, not on the TCP address` } });
       return;
     }
     try {
-      send(res, await route(url.searchParams), req.method === 'HEAD');
+      if (req.method === 'POST') send(res, await action!(await jsonBody(req, url.pathname)));
+      else send(res, await route!(url.searchParams), req.method === 'HEAD');
     } catch (err) {
       if (!(err instanceof SockmeshError)) throw err;
       send(res, { status: err instanceof NotFoundError ? 404 : 400, body: { error: err.message, code: err.code, hint: err.hint } });
@@ -171,4 +189,22 @@ function send(res: ServerResponse, reply: AdminReply, headOnly = false): void {
   res.setHeader('content-type', reply.contentType ?? (text ? 'text/plain; charset=utf-8' : 'application/json'));
   res.setHeader('content-length', Buffer.byteLength(body));
   res.end(headOnly ? undefined : body);
+}
+
+/** An action's body: JSON, at most MAX_ACTION_BYTES; undefined when empty. */
+async function jsonBody(req: IncomingMessage, path: string): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > MAX_ACTION_BYTES) throw new InvalidArgumentError(`POST ${path}: the body is over ${MAX_ACTION_BYTES} bytes`);
+    chunks.push(c);
+  }
+  const text = Buffer.concat(chunks).toString('utf8').trim();
+  if (text === '') return undefined;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new InvalidArgumentError(`POST ${path}: the body is not JSON: ${(err as Error).message}`);
+  }
 }

@@ -15,7 +15,7 @@ import { context as otelContext, propagation, ROOT_CONTEXT, SpanKind, SpanStatus
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import { NodeSDK } from '@opentelemetry/sdk-node';
-import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
+import { BasicTracerProvider, type ReadableSpan, type Sampler, type Span, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { ExportQueue } from '../../telemetry/export-queue.js';
 import { finishedSpan } from '../../telemetry/finished-span.js';
 import { OtlpFileExporter } from '../../telemetry/otlp-file-exporter.js';
@@ -60,6 +60,13 @@ export interface AgentTelemetryOptions {
   recentFlows?: number;
   /** how long a closed connection waits for its peer and late request spans; default 1000 */
   flowLingerMs?: number;
+}
+
+/** Whether spans are made, and the ratio of new traces kept: the start-up options, changed at runtime by setTracing. */
+export interface TracingState {
+  enabled: boolean;
+  /** 0..1 */
+  sampleRatio: number;
 }
 
 export interface FlowFilter {
@@ -115,12 +122,17 @@ export class AgentTelemetry {
   readonly #file: OtlpFileExporter | undefined;
   /** the span of the agent's work under way (reconcile), so the xDS push it triggers is its child */
   #current: Context = ROOT_CONTEXT;
+  /** tracing now (the options at start, then setTracing) */
+  #tracing: TracingState;
+  #sampler: Sampler;
 
   constructor(opts: AgentTelemetryOptions) {
     this.#o = opts;
     this.options = opts.telemetry;
     this.relaySocket = opts.relaySocket ?? DEFAULT_RELAY_SOCKET;
     const t = opts.telemetry;
+    this.#tracing = { enabled: t.enabled, sampleRatio: t.sampleRatio };
+    this.#sampler = parentBasedSampler(t.sampleRatio);
     const exporter = createSpanExporter(t);
     this.#file = exporter instanceof OtlpFileExporter ? exporter : undefined;
     this.queue = new ExportQueue(exporter, {
@@ -129,12 +141,33 @@ export class AgentTelemetry {
     });
     this.flows = new FlowTracker({
       workloadOf: opts.workloadOf, serviceOf: opts.serviceOf, resourceOf: (w) => this.resourceOf(w),
-      emitSpan: (s) => { if (this.options.enabled) this.queue.push(s); },
+      emitSpan: (s) => { if (this.#tracing.enabled) this.queue.push(s); },
       emitFlow: (f) => this.#flow(f),
       toEpochNs: opts.toEpochNs ?? monoToEpoch(),
-      sampleRatio: t.sampleRatio,
+      sampleRatio: t.enabled ? t.sampleRatio : 0,
       ...(opts.flowLingerMs !== undefined && { lingerMs: opts.flowLingerMs }),
     });
+  }
+
+  /** Tracing now: on or off, and the ratio of new traces kept. */
+  get tracing(): TracingState {
+    return { ...this.#tracing };
+  }
+
+  /**
+   * Changes tracing at runtime: the agent's own spans, the kernel's connection
+   * spans (connections opened from now on) and the request spans written
+   * here. The node proxy's part is the agent's (Agent.setTracing pushes it
+   * the listeners' new tracing over xDS). Unset fields keep their value.
+   */
+  setTracing(next: Partial<TracingState>): TracingState {
+    if (next.sampleRatio !== undefined && !(next.sampleRatio >= 0 && next.sampleRatio <= 1)) throw new RangeError(`sample ratio ${next.sampleRatio}: must be a number from 0 to 1`);
+    const t = { ...this.#tracing, ...next };
+    if (t.enabled === this.#tracing.enabled && t.sampleRatio === this.#tracing.sampleRatio) return this.tracing;
+    if (t.sampleRatio !== this.#tracing.sampleRatio) this.#sampler = parentBasedSampler(t.sampleRatio);
+    this.#tracing = t;
+    this.flows.setSampleRatio(t.enabled ? t.sampleRatio : 0);
+    return this.tracing;
   }
 
   /** The resource of a workload's spans (the node's own for undefined). */
@@ -171,19 +204,30 @@ export class AgentTelemetry {
   }
 
   async start(): Promise<void> {
-    const t = this.options;
     const resource = resourceFromAttributes({ 'service.name': 'sockmesh-agent', 'service.namespace': 'sockmesh', 'k8s.node.name': this.#o.node });
-    const processor = t.enabled ? this.queue : { onStart() {}, onEnd() {}, forceFlush: async () => {}, shutdown: async () => {} };
+    // the agent's own spans follow tracing as it is now (setTracing): the sampler and the processor ask each time
+    const queue = this.queue;
+    const live = (): TracingState => this.#tracing;
+    const processor: SpanProcessor = {
+      onStart(span: Span, parent: Context) { if (live().enabled) queue.onStart(span, parent); },
+      onEnd(span: ReadableSpan) { if (live().enabled) queue.onEnd(span); },
+      forceFlush: () => queue.forceFlush(),
+      shutdown: () => queue.shutdown(),
+    };
+    const sampler: Sampler = {
+      shouldSample: (...args) => this.#sampler.shouldSample(...args),
+      toString: () => `sockmesh-runtime{${this.#sampler.toString()}}`,
+    };
     if (this.#o.registerGlobal) {
       this.#sdk = new NodeSDK({
-        resource, autoDetectResources: false, spanProcessors: [processor], sampler: parentBasedSampler(t.sampleRatio),
+        resource, autoDetectResources: false, spanProcessors: [processor], sampler,
         textMapPropagator: new W3CTraceContextPropagator(), instrumentations: [], metricReaders: [], logRecordProcessors: [],
       });
       this.#sdk.start();
       this.#tracer = trace.getTracer('sockmesh-agent');
     } else {
       propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-      this.#provider = new BasicTracerProvider({ resource, sampler: parentBasedSampler(t.sampleRatio), spanProcessors: [processor] });
+      this.#provider = new BasicTracerProvider({ resource, sampler, spanProcessors: [processor] });
       this.#tracer = this.#provider.getTracer('sockmesh-agent');
     }
     await this.#startRelay();
@@ -249,7 +293,7 @@ export class AgentTelemetry {
       if (r.sampled && r.traceId) {
         const link = this.flows.linkRequest({ ip: r.caller, port: r.callerPort }, { ip: r.local, port: r.localPort }, { traceId: r.traceId, spanId: r.spanId });
         if (link) this.#relay.linked++;
-        if (r.trace && this.options.enabled) {
+        if (r.trace && this.#tracing.enabled) {
           for (const o of requestSpans({ ...r, trace: r.trace }, link)) {
             const w = this.#o.workloadOf(o.owner);
             if (line) {
@@ -305,7 +349,7 @@ export class AgentTelemetry {
     for (const ev of events) {
       const { flow, event } = policyEventRecords(ev, ctx);
       this.#flow(flow);
-      if (this.options.enabled && keepTrace(randomTraceId(), this.options.sampleRatio)) this.#denialSpan(ev, flow, ctx);
+      if (this.#tracing.enabled && keepTrace(randomTraceId(), this.#tracing.sampleRatio)) this.#denialSpan(ev, flow, ctx);
       for (const s of this.security.observe(event)) {
         this.#flow({
           type: 'security', time: new Date(event.atMs).toISOString(), securityType: s.type, reason: describeSecurityEvent(s),
@@ -360,7 +404,7 @@ export class AgentTelemetry {
 
   status(): Record<string, unknown> {
     return {
-      export: describeExport(this.options), sampleRatio: this.options.sampleRatio,
+      export: describeExport({ ...this.options, enabled: this.#tracing.enabled }), tracing: this.#tracing.enabled, sampleRatio: this.#tracing.sampleRatio,
       queue: this.queue.stats(), relay: { socket: this.relaySocket, ...this.#relay, forwarded: { ...this.#forwarded } }, flows: { ...this.flows.stats },
     };
   }

@@ -164,6 +164,11 @@ export class FlowTracker {
     this.#flows.set(key, this.#newFlow(e, e.tsNs));
   }
 
+  /** The ratio of connections opened from now on that get a span (0: none). */
+  setSampleRatio(ratio: number): void {
+    this.#o.sampleRatio = ratio;
+  }
+
   /** A connection's flow, its span's ids and sampling decided now (requests riding it can link to it while it is open). */
   #newFlow(e: KernelFlowEvent, openNs: bigint): Flow {
     const traceId = randomTraceId();

@@ -2,10 +2,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { createRequire } from 'node:module';
 import { Agent } from '../../mesh-agent/agent.js';
-import { adminGet } from '../../mesh-agent/admin/admin-client.js';
+import { adminGet, adminPost } from '../../mesh-agent/admin/admin-client.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { repoRoot } from '../../mesh-agent/paths.js';
 import { runtimeName } from '../../mesh-agent/runtime/pod-supervisor.js';
 import { telemetryOptions } from '../../telemetry/telemetry-options.js';
@@ -47,29 +48,35 @@ type Family = { name: string; metrics: { labels?: Record<string, string>; value?
 const parsePrometheusTextFormat = createRequire(import.meta.url)('parse-prometheus-text-format') as (text: string) => Family[];
 const attr = (s: ReceivedSpan, k: string) => s.attributes[k];
 
+/** An agent exporting to a real OTLP receiver, its pods running and its node proxy configured. */
+async function start(t: Test) {
+  const receiver = await OtlpReceiver.start();
+  const { rt, cgroupPath, clean } = await cleanNode(PREFIX);
+  const dir = mkdtempSync(join(tmpdir(), 'sm-tel-'));
+  writeFileSync(join(dir, 'app.yaml'), MANIFESTS);
+  const agent = new Agent({
+    manifests: dir, runtimePrefix: PREFIX, datapath: { pinDir: TEST_PIN_DIR, cgroupPath }, proxy: 'mesh-proxy',
+    ...agentEndpoints(dir), nodeName: 'tel-node',
+    telemetry: telemetryOptions({ OTEL_EXPORTER_OTLP_ENDPOINT: receiver.httpUrl, OTEL_BSP_SCHEDULE_DELAY: '100' }),
+  });
+  await agent.start();
+  t.teardown(async () => {
+    await agent.stop({ removePods: true }).catch(() => undefined);
+    await clean();
+    await receiver.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await until('pods running and the proxy configured', () => {
+    const c = agent.status().cluster!;
+    return c.pods.length === 2 && c.pods.every((p) => p.phase === 'Running') && c.l7.proxy?.running
+      && agent.status().xds.proxies.some((p) => p.types.route?.ackedVersion && p.types.route.ackedVersion === p.types.route.sentVersion) && c;
+  });
+  return { receiver, rt, agent };
+}
+
 if (privileged(t)) {
   t.test('traces: per-workload request spans across the node proxy, the agent\'s spans, flows and metrics', async (t) => {
-    const receiver = await OtlpReceiver.start();
-    const { rt, cgroupPath, clean } = await cleanNode(PREFIX);
-    const dir = mkdtempSync(join(tmpdir(), 'sm-tel-'));
-    writeFileSync(join(dir, 'app.yaml'), MANIFESTS);
-    const agent = new Agent({
-      manifests: dir, runtimePrefix: PREFIX, datapath: { pinDir: TEST_PIN_DIR, cgroupPath }, proxy: 'mesh-proxy',
-      ...agentEndpoints(dir), nodeName: 'tel-node',
-      telemetry: telemetryOptions({ OTEL_EXPORTER_OTLP_ENDPOINT: receiver.httpUrl, OTEL_BSP_SCHEDULE_DELAY: '100' }),
-    });
-    await agent.start();
-    t.teardown(async () => {
-      await agent.stop({ removePods: true }).catch(() => undefined);
-      await clean();
-      await receiver.close();
-      rmSync(dir, { recursive: true, force: true });
-    });
-    await until('pods running and the proxy configured', () => {
-      const c = agent.status().cluster!;
-      return c.pods.length === 2 && c.pods.every((p) => p.phase === 'Running') && c.l7.proxy?.running
-        && agent.status().xds.proxies.some((p) => p.types.route?.ackedVersion && p.types.route.ackedVersion === p.types.route.sentVersion) && c;
-    });
+    const { receiver, rt, agent } = await start(t);
     const incoming = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
     const out = await rt.execOutput(runtimeName('shop/loadgen-7d9f-x2k'), [process.execPath, CLIENT, 'http://web/headers', '3', `traceparent=${incoming}`], { timeoutMs: 60_000 });
     const r = JSON.parse(out.toString()) as { counts: Record<string, number> };
@@ -137,5 +144,60 @@ if (privileged(t)) {
     t.ok(metrics.some((m) => m.name === 'sockmesh_reconcile_duration_seconds'), 'reconcile duration is a histogram');
     const tel = agent.status().telemetry as { queue: { exported: number; droppedQueueFull: number }; relay: { spans: number } };
     t.ok(tel.queue.exported >= 6 && tel.relay.spans >= 6, `status shows the export (${tel.queue.exported} exported, ${tel.relay.spans} relayed)`);
+  });
+
+  t.test('tracing switched at runtime (mesh-agent tracing): the node proxy through xDS, the kernel\'s and the agent\'s spans at once', async (t) => {
+    const { receiver, rt, agent } = await start(t);
+    const sock = agent.adminSocket;
+    const listenerVersion = () => agent.status().xds.proxies[0]?.types.listener;
+    /** runs `mesh-agent tracing ARGS`, then waits until the node proxy ACKed the listeners that change sent */
+    const tracing = async (args: string[]) => {
+      const sent = listenerVersion()?.sentVersion;
+      const r = await cliAsync(['tracing', '--admin-socket', sock, ...args]);
+      if (r.code === 0 && args.length > 0) await until('the node proxy took the new listeners', () => { const v = listenerVersion(); return v?.sentVersion !== sent && v?.ackedVersion === v?.sentVersion; });
+      return r;
+    };
+    const call = async (traceparent?: string) => {
+      const out = await rt.execOutput(runtimeName('shop/loadgen-7d9f-x2k'), [process.execPath, CLIENT, 'http://web/headers', '1', ...(traceparent ? [`traceparent=${traceparent}`] : [])], { timeoutMs: 60_000 });
+      const r = JSON.parse(out.toString()) as { counts: Record<string, number> };
+      return (JSON.parse(Object.keys(r.counts)[0]!.slice(4)) as Record<string, string>).traceparent;
+    };
+    const connectionSpans = () => receiver.spans().filter((x) => x.name.startsWith('TCP ') && x.resource['k8s.pod.name'] === 'loadgen-7d9f-x2k').length;
+    const pushes = () => receiver.spans().filter((x) => x.name === 'xds push').length;
+    t.same(await tracing([]), { code: 0, stdout: 'on, sampling 1\n', stderr: '' }, 'on at start, every new trace kept');
+    await until('the start-up push spans exported', () => pushes() > 0);
+
+    const pushesBefore = pushes();
+    t.same(await tracing(['off']), { code: 0, stdout: 'off, sampling 1\n', stderr: '' }, 'tracing off');
+    const connBefore = connectionSpans();
+    const off = '00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    t.equal(await call(off), off, 'off: a caller\'s traceparent reaches the backend untouched (the proxy no longer traces)');
+    t.equal(await call(), undefined, 'and none is made');
+    await sleep(1500); // the connection's span would be written a linger (1 s) after it closed
+    t.equal(receiver.spans().filter((x) => x.traceId === '1af7651916cd43dd8448eb211c80319c').length, 0, 'no request span');
+    t.equal(connectionSpans(), connBefore, 'no connection span');
+    t.equal(pushes(), pushesBefore, 'no span of the agent\'s own (the push that turned tracing off)');
+    t.match(agent.status().telemetry, { tracing: false, sampleRatio: 1, export: 'off' }, 'status says so');
+    const flows = (await adminGet(sock, '/flows?type=l7&last=2')).text.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    t.equal(flows.length, 2, 'the requests are still flows (observe, metrics)');
+
+    t.same(await tracing(['on', '--sample-ratio', '0']), { code: 0, stdout: 'on, sampling 0\n', stderr: '' }, 'on, keeping no new trace');
+    t.match(await call(), /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/, 'a new trace, unsampled: the decision travels to the backend');
+    const sampledParent = '00-2af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    await call(sampledParent);
+    await until('a caller\'s sampled trace is still kept', () => receiver.spans().filter((x) => x.traceId === '2af7651916cd43dd8448eb211c80319c').length === 2);
+
+    t.same(await tracing(['--sample-ratio', '1', '--json']), { code: 0, stdout: '{"enabled":true,"sampleRatio":1}\n', stderr: '' }, 'every new trace again');
+    const connAgain = connectionSpans();
+    const tp = await call();
+    t.match(tp, /-01$/, 'sampled');
+    await until('its spans exported', () => receiver.spans().filter((x) => x.traceId === tp!.split('-')[1]).length === 2);
+    await until('and the connection\'s span', () => connectionSpans() > connAgain, 20_000);
+
+    t.match(await tracing(['maybe']), { code: 2, stderr: /"maybe": must be on or off/ }, 'a bad state is refused');
+    t.match(await tracing(['--sample-ratio', '1.5']), { code: 2, stderr: /--sample-ratio "1.5": must be a number from 0 to 1/ }, 'so is a bad ratio');
+    t.match(await adminPost(sock, '/tracing', { enabled: 'yes' }).catch((e: unknown) => e), { status: 400, message: 'POST /tracing: enabled: "yes" is not true or false' }, 'the API names the field');
+    t.match(await adminPost(sock, '/tracing', { ratio: 1 }).catch((e: unknown) => e), { status: 400, message: /unknown field "ratio"/ });
+    t.same((await adminGet(sock, '/tracing')).body, { enabled: true, sampleRatio: 1 }, 'and nothing changed');
   });
 }

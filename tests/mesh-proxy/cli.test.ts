@@ -25,6 +25,9 @@ t.test('--help, and a bad command line', async (t) => {
   const size = spawnSync(process.execPath, [CLI, '--xds', 'unix:/nowhere', '--node-id', 'x', '--access-log-max-mb', '0'], { encoding: 'utf8' });
   t.equal(size.status, 2, 'a rotation size of 0 is refused');
   t.match(size.stderr, /--access-log-max-mb: not a size above 0 MiB: 0/);
+  const tracing = spawnSync(process.execPath, [CLI, '--xds', 'unix:/nowhere', '--node-id', 'x', '--tracing', 'sometimes'], { encoding: 'utf8' });
+  t.equal(tracing.status, 2, 'an unknown tracing mode is refused');
+  t.match(tracing.stderr, /--tracing "sometimes": must be on, off or xds/);
 });
 
 t.test('the admin endpoint: ready, config dump, stats, metrics; the access log rotated at its cap; SIGTERM drains', async (t) => {

@@ -138,6 +138,58 @@ t.test('tracing off: a caller\'s traceparent passes through untouched, and none 
   t.same(records.map((r) => [r.traceId, r.sampled, r.trace]), [['', false, undefined], ['', false, undefined]]);
 });
 
+t.test('tracing from xDS (Envoy\'s rule): a listener traces when its HCM has tracing, at its random_sampling', async (t) => {
+  const records: RequestRecord[] = [];
+  const { publish, xds } = await l7Fixture(t, { tracing: 'xds', onRequest: (r) => records.push(r) });
+  const b = await backend(t, 'b');
+  const listen = await freePort();
+  const ports = [{ service: 'shop/b', port: 80, listenerPort: listen }];
+  const backends = { 'shop/b:80': [b.port] };
+  const incoming = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+  const call = async (traceparent?: string) => {
+    await (await request(`http://127.0.0.1:${listen}/`, { ...(traceparent && { headers: { traceparent } }) })).body.text();
+    return { sent: b.seen.at(-1)!.headers.traceparent, record: records.at(-1)! };
+  };
+  await publish(ports, new Map(), backends);
+  let r = await call(incoming);
+  t.equal(r.sent, incoming, 'no tracing field: a caller\'s traceparent passes through untouched');
+  t.same([r.record.traceId, r.record.sampled, r.record.trace], ['', false, undefined], 'and the request is not traced');
+  t.equal((await call()).sent, undefined, 'none is made for a caller without one');
+
+  await publish(ports, new Map(), backends, undefined, { sampleRatio: 1 });
+  r = await call();
+  t.match(r.sent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/, 'tracing at 100 %: a new trace, sampled');
+  t.ok(r.record.sampled && r.record.trace, 'its record carries the trace');
+  r = await call(incoming);
+  t.equal(r.record.traceId, '0af7651916cd43dd8448eb211c80319c', 'a caller\'s trace is continued');
+
+  await publish(ports, new Map(), backends, undefined, { sampleRatio: 0 });
+  const fresh = await Promise.all(Array.from({ length: 20 }, () => call()));
+  t.ok(fresh.every((x) => /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/.test(String(x.sent))), 'at 0 %: new traces get ids, unsampled, and the decision travels');
+  t.equal(records.slice(-20).filter((x) => x.sampled).length, 0, 'no new trace is kept');
+  r = await call(incoming);
+  t.ok(r.record.sampled && r.record.trace, 'a caller\'s sampled flag is still followed');
+  t.equal(xds.nacks, 0, 'every configuration was taken');
+
+  await publish(ports, new Map(), backends);
+  r = await call(incoming);
+  t.equal(r.sent, incoming, 'the tracing field gone again: pass-through, at runtime, on the same listener');
+});
+
+t.test('tracing on (every listener): an HCM\'s random_sampling overrides the start-up ratio', async (t) => {
+  const records: RequestRecord[] = [];
+  const { publish } = await l7Fixture(t, { tracing: { sampleRatio: 1 }, onRequest: (r) => records.push(r) });
+  const b = await backend(t, 'b');
+  const listen = await freePort();
+  const ports = [{ service: 'shop/b', port: 80, listenerPort: listen }];
+  await publish(ports, new Map(), { 'shop/b:80': [b.port] });
+  await (await request(`http://127.0.0.1:${listen}/`)).body.text();
+  t.equal(records.at(-1)!.sampled, true, 'no tracing field: the start-up ratio (1)');
+  await publish(ports, new Map(), { 'shop/b:80': [b.port] }, undefined, { sampleRatio: 0 });
+  for (let i = 0; i < 10; i++) await (await request(`http://127.0.0.1:${listen}/`)).body.text();
+  t.same(records.slice(-10).map((x) => [x.traceId !== '', x.sampled]), Array.from({ length: 10 }, () => [true, false]), 'random_sampling 0 %: traced, none kept');
+});
+
 t.test('a route the proxy cannot run is NACKed and traffic stays on the last good config', async (t) => {
   const { publish, xds } = await l7Fixture(t);
   const v1 = await backend(t, 'v1');

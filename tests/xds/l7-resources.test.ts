@@ -86,3 +86,20 @@ t.test('a service port\'s RBAC filters go before the router, in order, and the l
   t.same(empty.resources, none.resources, 'no policies: exactly the output without the option');
   t.same(filtersOf(none.resources.listeners[0]), [{ name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } }], 'which is the router alone');
 });
+
+t.test('tracing: every listener\'s HCM carries it at the ratio in percent, and none without it; both encode strictly', async (t) => {
+  const ports = [{ service: 'shop/web', port: 80, listenerPort: 20000 }, { service: 'shop/db', port: 5432, listenerPort: 20001 }];
+  const base = { proxyIp: '198.18.255.254', ports, routes: routes(ROUTE), backends };
+  type L = { filter_chains: { filters: { typed_config: { tracing?: unknown } }[] }[] };
+  const tracingOf = (l: unknown) => (l as L).filter_chains[0]!.filters[0]!.typed_config.tracing;
+  for (const [ratio, pct] of [[1, 100], [0.1, 10], [0, 0]] as const) {
+    const snap = Snapshot.create(l7Resources({ ...base, lastGood: new Map(), tracing: { sampleRatio: ratio } }).resources);
+    for (const [name, l] of snap.resources.listener) {
+      t.same(tracingOf(l.resource), { random_sampling: { value: pct } }, `${name} at ${ratio}`);
+      const wire = tracingOf(decodeResource('envoy.config.listener.v3.Listener', l.any.value)) as { random_sampling?: { value?: number } } | undefined;
+      t.equal(wire?.random_sampling?.value ?? (wire?.random_sampling ? 0 : undefined), pct, 'on the wire too');
+    }
+  }
+  const off = Snapshot.create(l7Resources({ ...base, lastGood: new Map() }).resources);
+  t.ok([...off.resources.listener.values()].every((l) => tracingOf(l.resource) === undefined && tracingOf(decodeResource('envoy.config.listener.v3.Listener', l.any.value)) === undefined), 'no tracing option: no tracing field');
+});

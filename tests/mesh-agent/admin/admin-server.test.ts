@@ -4,7 +4,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { AdminRequestError, adminGet } from '../../../mesh-agent/admin/admin-client.js';
+import { AdminRequestError, adminGet, adminPost } from '../../../mesh-agent/admin/admin-client.js';
 import { AdminServer } from '../../../mesh-agent/admin/admin-server.js';
 import { AgentNotRunningError, InvalidArgumentError, NotFoundError } from '../../../mesh-agent/errors.js';
 
@@ -53,11 +53,57 @@ t.test('routes over the unix socket and over TCP; errors keep their code', async
   const r = await tcpGet(admin.address!, '/text');
   t.same([r.status, r.type, r.body], [200, 'text/plain; version=0.0.4; charset=utf-8', 'plain\n'], 'the same routes over TCP');
   const post = await tcpGet(admin.address!, '/status', 'POST');
-  t.equal(post.status, 405, 'the admin API is read-only');
+  t.equal(post.status, 405, 'a read-only route takes no POST');
   await admin.stop();
   t.notOk(existsSync(socketPath), 'stop removes the socket');
   const gone = await adminGet(socketPath, '/status').catch((e: unknown) => e);
   t.ok(gone instanceof AgentNotRunningError, 'then a client is told no agent runs', { got: String(gone) });
+});
+
+t.test('actions: POST with a JSON body, on the unix socket only', async (t) => {
+  const socketPath = tmpSocket(t);
+  const got: unknown[] = [];
+  let level = 1;
+  const admin = new AdminServer({
+    socketPath, address: '127.0.0.1:0',
+    routes: { '/level': () => ({ body: { level } }) },
+    actions: {
+      '/level': (body) => {
+        got.push(body);
+        const v = (body as { level?: unknown } | undefined)?.level;
+        if (typeof v !== 'number') throw new InvalidArgumentError(`level: ${JSON.stringify(v)} is not a number`);
+        level = v;
+        return { body: { level } };
+      },
+      '/only-post': () => ({ body: 'done\n' }),
+    },
+  });
+  await admin.start();
+  t.teardown(() => admin.stop());
+  t.same((await adminPost(socketPath, '/level', { level: 3 })).body, { level: 3 }, 'the action answers');
+  t.same((await adminGet(socketPath, '/level')).body, { level: 3 }, 'and the GET route sees the change');
+  t.match(await adminPost(socketPath, '/level', { level: 'x' }).catch((e: unknown) => e), { status: 400, code: 'SOCKMESH_INVALID_ARGUMENT', message: 'level: "x" is not a number' }, 'a refused change keeps its code and message');
+  t.same((await adminGet(socketPath, '/level')).body, { level: 3 }, 'and changes nothing');
+  const raw = (path: string, method: string, payload?: string) => new Promise<{ status: number; body: string; allow?: string }>((resolve, reject) => {
+    const req = request({ socketPath, path, method }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => { body += c.toString(); });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, ...(res.headers.allow !== undefined && { allow: res.headers.allow }) }));
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+  t.match(await raw('/level', 'POST', '{level'), { status: 400, body: /POST \/level: the body is not JSON/ }, 'a body that is not JSON is refused');
+  t.match(await raw('/level', 'POST', 'x'.repeat(70_000)), { status: 400, body: /the body is over 65536 bytes/ }, 'so is one too large');
+  t.equal(got.length, 2, 'neither reached the action');
+  t.match(await raw('/level', 'DELETE'), { status: 405, allow: 'GET, HEAD, POST' }, 'other methods: 405 with what is allowed');
+  t.match(await raw('/only-post', 'GET'), { status: 405, allow: 'POST' });
+  t.equal((await adminPost(socketPath, '/only-post', undefined)).body, 'done\n', 'an action with no body gets undefined');
+  t.match(await raw('/nope', 'GET'), { status: 404, body: /routes: \/level, \/level \(POST\), \/only-post \(POST\)/ }, 'the 404 lists actions too');
+  const tcp = await tcpGet(admin.address!, '/level', 'POST');
+  t.match(tcp, { status: 403, body: /changes are taken on the agent's unix socket only/ }, 'no change over TCP (Prometheus scrapes there)');
+  t.same((await adminGet(socketPath, '/level')).body, { level: 3 }, 'nothing changed');
+  t.equal((await tcpGet(admin.address!, '/toString')).status, 404, 'names of Object.prototype are no routes');
 });
 
 t.test('a stale socket is replaced; a live one means another agent runs', async (t) => {
