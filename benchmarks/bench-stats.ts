@@ -34,3 +34,23 @@ export function cpuBusyJiffies(): number {
 export function counterDelta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.keys(after).map((k) => [k, after[k]! - (before[k] ?? 0)]));
 }
+
+/**
+ * A bootstrap interval of the median: the [lo, hi] quantiles (default 5 %
+ * and 95 %, a 90 % interval) of the medians of `iterations` resamples with
+ * replacement. Seeded, so a result file's figures can be recomputed.
+ */
+export function bootstrapMedian(xs: number[], { iterations = 10_000, lo = 0.05, hi = 0.95, seed = 1 } = {}): [number, number] {
+  let state = seed >>> 0 || 1;
+  const next = () => {
+    // xorshift32
+    state ^= state << 13; state >>>= 0;
+    state ^= state >>> 17;
+    state ^= state << 5; state >>>= 0;
+    return state / 2 ** 32;
+  };
+  const medians: number[] = [];
+  for (let i = 0; i < iterations; i++) medians.push(median(xs.map(() => xs[Math.floor(next() * xs.length)]!)));
+  medians.sort((a, b) => a - b);
+  return [medians[Math.floor(lo * (iterations - 1))]!, medians[Math.ceil(hi * (iterations - 1))]!];
+}
