@@ -523,11 +523,18 @@ function listenerPort(name: string): number | undefined {
 }
 
 /** "host:port" → [host, port]; "[v6]:port" too. */
-function splitHost(h: string): [string, number | undefined] {
-  const m = /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(h);
-  if (!m) return [h, undefined];
-  return [m[1]!.replace(/^\[|\]$/g, ''), m[2] === undefined ? undefined : Number(m[2])];
+function splitHost(h: string): readonly [string, number | undefined] {
+  let r = HOSTS.get(h);
+  if (r === undefined) {
+    const m = /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(h);
+    r = m ? [m[1]!.replace(/^\[|\]$/g, ''), m[2] === undefined ? undefined : Number(m[2])] : [h, undefined];
+    if (HOSTS.size >= 1024) HOSTS.clear();
+    HOSTS.set(h, r);
+  }
+  return r;
 }
+/** splitHost's answers: a traced request's Host split without a regex (the same few hosts come again and again) */
+const HOSTS = new Map<string, readonly [string, number | undefined]>();
 
 /** A stream over the socket that first yields the bytes already read from it. */
 function replaying(socket: Socket, first: Buffer): Duplex {
