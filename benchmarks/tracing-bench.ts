@@ -53,6 +53,8 @@ interface Run {
   round: number;
   mode: Mode;
   load: Load;
+  /** requests the node proxy reported to the agent in the measured window (the load generator's 1 s warm-up included): the CPU's denominator */
+  served: number;
   proxyCpuSeconds: number;
   agentCpuSeconds: number;
   spans: { exported: number; dropped: number; relayed: number; connections: number };
@@ -149,7 +151,7 @@ async function main(): Promise<void> {
         const status = () => a.status();
         await sleep(1500); // the warm-up's (or the last run's) spans leave the queues
         const f0 = traceFileSize(traceFile);
-        const t0 = status().telemetry as { queue: { exported: number; droppedQueueFull: number; failed: number }; relay: { spans: number; forwarded: { exported: number; dropped: number; failed: number } }; flows: { spans: number } };
+        const t0 = status().telemetry as { queue: { exported: number; droppedQueueFull: number; failed: number }; relay: { requests: number; spans: number; forwarded: { exported: number; dropped: number; failed: number } }; flows: { spans: number } };
         const c0 = status().datapath.counters!;
         const p0 = procUsage([proxyPid]).cpu;
         const a0 = process.cpuUsage();
@@ -169,9 +171,9 @@ async function main(): Promise<void> {
         const f1 = traceFileSize(traceFile);
         // the file may have been renamed to .1 (its cap) in the run
         const traceFileBytes = f1 >= f0 ? f1 - f0 : f1 + traceFileSize(`${traceFile}.1`) - f0;
-        const run: Run = { round, mode, load, proxyCpuSeconds: p1 - p0, agentCpuSeconds: (a1.user + a1.system) / 1e6, spans, traceFileBytes, counters, pathOk };
+        const run: Run = { round, mode, load, served: t1.relay.requests - t0.relay.requests, proxyCpuSeconds: p1 - p0, agentCpuSeconds: (a1.user + a1.system) / 1e6, spans, traceFileBytes, counters, pathOk };
         runs.push(run);
-        process.stderr.write(`round ${round} ${mode}: ${load.requests} requests at ${rate}/s, p50 ${load.p50_us.toFixed(0)} p99 ${load.p99_us.toFixed(0)} us, ${load.errors} errors; proxy ${run.proxyCpuSeconds.toFixed(2)} + agent ${run.agentCpuSeconds.toFixed(2)} CPU s; spans exported ${spans.exported} (relayed ${spans.relayed}, connections ${spans.connections}, dropped ${spans.dropped}); redirected ${counters.bytes_redirected} B, passed ${counters.bytes_passed} B ${pathOk ? 'ok' : 'PATH WRONG'}\n`);
+        process.stderr.write(`round ${round} ${mode}: ${run.served} requests served (${load.requests} after the client's warm-up) at ${rate}/s, p50 ${load.p50_us.toFixed(0)} p99 ${load.p99_us.toFixed(0)} us, ${load.errors} errors; proxy ${run.proxyCpuSeconds.toFixed(2)} + agent ${run.agentCpuSeconds.toFixed(2)} CPU s; spans exported ${spans.exported} (relayed ${spans.relayed}, connections ${spans.connections}, dropped ${spans.dropped}); redirected ${counters.bytes_redirected} B, passed ${counters.bytes_passed} B ${pathOk ? 'ok' : 'PATH WRONG'}\n`);
         if (fresh) {
           // every run starts from fresh processes: an agent adopting the last run's node proxy (same
           // flags) or pods would compare a long-running proxy with a new one
@@ -215,13 +217,13 @@ async function switchTracing(agent: Agent, on: boolean): Promise<void> {
 }
 
 function write(outDir: string, runs: Run[], params: Record<string, number>, pinned: boolean, fresh: boolean): void {
-  const perK = (r: Run) => ((r.proxyCpuSeconds + r.agentCpuSeconds) / r.load.requests) * 1000;
+  const perK = (r: Run) => ((r.proxyCpuSeconds + r.agentCpuSeconds) / r.served) * 1000;
   const agg = (m: Mode) => {
     const rs = runs.filter((r) => r.mode === m);
     return {
-      requests: median(rs.map((r) => r.load.requests)), p50: median(rs.map((r) => r.load.p50_us)), p99: median(rs.map((r) => r.load.p99_us)),
-      proxyCpuPerK: median(rs.map((r) => (r.proxyCpuSeconds / r.load.requests) * 1000)), agentCpuPerK: median(rs.map((r) => (r.agentCpuSeconds / r.load.requests) * 1000)),
-      infraCpuPerK: median(rs.map(perK)), spansPerRequest: median(rs.map((r) => r.spans.exported / r.load.requests)),
+      requests: median(rs.map((r) => r.served)), p50: median(rs.map((r) => r.load.p50_us)), p99: median(rs.map((r) => r.load.p99_us)),
+      proxyCpuPerK: median(rs.map((r) => (r.proxyCpuSeconds / r.served) * 1000)), agentCpuPerK: median(rs.map((r) => (r.agentCpuSeconds / r.served) * 1000)),
+      infraCpuPerK: median(rs.map(perK)), spansPerRequest: median(rs.map((r) => r.spans.exported / r.served)),
       dropped: rs.reduce((x, r) => x + r.spans.dropped, 0), errors: rs.reduce((x, r) => x + r.load.errors, 0), pathOk: rs.every((r) => r.pathOk),
       redirected: rs.reduce((x, r) => x + r.counters.bytes_redirected!, 0), passed: rs.reduce((x, r) => x + r.counters.bytes_passed!, 0),
     };
@@ -234,7 +236,7 @@ function write(outDir: string, runs: Run[], params: Record<string, number>, pinn
     return perK(on) / perK(off);
   });
   const extra = median(roundRatios) - 1;
-  const summed = (m: Mode) => runs.filter((r) => r.mode === m).reduce((x, r) => x + r.proxyCpuSeconds + r.agentCpuSeconds, 0) / runs.filter((r) => r.mode === m).reduce((x, r) => x + r.load.requests, 0);
+  const summed = (m: Mode) => runs.filter((r) => r.mode === m).reduce((x, r) => x + r.proxyCpuSeconds + r.agentCpuSeconds, 0) / runs.filter((r) => r.mode === m).reduce((x, r) => x + r.served, 0);
   const summedRatio = summed('tracing-on') / summed('tracing-off');
   const interval = bootstrapMedian(roundRatios);
   const doc = { benchmark: 'tracing', date: new Date().toISOString(), commit: gitCommit(), machine: machine(), params, pinned, processes: fresh ? 'fresh each run' : 'one agent and node proxy, tracing switched at runtime', modes: a, extraInfraCpu: extra, extraInterval90: interval.map((x) => x - 1), summedRatio, roundRatios, runs };
@@ -244,8 +246,8 @@ function write(outDir: string, runs: Run[], params: Record<string, number>, pinn
   const md = [
     '# Tracing benchmark', '',
     `Commit \`${doc.commit.slice(0, 12)}\`, ${doc.date}, kernel ${doc.machine.kernel}, ${doc.machine.cores} × ${doc.machine.cpu}.`,
-    `One client pod calls one HTTP server pod through the node proxy (service VIP, both legs short-circuited), ${params.rate} requests/s over ${params.concurrency} connections for ${params.seconds} s, ${params.rounds} rounds alternating off/on (${fresh ? `the agent, the node proxy and the pods start afresh for every run and are warmed with ${params.warmSeconds} s of closed-loop load` : `one agent, node proxy and pair of pods serve every run, warmed once with ${params.warmSeconds} s of closed-loop load with tracing on and ${params.warmSeconds} s with it off; tracing is switched between runs at runtime, the node proxy following over xDS`}). Tracing off = the node proxy makes no spans (a caller's traceparent passes through); it still reports every request to the agent. Tracing on = 100 % sampling: the proxy notes each request's ids, times and attempts in its record and the agent writes the spans to the OTLP/JSON lines file (the embedded default). Infrastructure CPU = the node proxy + the agent, user + system, counted until 1.5 s after the load so the last records and spans are written. ${pinned ? 'The node proxy ran alone on core 1; the agent, the client and the server on core 0.' : 'Processes were not pinned to cores.'} Medians over rounds.`, '',
-    '| mode | requests | p50 µs | p99 µs | proxy CPU ms / 1000 req | agent CPU ms / 1000 req | infra CPU ms / 1000 req | spans exported / req | spans dropped | errors | path proven |',
+    `One client pod calls one HTTP server pod through the node proxy (service VIP, both legs short-circuited), ${params.rate} requests/s over ${params.concurrency} connections for ${params.seconds} s, ${params.rounds} rounds alternating off/on (${fresh ? `the agent, the node proxy and the pods start afresh for every run and are warmed with ${params.warmSeconds} s of closed-loop load` : `one agent, node proxy and pair of pods serve every run, warmed once with ${params.warmSeconds} s of closed-loop load with tracing on and ${params.warmSeconds} s with it off; tracing is switched between runs at runtime, the node proxy following over xDS`}). Tracing off = the node proxy makes no spans (a caller's traceparent passes through); it still reports every request to the agent. Tracing on = 100 % sampling: the proxy notes each request's ids, times and attempts in its record and the agent writes the spans to the OTLP/JSON lines file (the embedded default). Infrastructure CPU = the node proxy + the agent, user + system, counted until 1.5 s after the load so the last records and spans are written, per 1,000 requests the node proxy served in that window (the load generator's 1 s warm-up included; its latencies are not). ${pinned ? 'The node proxy ran alone on core 1; the agent, the client and the server on core 0.' : 'Processes were not pinned to cores.'} Medians over rounds.`, '',
+    '| mode | requests served | p50 µs | p99 µs | proxy CPU ms / 1000 req | agent CPU ms / 1000 req | infra CPU ms / 1000 req | spans exported / req | spans dropped | errors | path proven |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ...MODES.map((m) => `| ${m} | ${f(a[m].requests)} | ${f(a[m].p50)} | ${f(a[m].p99)} | ${f(a[m].proxyCpuPerK * 1000)} | ${f(a[m].agentCpuPerK * 1000)} | ${f(a[m].infraCpuPerK * 1000)} | ${f(a[m].spansPerRequest, 2)} | ${a[m].dropped} | ${a[m].errors} | ${a[m].pathOk ? 'yes' : 'NO'} |`), '',
     `Extra infrastructure CPU with tracing at 100 %: ${f(extra * 100, 1)} %, the median of the per-round on/off ratios (bootstrap 90 % interval ${f((interval[0] - 1) * 100, 1)} to ${f((interval[1] - 1) * 100, 1)} %; ratios ${roundRatios.map((r) => r.toFixed(2)).join(', ')}); ${f((summedRatio - 1) * 100, 1)} % from the CPU summed over all runs of each mode. Target ≤ 10 %.`,
