@@ -61,6 +61,11 @@ export class AccessLogFile {
     this.#writing ??= this.#drain();
   }
 
+  /** Opens the path again after the lines written so far (SIGUSR1: the file was rotated from outside). */
+  reopen(): Promise<void> {
+    return this.#file.reopen();
+  }
+
   /** Writes what is queued and closes the file. */
   async close(): Promise<void> {
     await this.#writing;

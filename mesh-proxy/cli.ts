@@ -29,7 +29,8 @@ supervises it; it serves HTTP/1.1 and h2c on the listeners it is given.
   --admin-address IP:PORT the same over TCP (default: none)
   --access-log DEST       stdout (default), none, or a file path: one JSON line per request
   --access-log-max-mb N   a file access log is renamed to FILE.1 (replacing the one before) when it
-                          would pass N MiB, and started again (default 64)
+                          would pass N MiB, and started again (default 64). SIGUSR1 opens the path
+                          again (after logrotate or another tool moved the file), as Envoy does
   --drain-ms N            on SIGTERM, how long requests in flight may take (default 5000)
   --workloads FILE        the agent's map of pod addresses to workloads (JSON), read again when it
                           changes: the calling pod is named in the access log and spans
@@ -180,10 +181,19 @@ async function main(): Promise<number> {
     await admin.start();
   }
   process.stderr.write(`mesh-proxy: started (pid ${process.pid}), xDS ${values.xds} as ${values['node-id']}\n`);
+  // Envoy's signal to reopen access logs (the file was moved): the next line goes to the path again
+  const reopen = () => {
+    logFile?.reopen().then(
+      () => process.stderr.write(`mesh-proxy: SIGUSR1: access log ${dest} reopened\n`),
+      (err: unknown) => process.stderr.write(`mesh-proxy: access log ${dest}: reopen: ${(err as Error).message}\n`),
+    );
+  };
+  process.on('SIGUSR1', reopen);
   const signal = await new Promise<string>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
+  process.off('SIGUSR1', reopen);
   process.stderr.write(`mesh-proxy: ${signal}: draining\n`);
   xds.stop();
   await proxy.stop(Number(values['drain-ms'] ?? 5000));

@@ -45,6 +45,11 @@ export class OtlpFileExporter implements SpanExporter {
     return this.#out.append(Array.isArray(json) ? [...json, NEWLINE] : [Buffer.from(json.buffer, json.byteOffset, json.byteLength), NEWLINE]);
   }
 
+  /** Opens the path again after what was written so far (the file was rotated from outside). */
+  reopen(): Promise<void> {
+    return this.#out.reopen();
+  }
+
   async forceFlush(): Promise<void> {
     await this.#out.flush();
   }

@@ -38,6 +38,23 @@ export class RotatingFile {
     return this.#tail;
   }
 
+  /**
+   * After the appends made so far, lets go of the file: the next append opens
+   * the path again (made anew if it is gone) and takes its size from there.
+   * For a file renamed or removed from outside (logrotate), which this writer
+   * would otherwise keep writing through its open handle.
+   */
+  reopen(): Promise<void> {
+    const p = this.#tail.then(async () => {
+      const h = this.#handle;
+      this.#handle = undefined;
+      this.#size = undefined;
+      await h?.close();
+    });
+    this.#tail = p.catch(() => undefined);
+    return p;
+  }
+
   /** Writes what is queued and closes the file; a later append opens it again. */
   async close(): Promise<void> {
     await this.#tail;

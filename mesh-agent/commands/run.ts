@@ -57,7 +57,8 @@ Traces (OpenTelemetry; the standard OTEL_* variables apply, these flags win):
   --otlp-endpoint URL     an OTLP collector (OTEL_EXPORTER_OTLP_ENDPOINT); without one, spans go
                           to the trace file as OTLP/JSON lines, shown by mesh-agent traces
   --otlp-protocol P       http/protobuf (default), http/json or grpc (OTEL_EXPORTER_OTLP_PROTOCOL)
-  --trace-file FILE       the trace file (default ${DEFAULT_TRACE_FILE})
+  --trace-file FILE       the trace file (default ${DEFAULT_TRACE_FILE}); SIGUSR1 opens it again
+                          (after logrotate or another tool moved it)
   --sample-ratio R        the ratio of new traces kept, 0..1 (default 1; OTEL_TRACES_SAMPLER=
                           parentbased_traceidratio and OTEL_TRACES_SAMPLER_ARG); a caller's
                           decision (traceparent) is kept
@@ -156,10 +157,18 @@ export async function run(argv: string[]): Promise<number> {
   const timer = setInterval(() => {
     if (intervalMs > 0) process.stdout.write(`counters ${JSON.stringify(agent.status().datapath.counters)}\n`);
   }, intervalMs > 0 ? intervalMs : 60_000);
+  const reopen = () => {
+    agent.telemetry.reopenTraceFile().then(
+      () => process.stdout.write(`mesh-agent: SIGUSR1: ${telemetry.target === 'file' ? `trace file ${telemetry.file} reopened` : 'no trace file to reopen'}\n`),
+      (err: unknown) => process.stderr.write(`mesh-agent: trace file: reopen: ${(err as Error).message}\n`),
+    );
+  };
+  process.on('SIGUSR1', reopen);
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
+  process.off('SIGUSR1', reopen);
   clearInterval(timer);
   const down = p.values['down-on-exit'] === true;
   const removePods = p.values['cleanup-on-exit'] === true;

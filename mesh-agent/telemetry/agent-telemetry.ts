@@ -149,6 +149,11 @@ export class AgentTelemetry {
     });
   }
 
+  /** Opens the trace file's path again after what was written so far (it was moved from outside); nothing without a trace file. */
+  async reopenTraceFile(): Promise<void> {
+    await this.#file?.reopen();
+  }
+
   /** Tracing now: on or off, and the ratio of new traces kept. */
   get tracing(): TracingState {
     return { ...this.#tracing };

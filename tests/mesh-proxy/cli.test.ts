@@ -1,6 +1,6 @@
 /* The mesh-proxy command: its admin endpoint and --help, against the agent's ADS server on loopback. */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -30,7 +30,7 @@ t.test('--help, and a bad command line', async (t) => {
   t.match(tracing.stderr, /--tracing "sometimes": must be on, off or xds/);
 });
 
-t.test('the admin endpoint: ready, config dump, stats, metrics; the access log rotated at its cap; SIGTERM drains', async (t) => {
+t.test('the admin endpoint: ready, config dump, stats, metrics; the access log rotated at its cap and reopened on SIGUSR1; SIGTERM drains', async (t) => {
   const cache = new SnapshotCache({ debounceMs: 1 });
   const ads = new AdsServer({ cache });
   const adsPort = await ads.start();
@@ -71,12 +71,25 @@ t.test('the admin endpoint: ready, config dump, stats, metrics; the access log r
   const metrics = (await adminGet(socket, '/metrics')).text;
   t.match(metrics, /^mesh_proxy_requests_total 6$/m, '/metrics in the Prometheus format');
   t.match(metrics, /^mesh_proxy_access_log_lines_total\{outcome="written"\} 6$/m, 'with the access log lines');
+  // logrotate moves the file away and signals: the next line goes to the path, a new file
+  let stderr = '';
+  proxy.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
+  renameSync(join(dir, 'access.log'), join(dir, 'moved.log'));
+  proxy.kill('SIGUSR1');
+  await until('the reopen', () => stderr.includes('SIGUSR1: access log'), 5000, 20);
+  t.match(stderr, /mesh-proxy: SIGUSR1: access log .*access\.log reopened/, 'SIGUSR1 reopens the access log');
+  await fetch(`http://127.0.0.1:${listen}/after`).then((r) => r.text());
+  for (const deadline = Date.now() + 5000; await written() < 7;) {
+    if (Date.now() > deadline) throw new Error('the line after the reopen was not written');
+    await new Promise((r) => setTimeout(r, 20));
+  }
   proxy.kill('SIGTERM');
   t.equal(await exited, 0, 'SIGTERM: drained and exited cleanly');
   const lines = (f: string) => readFileSync(f, 'utf8').split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { path: string }).path);
-  const current = lines(join(dir, 'access.log'));
+  t.same(lines(join(dir, 'access.log')), ['/after'], 'the path holds the line written after the reopen, alone');
+  const current = lines(join(dir, 'moved.log'));
   const previous = lines(join(dir, 'access.log.1'));
-  t.ok(statSync(join(dir, 'access.log')).size <= 524 && statSync(join(dir, 'access.log.1')).size <= 524, 'neither file passed the cap');
+  t.ok(statSync(join(dir, 'moved.log')).size <= 524 && statSync(join(dir, 'access.log.1')).size <= 524, 'neither file passed the cap');
   const kept = [...previous, ...current];
   const all = ['/', '/n1', '/n2', '/n3', '/n4', '/n5'];
   t.ok(kept.length >= 2 && kept.length < all.length, `the oldest lines went with the rotation (${kept.length} of 6 kept)`);

@@ -1,5 +1,5 @@
 /* The bounded append-only file under the trace file and the node proxy's access log. */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -63,4 +63,29 @@ t.test('a failed write rejects that append only; the file removed under it is ma
   t.equal(readFileSync(path, 'utf8'), 'two3456\n');
   await f.close();
   t.throws(() => new RotatingFile(path, 0), /rotation size must be above 0 bytes, got 0/);
+});
+
+t.test('reopen: after a file moved or removed from outside, the next append goes to the path again, in order', async (t) => {
+  const dir = tmp(t);
+  const path = join(dir, 'log');
+  const f = new RotatingFile(path, 16);
+  await f.append(line('a'));
+  renameSync(path, join(dir, 'moved'));
+  await f.append(line('b')); // the open handle still points at the moved file
+  const reopened = f.reopen();
+  const after = f.append(line('c')); // made before the reopen finished: still after it
+  await Promise.all([reopened, after]);
+  t.equal(readFileSync(join(dir, 'moved'), 'utf8'), 'a\nb\n', 'what came before the reopen stays in the moved file');
+  t.equal(readFileSync(path, 'utf8'), 'c\n', 'the path is made anew for what came after');
+  writeFileSync(path, '0123456789\n'); // replaced from outside with 11 bytes
+  await f.reopen();
+  await f.append(line('dddd')); // 11 + 5 = 16: fits
+  await f.append(line('e')); // would pass 16: rotates, counting from the new file's size
+  t.equal(readFileSync(`${path}.1`, 'utf8'), '0123456789\ndddd\n', 'the cap counts the file found at the reopen');
+  t.equal(readFileSync(path, 'utf8'), 'e\n');
+  rmSync(path);
+  await f.reopen();
+  await f.append(line('f'));
+  t.equal(readFileSync(path, 'utf8'), 'f\n', 'a removed file is made again');
+  await f.close();
 });

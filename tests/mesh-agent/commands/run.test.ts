@@ -64,6 +64,9 @@ if (privileged(t)) {
     t.ok(existsSync(adminSocket), 'the killed agent left its admin socket behind');
     const next = cliSpawn(['run', ...flags]);
     t.match(await waitForLine(next, /^mesh-agent: running/), /adopted from/, 'a new agent adopts the pins (and the stale admin socket)');
+    next.kill('SIGUSR1');
+    t.match(await waitForLine(next, /SIGUSR1/), /^mesh-agent: SIGUSR1: trace file .+ reopened$/, 'SIGUSR1 reopens the trace file (after logrotate moved it)');
+    t.equal(next.exitCode, null, 'and the agent runs on');
     next.kill('SIGTERM');
     t.match(await waitForLine(next, /SIGTERM/), /datapath stays pinned/, 'SIGTERM leaves the datapath in place');
     t.ok(existsSync(`${TEST_PIN_DIR}/link_sockops`), 'the links are still pinned');
