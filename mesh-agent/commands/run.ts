@@ -148,6 +148,18 @@ export async function run(argv: string[]): Promise<number> {
     ...(relaySocket !== undefined && { relaySocket }),
   });
   const { adopted, otherBuild } = await agent.start();
+  // before the running line: whoever waits for it may signal at once
+  const reopen = () => {
+    agent.telemetry.reopenTraceFile().then(
+      () => process.stdout.write(`mesh-agent: SIGUSR1: ${telemetry.target === 'file' ? `trace file ${telemetry.file} reopened` : 'no trace file to reopen'}\n`),
+      (err: unknown) => process.stderr.write(`mesh-agent: trace file: reopen: ${(err as Error).message}\n`),
+    );
+  };
+  process.on('SIGUSR1', reopen);
+  const signalled = new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
   const st = agent.status().agent;
   process.stdout.write(`mesh-agent: running (pid ${process.pid}), datapath ${adopted ? 'adopted from' : 'loaded and pinned in'} ${agent.pinDir}\n`);
   process.stdout.write(`mesh-agent: xDS on ${st.xdsAddress}, admin on ${st.adminSocket}${st.adminAddress ? ` and http://${st.adminAddress}` : ''}\n`);
@@ -157,17 +169,7 @@ export async function run(argv: string[]): Promise<number> {
   const timer = setInterval(() => {
     if (intervalMs > 0) process.stdout.write(`counters ${JSON.stringify(agent.status().datapath.counters)}\n`);
   }, intervalMs > 0 ? intervalMs : 60_000);
-  const reopen = () => {
-    agent.telemetry.reopenTraceFile().then(
-      () => process.stdout.write(`mesh-agent: SIGUSR1: ${telemetry.target === 'file' ? `trace file ${telemetry.file} reopened` : 'no trace file to reopen'}\n`),
-      (err: unknown) => process.stderr.write(`mesh-agent: trace file: reopen: ${(err as Error).message}\n`),
-    );
-  };
-  process.on('SIGUSR1', reopen);
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-  });
+  const signal = await signalled;
   process.off('SIGUSR1', reopen);
   clearInterval(timer);
   const down = p.values['down-on-exit'] === true;

@@ -63,6 +63,7 @@ if (privileged(t)) {
 
     t.ok(existsSync(adminSocket), 'the killed agent left its admin socket behind');
     const next = cliSpawn(['run', ...flags]);
+    t.teardown(() => { if (next.exitCode === null) next.kill('SIGKILL'); }); // a failed step below must not leave it running
     t.match(await waitForLine(next, /^mesh-agent: running/), /adopted from/, 'a new agent adopts the pins (and the stale admin socket)');
     next.kill('SIGUSR1');
     t.match(await waitForLine(next, /SIGUSR1/), /^mesh-agent: SIGUSR1: trace file .+ reopened$/, 'SIGUSR1 reopens the trace file (after logrotate moved it)');
