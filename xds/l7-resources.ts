@@ -224,7 +224,8 @@ export function l7Resources(input: L7Input): L7Output {
             '@type': HCM, stat_prefix: name, codec_type: 'AUTO',
             rds: { route_config_name: name, config_source: ADS },
             http_filters: [...(input.httpFilters?.(lp.service, lp.port) ?? []), { name: 'envoy.filters.http.router', typed_config: { '@type': ROUTER } }],
-            ...(input.tracing && { tracing: { random_sampling: { value: input.tracing.sampleRatio * 100 } } }),
+            // a percentage without float noise in the config dump (0.07 × 100 = 7.000000000000001)
+            ...(input.tracing && { tracing: { random_sampling: { value: Math.round(input.tracing.sampleRatio * 1e8) / 1e6 } } }),
           },
         }],
       }],

@@ -15,7 +15,7 @@ import { context as otelContext, propagation, ROOT_CONTEXT, SpanKind, SpanStatus
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import { NodeSDK } from '@opentelemetry/sdk-node';
-import { BasicTracerProvider, type ReadableSpan, type Sampler, type Span, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { BasicTracerProvider, SamplingDecision, type ReadableSpan, type Sampler, type Span, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { ExportQueue } from '../../telemetry/export-queue.js';
 import { finishedSpan } from '../../telemetry/finished-span.js';
 import { OtlpFileExporter } from '../../telemetry/otlp-file-exporter.js';
@@ -220,7 +220,8 @@ export class AgentTelemetry {
       shutdown: () => queue.shutdown(),
     };
     const sampler: Sampler = {
-      shouldSample: (...args) => this.#sampler.shouldSample(...args),
+      // off: no span is even recorded
+      shouldSample: (...args) => (this.#tracing.enabled ? this.#sampler.shouldSample(...args) : { decision: SamplingDecision.NOT_RECORD }),
       toString: () => `sockmesh-runtime{${this.#sampler.toString()}}`,
     };
     if (this.#o.registerGlobal) {

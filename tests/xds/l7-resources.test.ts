@@ -92,7 +92,7 @@ t.test('tracing: every listener\'s HCM carries it at the ratio in percent, and n
   const base = { proxyIp: '198.18.255.254', ports, routes: routes(ROUTE), backends };
   type L = { filter_chains: { filters: { typed_config: { tracing?: unknown } }[] }[] };
   const tracingOf = (l: unknown) => (l as L).filter_chains[0]!.filters[0]!.typed_config.tracing;
-  for (const [ratio, pct] of [[1, 100], [0.1, 10], [0, 0]] as const) {
+  for (const [ratio, pct] of [[1, 100], [0.1, 10], [0.07, 7], [0, 0]] as const) {
     const snap = Snapshot.create(l7Resources({ ...base, lastGood: new Map(), tracing: { sampleRatio: ratio } }).resources);
     for (const [name, l] of snap.resources.listener) {
       t.same(tracingOf(l.resource), { random_sampling: { value: pct } }, `${name} at ${ratio}`);
