@@ -321,7 +321,7 @@ export class Agent {
           proxy: new NodeProxy({
             runtime, xdsSocket: opts.xdsSocket ?? DEFAULT_XDS_SOCKET, nodeId: `${this.nodeName}~${NODE_PROXY}`,
             stateDir: join(STATE_DIR, `proxy-${runtime.prefix}`), ...(opts.proxy !== undefined && { proxy: opts.proxy }),
-            telemetrySocket: relaySocket, nodeName: this.nodeName, tracing: 'xds', // what it traces comes with its listeners (setTracing)
+            telemetrySocket: relaySocket, nodeName: this.nodeName,
           }),
           listenerPorts: new ListenerPortAllocator(), routeStatus: new Map(), lastGoodRoutes: new Map(),
         }),

@@ -326,7 +326,8 @@ export class MeshProxy {
     let sampled = false;
     let continued = false;
     let rt: RequestTrace | undefined;
-    const sampleRatio = this.#sampleRatio(cfg?.listeners.get(listenerName));
+    const listener = cfg?.listeners.get(listenerName);
+    const sampleRatio = this.#sampleRatio(listener);
     const traced = sampleRatio !== undefined;
     if (traced) {
       const tp = req.headers.traceparent;
@@ -376,7 +377,6 @@ export class MeshProxy {
       }
       finish(status);
     };
-    const listener = cfg?.listeners.get(listenerName);
     const table = listener ? cfg?.routes.get(listener.routeConfig) : undefined;
     if (!table) {
       this.stats.noRoute++;
@@ -523,18 +523,11 @@ function listenerPort(name: string): number | undefined {
 }
 
 /** "host:port" → [host, port]; "[v6]:port" too. */
-function splitHost(h: string): readonly [string, number | undefined] {
-  let r = HOSTS.get(h);
-  if (r === undefined) {
-    const m = /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(h);
-    r = m ? [m[1]!.replace(/^\[|\]$/g, ''), m[2] === undefined ? undefined : Number(m[2])] : [h, undefined];
-    if (HOSTS.size >= 1024) HOSTS.clear();
-    HOSTS.set(h, r);
-  }
-  return r;
+function splitHost(h: string): [string, number | undefined] {
+  const m = /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(h);
+  if (!m) return [h, undefined];
+  return [m[1]!.replace(/^\[|\]$/g, ''), m[2] === undefined ? undefined : Number(m[2])];
 }
-/** splitHost's answers: a traced request's Host split without a regex (the same few hosts come again and again) */
-const HOSTS = new Map<string, readonly [string, number | undefined]>();
 
 /** A stream over the socket that first yields the bytes already read from it. */
 function replaying(socket: Socket, first: Buffer): Duplex {

@@ -30,15 +30,6 @@ export interface NodeProxyOptions {
   telemetrySocket?: string;
   /** k8s.node.name on the proxy's spans */
   nodeName?: string;
-  /**
-   * mesh-proxy's --tracing: 'xds', listeners are traced as their HCM's tracing
-   * field says (what the agent runs: it switches tracing at runtime); false,
-   * no spans (requests are still reported to the telemetry socket); true
-   * (default), every listener
-   */
-  tracing?: boolean | 'xds';
-  /** the ratio of new traces sampled (the proxy starts most traces); default: its own (OTEL_TRACES_SAMPLER…, else 1) */
-  sampleRatio?: number;
   backoffMs?: number;
   maxBackoffMs?: number;
 }
@@ -133,7 +124,8 @@ export class NodeProxy {
     }
     return [process.execPath, this.binary, '--xds', `unix:${this.#o.xdsSocket}`, '--node-id', this.#o.nodeId, '--admin-socket', this.adminSocket, '--admin-address', '127.0.0.1:15000', '--access-log', join(this.#o.stateDir, `${NODE_PROXY}-access.log`), '--workloads', this.workloadsFile,
       ...(this.#o.telemetrySocket ? ['--telemetry-socket', this.#o.telemetrySocket] : []), ...(this.#o.nodeName ? ['--node', this.#o.nodeName] : []),
-      ...(this.#o.tracing === false ? ['--tracing', 'off'] : this.#o.tracing === 'xds' ? ['--tracing', 'xds'] : []), ...(this.#o.sampleRatio !== undefined ? ['--sample-ratio', String(this.#o.sampleRatio)] : [])];
+      // what it traces, and at which ratio, comes with its listeners (the agent's setTracing)
+      '--tracing', 'xds'];
   }
 
   /** Starts it, or adopts the one an earlier agent left running (when it runs the same binary). */

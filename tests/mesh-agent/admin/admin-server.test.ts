@@ -75,7 +75,7 @@ t.test('actions: POST with a JSON body, on the unix socket only', async (t) => {
         level = v;
         return { body: { level } };
       },
-      '/only-post': () => ({ body: 'done\n' }),
+      '/only-post': (body) => ({ body: { got: body === undefined ? 'undefined' : body } }),
     },
   });
   await admin.start();
@@ -98,7 +98,8 @@ t.test('actions: POST with a JSON body, on the unix socket only', async (t) => {
   t.equal(got.length, 2, 'neither reached the action');
   t.match(await raw('/level', 'DELETE'), { status: 405, allow: 'GET, HEAD, POST' }, 'other methods: 405 with what is allowed');
   t.match(await raw('/only-post', 'GET'), { status: 405, allow: 'POST' });
-  t.equal((await adminPost(socketPath, '/only-post', undefined)).body, 'done\n', 'an action with no body gets undefined');
+  t.same((await adminPost(socketPath, '/only-post', undefined)).body, { got: 'undefined' }, 'an action with no body gets undefined');
+  t.same((await adminPost(socketPath, '/only-post', [1])).body, { got: [1] }, 'and one with a body gets it parsed');
   t.match(await raw('/nope', 'GET'), { status: 404, body: /routes: \/level, \/level \(POST\), \/only-post \(POST\)/ }, 'the 404 lists actions too');
   const tcp = await tcpGet(admin.address!, '/level', 'POST');
   t.match(tcp, { status: 403, body: /changes are taken on the agent's unix socket only/ }, 'no change over TCP (Prometheus scrapes there)');
