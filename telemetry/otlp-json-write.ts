@@ -80,6 +80,12 @@ export class ByteWriter {
     this.#n = n;
   }
 
+  /** A string as UTF-8, as it is (JSON already). */
+  utf8(s: string): void {
+    this.#room(3 * s.length);
+    this.#n += this.#buf.write(s, this.#n);
+  }
+
   /** The bytes written, in pieces. */
   pieces(): Buffer[] {
     return this.#n > 0 ? [...this.#done, this.#buf.subarray(0, this.#n)] : [...this.#done];
@@ -226,11 +232,21 @@ export class RequestJsonWriter {
 
   /** Adds a span under its group (head: groupHead() of its resource and scope; the same string for the same group). */
   add(head: string, span: SpanData): void {
+    writeSpan(this.#next(head), span);
+  }
+
+  /** Adds a span already written as OTLP/JSON (one Span object) under its group. */
+  addJson(head: string, span: string): void {
+    this.#next(head).utf8(span);
+  }
+
+  /** The writer of a group, ready for one more span (its separator written, the span counted). */
+  #next(head: string): ByteWriter {
     let g = this.#groups.get(head);
     if (!g) this.#groups.set(head, g = new ByteWriter());
     else g.byte(0x2c);
-    writeSpan(g, span);
     this.count++;
+    return g;
   }
 
   /** The request's bytes, in pieces (none when no span was added). */

@@ -21,6 +21,7 @@ import { finishedSpan } from '../../telemetry/finished-span.js';
 import { OtlpFileExporter } from '../../telemetry/otlp-file-exporter.js';
 import { attributes, groupHead, RequestJsonWriter } from '../../telemetry/otlp-json-write.js';
 import { requestSpans } from '../../telemetry/request-spans.js';
+import { writeRequestSpans } from '../../telemetry/request-spans-json.js';
 import { decodeRecords } from '../../mesh-proxy/agent-channel.js';
 import { createSpanExporter, describeExport } from '../../telemetry/span-exporter.js';
 import type { TelemetryOptions } from '../../telemetry/telemetry-options.js';
@@ -275,6 +276,9 @@ export class AgentTelemetry {
     this.#server = server;
   }
 
+  /** The OTLP/JSON group head of the spans of the workload at an address. */
+  readonly #headOfAddress = (ip: string): string => this.#headOf(this.#o.workloadOf(ip));
+
   /** The OTLP/JSON group head of a workload's spans (its resource, the proxy's scope). */
   #headOf(w: WorkloadIdentity | undefined): string {
     if (!w) return this.#nodeHead ??= groupHead(attributes(this.resourceOf(undefined).attributes), PROXY_SCOPE);
@@ -300,14 +304,15 @@ export class AgentTelemetry {
         const link = this.flows.linkRequest({ ip: r.caller, port: r.callerPort }, { ip: r.local, port: r.localPort }, { traceId: r.traceId, spanId: r.spanId });
         if (link) this.#relay.linked++;
         if (r.trace && this.#tracing.enabled) {
-          for (const o of requestSpans({ ...r, trace: r.trace }, link)) {
-            const w = this.#o.workloadOf(o.owner);
-            if (line) {
-              line.add(this.#headOf(w), o.span);
-            } else {
-              this.queue.push(finishedSpan({ ...o.span, resource: this.resourceOf(w), scope: PROXY_SCOPE }));
+          if (line) {
+            // written straight into the line, the same bytes as the spans' (no span objects)
+            writeRequestSpans(line, { ...r, trace: r.trace }, link, this.#headOfAddress);
+            count += 1 + r.trace.attempts.length;
+          } else {
+            for (const o of requestSpans({ ...r, trace: r.trace }, link)) {
+              this.queue.push(finishedSpan({ ...o.span, resource: this.resourceOf(this.#o.workloadOf(o.owner)), scope: PROXY_SCOPE }));
+              count++;
             }
-            count++;
           }
         }
       }

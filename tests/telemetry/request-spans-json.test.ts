@@ -1,0 +1,78 @@
+import t from 'tap';
+import type { Link } from '@opentelemetry/api';
+import { attributes, groupHead, RequestJsonWriter } from '../../telemetry/otlp-json-write.js';
+import { writeRequestSpans } from '../../telemetry/request-spans-json.js';
+import { requestSpans, type AttemptTrace, type TracedRequest } from '../../telemetry/request-spans.js';
+
+const US = 1_764_000_000_000_000;
+const heads = new Map(['198.18.0.3', '198.18.0.4', '198.18.0.5', 'fd00::5'].map((ip) => [ip, groupHead(attributes({ 'service.name': `w-${ip}` }), { name: 'sockmesh.node-proxy' })]));
+const headOf = (ip: string): string => heads.get(ip) ?? groupHead(attributes({ 'service.name': 'node' }), { name: 'sockmesh.node-proxy' });
+
+const base = (): TracedRequest => ({
+  method: 'GET', path: '/a', route: '/a', status: 200, caller: '198.18.0.3', callerPort: 40000, local: '198.18.0.1', localPort: 15001,
+  traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'aaaaaaaaaaaaaaaa',
+  trace: { startUs: US, endUs: US + 800, protocol: '1.1', serverAddress: 'web.shop', serverPort: 80, retries: [], attempts: [{ spanId: '1111111111111111', startUs: US + 100, endUs: US + 700, peer: '198.18.0.4:8080', status: 200 }] },
+});
+const attempt = (o: Partial<AttemptTrace>): AttemptTrace => ({ spanId: '2222222222222222', startUs: US + 10, endUs: US + 20, peer: '198.18.0.5:8080', status: 200, ...o });
+
+/** Every shape a record takes: what the generic path (span objects, then writeSpan) writes is what the direct one writes. */
+const shapes: [string, (r: TracedRequest) => void][] = [
+  ['a plain request', () => undefined],
+  ['no route: the method is the name', (r) => { delete r.route; }],
+  ['a caller\'s trace continued, with its tracestate', (r) => { r.trace.parentSpanId = 'b7ad6b7169203331'; r.trace.traceState = 'v=1,w="2"'; }],
+  ['retries after a status and after an error', (r) => {
+    r.trace.retries = [{ timeUs: US + 300, attempt: 1, status: 503 }, { timeUs: US + 400, attempt: 2, error: 'connect ECONNREFUSED' }, { timeUs: US + 450, attempt: 3 }];
+    r.trace.attempts = [attempt({ status: 503 }), attempt({ status: 0, error: { type: 'ECONNREFUSED', message: 'connect "refused"', exception: 'Error' } }), attempt({ status: 0, error: { type: 'timeout', message: 'timeout', exception: 'AbortError' } }), ...r.trace.attempts];
+  }],
+  ['a failed request with the proxy\'s flags', (r) => { r.status = 504; r.trace.flags = 'UT'; r.trace.attempts[0]!.status = 0; }],
+  ['a 4xx with no flags', (r) => { r.status = 404; }],
+  ['denied by a policy: no backend, an event', (r) => { r.status = 403; r.deniedBy = 'shop/deny-all/rule-0'; r.trace.attempts = []; }],
+  ['denied after retries (both kinds of event)', (r) => { r.status = 403; r.deniedBy = 'none'; r.trace.retries = [{ timeUs: US + 5, attempt: 1, status: 500 }]; }],
+  ['text to escape, and UTF-8', (r) => { r.path = '/caf\u00e9/"q"\\\u0001\u2028'; r.route = '/caf\u00e9/*'; r.method = 'PÖST'; r.trace.serverAddress = 'b\u00fccher.example'; }],
+  ['an IPv6 backend and caller', (r) => { r.caller = 'fd00::3'; r.trace.attempts[0]!.peer = '[fd00::5]:8080'; }],
+  ['a 5xx from the backend', (r) => { r.status = 502; r.trace.attempts[0]!.status = 502; }],
+  ['an end before the start (a clock step): the start', (r) => { r.trace.endUs = US - 5; r.trace.attempts[0]!.endUs = US; }],
+  ['times that are fractions, and zero', (r) => { r.trace.startUs = 0; r.trace.endUs = US + 0.5; r.trace.attempts[0]!.startUs = US + 0.4999; }],
+  ['odd numbers: a port that is not an integer, a NaN port', (r) => { r.trace.serverPort = 80.5; r.trace.attempts[0]!.peer = '198.18.0.4:x'; }],
+];
+
+const links: [string, Link | undefined][] = [
+  ['no link', undefined],
+  ['the connection\'s link', { context: { traceId: 'c'.repeat(32), spanId: 'd'.repeat(16), traceFlags: 1 }, attributes: { 'sockmesh.link': 'connection' } }],
+  ['a link with values of every type', { context: { traceId: 'c'.repeat(32), spanId: 'd'.repeat(16), traceFlags: 0, isRemote: true }, attributes: { s: 'x', i: 2, d: 0.5, b: false, nan: NaN, arr: ['a', 'b'], none: undefined } }],
+];
+
+for (const [what, shape] of shapes) {
+  t.test(`${what}: the same bytes as the span objects written`, async (t) => {
+    for (const [how, link] of links) {
+      const r = base();
+      shape(r);
+      const generic = new RequestJsonWriter();
+      for (const o of requestSpans(r, link)) generic.add(headOf(o.owner), o.span);
+      const direct = new RequestJsonWriter();
+      writeRequestSpans(direct, r, link, headOf);
+      const want = Buffer.concat(generic.pieces()).toString();
+      t.equal(Buffer.concat(direct.pieces()).toString(), want, how);
+      t.equal(direct.count, generic.count, `${how}: spans counted`);
+      t.doesNotThrow(() => JSON.parse(want), `${how}: JSON`);
+    }
+  });
+}
+
+t.test('many requests into one line: grouped by owner as the span objects are, across buffer growth', async (t) => {
+  const generic = new RequestJsonWriter();
+  const direct = new RequestJsonWriter();
+  for (let i = 0; i < 300; i++) {
+    const r = base();
+    r.callerPort = 40000 + i;
+    r.path = `/item/${'x'.repeat(i % 50)}\u00e9`;
+    if (i % 3 === 0) r.trace.attempts[0]!.peer = '198.18.0.5:8080';
+    if (i % 7 === 0) shapes[3]![1](r);
+    for (const o of requestSpans(r)) generic.add(headOf(o.owner), o.span);
+    writeRequestSpans(direct, r, undefined, headOf);
+  }
+  const want = Buffer.concat(generic.pieces());
+  t.ok(want.length > 128 << 10, 'larger than one buffer');
+  t.ok(Buffer.concat(direct.pieces()).equals(want), 'the same bytes');
+  t.equal(direct.count, generic.count);
+});
