@@ -9,7 +9,8 @@ import { randomFillSync } from 'node:crypto';
 const POOL = Buffer.alloc(4096);
 let hex = '';
 let at = 0;
-const ZEROS = '0'.repeat(32);
+const ZERO_TRACE = '0'.repeat(32);
+const ZERO_SPAN = '0'.repeat(16);
 
 function randomHex(chars: number): string {
   if (at + chars > hex.length) {
@@ -19,7 +20,7 @@ function randomHex(chars: number): string {
   }
   const s = hex.slice(at, at + chars);
   at += chars;
-  return s === ZEROS.slice(0, chars) ? randomHex(chars) : s; // all zeros is the invalid id
+  return s === (chars === 32 ? ZERO_TRACE : ZERO_SPAN) ? randomHex(chars) : s; // all zeros is the invalid id
 }
 
 export function randomTraceId(): string {

@@ -20,7 +20,7 @@ import { ExportQueue } from '../../telemetry/export-queue.js';
 import { finishedSpan } from '../../telemetry/finished-span.js';
 import { OtlpFileExporter } from '../../telemetry/otlp-file-exporter.js';
 import { attributes, groupHead, RequestJsonWriter } from '../../telemetry/otlp-json-write.js';
-import { requestSpans } from '../../telemetry/request-spans.js';
+import { requestSpans, type TracedRequest } from '../../telemetry/request-spans.js';
 import { writeRequestSpans } from '../../telemetry/request-spans-json.js';
 import { decodeRecords } from '../../mesh-proxy/agent-channel.js';
 import { createSpanExporter, describeExport } from '../../telemetry/span-exporter.js';
@@ -306,7 +306,7 @@ export class AgentTelemetry {
         if (r.trace && this.#tracing.enabled) {
           if (line) {
             // written straight into the line, the same bytes as the spans' (no span objects)
-            writeRequestSpans(line, { ...r, trace: r.trace }, link, this.#headOfAddress);
+            writeRequestSpans(line, r as TracedRequest, link, this.#headOfAddress);
             count += 1 + r.trace.attempts.length;
           } else {
             for (const o of requestSpans({ ...r, trace: r.trace }, link)) {

@@ -1,7 +1,7 @@
 /* mesh-proxy against the agent's ADS server and HTTP backends on loopback (the kernel redirect is tested with real pods elsewhere). */
 import { request } from 'undici';
 import t from 'tap';
-import type { RequestRecord } from '../../mesh-proxy/proxy.js';
+import { type RequestRecord, splitHost } from '../../mesh-proxy/proxy.js';
 import { backend, freePort, l7Fixture, parseRoutes } from '../fixtures/l7.js';
 
 const split = (w1: number, w2: number) => parseRoutes(`apiVersion: gateway.networking.k8s.io/v1
@@ -122,6 +122,17 @@ spec:
   t.equal(records.at(-1)!.sampled, false, 'an unsampled caller stays unsampled');
   t.equal(records.at(-1)!.trace, undefined, 'and its record carries no trace');
   t.match(String(flaky.seen.at(-1)!.headers.traceparent), /^00-1af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-00$/, 'the decision travels');
+});
+
+t.test('a Host split into server.address and server.port', async (t) => {
+  const cases: [string, [string, number | undefined]][] = [
+    ['web.shop', ['web.shop', undefined]], ['web.shop:8080', ['web.shop', 8080]], ['198.19.0.10', ['198.19.0.10', undefined]], ['198.19.0.10:80', ['198.19.0.10', 80]],
+    ['[fd00::1]', ['fd00::1', undefined]], ['[fd00::1]:443', ['fd00::1', 443]], ['', ['', undefined]],
+    // not a host, or a host and a port: taken whole
+    ['web:', ['web:', undefined]], ['web:8x', ['web:8x', undefined]], ['fd00::1', ['fd00::1', undefined]], ['[fd00::1]x', ['[fd00::1]x', undefined]], ['[fd00::1', ['[fd00::1', undefined]],
+    ['[a]:80]', ['[a]:80]', undefined]], ['[a]:', ['[a]:', undefined]],
+  ];
+  for (const [host, want] of cases) t.same(splitHost(host), want, JSON.stringify(host));
 });
 
 t.test('tracing off: a caller\'s traceparent passes through untouched, and none is made', async (t) => {
