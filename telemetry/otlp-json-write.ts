@@ -6,7 +6,7 @@
  * times the writing itself, mostly in garbage), just bytes in chunks ready
  * for a writev.
  */
-import type { AttributeValue, Attributes, SpanStatus } from '@opentelemetry/api';
+import type { AttributeValue, Attributes, Link, SpanStatus } from '@opentelemetry/api';
 import type { SpanData } from './finished-span.js';
 
 const CHUNK = 64 << 10;
@@ -80,10 +80,21 @@ export class ByteWriter {
     this.#n = n;
   }
 
-  /** A string as UTF-8, as it is (JSON already). */
-  utf8(s: string): void {
-    this.#room(3 * s.length);
-    this.#n += this.#buf.write(s, this.#n);
+  /** A non-negative safe integer's decimal digits, as String(v) writes them, without making the string. */
+  uint(v: number): void {
+    let digits = 1;
+    for (let x = v; x >= 10; x = Math.floor(x / 10)) digits++;
+    this.#room(digits);
+    const b = this.#buf;
+    let n = this.#n + digits;
+    this.#n = n;
+    let x = v;
+    while (x >= 10) {
+      const q = Math.floor(x / 10);
+      b[--n] = 0x30 + (x - q * 10);
+      x = q;
+    }
+    b[--n] = 0x30 + x;
   }
 
   /** The bytes written, in pieces. */
@@ -119,7 +130,8 @@ const B = {
   quote: enc('"'),
 };
 
-function writeValue(w: ByteWriter, v: AttributeValue): void {
+/** An AnyValue: `{"stringValue":…}` and the like. */
+export function writeValue(w: ByteWriter, v: AttributeValue): void {
   switch (typeof v) {
     case 'string': w.raw(B.stringValue); w.string(v); w.byte(0x7d); return;
     case 'boolean': w.raw(v ? B.boolTrue : B.boolFalse); return;
@@ -202,10 +214,15 @@ export function writeSpan(w: ByteWriter, s: SpanData): void {
   for (const l of s.links ?? []) {
     if (!first) w.byte(0x2c);
     first = false;
-    w.raw(B.linkStart); writeAttributes(w, l.attributes ?? {}); w.raw(B.linkSpan); w.ascii(l.context.spanId); w.raw(B.linkTrace); w.ascii(l.context.traceId);
-    w.raw(B.linkFlags); w.ascii(String((l.context.traceFlags & 0xff) | 0x100 | (l.context.isRemote ? 0x200 : 0))); w.byte(0x7d);
+    writeLink(w, l);
   }
   w.raw(B.afterLinks); w.ascii(String(flags)); w.byte(0x7d);
+}
+
+/** One OTLP/JSON Span.Link. */
+export function writeLink(w: ByteWriter, l: Link): void {
+  w.raw(B.linkStart); writeAttributes(w, l.attributes ?? {}); w.raw(B.linkSpan); w.ascii(l.context.spanId); w.raw(B.linkTrace); w.ascii(l.context.traceId);
+  w.raw(B.linkFlags); w.ascii(String((l.context.traceFlags & 0xff) | 0x100 | (l.context.isRemote ? 0x200 : 0))); w.byte(0x7d);
 }
 
 /** One finished, sampled span as an OTLP/JSON Span (a string). */
@@ -232,16 +249,11 @@ export class RequestJsonWriter {
 
   /** Adds a span under its group (head: groupHead() of its resource and scope; the same string for the same group). */
   add(head: string, span: SpanData): void {
-    writeSpan(this.#next(head), span);
+    writeSpan(this.next(head), span);
   }
 
-  /** Adds a span already written as OTLP/JSON (one Span object) under its group. */
-  addJson(head: string, span: string): void {
-    this.#next(head).utf8(span);
-  }
-
-  /** The writer of a group, ready for one more span (its separator written, the span counted). */
-  #next(head: string): ByteWriter {
+  /** The writer of a group, ready for one more span (its separator written, the span counted): the caller writes one Span into it. */
+  next(head: string): ByteWriter {
     let g = this.#groups.get(head);
     if (!g) this.#groups.set(head, g = new ByteWriter());
     else g.byte(0x2c);

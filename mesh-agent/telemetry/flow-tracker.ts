@@ -107,6 +107,8 @@ interface Flow {
   spanId: string;
   sampled: boolean;
   links: Link[];
+  /** the link to this connection's span that the requests riding it carry (one object, made at the first) */
+  link?: Link;
   requests: number;
   close?: KernelFlowEvent;
   timer?: NodeJS.Timeout;
@@ -212,7 +214,7 @@ export class FlowTracker {
     if (!f) return undefined;
     f.requests++;
     if (f.links.length < this.#o.maxLinks) f.links.push({ context: { traceId: request.traceId, spanId: request.spanId, traceFlags: 1 }, attributes: { 'sockmesh.link': 'request' } });
-    return { context: { traceId: f.traceId, spanId: f.spanId, traceFlags: f.sampled ? 1 : 0 }, attributes: { 'sockmesh.link': 'connection' } };
+    return f.link ??= { context: { traceId: f.traceId, spanId: f.spanId, traceFlags: f.sampled ? 1 : 0 }, attributes: { 'sockmesh.link': 'connection' } };
   }
 
   #finish(key: string, f: Flow): void {

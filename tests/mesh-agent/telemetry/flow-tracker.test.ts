@@ -49,6 +49,18 @@ t.test('a short-circuited connection between two local pods: one CLIENT span for
   t.match(flows, [{ type: 'l4', path: 'kernel', service: 'shop/web', bytesSent: 1000, bytesReceived: 5000, durationMs: 50, source: { pod: 'loadgen-1' }, destination: { pod: 'web-1' } }]);
 });
 
+t.test('every request on a connection carries the one link to its span; the connection counts them and links back to the first maxLinks', async (t) => {
+  const { tr, spans } = tracker({ maxLinks: 2 });
+  tr.onEvents([ev('open', 1n, A, B, true), ev('open', 2n, B, A, false)]);
+  const got = [0, 1, 2].map((i) => tr.linkRequest(A, B, { traceId: String(i).repeat(32), spanId: String(i).repeat(16) }));
+  t.ok(got[0] && got[1] === got[0] && got[2] === got[0], 'the same link object each time');
+  tr.onEvents([ev('close', 2n, B, A, false), ev('close', 1n, A, B, true)]);
+  await settle();
+  t.equal(spans[0]!.spanContext().spanId, got[0]!.context.spanId);
+  t.equal(spans[0]!.attributes['sockmesh.requests'], 3);
+  t.same(spans[0]!.links.map((l) => l.context.spanId), ['0'.repeat(16), '1'.repeat(16)], 'links back to the first two');
+});
+
 t.test('the client closes first: it waits for the server side\'s byte count', async (t) => {
   const { tr, spans } = tracker();
   tr.onEvents([ev('open', 1n, A, B, true), ev('open', 2n, B, A, false)]);
