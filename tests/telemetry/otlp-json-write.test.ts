@@ -2,7 +2,7 @@ import t from 'tap';
 import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { finishedSpan } from '../../telemetry/finished-span.js';
-import { attributes, groupHead, RequestJsonWriter } from '../../telemetry/otlp-json-write.js';
+import { attributes, ByteWriter, groupHead, RequestJsonWriter } from '../../telemetry/otlp-json-write.js';
 import { requestSpans, type TracedRequest } from '../../telemetry/request-spans.js';
 
 type J = Record<string, unknown>;
@@ -50,4 +50,12 @@ t.test('spans grouped by their resource\'s head, in buffers that grow; attribute
     { key: 's', value: { stringValue: 'q"uote' } }, { key: 'i', value: { intValue: 3 } }, { key: 'd', value: { doubleValue: 0.25 } },
     { key: 'b', value: { boolValue: false } }, { key: 'arr', value: { arrayValue: { values: [{ intValue: 1 }, { intValue: 2 }] } } },
   ]);
+});
+
+t.test('integers written digit by digit, as String writes them', async (t) => {
+  const values = [0, 1, 9, 10, 99, 100, 8080, 65535, 1_764_000_000_000_000, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER - 1, 10 ** 15, 10 ** 15 - 1];
+  for (let i = 0; i < 2000; i++) values.push(Math.floor(Math.random() * 10 ** (1 + (i % 16))));
+  const w = new ByteWriter(8);
+  for (const v of values) { w.uint(v); w.byte(0x20); }
+  t.equal(w.toString(), values.map((v) => `${String(v)} `).join(''), `${values.length} integers, across buffer growth`);
 });
