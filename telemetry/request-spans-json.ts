@@ -14,7 +14,7 @@
  */
 import type { AttributeValue, Link } from '@opentelemetry/api';
 import { ByteWriter, type RequestJsonWriter, writeLink, writeValue } from './otlp-json-write.js';
-import type { TracedRequest } from './request-spans.js';
+import { splitPeer, type TracedRequest } from './request-spans.js';
 
 const enc = (s: string): Buffer => Buffer.from(s, 'latin1');
 /** `{"key":"k","value":{"stringValue":`, and its number form `{"key":"k","value":`. */
@@ -65,13 +65,6 @@ function ns(w: ByteWriter, us: number): void {
   } else {
     w.ascii((BigInt(r) * 1000n).toString());
   }
-}
-
-/** "ip:port" → [ip, port] (IPv4, or a bracketed IPv6 address). */
-function splitPeer(peer: string): [string, number] {
-  const i = peer.lastIndexOf(':');
-  const ip = peer.slice(0, i);
-  return [ip.charCodeAt(0) === 0x5b || ip.charCodeAt(ip.length - 1) === 0x5d ? ip.replace(/^\[|\]$/g, '') : ip, Number(peer.slice(i + 1))];
 }
 
 /** The span's fields up to its first attribute; the end is never before the start. */

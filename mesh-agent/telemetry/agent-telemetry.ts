@@ -304,12 +304,13 @@ export class AgentTelemetry {
         const link = this.flows.linkRequest({ ip: r.caller, port: r.callerPort }, { ip: r.local, port: r.localPort }, { traceId: r.traceId, spanId: r.spanId });
         if (link) this.#relay.linked++;
         if (r.trace && this.#tracing.enabled) {
+          const traced = r as TracedRequest; // it has its trace (not copied to say so)
           if (line) {
             // written straight into the line, the same bytes as the spans' (no span objects)
-            writeRequestSpans(line, r as TracedRequest, link, this.#headOfAddress);
+            writeRequestSpans(line, traced, link, this.#headOfAddress);
             count += 1 + r.trace.attempts.length;
           } else {
-            for (const o of requestSpans({ ...r, trace: r.trace }, link)) {
+            for (const o of requestSpans(traced, link)) {
               this.queue.push(finishedSpan({ ...o.span, resource: this.resourceOf(this.#o.workloadOf(o.owner)), scope: PROXY_SCOPE }));
               count++;
             }
