@@ -11,16 +11,33 @@ import type { SpanData } from './finished-span.js';
 
 const CHUNK = 64 << 10;
 const enc = (s: string): Uint8Array => Buffer.from(s, 'latin1');
+const EMPTY = Buffer.alloc(0);
 
 /** Bytes appended in chunks (never copied to grow). */
 export class ByteWriter {
   readonly #done: Buffer[] = [];
+  readonly #first: number;
+  /** empty until the first write after reset() */
   #buf: Buffer;
   #n = 0;
   #size = 0;
 
   constructor(first = 16 << 10) {
+    this.#first = first;
     this.#buf = Buffer.allocUnsafe(first);
+  }
+
+  /**
+   * Empties the writer for reuse: what pieces() gave out stays the caller's
+   * (the next write goes into a new buffer). A writer kept and reset keeps its
+   * hidden class alive, so the code optimized for it is not thrown away when
+   * the garbage collector clears the classes of objects that all died.
+   */
+  reset(): void {
+    this.#done.length = 0;
+    this.#buf = EMPTY;
+    this.#n = 0;
+    this.#size = 0;
   }
 
   /** bytes written */
@@ -32,7 +49,7 @@ export class ByteWriter {
     if (this.#n + k <= this.#buf.length) return;
     if (this.#n > 0) this.#done.push(this.#buf.subarray(0, this.#n));
     this.#size += this.#n;
-    this.#buf = Buffer.allocUnsafe(Math.max(CHUNK, k));
+    this.#buf = Buffer.allocUnsafe(Math.max(this.#size === 0 ? this.#first : CHUNK, k));
     this.#n = 0;
   }
 
@@ -236,6 +253,8 @@ const OPEN = Buffer.from('{"resourceSpans":[');
 const GROUP_END = Buffer.from(']}]}');
 const COMMA = Buffer.from(',');
 const CLOSE = Buffer.from(']}');
+/** group writers kept without a span before the idle ones are let go */
+const IDLE_GROUPS = 256;
 
 /**
  * An ExportTraceServiceRequest written span by span, grouped by resource:
@@ -243,9 +262,17 @@ const CLOSE = Buffer.from(']}');
  * groups' pieces in order, ready for a writev.
  */
 export class RequestJsonWriter {
+  /** the groups' writers, kept across take() (the node's workloads come back batch after batch) */
   readonly #groups = new Map<string, ByteWriter>();
+  /** the groups with spans in this request, in the order they came */
+  readonly #used: [string, ByteWriter][] = [];
   /** spans written */
   count = 0;
+
+  /** the group writers kept for the next requests */
+  get groups(): number {
+    return this.#groups.size;
+  }
 
   /** Adds a span under its group (head: groupHead() of its resource and scope; the same string for the same group). */
   add(head: string, span: SpanData): void {
@@ -256,6 +283,7 @@ export class RequestJsonWriter {
   next(head: string): ByteWriter {
     let g = this.#groups.get(head);
     if (!g) this.#groups.set(head, g = new ByteWriter());
+    if (g.size === 0) this.#used.push([head, g]);
     else g.byte(0x2c);
     this.count++;
     return g;
@@ -266,12 +294,29 @@ export class RequestJsonWriter {
     if (this.count === 0) return [];
     const out: Buffer[] = [OPEN];
     let first = true;
-    for (const [head, g] of this.#groups) {
+    for (const [head, g] of this.#used) {
       if (!first) out.push(COMMA);
       first = false;
       out.push(Buffer.from(head), ...g.pieces(), GROUP_END);
     }
     out.push(CLOSE);
+    return out;
+  }
+
+  /**
+   * The request's pieces (pieces()), and the writer emptied for the next
+   * request: the pieces stay the caller's. Groups that had no span this time
+   * are forgotten once more than IDLE_GROUPS are kept.
+   */
+  take(): Buffer[] {
+    const out = this.pieces();
+    const prune = this.#groups.size > IDLE_GROUPS;
+    for (const [head, g] of this.#groups) {
+      if (prune && g.size === 0) this.#groups.delete(head);
+      else g.reset();
+    }
+    this.#used.length = 0;
+    this.count = 0;
     return out;
   }
 }

@@ -59,3 +59,58 @@ t.test('integers written digit by digit, as String writes them', async (t) => {
   for (const v of values) { w.uint(v); w.byte(0x20); }
   t.equal(w.toString(), values.map((v) => `${String(v)} `).join(''), `${values.length} integers, across buffer growth`);
 });
+
+t.test('one writer, batch after batch: take() hands the pieces over and starts empty; the pieces stay as they were', async (t) => {
+  const heads = ['a', 'b', 'c'].map((n) => groupHead(attributes({ 'service.name': n }), { name: 's' }));
+  const span = (name: string, size: number) => ({ ...requestSpans(req)[0]!.span, name, attributes: { pad: 'p'.repeat(size) } });
+  const w = new RequestJsonWriter();
+  const fresh = (adds: [number, string, number][]) => {
+    const f = new RequestJsonWriter();
+    for (const [h, n, size] of adds) f.add(heads[h]!, span(n, size));
+    return Buffer.concat(f.pieces()).toString();
+  };
+  const batches: [number, string, number][][] = [
+    [[0, 'x1', 10], [1, 'x2', 70_000], [0, 'x3', 10]], // group b past its first buffer
+    [[1, 'y1', 5]], // a group without spans this time is left out
+    [[2, 'z1', 5], [0, 'z2', 20_000], [2, 'z3', 5]],
+    [],
+  ];
+  const taken: Buffer[][] = [];
+  for (const b of batches) {
+    for (const [h, n, size] of b) w.add(heads[h]!, span(n, size));
+    t.equal(w.count, b.length, 'spans counted in this batch only');
+    taken.push(w.take());
+    t.equal(w.count, 0, 'emptied');
+  }
+  batches.forEach((b, i) => {
+    t.equal(Buffer.concat(taken[i]!).toString(), b.length ? fresh(b) : '', `batch ${i + 1}: the bytes a fresh writer writes, after later batches were written`);
+  });
+  const names = (JSON.parse(Buffer.concat(taken[1]!).toString()) as { resourceSpans: { scopeSpans: { spans: { name: string }[] }[] }[] }).resourceSpans.map((g) => g.scopeSpans[0]!.spans.map((s) => s.name));
+  t.same(names, [['y1']], 'only the group with a span');
+});
+
+t.test('a kept writer lets go of groups that had no span once it holds more than 256', async (t) => {
+  const w = new RequestJsonWriter();
+  const span = requestSpans(req)[0]!.span;
+  for (let i = 0; i < 300; i++) w.add(groupHead(attributes({ 'service.name': `w${i}` }), { name: 's' }), span);
+  t.equal((JSON.parse(Buffer.concat(w.take()).toString()) as { resourceSpans: unknown[] }).resourceSpans.length, 300, '300 groups in one batch');
+  t.equal(w.groups, 300, 'all kept: each had a span');
+  const last = groupHead(attributes({ 'service.name': 'w299' }), { name: 's' });
+  w.add(last, span);
+  t.equal((JSON.parse(Buffer.concat(w.take()).toString()) as { resourceSpans: unknown[] }).resourceSpans.length, 1, 'the next batch has one');
+  t.equal(w.groups, 1, 'the 299 groups without a span in it were let go, the one with a span kept');
+  w.add(groupHead(attributes({ 'service.name': 'w0' }), { name: 's' }), span);
+  w.take();
+  t.equal(w.groups, 2, 'under the bound, idle groups are kept');
+});
+
+t.test('ByteWriter.reset: what pieces() gave out is not written over', async (t) => {
+  const w = new ByteWriter(4);
+  w.ascii('abcdef');
+  const before = w.pieces();
+  w.reset();
+  t.equal(w.size, 0);
+  w.ascii('XYZ');
+  t.equal(Buffer.concat(before).toString(), 'abcdef');
+  t.equal(w.toString(), 'XYZ');
+});
