@@ -7,7 +7,7 @@
  * blocks a request.
  */
 import { postToRelay } from '../telemetry/relay-post.js';
-import { decodeTrace, encodeTrace, type WireTrace } from '../telemetry/request-spans.js';
+import { decodeTrace, encodeTrace, isHexId, type RequestTrace, type WireTrace } from '../telemetry/request-spans.js';
 import type { RequestRecord } from './proxy.js';
 
 /**
@@ -31,16 +31,25 @@ export function decodeRecords(body: unknown): RequestRecord[] {
     // 16 or 17 elements: a proxy of an earlier build (no traces, no RBAC), adopted across an upgrade
     if (!Array.isArray(a) || a.length < 16 || a.length > 18 || typeof a[0] !== 'number' || typeof a[2] !== 'string' || typeof a[6] !== 'string') throw new Error(`records[${i}]: not a request record`);
     const w = a as WireRecord;
-    const trace = w[16] === undefined || w[16] === null ? undefined : decodeTrace(w[16], `records[${i}].trace`);
+    const trace = w[16] === undefined || w[16] === null ? undefined : recordTrace(w[16], i);
     // a traced record's ids go into the trace file as they are: they must be ids
-    if (trace && (typeof w[13] !== 'string' || !/^[0-9a-f]{32}$/.test(w[13]) || typeof w[14] !== 'string' || !/^[0-9a-f]{16}$/.test(w[14]))) throw new Error(`records[${i}]: trace and span ids: not 32 and 16 hex digits`);
+    if (trace && (typeof w[13] !== 'string' || !isHexId(w[13], 32) || typeof w[14] !== 'string' || !isHexId(w[14], 16))) throw new Error(`records[${i}]: trace and span ids: not 32 and 16 hex digits`);
+    // every field set, absent ones undefined: one hidden class for every record, kept alive by the literal
     return {
-      endMs: w[0], durationMs: w[1], method: w[2], path: w[3], ...(w[4] !== null && { route: w[4] }), status: w[5], caller: w[6], callerPort: w[7],
-      local: w[8], localPort: w[9], ...(w[10] !== null && { upstream: w[10] }), host: w[11], attempts: w[12], traceId: w[13], spanId: w[14], sampled: w[15] === 1,
-      ...(trace && { trace }),
-      ...(typeof w[17] === 'string' && { deniedBy: w[17] }),
+      endMs: w[0], durationMs: w[1], method: w[2], path: w[3], route: w[4] ?? undefined, status: w[5], caller: w[6], callerPort: w[7],
+      local: w[8], localPort: w[9], upstream: w[10] ?? undefined, host: w[11], attempts: w[12], traceId: w[13], spanId: w[14], sampled: w[15] === 1,
+      trace, deniedBy: typeof w[17] === 'string' ? w[17] : undefined,
     };
   });
+}
+
+/** A record's trace; the error names the record (its name is made only then). */
+function recordTrace(w: unknown, i: number): RequestTrace {
+  try {
+    return decodeTrace(w, 'trace');
+  } catch (err) {
+    throw new Error(`records[${i}].${(err as Error).message}`);
+  }
 }
 
 export interface AgentChannelOptions {

@@ -192,26 +192,43 @@ const isOptStr = (x: unknown): x is string | null => x === null || typeof x === 
 
 /** Throws naming the field (under `at`) that is not what a trace has. */
 export function decodeTrace(w: unknown, at: string): RequestTrace {
-  const bad = (what: string) => new Error(`${at}: ${what}`);
-  if (!Array.isArray(w) || w.length !== 10) throw bad('not a request trace');
-  const [startUs, endUs, parent, state, protocol, serverAddress, serverPort, flags, retries, attempts] = w as unknown[];
-  if (!isNum(startUs) || !isNum(endUs)) throw bad('times: not numbers');
-  if (!isOptStr(parent) || (parent !== null && !/^[0-9a-f]{16}$/.test(parent))) throw bad('parent span id: not 16 hex digits');
-  if (!isOptStr(state) || !isStr(protocol) || !isStr(serverAddress) || !isNum(serverPort) || !isOptStr(flags)) throw bad('not a request trace');
-  if (!Array.isArray(retries) || !Array.isArray(attempts)) throw bad('retries or attempts: not lists');
+  if (!Array.isArray(w) || w.length !== 10) throw traceError(at, 'not a request trace');
+  const startUs: unknown = w[0], endUs: unknown = w[1], parent: unknown = w[2], state: unknown = w[3], protocol: unknown = w[4];
+  const serverAddress: unknown = w[5], serverPort: unknown = w[6], flags: unknown = w[7], retries: unknown = w[8], attempts: unknown = w[9];
+  if (!isNum(startUs) || !isNum(endUs)) throw traceError(at, 'times: not numbers');
+  if (!isOptStr(parent) || (parent !== null && !isHexId(parent, 16))) throw traceError(at, 'parent span id: not 16 hex digits');
+  if (!isOptStr(state) || !isStr(protocol) || !isStr(serverAddress) || !isNum(serverPort) || !isOptStr(flags)) throw traceError(at, 'not a request trace');
+  if (!Array.isArray(retries) || !Array.isArray(attempts)) throw traceError(at, 'retries or attempts: not lists');
+  // every field set, absent ones undefined: one hidden class each for every trace, retry and attempt
+  const rs: RetryEvent[] = [];
+  for (let i = 0; i < retries.length; i++) {
+    const e: unknown = retries[i];
+    if (!Array.isArray(e) || e.length !== 4 || !isNum(e[0]) || !isNum(e[1]) || !(e[2] === null || isNum(e[2])) || !isOptStr(e[3])) throw traceError(at, `retries[${i}]: not a retry`);
+    rs.push({ timeUs: e[0], attempt: e[1], status: e[2] ?? undefined, error: e[3] ?? undefined });
+  }
+  const as: AttemptTrace[] = [];
+  for (let i = 0; i < attempts.length; i++) {
+    const a: unknown = attempts[i];
+    if (!Array.isArray(a) || a.length !== 8 || !isStr(a[0]) || !isHexId(a[0], 16) || !isNum(a[1]) || !isNum(a[2]) || !isStr(a[3]) || !/:\d+$/.test(a[3]) || !isNum(a[4])
+      || !isOptStr(a[5]) || !isOptStr(a[6]) || !isOptStr(a[7])) throw traceError(at, `attempts[${i}]: not an attempt`);
+    const type = a[5] as string | null;
+    as.push({ spanId: a[0], startUs: a[1], endUs: a[2], peer: a[3], status: a[4], error: type !== null ? { type, message: a[6] ?? '', exception: a[7] ?? 'Error' } : undefined });
+  }
   return {
-    startUs, endUs, ...(parent !== null && { parentSpanId: parent }), ...(state !== null && { traceState: state }), protocol, serverAddress, serverPort,
-    ...(flags !== null && { flags }),
-    retries: retries.map((e: unknown, i) => {
-      if (!Array.isArray(e) || e.length !== 4 || !isNum(e[0]) || !isNum(e[1]) || !(e[2] === null || isNum(e[2])) || !isOptStr(e[3])) throw bad(`retries[${i}]: not a retry`);
-      const [timeUs, attempt, status, error] = e as WireRetry;
-      return { timeUs, attempt, ...(status !== null && { status }), ...(error !== null && { error }) };
-    }),
-    attempts: attempts.map((a: unknown, i) => {
-      if (!Array.isArray(a) || a.length !== 8 || !isStr(a[0]) || !/^[0-9a-f]{16}$/.test(a[0]) || !isNum(a[1]) || !isNum(a[2]) || !isStr(a[3]) || !/:\d+$/.test(a[3]) || !isNum(a[4])
-        || !isOptStr(a[5]) || !isOptStr(a[6]) || !isOptStr(a[7])) throw bad(`attempts[${i}]: not an attempt`);
-      const [spanId, s, e, peer, status, type, message, exception] = a as WireAttempt;
-      return { spanId, startUs: s, endUs: e, peer, status, ...(type !== null && { error: { type, message: message ?? '', exception: exception ?? 'Error' } }) };
-    }),
+    startUs, endUs, parentSpanId: parent ?? undefined, traceState: state ?? undefined, protocol, serverAddress, serverPort, flags: flags ?? undefined, retries: rs, attempts: as,
   };
+}
+
+function traceError(at: string, what: string): Error {
+  return new Error(`${at}: ${what}`);
+}
+
+/** Whether s is n lowercase hex digits (a trace or span id as the wire carries it). */
+export function isHexId(s: string, n: number): boolean {
+  if (s.length !== n) return false;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
+  }
+  return true;
 }

@@ -23,6 +23,7 @@ import { attributes, groupHead, RequestJsonWriter } from '../../telemetry/otlp-j
 import { requestSpans, type TracedRequest } from '../../telemetry/request-spans.js';
 import { writeRequestSpans } from '../../telemetry/request-spans-json.js';
 import { decodeRecords } from '../../mesh-proxy/agent-channel.js';
+import type { RequestRecord } from '../../mesh-proxy/proxy.js';
 import { createSpanExporter, describeExport } from '../../telemetry/span-exporter.js';
 import type { TelemetryOptions } from '../../telemetry/telemetry-options.js';
 import { parentBasedSampler, workloadResource, type WorkloadIdentity } from '../../telemetry/workload-resource.js';
@@ -121,6 +122,8 @@ export class AgentTelemetry {
   readonly #forwarded = { exported: 0, dropped: 0, failed: 0, pendingBytes: 0 };
   /** the trace file, when it is the target */
   readonly #file: OtlpFileExporter | undefined;
+  /** the trace file's request spans, batch after batch (one writer, emptied by take()); undefined when the exporter is not the file */
+  readonly #line: RequestJsonWriter | undefined;
   /** the span of the agent's work under way (reconcile), so the xDS push it triggers is its child */
   #current: Context = ROOT_CONTEXT;
   /** tracing now (the options at start, then setTracing) */
@@ -136,6 +139,7 @@ export class AgentTelemetry {
     this.#sampler = parentBasedSampler(t.sampleRatio);
     const exporter = createSpanExporter(t);
     this.#file = exporter instanceof OtlpFileExporter ? exporter : undefined;
+    this.#line = t.target === 'file' && this.#file ? new RequestJsonWriter() : undefined;
     this.queue = new ExportQueue(exporter, {
       maxQueueSize: t.maxQueueSize, maxExportBatchSize: t.maxExportBatchSize, scheduledDelayMs: t.scheduledDelayMs,
       exportTimeoutMs: t.timeoutMs + 2000, shutdownTimeoutMs: t.shutdownTimeoutMs,
@@ -295,10 +299,26 @@ export class AgentTelemetry {
    * for the exporter.
    */
   #requests(body: Buffer): void {
-    const toFile = this.options.target === 'file' && this.#file !== undefined;
-    const line = toFile ? new RequestJsonWriter() : undefined;
+    const line = this.#line;
+    const records = decodeRecords(JSON.parse(body.toString('utf8')));
     let count = 0;
-    for (const r of decodeRecords(JSON.parse(body.toString('utf8')))) {
+    try {
+      count = this.#each(records, line);
+    } catch (err) {
+      line?.take(); // the spans written before the failure are dropped with the refused batch
+      throw err;
+    }
+    this.#relay.spans += count;
+    if (line && line.count > 0) {
+      const n = line.count;
+      this.#forward(line.take(), n);
+    }
+  }
+
+  /** The records' flows and spans (the spans written into line, or queued for the exporter); the spans made. */
+  #each(records: RequestRecord[], line: RequestJsonWriter | undefined): number {
+    let count = 0;
+    for (const r of records) {
       this.#relay.requests++;
       if (r.sampled && r.traceId) {
         const link = this.flows.linkRequest({ ip: r.caller, port: r.callerPort }, { ip: r.local, port: r.localPort }, { traceId: r.traceId, spanId: r.spanId });
@@ -317,21 +337,25 @@ export class AgentTelemetry {
           }
         }
       }
-      const [backendIp, backendPort] = r.upstream ? [r.upstream.slice(0, r.upstream.lastIndexOf(':')), r.upstream.slice(r.upstream.lastIndexOf(':') + 1)] : ['', ''];
-      const src = this.#o.workloadOf(r.caller);
-      const dst = backendIp ? this.#o.workloadOf(backendIp) : undefined;
-      this.#flow({
-        type: 'l7', time: new Date(r.endMs).toISOString(),
-        source: { address: `${r.caller}:${r.callerPort}`, ...(src && { namespace: src.namespace, pod: src.pod, service: src.serviceName }) },
-        destination: { address: backendIp ? `${backendIp}:${backendPort}` : '', ...(dst && { namespace: dst.namespace, pod: dst.pod, service: dst.serviceName }) },
-        service: r.host.replace(/:\d+$/, ''),
-        verdict: r.deniedBy !== undefined ? 'denied' : r.status >= 500 || r.status === 0 ? 'error' : 'forwarded', ...(r.deniedBy !== undefined && { policy: r.deniedBy }), path: 'proxy', durationMs: r.durationMs,
-        method: r.method, urlPath: r.path, ...(r.route !== undefined && { route: r.route }), ...(r.status > 0 && { status: r.status }),
-        ...(r.traceId && { traceId: r.traceId, spanId: r.spanId }),
-      });
+      this.#l7Flow(r);
     }
-    this.#relay.spans += count;
-    if (line && line.count > 0) this.#forward(line.pieces(), line.count);
+    return count;
+  }
+
+  /** A request's flow (metrics, observe). */
+  #l7Flow(r: RequestRecord): void {
+    const up = r.upstream; // "ip:port" of the last backend tried
+    const src = this.#o.workloadOf(r.caller);
+    const dst = up ? this.#o.workloadOf(up.slice(0, up.lastIndexOf(':'))) : undefined;
+    this.#flow({
+      type: 'l7', time: new Date(r.endMs).toISOString(),
+      source: { address: `${r.caller}:${r.callerPort}`, ...(src && { namespace: src.namespace, pod: src.pod, service: src.serviceName }) },
+      destination: { address: up || '', ...(dst && { namespace: dst.namespace, pod: dst.pod, service: dst.serviceName }) },
+      service: r.host.replace(/:\d+$/, ''),
+      verdict: r.deniedBy !== undefined ? 'denied' : r.status >= 500 || r.status === 0 ? 'error' : 'forwarded', ...(r.deniedBy !== undefined && { policy: r.deniedBy }), path: 'proxy', durationMs: r.durationMs,
+      method: r.method, urlPath: r.path, ...(r.route !== undefined && { route: r.route }), ...(r.status > 0 && { status: r.status }),
+      ...(r.traceId && { traceId: r.traceId, spanId: r.spanId }),
+    });
   }
 
   /** Appends a batch to the trace file in order; bounded by bytes waiting (drops counted). */
