@@ -341,11 +341,10 @@ export class MeshProxy {
       if (sampled && this.#onRequest) {
         const [hostName, hostPort] = splitHost(host);
         const ts = req.headers.tracestate;
-        // every field set from the start (absent ones undefined): one hidden class, kept by the literal
         rt = {
-          startUs: epochUs(), endUs: 0, parentSpanId: parent?.spanId, traceState: parent && typeof ts === 'string' && ts !== '' ? ts : undefined,
+          startUs: epochUs(), endUs: 0, ...(parent && { parentSpanId: parent.spanId }), ...(parent && typeof ts === 'string' && ts !== '' && { traceState: ts }),
           protocol: req.httpVersion === '2.0' ? '2' : req.httpVersion, serverAddress: hostName, serverPort: hostPort ?? servicePort ?? local ?? 80,
-          flags: undefined, retries: [], attempts: [],
+          retries: [], attempts: [],
         };
       }
       log.traceId = traceId;
@@ -363,9 +362,10 @@ export class MeshProxy {
       }
       this.#accessLog?.(log);
       this.#onRequest?.({
-        endMs: Date.now(), durationMs: log.durationMs, method: log.method, path, route: log.route !== undefined ? routeTemplate : undefined, status,
+        endMs: Date.now(), durationMs: log.durationMs, method: log.method, path, ...(log.route !== undefined && { route: routeTemplate }), status,
         caller: callerIp, callerPort: req.socket?.remotePort ?? 0, local: (req.socket?.localAddress ?? '').replace(/^::ffff:/, ''), localPort: local ?? 0,
-        upstream: log.upstream, host, attempts: log.attempts, traceId, spanId, sampled, trace: rt, deniedBy,
+        ...(log.upstream !== undefined && { upstream: log.upstream }), host, attempts: log.attempts, traceId, spanId, sampled, ...(rt && { trace: rt }),
+        ...(deniedBy !== undefined && { deniedBy }),
       });
     };
     const reply = (status: number, body: string, flag: string) => {
@@ -451,7 +451,7 @@ export class MeshProxy {
         const serverSpanId = randomSpanId();
         headers.traceparent = `00-${traceId}-${serverSpanId}-${sampled ? '01' : '00'}`;
         if (!continued) delete headers.tracestate; // a new trace: no state of an old one
-        if (rt) rt.attempts.push(at = { spanId: serverSpanId, startUs: epochUs(), endUs: 0, peer: ep.key, status: 0, error: undefined });
+        if (rt) rt.attempts.push(at = { spanId: serverSpanId, startUs: epochUs(), endUs: 0, peer: ep.key, status: 0 });
       }
       const ac = Number.isFinite(tryMs) ? new AbortController() : undefined;
       const timer = ac ? setTimeout(() => ac.abort(new Error('timeout')), tryMs) : undefined;
@@ -466,7 +466,7 @@ export class MeshProxy {
           ep.active--;
           if (timer) clearTimeout(timer);
           this.stats.retries++;
-          rt?.retries.push({ timeUs: epochUs(), attempt, status: r.statusCode, error: undefined });
+          rt?.retries.push({ timeUs: epochUs(), attempt, status: r.statusCode });
           await backoff(route, attempt, deadline);
           continue;
         }
@@ -504,7 +504,7 @@ export class MeshProxy {
         this.stats.upstreamErrors++;
         if (attempt < maxTries && (timedOut ? route.retry!.on.size > 0 : retryOnError(route)) && Date.now() < deadline) {
           this.stats.retries++;
-          rt?.retries.push({ timeUs: epochUs(), attempt, status: undefined, error: timedOut ? 'timeout' : (err as Error).message });
+          rt?.retries.push({ timeUs: epochUs(), attempt, error: timedOut ? 'timeout' : (err as Error).message });
           await backoff(route, attempt, deadline);
           continue;
         }
