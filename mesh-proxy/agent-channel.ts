@@ -7,7 +7,8 @@
  * blocks a request.
  */
 import { postToRelay } from '../telemetry/relay-post.js';
-import { decodeTrace, encodeTrace, isHexId, type RequestTrace, type WireTrace } from '../telemetry/request-spans.js';
+import { decodeTrace, encodeTrace, type RequestTrace, type WireTrace } from '../telemetry/request-spans.js';
+import { isHexId } from '../telemetry/trace-ids.js';
 import type { RequestRecord } from './proxy.js';
 
 /**

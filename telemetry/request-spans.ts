@@ -12,6 +12,7 @@
  */
 import { SpanKind, SpanStatusCode, type Attributes, type Link } from '@opentelemetry/api';
 import type { SpanData } from './finished-span.js';
+import { isHexId } from './trace-ids.js';
 
 /** One try at a backend: the backend's SERVER span. */
 export interface AttemptTrace {
@@ -221,14 +222,4 @@ export function decodeTrace(w: unknown, at: string): RequestTrace {
 
 function traceError(at: string, what: string): Error {
   return new Error(`${at}: ${what}`);
-}
-
-/** Whether s is n lowercase hex digits (a trace or span id as the wire carries it). */
-export function isHexId(s: string, n: number): boolean {
-  if (s.length !== n) return false;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
-  }
-  return true;
 }

@@ -37,3 +37,13 @@ export function keepTrace(traceId: string, ratio: number): boolean {
   if (ratio <= 0) return false;
   return parseInt(traceId.slice(-8), 16) / 0x1_0000_0000 < ratio;
 }
+
+/** Whether s is n lowercase hex digits (a trace or span id as the wire carries it). */
+export function isHexId(s: string, n: number): boolean {
+  if (s.length !== n) return false;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
+  }
+  return true;
+}

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { keepTrace, randomSpanId, randomTraceId } from '../../telemetry/trace-ids.js';
+import { isHexId, keepTrace, randomSpanId, randomTraceId } from '../../telemetry/trace-ids.js';
 
 t.test('ids: lower-case hex of 32 and 16 digits, never all zeros, distinct across many pools', async (t) => {
   const traces = new Set<string>();
@@ -31,4 +31,12 @@ t.test('keepTrace: the ratio of new traces kept, decided by the id (the same id,
   let kept = 0;
   for (let i = 0; i < 20_000; i++) if (keepTrace(randomTraceId(), 0.25)) kept++;
   t.ok(kept > 4_600 && kept < 5_400, `about a quarter of 20,000 kept at 0.25 (${kept})`);
+});
+
+t.test('isHexId: n lowercase hex digits, nothing else', async (t) => {
+  t.ok(isHexId('0123456789abcdef', 16), 'every digit');
+  t.ok(isHexId(randomTraceId(), 32) && isHexId(randomSpanId(), 16), 'the ids made here');
+  for (const c of ['F', 'A', 'g', '/', ':', '`', ' ', 'é']) t.notOk(isHexId(`012345678abcdef${c}`, 16), `${JSON.stringify(c)} refused`);
+  t.notOk(isHexId('0123456789abcde', 16), 'one digit short');
+  t.notOk(isHexId('0123456789abcdef0', 16), 'one digit over');
 });
