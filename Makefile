@@ -89,6 +89,7 @@ build: deps bpf helpers $(TS_STAMP)
 
 $(TS_STAMP): $(shell find mesh-agent mesh-proxy xds telemetry policies benchmarks -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json node_modules/.package-lock.json
 	npx tsc -p tsconfig.build.json
+	@chmod +x dist/mesh-agent/cli.js dist/mesh-proxy/cli.js  # runnable as they are: their first line names node and its flags
 	@touch $@
 
 typecheck: npm

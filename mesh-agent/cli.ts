@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=128
 /** mesh-agent: sockmesh's per-node agent and its admin commands. */
 import { InvalidArgumentError } from './errors.js';
 import { reportError } from './commands/args.js';
