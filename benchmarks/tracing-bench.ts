@@ -12,14 +12,15 @@
  * 1,000 requests. The datapath counters prove the path; the export queue's
  * counts prove the spans went out.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { availableParallelism, constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Agent } from '../mesh-agent/agent.js';
 import { findCgroup2 } from '../mesh-agent/datapath/host-checks.js';
+import { AGENT_NODE_FLAGS, missingAgentFlags } from '../mesh-agent/node-flags.js';
 import { Datapath } from '../mesh-agent/datapath/datapath.js';
 import { helperBinary, repoRoot } from '../mesh-agent/paths.js';
 import { NodeRuntime } from '../mesh-agent/runtime/node-runtime.js';
@@ -28,7 +29,7 @@ import { telemetryOptions } from '../telemetry/telemetry-options.js';
 import { gitCommit, machine } from './bench-meta.js';
 import { bootstrapMedian, median, procUsage } from './bench-stats.js';
 
-const HELP = `usage: node dist/benchmarks/tracing-bench.js [--rounds N] [--seconds S] [--warm S] [--only tracing-off|tracing-on] [--sample-ratio R] [--rate R] [--concurrency C] [--fresh] [--pin] [--out DIR]
+const HELP = `usage: node dist/benchmarks/tracing-bench.js [--rounds N] [--seconds S] [--warm S] [--only tracing-off|tracing-on] [--sample-ratio R] [--rate R] [--concurrency C] [--fresh] [--pin] [--node-defaults] [--out DIR]
 
 Writes tracing.json and tracing.md to --out (default benchmarks/results). Needs root.
 By default one agent and node proxy serve every run (warmed once with --warm S of closed-loop
@@ -39,6 +40,9 @@ run, each warmed with --warm S (what a new node pays in its first seconds).
 --pin: the node proxy alone on core 1, everything else (the agent, the client, the server) on
 core 0. Not the default: the agent's extra work with tracing on then slows the server and client
 it shares a core with, and the proxy's CPU per request moves with them.
+The agent runs in this process, with the V8 flags the mesh-agent command gives node
+(${AGENT_NODE_FLAGS.join(' ')}): started without them, the benchmark starts node again with
+them. --node-defaults: the agent with node's default heap settings instead.
 Takes about rounds x 2 x (seconds + 4) seconds, or rounds x 2 x (seconds + warm + 10) with --fresh.
 `;
 
@@ -57,6 +61,8 @@ interface Run {
   served: number;
   proxyCpuSeconds: number;
   agentCpuSeconds: number;
+  /** the agent's (this process's) resident memory at the end of the window, MB */
+  agentRssMB: number;
   spans: { exported: number; dropped: number; relayed: number; connections: number };
   traceFileBytes: number;
   counters: Record<string, number>;
@@ -88,10 +94,15 @@ spec: { containers: [{ name: app, command: [sleep, infinity] }] }
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: {
     rounds: { type: 'string' }, seconds: { type: 'string' }, pin: { type: 'boolean' }, fresh: { type: 'boolean' }, warm: { type: 'string' }, only: { type: 'string' }, 'sample-ratio': { type: 'string' }, rate: { type: 'string' }, concurrency: { type: 'string' }, out: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
+    'node-defaults': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   } });
   if (values.help) {
     process.stdout.write(HELP);
+    return;
+  }
+  const missing = missingAgentFlags(process.execArgv);
+  if (values['node-defaults'] !== true && missing.length > 0) {
+    process.exitCode = await again(missing);
     return;
   }
   const rounds = Number(values.rounds ?? 4);
@@ -171,7 +182,7 @@ async function main(): Promise<void> {
         const f1 = traceFileSize(traceFile);
         // the file may have been renamed to .1 (its cap) in the run
         const traceFileBytes = f1 >= f0 ? f1 - f0 : f1 + traceFileSize(`${traceFile}.1`) - f0;
-        const run: Run = { round, mode, load, served: t1.relay.requests - t0.relay.requests, proxyCpuSeconds: p1 - p0, agentCpuSeconds: (a1.user + a1.system) / 1e6, spans, traceFileBytes, counters, pathOk };
+        const run: Run = { round, mode, load, served: t1.relay.requests - t0.relay.requests, proxyCpuSeconds: p1 - p0, agentCpuSeconds: (a1.user + a1.system) / 1e6, agentRssMB: process.memoryUsage.rss() / 2 ** 20, spans, traceFileBytes, counters, pathOk };
         runs.push(run);
         process.stderr.write(`round ${round} ${mode}: ${run.served} requests served (${load.requests} after the client's warm-up) at ${rate}/s, p50 ${load.p50_us.toFixed(0)} p99 ${load.p99_us.toFixed(0)} us, ${load.errors} errors; proxy ${run.proxyCpuSeconds.toFixed(2)} + agent ${run.agentCpuSeconds.toFixed(2)} CPU s; spans exported ${spans.exported} (relayed ${spans.relayed}, connections ${spans.connections}, dropped ${spans.dropped}); redirected ${counters.bytes_redirected} B, passed ${counters.bytes_passed} B ${pathOk ? 'ok' : 'PATH WRONG'}\n`);
         if (fresh) {
@@ -193,12 +204,27 @@ async function main(): Promise<void> {
   }
 }
 
+/** This process's peak resident memory (VmHWM), MB. */
+function peakRssMB(): number {
+  const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
 function traceFileSize(path: string): number {
   try {
     return statSync(path).size;
   } catch {
     return 0; // none written yet
   }
+}
+
+/** This benchmark again, in a node started with the agent's flags too; its exit code. */
+async function again(flags: string[]): Promise<number> {
+  process.stderr.write(`tracing-bench: starting node again with ${flags.join(' ')} (the mesh-agent command's flags)\n`);
+  const child = spawn(process.execPath, [...flags, ...process.execArgv, process.argv[1]!, ...process.argv.slice(2)], { stdio: 'inherit' });
+  const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
+  process.on('SIGINT', forward('SIGINT')).on('SIGTERM', forward('SIGTERM'));
+  return new Promise((resolve) => child.on('exit', (code, sig) => resolve(code ?? 128 + (sig ? constants.signals[sig] : 0))));
 }
 
 /** Turns tracing on or off in the running agent and waits until the node proxy ACKed its new listeners. */
@@ -226,6 +252,7 @@ function write(outDir: string, runs: Run[], params: Record<string, number>, pinn
       infraCpuPerK: median(rs.map(perK)), spansPerRequest: median(rs.map((r) => r.spans.exported / r.served)),
       dropped: rs.reduce((x, r) => x + r.spans.dropped, 0), errors: rs.reduce((x, r) => x + r.load.errors, 0), pathOk: rs.every((r) => r.pathOk),
       redirected: rs.reduce((x, r) => x + r.counters.bytes_redirected!, 0), passed: rs.reduce((x, r) => x + r.counters.bytes_passed!, 0),
+      agentRssMB: median(rs.map((r) => r.agentRssMB)), agentMaxRssMB: Math.max(...rs.map((r) => r.agentRssMB)),
     };
   };
   const a = { 'tracing-off': agg('tracing-off'), 'tracing-on': agg('tracing-on') };
@@ -239,7 +266,7 @@ function write(outDir: string, runs: Run[], params: Record<string, number>, pinn
   const summed = (m: Mode) => runs.filter((r) => r.mode === m).reduce((x, r) => x + r.proxyCpuSeconds + r.agentCpuSeconds, 0) / runs.filter((r) => r.mode === m).reduce((x, r) => x + r.served, 0);
   const summedRatio = summed('tracing-on') / summed('tracing-off');
   const interval = bootstrapMedian(roundRatios);
-  const doc = { benchmark: 'tracing', date: new Date().toISOString(), commit: gitCommit(), machine: machine(), params, pinned, processes: fresh ? 'fresh each run' : 'one agent and node proxy, tracing switched at runtime', modes: a, extraInfraCpu: extra, extraInterval90: interval.map((x) => x - 1), summedRatio, roundRatios, runs };
+  const doc = { benchmark: 'tracing', date: new Date().toISOString(), commit: gitCommit(), machine: machine(), params, pinned, processes: fresh ? 'fresh each run' : 'one agent and node proxy, tracing switched at runtime', agentNodeFlags: process.execArgv, peakAgentRssMB: peakRssMB(), modes: a, extraInfraCpu: extra, extraInterval90: interval.map((x) => x - 1), summedRatio, roundRatios, runs };
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, 'tracing.json'), JSON.stringify(doc, null, 2) + '\n');
   const f = (x: number, d = 0) => x.toFixed(d);
@@ -251,6 +278,7 @@ function write(outDir: string, runs: Run[], params: Record<string, number>, pinn
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ...MODES.map((m) => `| ${m} | ${f(a[m].requests)} | ${f(a[m].p50)} | ${f(a[m].p99)} | ${f(a[m].proxyCpuPerK * 1000)} | ${f(a[m].agentCpuPerK * 1000)} | ${f(a[m].infraCpuPerK * 1000)} | ${f(a[m].spansPerRequest, 2)} | ${a[m].dropped} | ${a[m].errors} | ${a[m].pathOk ? 'yes' : 'NO'} |`), '',
     `Extra infrastructure CPU with tracing at 100 %: ${f(extra * 100, 1)} %, the median of the per-round on/off ratios (bootstrap 90 % interval ${f((interval[0] - 1) * 100, 1)} to ${f((interval[1] - 1) * 100, 1)} %; ratios ${roundRatios.map((r) => r.toFixed(2)).join(', ')}); ${f((summedRatio - 1) * 100, 1)} % from the CPU summed over all runs of each mode. Target ≤ 10 %.`,
+    `The agent ran with node ${doc.agentNodeFlags.length > 0 ? doc.agentNodeFlags.join(' ') : '(no flags: node\'s defaults)'}; its resident memory at the end of the runs (median, most): off ${f(a['tracing-off'].agentRssMB)}, ${f(a['tracing-off'].agentMaxRssMB)} MB; on ${f(a['tracing-on'].agentRssMB)}, ${f(a['tracing-on'].agentMaxRssMB)} MB; at its peak ${f(doc.peakAgentRssMB)} MB (the benchmark's own process included).`,
     `Path (datapath counters): ${a['tracing-off'].redirected + a['tracing-on'].redirected} bytes redirected socket to socket, ${a['tracing-off'].passed + a['tracing-on'].passed} through the stack.`, '',
   ].join('\n');
   writeFileSync(join(outDir, 'tracing.md'), md);
