@@ -449,8 +449,11 @@ export class MeshProxy {
       let at: AttemptTrace | undefined;
       if (traced) {
         const serverSpanId = randomSpanId();
-        headers.traceparent = `00-${traceId}-${serverSpanId}-${sampled ? '01' : '00'}`;
-        if (!continued) delete headers.tracestate; // a new trace: no state of an old one
+        // joined, not a template: a flat string, which undici's header check takes on its fast path
+        // (a template's rope sent every traced request through V8's runtime regexp path: 1-2 µs in the proxy)
+        headers.traceparent = ['00', traceId, serverSpanId, sampled ? '01' : '00'].join('-');
+        // a new trace: no state of an old one (delete only when there is one: a delete is a runtime call)
+        if (!continued && headers.tracestate !== undefined) delete headers.tracestate;
         if (rt) rt.attempts.push(at = { spanId: serverSpanId, startUs: epochUs(), endUs: 0, peer: ep.key, status: 0 });
       }
       const ac = Number.isFinite(tryMs) ? new AbortController() : undefined;
