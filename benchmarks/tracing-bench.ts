@@ -61,8 +61,8 @@ interface Run {
   served: number;
   proxyCpuSeconds: number;
   agentCpuSeconds: number;
-  /** the agent's (this process's) resident memory at the end of the window, MB */
-  agentRssMB: number;
+  /** the agent's (this process's) resident memory at the end of the window, MiB */
+  agentRssMiB: number;
   spans: { exported: number; dropped: number; relayed: number; connections: number };
   traceFileBytes: number;
   counters: Record<string, number>;
@@ -182,7 +182,7 @@ async function main(): Promise<void> {
         const f1 = traceFileSize(traceFile);
         // the file may have been renamed to .1 (its cap) in the run
         const traceFileBytes = f1 >= f0 ? f1 - f0 : f1 + traceFileSize(`${traceFile}.1`) - f0;
-        const run: Run = { round, mode, load, served: t1.relay.requests - t0.relay.requests, proxyCpuSeconds: p1 - p0, agentCpuSeconds: (a1.user + a1.system) / 1e6, agentRssMB: process.memoryUsage.rss() / 2 ** 20, spans, traceFileBytes, counters, pathOk };
+        const run: Run = { round, mode, load, served: t1.relay.requests - t0.relay.requests, proxyCpuSeconds: p1 - p0, agentCpuSeconds: (a1.user + a1.system) / 1e6, agentRssMiB: process.memoryUsage.rss() / 2 ** 20, spans, traceFileBytes, counters, pathOk };
         runs.push(run);
         process.stderr.write(`round ${round} ${mode}: ${run.served} requests served (${load.requests} after the client's warm-up) at ${rate}/s, p50 ${load.p50_us.toFixed(0)} p99 ${load.p99_us.toFixed(0)} us, ${load.errors} errors; proxy ${run.proxyCpuSeconds.toFixed(2)} + agent ${run.agentCpuSeconds.toFixed(2)} CPU s; spans exported ${spans.exported} (relayed ${spans.relayed}, connections ${spans.connections}, dropped ${spans.dropped}); redirected ${counters.bytes_redirected} B, passed ${counters.bytes_passed} B ${pathOk ? 'ok' : 'PATH WRONG'}\n`);
         if (fresh) {
@@ -204,8 +204,8 @@ async function main(): Promise<void> {
   }
 }
 
-/** This process's peak resident memory (VmHWM), MB. */
-function peakRssMB(): number {
+/** This process's peak resident memory (VmHWM), MiB. */
+function peakRssMiB(): number {
   const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
 }
@@ -252,7 +252,7 @@ function write(outDir: string, runs: Run[], params: Record<string, number>, pinn
       infraCpuPerK: median(rs.map(perK)), spansPerRequest: median(rs.map((r) => r.spans.exported / r.served)),
       dropped: rs.reduce((x, r) => x + r.spans.dropped, 0), errors: rs.reduce((x, r) => x + r.load.errors, 0), pathOk: rs.every((r) => r.pathOk),
       redirected: rs.reduce((x, r) => x + r.counters.bytes_redirected!, 0), passed: rs.reduce((x, r) => x + r.counters.bytes_passed!, 0),
-      agentRssMB: median(rs.map((r) => r.agentRssMB)), agentMaxRssMB: Math.max(...rs.map((r) => r.agentRssMB)),
+      agentRssMiB: median(rs.map((r) => r.agentRssMiB)), agentMaxRssMiB: Math.max(...rs.map((r) => r.agentRssMiB)),
     };
   };
   const a = { 'tracing-off': agg('tracing-off'), 'tracing-on': agg('tracing-on') };
@@ -266,7 +266,7 @@ function write(outDir: string, runs: Run[], params: Record<string, number>, pinn
   const summed = (m: Mode) => runs.filter((r) => r.mode === m).reduce((x, r) => x + r.proxyCpuSeconds + r.agentCpuSeconds, 0) / runs.filter((r) => r.mode === m).reduce((x, r) => x + r.served, 0);
   const summedRatio = summed('tracing-on') / summed('tracing-off');
   const interval = bootstrapMedian(roundRatios);
-  const doc = { benchmark: 'tracing', date: new Date().toISOString(), commit: gitCommit(), machine: machine(), params, pinned, processes: fresh ? 'fresh each run' : 'one agent and node proxy, tracing switched at runtime', agentNodeFlags: process.execArgv, peakAgentRssMB: peakRssMB(), modes: a, extraInfraCpu: extra, extraInterval90: interval.map((x) => x - 1), summedRatio, roundRatios, runs };
+  const doc = { benchmark: 'tracing', date: new Date().toISOString(), commit: gitCommit(), machine: machine(), params, pinned, processes: fresh ? 'fresh each run' : 'one agent and node proxy, tracing switched at runtime', agentNodeFlags: process.execArgv, peakAgentRssMiB: peakRssMiB(), modes: a, extraInfraCpu: extra, extraInterval90: interval.map((x) => x - 1), summedRatio, roundRatios, runs };
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, 'tracing.json'), JSON.stringify(doc, null, 2) + '\n');
   const f = (x: number, d = 0) => x.toFixed(d);
@@ -278,7 +278,7 @@ function write(outDir: string, runs: Run[], params: Record<string, number>, pinn
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ...MODES.map((m) => `| ${m} | ${f(a[m].requests)} | ${f(a[m].p50)} | ${f(a[m].p99)} | ${f(a[m].proxyCpuPerK * 1000)} | ${f(a[m].agentCpuPerK * 1000)} | ${f(a[m].infraCpuPerK * 1000)} | ${f(a[m].spansPerRequest, 2)} | ${a[m].dropped} | ${a[m].errors} | ${a[m].pathOk ? 'yes' : 'NO'} |`), '',
     `Extra infrastructure CPU with tracing at 100 %: ${f(extra * 100, 1)} %, the median of the per-round on/off ratios (bootstrap 90 % interval ${f((interval[0] - 1) * 100, 1)} to ${f((interval[1] - 1) * 100, 1)} %; ratios ${roundRatios.map((r) => r.toFixed(2)).join(', ')}); ${f((summedRatio - 1) * 100, 1)} % from the CPU summed over all runs of each mode. Target ≤ 10 %.`,
-    `The agent ran with node ${doc.agentNodeFlags.length > 0 ? doc.agentNodeFlags.join(' ') : '(no flags: node\'s defaults)'}; its resident memory at the end of the runs (median, most): off ${f(a['tracing-off'].agentRssMB)}, ${f(a['tracing-off'].agentMaxRssMB)} MB; on ${f(a['tracing-on'].agentRssMB)}, ${f(a['tracing-on'].agentMaxRssMB)} MB; at its peak ${f(doc.peakAgentRssMB)} MB (the benchmark's own process included).`,
+    `The agent ran with node ${doc.agentNodeFlags.length > 0 ? doc.agentNodeFlags.join(' ') : '(no flags: node\'s defaults)'}; its resident memory at the end of the runs (median, most): off ${f(a['tracing-off'].agentRssMiB)}, ${f(a['tracing-off'].agentMaxRssMiB)} MiB; on ${f(a['tracing-on'].agentRssMiB)}, ${f(a['tracing-on'].agentMaxRssMiB)} MiB; at its peak ${f(doc.peakAgentRssMiB)} MiB (the benchmark's own process included).`,
     `Path (datapath counters): ${a['tracing-off'].redirected + a['tracing-on'].redirected} bytes redirected socket to socket, ${a['tracing-off'].passed + a['tracing-on'].passed} through the stack.`, '',
   ].join('\n');
   writeFileSync(join(outDir, 'tracing.md'), md);
