@@ -165,12 +165,14 @@ export class ExportQueue implements SpanProcessor {
 
   /**
    * Stops taking spans, flushes for at most shutdownTimeoutMs, then shuts the
-   * exporter down; resolves by the deadline even when the collector hangs.
+   * exporter down within what is left of it; resolves by the deadline even
+   * when the collector hangs.
    */
   shutdown(): Promise<void> {
     this.#shutdown ??= (async () => {
       this.#closed = true;
       this.#draining = true;
+      const endsAt = performance.now() + this.#shutdownTimeoutMs;
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<'late'>((r) => { timer = setTimeout(() => r('late'), this.#shutdownTimeoutMs); });
       const outcome = await Promise.race([this.#drain().then(() => 'done' as const), deadline]);
@@ -181,8 +183,11 @@ export class ExportQueue implements SpanProcessor {
         this.#queue = [];
         this.#clearTimer();
       }
-      // the exporter's shutdown waits for its in-flight request; it gets what is left of a short grace
-      await Promise.race([this.#exporter.shutdown().catch(() => undefined), new Promise<void>((r) => setTimeout(r, 200).unref())]);
+      // the exporter's shutdown waits for its in-flight request: it gets what is left of the
+      // deadline, at most 200 ms, and nothing once the deadline has passed (it still closes)
+      const closing = this.#exporter.shutdown().catch(() => undefined);
+      const left = Math.min(200, endsAt - performance.now());
+      if (left > 0) await Promise.race([closing, new Promise<void>((r) => setTimeout(r, left).unref())]);
     })();
     return this.#shutdown;
   }

@@ -262,7 +262,7 @@ t.test('shutdown: a waiting retry ends FAILED at once, no new exports, the chann
   const t0 = performance.now();
   await e.shutdown();
   const r = await result;
-  t.ok(performance.now() - t0 < 200, `shutdown took ${Math.round(performance.now() - t0)} ms`);
+  t.ok(performance.now() - t0 < 2500, `shutdown took ${Math.round(performance.now() - t0)} ms, not the 5 s retry wait`);
   t.equal(r.code, ExportResultCode.FAILED);
   t.match(r.error?.message, /shut down before the retry/);
   t.equal(sends, 1, 'no retry after shutdown');

@@ -285,7 +285,7 @@ t.test('requests the receiver refuses, waitForSpans, reset, close with a hung re
   const t0 = performance.now();
   await r.close();
   closed = true;
-  t.ok(performance.now() - t0 < 1000, 'close() does not wait for the hung request');
+  t.ok(performance.now() - t0 < 3000, `close() does not wait for the hung request (${Math.round(performance.now() - t0)} ms)`);
   await Promise.all([cutOff, pending]);
 });
 

@@ -152,7 +152,7 @@ t.test('retries as the specification says, through OTEL_* configuration and the 
       }
       const t0 = performance.now();
       await q.shutdown();
-      t.ok(performance.now() - t0 < 500, `shutdown took ${Math.round(performance.now() - t0)} ms`);
+      t.ok(performance.now() - t0 < 1500, `shutdown took ${Math.round(performance.now() - t0)} ms: nothing left to wait for`);
       t.comment(`${c.name}: gaps ${JSON.stringify(g)} ms, export ${Math.round(o.tookMs)} ms, ${fmt(q.stats())}`);
     });
   }
@@ -183,7 +183,8 @@ t.test('a dead collector: pushing 10,000 spans never blocks; every span is accou
         if (queued > maxQueued) maxQueued = queued;
       }
       const pushMs = performance.now() - t0;
-      t.ok(pushMs < 200, `10,000 pushes (and queue-length samples) took ${pushMs.toFixed(1)} ms`);
+      // a push never waits for the exporter (a dead collector here, a 500 ms timeout in one row)
+      t.ok(pushMs < 2000, `10,000 pushes (and queue-length samples) took ${pushMs.toFixed(1)} ms`);
       t.ok(maxQueued <= 2048, `the queue never held more than 2048 (at most ${maxQueued})`);
       const afterPush = q.stats();
       t.ok(afterPush.queued <= 2048, `queued ${afterPush.queued} ≤ 2048`);
@@ -220,8 +221,11 @@ const TS_LOADER = ['--import', import.meta.resolve('@tapjs/typescript/import')];
 
 interface ChildRun { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; exitMs: number; stats: ExportQueueStats; shutdownMs: number }
 
-/** Starts the child, SIGTERMs it once it has pushed `count` spans, and times its exit from the signal. */
-async function runChild(env: Record<string, string>, count: number, prefix: string): Promise<ChildRun> {
+/**
+ * Starts the child and waits until it has pushed `count` spans; `stop()` then SIGTERMs it and
+ * times its exit from the signal.
+ */
+async function startChild(env: Record<string, string>, count: number, prefix: string): Promise<{ stop(): Promise<ChildRun> }> {
   const childEnv: Record<string, string | undefined> = { ...process.env, TS_NODE_TRANSPILE_ONLY: '1', ...env };
   for (const k of Object.keys(childEnv)) if (k.startsWith('OTEL_') && !(k in env)) delete childEnv[k];
   const child: ChildProcess = spawn(process.execPath, [...TS_LOADER, CHILD, String(count), prefix], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -230,23 +234,32 @@ async function runChild(env: Record<string, string>, count: number, prefix: stri
   child.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
   child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
   const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
-  const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
   try {
     await new Promise<void>((resolve, reject) => {
       const onData = (): void => { if (/^ready \d+$/m.test(stdout)) { child.stdout!.off('data', onData); resolve(); } };
       child.stdout!.on('data', onData);
       void exited.then(([code]) => reject(new Error(`the child exited (${code}) before it was ready: ${stdout} ${stderr}`)));
     });
-    const t0 = performance.now();
-    child.kill('SIGTERM');
-    const [code, signal] = await exited;
-    const exitMs = performance.now() - t0;
-    const stats = JSON.parse(/^stats (.*)$/m.exec(stdout)?.[1] ?? 'null') as ExportQueueStats;
-    const shutdownMs = Number(/^shutdownMs (\d+)$/m.exec(stdout)?.[1] ?? NaN);
-    return { code, signal, stdout, stderr, exitMs, stats, shutdownMs };
-  } finally {
+  } catch (err) {
     clearTimeout(killer);
+    throw err;
   }
+  return {
+    async stop() {
+      try {
+        const t0 = performance.now();
+        child.kill('SIGTERM');
+        const [code, signal] = await exited;
+        const exitMs = performance.now() - t0;
+        const stats = JSON.parse(/^stats (.*)$/m.exec(stdout)?.[1] ?? 'null') as ExportQueueStats;
+        const shutdownMs = Number(/^shutdownMs (\d+)$/m.exec(stdout)?.[1] ?? NaN);
+        return { code, signal, stdout, stderr, exitMs, stats, shutdownMs };
+      } finally {
+        clearTimeout(killer);
+      }
+    },
+  };
 }
 
 t.test('SIGTERM flushes within the shutdown deadline (child processes, HTTP and gRPC)', async (t) => {
@@ -257,15 +270,17 @@ t.test('SIGTERM flushes within the shutdown deadline (child processes, HTTP and 
   t.teardown(() => live.close());
   const grpcEnv = { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' };
   const hungEnv = { OTEL_EXPORTER_OTLP_TIMEOUT: '700', SOCKMESH_TRACES_SHUTDOWN_TIMEOUT: '1000' };
-  // all four at once: their TypeScript start-up is most of the time
-  const [liveHttp, liveGrpc, hungHttp, hungGrpc] = await Promise.all([
+  // all four start at once (their TypeScript start-up is most of the time); none is signalled
+  // before every one is ready, so no child's shutdown is timed while another compiles
+  const started = await Promise.all([
     // a live collector: the 300 queued spans wait for the 1 s schedule; SIGTERM flushes them at once
-    runChild({ OTEL_EXPORTER_OTLP_ENDPOINT: live.httpUrl }, 300, 'h'),
-    runChild({ OTEL_EXPORTER_OTLP_ENDPOINT: live.grpcUrl, ...grpcEnv }, 300, 'g'),
+    startChild({ OTEL_EXPORTER_OTLP_ENDPOINT: live.httpUrl }, 300, 'h'),
+    startChild({ OTEL_EXPORTER_OTLP_ENDPOINT: live.grpcUrl, ...grpcEnv }, 300, 'g'),
     // a hung one: 1500 spans (batches of 512), 700 ms export timeout, 1000 ms shutdown deadline
-    runChild({ OTEL_EXPORTER_OTLP_ENDPOINT: hung.httpUrl, ...hungEnv }, 1500, 'h'),
-    runChild({ OTEL_EXPORTER_OTLP_ENDPOINT: hung.grpcUrl, ...grpcEnv, ...hungEnv }, 1500, 'g'),
+    startChild({ OTEL_EXPORTER_OTLP_ENDPOINT: hung.httpUrl, ...hungEnv }, 1500, 'h'),
+    startChild({ OTEL_EXPORTER_OTLP_ENDPOINT: hung.grpcUrl, ...grpcEnv, ...hungEnv }, 1500, 'g'),
   ]);
+  const [liveHttp, liveGrpc, hungHttp, hungGrpc] = await Promise.all(started.map((c) => c.stop()));
 
   for (const [transport, a, prefix] of [['http', liveHttp, 'h'], ['grpc', liveGrpc, 'g']] as const) {
     t.test(`${transport}, live collector: every span arrives, exit 0, quickly`, async (t) => {
@@ -276,7 +291,9 @@ t.test('SIGTERM flushes within the shutdown deadline (child processes, HTTP and 
       t.equal(names.length, 300, 'all 300 spans arrived');
       t.equal(new Set(names).size, 300, 'once each');
       t.same(live.requests.filter((r) => r.transport === transport).map((r) => r.answered), [transport === 'http' ? 200 : 'OK'], 'in one batch, sent at SIGTERM');
-      t.ok(a.exitMs < 1000, `exited ${Math.round(a.exitMs)} ms after SIGTERM (shutdown ${a.shutdownMs} ms)`);
+      // the flush is timed in the child; the exit, seen from here, also holds the process's teardown
+      t.ok(a.shutdownMs < 500, `flushed ${a.shutdownMs} ms after SIGTERM, not at the 1 s schedule`);
+      t.ok(a.exitMs < 2500, `exited ${Math.round(a.exitMs)} ms after SIGTERM`);
     });
   }
 
@@ -286,8 +303,8 @@ t.test('SIGTERM flushes within the shutdown deadline (child processes, HTTP and 
       const s = b.stats;
       t.ok(s, b.stdout.trim());
       t.equal(s.enqueued, 1500);
-      t.ok(b.exitMs < 1600, `exited ${Math.round(b.exitMs)} ms after SIGTERM (shutdown ${b.shutdownMs} ms)`);
-      t.ok(b.shutdownMs >= 1000, 'shutdown waited for its deadline');
+      t.ok(b.shutdownMs >= 1000 && b.shutdownMs < 1300, `shutdown ended at its 1000 ms deadline (${b.shutdownMs} ms), not after the three batches' 700 ms timeouts`);
+      t.ok(b.exitMs < 3000, `exited ${Math.round(b.exitMs)} ms after SIGTERM: nothing held the process once the shutdown ended`);
       t.ok(s.droppedAtShutdown > 0, `droppedAtShutdown ${s.droppedAtShutdown}`);
       t.ok(s.failed > 0, `failed ${s.failed} (a batch timed out after 700 ms)`);
       t.equal(s.exported, 0);

@@ -75,7 +75,8 @@ if (privileged(t)) {
     const t0 = Date.now();
     const refused = await dial(rt, 'a', VIP, 80, 3);
     t.same(refused.map((x) => x.error), ['ECONNREFUSED', 'ECONNREFUSED', 'ECONNREFUSED'], 'no backends: ECONNREFUSED');
-    t.ok(Date.now() - t0 < 1500, `at once (${Date.now() - t0} ms for 3 connects and a node start)`);
+    // refused by connect4 before any packet: an unanswered SYN would run to the dial's 2 s timeout
+    t.ok(Date.now() - t0 < 2500, `at once (${Date.now() - t0} ms for 3 connects and a node start)`);
     t.equal(dp.counters().svc_no_backend! - after.svc_no_backend!, 3, 'counted');
 
     const c1 = dp.counters();
