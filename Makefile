@@ -22,7 +22,7 @@ help:
 	@echo "make build  BPF object, C helpers and TypeScript"
 
 demo: build
-	node dist/mesh-agent/cli.js demo
+	dist/mesh-agent/cli.js demo  # the command as built: its first line starts node with the agent's flags
 
 test: build
 	npx tsc -p tsconfig.json --noEmit

@@ -18,3 +18,14 @@ export const AGENT_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=12
 export function missingAgentFlags(execArgv: readonly string[]): string[] {
   return AGENT_NODE_FLAGS.filter((f) => !execArgv.includes(f));
 }
+
+/**
+ * What the agent says when node was started without its flags (as
+ * `node dist/mesh-agent/cli.js run` is), or undefined when it has them.
+ */
+export function agentFlagsWarning(execArgv: readonly string[]): string | undefined {
+  const missing = missingAgentFlags(execArgv);
+  if (missing.length === 0) return undefined;
+  return `node runs without ${missing.join(' ')}: under traced load the agent spends more CPU on major garbage collections. ` +
+    `The mesh-agent command gives node the flag; started through node, give it yourself (node ${missing.join(' ')} dist/mesh-agent/cli.js run ...)`;
+}

@@ -10,7 +10,7 @@ import { OTHER_BUILD_WARNING, datapathOptions } from './datapath-commands.js';
 import { DEFAULT_TRACE_FILE, telemetryOptions } from '../../telemetry/telemetry-options.js';
 import { describeExport } from '../../telemetry/span-exporter.js';
 import { DEFAULT_RELAY_SOCKET } from '../telemetry/agent-telemetry.js';
-import { AGENT_NODE_FLAGS } from '../node-flags.js';
+import { AGENT_NODE_FLAGS, agentFlagsWarning } from '../node-flags.js';
 
 const RUN_HELP = `usage: mesh-agent run [--manifests DIR] [flags]
 
@@ -70,7 +70,8 @@ agent's reconcile passes and xDS pushes (service sockmesh-agent). Flows: mesh-ag
 
 The mesh-agent command starts node with ${AGENT_NODE_FLAGS.join(' ')} (fewer major
 garbage collections under traced load, for up to about 128 MB of heap); started as
-node dist/mesh-agent/cli.js run, give node that flag yourself.
+node dist/mesh-agent/cli.js run, give node that flag yourself (run says so on stderr when it
+is missing).
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -137,6 +138,8 @@ export async function run(argv: string[]): Promise<number> {
     }
     if (!kubeConfig.getCurrentCluster()) throw new InvalidArgumentError(`the kubeconfig${kubeconfig ? ` ${kubeconfig}` : ''} names no current cluster`);
   }
+  const flagsWarning = agentFlagsWarning(process.execArgv);
+  if (flagsWarning !== undefined) process.stderr.write(`mesh-agent: ${flagsWarning}\n`);
   const agent = new Agent({
     ...(manifests !== undefined && { manifests }),
     ...(kubeConfig !== undefined && { kubernetes: { kubeConfig, ...(nodeNetns !== undefined && { nodeNetns }) } }),

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { AGENT_NODE_FLAGS, missingAgentFlags } from '../../mesh-agent/node-flags.js';
+import { AGENT_NODE_FLAGS, agentFlagsWarning, missingAgentFlags } from '../../mesh-agent/node-flags.js';
 import { repoRoot } from '../../mesh-agent/paths.js';
 import { CLI } from '../fixtures/cli.js';
 
@@ -26,4 +26,11 @@ t.test('missingAgentFlags', async (t) => {
   t.same(missingAgentFlags([]), AGENT_NODE_FLAGS, 'all of them from a bare node');
   t.same(missingAgentFlags(['--expose-gc', ...AGENT_NODE_FLAGS]), [], 'none when given, among others');
   t.same(missingAgentFlags(['--initial-old-space-size=64']), AGENT_NODE_FLAGS, 'another size is not the agent\'s');
+});
+
+t.test('agentFlagsWarning', async (t) => {
+  t.equal(agentFlagsWarning(AGENT_NODE_FLAGS), undefined, 'nothing to say with the flags');
+  const w = agentFlagsWarning(['--expose-gc']);
+  t.match(w, `node runs without ${AGENT_NODE_FLAGS.join(' ')}`, 'names the missing flag');
+  t.match(w, `(node ${AGENT_NODE_FLAGS.join(' ')} dist/mesh-agent/cli.js run ...)`, 'and how to give it');
 });

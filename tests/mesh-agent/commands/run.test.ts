@@ -1,11 +1,13 @@
 /* Privileged: the agent process killed while traffic flows. */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
-import { cli, cliSpawn, waitForLine } from '../../fixtures/cli.js';
+import { AGENT_NODE_FLAGS } from '../../../mesh-agent/node-flags.js';
+import { CLI, cli, cliSpawn, waitForLine } from '../../fixtures/cli.js';
 import { TEST_PIN_DIR, clientArgv, collect, exchange, listen, sha256, testCgroupRoot, testMesh } from '../../fixtures/mesh.js';
 import { privileged } from '../../fixtures/privileged.js';
 
@@ -19,8 +21,11 @@ if (privileged(t)) {
     const adminSocket = join(dir, 'agent.sock');
     const flags = ['--pin-dir', TEST_PIN_DIR, '--cgroup', testCgroupRoot(), '--xds-address', '127.0.0.1:0', '--xds-socket', join(dir, 'xds.sock'), '--admin-socket', adminSocket, '--admin-address', 'none'];
     const agent = cliSpawn(['run', ...flags, '--enroll', a.ip, '--enroll', b.ip]);
+    let agentStderr = '';
+    agent.stderr!.on('data', (d: Buffer) => { agentStderr += d.toString(); });
     const xdsLine = waitForLine(agent, /^mesh-agent: xDS on/);
     t.match(await waitForLine(agent, /^mesh-agent: running/), /loaded and pinned in/, 'the agent brought the datapath up');
+    t.notMatch(agentStderr, /node runs without/, 'started as the mesh-agent command starts it: no word about node\'s flags');
     t.match(await xdsLine, new RegExp(`^mesh-agent: xDS on 127\\.0\\.0\\.1:\\d+, admin on ${adminSocket}$`), 'and serves xDS and the admin API');
     const agentExit = new Promise<NodeJS.Signals | null>((r) => agent.once('exit', (_code, sig) => r(sig)));
 
@@ -62,9 +67,13 @@ if (privileged(t)) {
     t.equal(after.bytes_redirected! - mid.bytes_redirected!, small.length + reply.length, 'and was short-circuited');
 
     t.ok(existsSync(adminSocket), 'the killed agent left its admin socket behind');
-    const next = cliSpawn(['run', ...flags]);
+    // this one as `node dist/mesh-agent/cli.js run`, without the agent's node flags
+    const next = spawn(process.execPath, [CLI, 'run', ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let nextStderr = '';
+    next.stderr!.on('data', (d: Buffer) => { nextStderr += d.toString(); });
     t.teardown(() => { if (next.exitCode === null) next.kill('SIGKILL'); }); // a failed step below must not leave it running
     t.match(await waitForLine(next, /^mesh-agent: running/), /adopted from/, 'a new agent adopts the pins (and the stale admin socket)');
+    t.match(nextStderr, new RegExp(`^mesh-agent: node runs without ${AGENT_NODE_FLAGS.join(' ')}: .*give it yourself`, 'm'), 'started through node without the flag, the agent says so on stderr');
     next.kill('SIGUSR1');
     t.match(await waitForLine(next, /SIGUSR1/), /^mesh-agent: SIGUSR1: trace file .+ reopened$/, 'SIGUSR1 reopens the trace file (after logrotate moved it)');
     t.equal(next.exitCode, null, 'and the agent runs on');
