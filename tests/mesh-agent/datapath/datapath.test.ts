@@ -1,7 +1,7 @@
 /* Privileged: real BPF in a real kernel, real pods (netns + veth + bridge + cgroup). */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -196,7 +196,9 @@ if (privileged(t)) {
     const second = datapath();
     t.same(second.start(), { adopted: true, otherBuild: false }, 'the second start adopted the same build');
     t.same(second.endpoints(), [{ ip: '198.18.0.2', info: { identity: 7, flags: 1 } }], 'and sees the endpoints the first wrote');
-    const rebuilt = join(mkdtempSync(join(tmpdir(), 'sockmesh-')), 'sockmesh.bpf.o');
+    const rebuiltDir = mkdtempSync(join(tmpdir(), 'sockmesh-'));
+    t.teardown(() => rmSync(rebuiltDir, { recursive: true, force: true }));
+    const rebuilt = join(rebuiltDir, 'sockmesh.bpf.o');
     writeFileSync(rebuilt, Buffer.concat([readFileSync(defaultObjectPath()), Buffer.from([0])]));
     const upgraded = datapath({ objectPath: rebuilt });
     t.same(upgraded.start(), { adopted: true, otherBuild: true }, 'an agent of another build adopts, and says so');
@@ -220,6 +222,7 @@ if (privileged(t)) {
 
   t.test('a program the verifier rejects: the error carries the verifier log', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'sockmesh-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const obj = join(dir, 'rejected.bpf.o');
     const arch = execFileSync('gcc', ['-dumpmachine']).toString().trim();
     execFileSync('clang', ['-g', '-O2', '-target', 'bpf', '-Wall', `-I/usr/include/${arch}`, '-c',
