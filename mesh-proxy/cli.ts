@@ -31,6 +31,10 @@ supervises it; it serves HTTP/1.1 and h2c on the listeners it is given.
   --access-log-max-mb N   a file access log is renamed to FILE.1 (replacing the one before) when it
                           would pass N MiB, and started again (default 64). SIGUSR1 opens the path
                           again (after logrotate or another tool moved the file), as Envoy does
+  --access-log-flush-ms N a file access log is written every N ms, or at once when 64 KiB of lines
+                          wait (default 1000, as Envoy's file_flush_interval_msec); 0 writes each
+                          line as it comes. A proxy killed outright loses the lines not yet written;
+                          SIGTERM and SIGUSR1 write them first
   --drain-ms N            on SIGTERM, how long requests in flight may take (default 5000)
   --workloads FILE        the agent's map of pod addresses to workloads (JSON), read again when it
                           changes: the calling pod is named in the access log and spans
@@ -56,7 +60,7 @@ async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       xds: { type: 'string' }, 'node-id': { type: 'string' }, 'admin-socket': { type: 'string' }, 'admin-address': { type: 'string' },
-      'access-log': { type: 'string' }, 'access-log-max-mb': { type: 'string' }, 'drain-ms': { type: 'string' }, workloads: { type: 'string' },
+      'access-log': { type: 'string' }, 'access-log-max-mb': { type: 'string' }, 'access-log-flush-ms': { type: 'string' }, 'drain-ms': { type: 'string' }, workloads: { type: 'string' },
       'telemetry-socket': { type: 'string' }, node: { type: 'string' }, 'sample-ratio': { type: 'string' }, tracing: { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -72,6 +76,11 @@ async function main(): Promise<number> {
   const maxMb = values['access-log-max-mb'] === undefined ? 64 : Number(values['access-log-max-mb']);
   if (!(maxMb > 0)) {
     process.stderr.write(`mesh-proxy: --access-log-max-mb: not a size above 0 MiB: ${values['access-log-max-mb']}\n`);
+    return 2;
+  }
+  const flushMs = values['access-log-flush-ms'] === undefined ? 1000 : Number(values['access-log-flush-ms']);
+  if (!(flushMs >= 0) || !Number.isFinite(flushMs)) {
+    process.stderr.write(`mesh-proxy: --access-log-flush-ms: not a number of ms, 0 or more: ${values['access-log-flush-ms']}\n`);
     return 2;
   }
   if (values.tracing !== undefined && !['on', 'off', 'xds'].includes(values.tracing)) {
@@ -106,7 +115,7 @@ async function main(): Promise<number> {
   channel?.start();
   const dest = values['access-log'] ?? 'stdout';
   const logFile = dest === 'none' || dest === 'stdout' ? undefined
-    : new AccessLogFile(dest, { maxBytes: maxMb * 1024 * 1024 }, (m) => process.stderr.write(`mesh-proxy: ${m}\n`));
+    : new AccessLogFile(dest, { maxBytes: maxMb * 1024 * 1024, flushIntervalMs: flushMs }, (m) => process.stderr.write(`mesh-proxy: ${m}\n`));
   const accessLog = dest === 'stdout' ? (e: AccessLogEntry) => { process.stdout.write(`${JSON.stringify(e)}\n`); } : logFile && ((e: AccessLogEntry) => logFile.write(JSON.stringify(e)));
   const proxy = new MeshProxy({
     ...(accessLog && { accessLog }), tracing,

@@ -139,13 +139,14 @@ export async function demo(argv: string[]): Promise<number> {
     say(`  bytes sent through the stack by short-circuited sockets    ${d('bytes_passed')}`);
     say('  (keep-alive connections opened before the window carry most of the bytes; new sockets are counted as they open)');
 
+    // the node proxy writes its access log every second (as Envoy does) and sends its spans about once a second
+    await sleep(2500);
     const proxyLogPath = cluster.l7.proxy ? join(cluster.l7.proxy.log, '..', 'node-proxy-access.log') : '';
     const proxyLog = (existsSync(proxyLogPath) ? readFileSync(proxyLogPath, 'utf8').trim().split('\n').filter(Boolean) : []).map((l) => JSON.parse(l) as { listener: string; status: number; source?: string; route?: string; upstream?: string });
     const last = proxyLog.filter((e) => e.listener === 'shop/catalog:80').slice(-3);
     say('\nthe node proxy\'s access log (last 3 catalog requests: caller, route, backend)');
     for (const e of last) say(`  ${e.source ?? '?'} -> ${e.route} -> ${e.upstream} ${e.status}`);
-    // flows and a trace: what observe and traces show (the node proxy sends its spans about once a second)
-    await sleep(2500);
+    // flows and a trace: what observe and traces show
     const flows = agent.telemetry.recentFlows({ namespace: 'shop' }, 200);
     // connections are reported when they close: the app's keep-alive connections stay open, so there may be none yet
     say('\nflows (mesh-agent observe): the last request through the node proxy, and the last connection that closed');

@@ -1,5 +1,5 @@
 /* Privileged end to end: L7 services through the node proxy (mesh-proxy), real pods, real HTTP, both legs in the kernel short-circuit. */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -89,7 +89,13 @@ if (privileged(t)) {
     t.ok(after.sock_inserted! - before.sock_inserted! >= 4, `client→proxy and proxy→backends entered the short-circuit (${after.sock_inserted! - before.sock_inserted!} sockets)`);
     t.equal(after.bytes_passed! - before.bytes_passed!, 0, 'no byte took the stack');
     t.ok(after.bytes_redirected! - before.bytes_redirected! > 500 * 100, 'the requests and responses went socket to socket');
-    const accessLog = readFileSync(join(agent.status().cluster!.l7.proxy!.log, '..', 'node-proxy-access.log'), 'utf8').trim().split('\n');
+    // the node proxy writes its access log every second, as Envoy does
+    const accessLogPath = join(agent.status().cluster!.l7.proxy!.log, '..', 'node-proxy-access.log');
+    let accessLog: string[] = [];
+    for (let i = 0; i < 60 && accessLog.length === 0; i++) {
+      accessLog = existsSync(accessLogPath) ? readFileSync(accessLogPath, 'utf8').split('\n').filter((l) => l !== '') : [];
+      if (accessLog.length === 0) await sleep(50);
+    }
     t.match(JSON.parse(accessLog.at(-1)!), { listener: 'shop/web:80', source: 'shop/client', status: 200 }, 'the node proxy names the calling pod (from its address)');
     const canary = await client(['http://web/', '20', 'x-canary=yes']);
     t.same(canary.counts, { '200 web-2': 20 }, 'a header match routes to web-2');

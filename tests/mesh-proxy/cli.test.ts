@@ -1,6 +1,6 @@
 /* The mesh-proxy command: its admin endpoint and --help, against the agent's ADS server on loopback. */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -28,6 +28,10 @@ t.test('--help, and a bad command line', async (t) => {
   const tracing = spawnSync(process.execPath, [CLI, '--xds', 'unix:/nowhere', '--node-id', 'x', '--tracing', 'sometimes'], { encoding: 'utf8' });
   t.equal(tracing.status, 2, 'an unknown tracing mode is refused');
   t.match(tracing.stderr, /--tracing "sometimes": must be on, off or xds/);
+  const flush = spawnSync(process.execPath, [CLI, '--xds', 'unix:/nowhere', '--node-id', 'x', '--access-log-flush-ms', 'soon'], { encoding: 'utf8' });
+  t.equal(flush.status, 2, 'a flush interval that is not a number is refused');
+  t.match(flush.stderr, /--access-log-flush-ms: not a number of ms, 0 or more: soon/);
+  t.match(help.stdout, /--access-log-flush-ms N/, '--help names the flush interval');
 });
 
 t.test('the admin endpoint: ready, config dump, stats, metrics; the access log rotated at its cap and reopened on SIGUSR1; SIGTERM drains', async (t) => {
@@ -42,7 +46,7 @@ t.test('the admin endpoint: ready, config dump, stats, metrics; the access log r
     proxyIp: '127.0.0.1', ports: [{ service: 'shop/b', port: 80, listenerPort: listen }], routes: new Map(), lastGood: new Map(), backends: () => [{ ip: '127.0.0.1', port: b.port }],
   }).resources));
   const socket = join(dir, 'admin.sock');
-  const proxy = spawn(process.execPath, [CLI, '--xds', `127.0.0.1:${adsPort}`, '--node-id', 'cli-test', '--admin-socket', socket, '--access-log', join(dir, 'access.log'), '--access-log-max-mb', '0.0005'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proxy = spawn(process.execPath, [CLI, '--xds', `127.0.0.1:${adsPort}`, '--node-id', 'cli-test', '--admin-socket', socket, '--access-log', join(dir, 'access.log'), '--access-log-max-mb', '0.0005', '--access-log-flush-ms', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise<number | null>((r) => proxy.once('exit', (c) => r(c)));
   t.teardown(() => { proxy.kill('SIGKILL'); });
   let ready = false;
@@ -94,4 +98,36 @@ t.test('the admin endpoint: ready, config dump, stats, metrics; the access log r
   const all = ['/', '/n1', '/n2', '/n3', '/n4', '/n5'];
   t.ok(kept.length >= 2 && kept.length < all.length, `the oldest lines went with the rotation (${kept.length} of 6 kept)`);
   t.same(kept, all.slice(all.length - kept.length), 'the newest lines are kept whole and in order across the rotation');
+});
+
+t.test('the access log is buffered as Envoy buffers it, and SIGTERM writes what waits', async (t) => {
+  const cache = new SnapshotCache({ debounceMs: 1 });
+  const ads = new AdsServer({ cache });
+  const adsPort = await ads.start();
+  const dir = mkdtempSync(join(tmpdir(), 'sm-proxy-'));
+  t.teardown(async () => { await ads.stop(); cache.close(); rmSync(dir, { recursive: true, force: true }); });
+  const b = await backend(t, 'b');
+  const listen = await freePort();
+  cache.setDefaultSnapshot(Snapshot.create(l7Resources({
+    proxyIp: '127.0.0.1', ports: [{ service: 'shop/b', port: 80, listenerPort: listen }], routes: new Map(), lastGood: new Map(), backends: () => [{ ip: '127.0.0.1', port: b.port }],
+  }).resources));
+  const socket = join(dir, 'admin.sock');
+  const log = join(dir, 'access.log');
+  // a minute's interval: nothing is written before SIGTERM, whatever the machine's pace
+  const proxy = spawn(process.execPath, [CLI, '--xds', `127.0.0.1:${adsPort}`, '--node-id', 'cli-flush', '--admin-socket', socket, '--access-log', log, '--access-log-flush-ms', '60000'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const exited = new Promise<number | null>((r) => proxy.once('exit', (c) => r(c)));
+  t.teardown(() => { proxy.kill('SIGKILL'); });
+  let ready = false;
+  await until('ready', () => {
+    void adminGet(socket, '/ready').then(() => { ready = true; }, () => undefined);
+    return ready;
+  }, 20_000, 200);
+  for (const p of ['/a', '/b', '/c']) await fetch(`http://127.0.0.1:${listen}${p}`).then((r) => r.text());
+  const stats = (await adminGet(socket, '/stats')).body as { requests: number; accessLog: { written: number } };
+  t.match(stats, { requests: 3, accessLog: { written: 0 } }, 'three requests served, their lines waiting in the buffer');
+  t.notOk(existsSync(log) && statSync(log).size > 0, 'nothing on disk yet');
+  proxy.kill('SIGTERM');
+  t.equal(await exited, 0, 'SIGTERM: exited cleanly');
+  const paths = readFileSync(log, 'utf8').split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { path: string }).path);
+  t.same(paths, ['/a', '/b', '/c'], 'the buffered lines were written on the way out, in order');
 });
