@@ -32,6 +32,9 @@ export interface AccessLogStats {
   rotations: number;
 }
 
+/** the longest delay a Node timer takes (a longer one fires after 1 ms) */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export class AccessLogFile {
   readonly #file: RotatingFile;
   readonly #maxPending: number;
@@ -46,6 +49,8 @@ export class AccessLogFile {
   #timer: NodeJS.Timeout | undefined;
   /** flush() came while a write was out: the lines buffered since go right after it */
   #flushAsked = false;
+  /** close() was called: every line is written as it comes */
+  #closing = false;
   readonly #stats = { written: 0, dropped: 0, failed: 0 };
   /** the last write error, for the proxy's log (once per kind) */
   #lastError: string | undefined;
@@ -55,9 +60,13 @@ export class AccessLogFile {
     this.#file = new RotatingFile(path, opts.maxBytes ?? 64 * 1024 * 1024);
     this.#maxPending = opts.maxPendingBytes ?? 8 * 1024 * 1024;
     this.#flushIntervalMs = opts.flushIntervalMs ?? 1000;
-    this.#flushBytes = opts.flushBytes ?? 64 * 1024;
-    if (!(this.#flushIntervalMs >= 0) || !Number.isFinite(this.#flushIntervalMs)) throw new RangeError(`${path}: the flush interval must be 0 ms or more, got ${this.#flushIntervalMs}`);
-    if (!(this.#flushBytes > 0)) throw new RangeError(`${path}: the flush size must be above 0 bytes, got ${this.#flushBytes}`);
+    if (!Number.isInteger(this.#flushIntervalMs) || this.#flushIntervalMs < 0 || this.#flushIntervalMs > MAX_TIMER_MS) {
+      throw new RangeError(`${path}: the flush interval must be a whole number of ms from 0 to ${MAX_TIMER_MS}, got ${this.#flushIntervalMs}`);
+    }
+    const flushBytes = opts.flushBytes ?? 64 * 1024;
+    if (!(flushBytes > 0)) throw new RangeError(`${path}: the flush size must be above 0 bytes, got ${flushBytes}`);
+    // a buffer allowed to hold less than the flush size is written when it is full, not dropped from
+    this.#flushBytes = Math.min(flushBytes, this.#maxPending);
     this.#onError = onError;
   }
 
@@ -80,7 +89,7 @@ export class AccessLogFile {
     this.#pendingBytes += bytes;
     this.#bufferedBytes += bytes;
     if (this.#writing) return; // the write out takes these lines when it is done
-    if (this.#flushIntervalMs === 0 || this.#bufferedBytes >= this.#flushBytes) this.#flushNow();
+    if (this.#flushIntervalMs === 0 || this.#closing || this.#bufferedBytes >= this.#flushBytes) this.#flushNow();
     else this.#timer ??= setTimeout(() => this.#flushNow(), this.#flushIntervalMs).unref();
   }
 
@@ -99,9 +108,13 @@ export class AccessLogFile {
     await this.#file.reopen();
   }
 
-  /** Writes what is buffered and closes the file. */
+  /**
+   * Writes what is buffered and closes the file. Lines logged while it waits
+   * for the disk (requests cut off by a drain) are written too, at once.
+   */
   async close(): Promise<void> {
-    await this.flush();
+    this.#closing = true;
+    while (this.#lines.length > 0 || this.#writing) await this.flush();
     await this.#file.close();
   }
 
@@ -128,7 +141,7 @@ export class AccessLogFile {
       }
       this.#pendingBytes -= text.length;
       // what came during the write waits for the next interval, unless it is enough to write or a flush asked for it
-    } while (this.#lines.length > 0 && (this.#flushAsked || this.#flushIntervalMs === 0 || this.#bufferedBytes >= this.#flushBytes));
+    } while (this.#lines.length > 0 && (this.#flushAsked || this.#closing || this.#flushIntervalMs === 0 || this.#bufferedBytes >= this.#flushBytes));
     this.#flushAsked = false;
     this.#writing = undefined;
     if (this.#lines.length > 0) this.#timer ??= setTimeout(() => this.#flushNow(), this.#flushIntervalMs).unref();

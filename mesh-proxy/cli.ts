@@ -12,7 +12,7 @@ import { telemetryOptions } from '../telemetry/telemetry-options.js';
 import { workloadResource } from '../telemetry/workload-resource.js';
 import { AdminServer } from '../mesh-agent/admin/admin-server.js';
 import { renderPrometheus } from '../mesh-agent/admin/prometheus.js';
-import { AccessLogFile } from './access-log.js';
+import { AccessLogFile, MAX_TIMER_MS } from './access-log.js';
 import { AgentChannel } from './agent-channel.js';
 import { MeshProxy, type AccessLogEntry, type Workload } from './proxy.js';
 import { XdsClient } from './xds-client.js';
@@ -78,9 +78,10 @@ async function main(): Promise<number> {
     process.stderr.write(`mesh-proxy: --access-log-max-mb: not a size above 0 MiB: ${values['access-log-max-mb']}\n`);
     return 2;
   }
-  const flushMs = values['access-log-flush-ms'] === undefined ? 1000 : Number(values['access-log-flush-ms']);
-  if (!(flushMs >= 0) || !Number.isFinite(flushMs)) {
-    process.stderr.write(`mesh-proxy: --access-log-flush-ms: not a number of ms, 0 or more: ${values['access-log-flush-ms']}\n`);
+  const flushArg = values['access-log-flush-ms'];
+  const flushMs = flushArg === undefined ? 1000 : /^\d+$/.test(flushArg) ? Number(flushArg) : Number.NaN;
+  if (!(flushMs <= MAX_TIMER_MS)) {
+    process.stderr.write(`mesh-proxy: --access-log-flush-ms: not a whole number of ms from 0 to ${MAX_TIMER_MS}: ${JSON.stringify(flushArg)}\n`);
     return 2;
   }
   if (values.tracing !== undefined && !['on', 'off', 'xds'].includes(values.tracing)) {

@@ -142,7 +142,8 @@ export async function demo(argv: string[]): Promise<number> {
     // the node proxy writes its access log every second (as Envoy does) and sends its spans about once a second
     await sleep(2500);
     const proxyLogPath = cluster.l7.proxy ? join(cluster.l7.proxy.log, '..', 'node-proxy-access.log') : '';
-    const proxyLog = (existsSync(proxyLogPath) ? readFileSync(proxyLogPath, 'utf8').trim().split('\n').filter(Boolean) : []).map((l) => JSON.parse(l) as { listener: string; status: number; source?: string; route?: string; upstream?: string });
+    // the text after the last newline is a line still being written: left out
+    const proxyLog = (existsSync(proxyLogPath) ? readFileSync(proxyLogPath, 'utf8').split('\n').slice(0, -1).filter(Boolean) : []).map((l) => JSON.parse(l) as { listener: string; status: number; source?: string; route?: string; upstream?: string });
     const last = proxyLog.filter((e) => e.listener === 'shop/catalog:80').slice(-3);
     say('\nthe node proxy\'s access log (last 3 catalog requests: caller, route, backend)');
     for (const e of last) say(`  ${e.source ?? '?'} -> ${e.route} -> ${e.upstream} ${e.status}`);

@@ -30,7 +30,11 @@ t.test('--help, and a bad command line', async (t) => {
   t.match(tracing.stderr, /--tracing "sometimes": must be on, off or xds/);
   const flush = spawnSync(process.execPath, [CLI, '--xds', 'unix:/nowhere', '--node-id', 'x', '--access-log-flush-ms', 'soon'], { encoding: 'utf8' });
   t.equal(flush.status, 2, 'a flush interval that is not a number is refused');
-  t.match(flush.stderr, /--access-log-flush-ms: not a number of ms, 0 or more: soon/);
+  t.match(flush.stderr, /--access-log-flush-ms: not a whole number of ms from 0 to 2147483647: "soon"/);
+  for (const v of ['', '-1', '1.5', '3000000000']) {
+    const r = spawnSync(process.execPath, [CLI, '--xds', 'unix:/nowhere', '--node-id', 'x', `--access-log-flush-ms=${v}`], { encoding: 'utf8' });
+    t.equal(r.status, 2, `--access-log-flush-ms=${v} is refused`);
+  }
   t.match(help.stdout, /--access-log-flush-ms N/, '--help names the flush interval');
 });
 

@@ -63,6 +63,56 @@ t.test('a failure is named by its path at the end, with its diagnostics', async 
   t.equal(code, 0, 'the exit status is left to tap (make sees it through pipefail)');
 });
 
+// TODO and SKIP directives, failures without a YAML block, a \# in a name, a parent's YAML with a source excerpt
+const MIXED = `TAP version 14
+1..1
+# Subtest: tests/c.test.ts
+    # Subtest: todo and skip
+        not ok 1 - todo fail # TODO later
+        not ok 2 - skipped # SKIP no
+        ok 3 - fine
+        1..3
+    ok 1 - todo and skip # time=2ms
+    # Subtest: no diag
+        not ok 1 - first
+        not ok 2 - second
+        1..2
+    not ok 2 - no diag # time=1.4ms
+      ---
+      source: |
+        not ok 9 - this is source, not TAP
+      ...
+    # Subtest: weird \\# name
+        not ok 1 - a \\# b
+          ---
+          compare: ===
+          ...
+        1..1
+    not ok 3 - weird \\# name # time=5ms
+    1..3
+not ok 1 - tests/c.test.ts # time=26ms
+# { total: 6, pass: 1, fail: 3, todo: 1, skip: 1 }
+`;
+
+t.test('TODO and SKIP are not failures; failures without diagnostics are all named; a YAML block is read only after ---', async (t) => {
+  const { out } = run(MIXED);
+  t.equal(out.slice(MIXED.length), [
+    '',
+    'failed (3):',
+    '- tests/c.test.ts > no diag > first',
+    '- tests/c.test.ts > no diag > second',
+    '- tests/c.test.ts > weird \\# name > a \\# b',
+    '    compare: ===',
+    'tests: 1 passed, 3 failed, 1 skipped',
+    '',
+  ].join('\n'));
+});
+
+t.test('a bail out is said at the end, and counted when tap counted no failure', async (t) => {
+  const { out } = run('TAP version 14\n1..2\nok 1 - a\nBail out! the datapath would not load\n# { total: 1, pass: 1 }\n');
+  t.match(out, /\nBail out! the datapath would not load\ntests: 1 passed, 1 failed, 0 skipped\n$/);
+});
+
 t.test('a passing run ends with the counts alone', async (t) => {
   const { out } = run('TAP version 14\n1..1\nok 1 - x\n# { total: 1, pass: 1, fail: 0 }\n');
   t.match(out, /# \{ total: 1, pass: 1, fail: 0 \}\ntests: 1 passed, 0 failed, 0 skipped\n$/);
