@@ -5,8 +5,9 @@
  * past a size cap so a busy node's disk does not fill (at 1,000 requests/s a
  * line each, an unbounded log grew by 5 GB in a day of benchmarks here).
  * Written line by line as they came, each line was its own write through
- * libuv's thread pool: 13-16 µs of the proxy's CPU a request at 300-1,000
- * requests/s. Never blocks a request: when the disk falls behind by more than
+ * libuv's thread pool: in the L7 benchmark the shared proxy's CPU per request
+ * fell from 0.116-0.135 to 0.094-0.112 ms with the buffer (300 requests/s;
+ * benchmarks/results/l7-access-log-ab). Never blocks a request: when the disk falls behind by more than
  * maxPendingBytes, lines are dropped and counted. A process killed outright
  * loses what was buffered (at most flushIntervalMs of lines), as Envoy's does.
  */
@@ -89,8 +90,8 @@ export class AccessLogFile {
     this.#pendingBytes += bytes;
     this.#bufferedBytes += bytes;
     if (this.#writing) return; // the write out takes these lines when it is done
-    if (this.#flushIntervalMs === 0 || this.#closing || this.#bufferedBytes >= this.#flushBytes) this.#flushNow();
-    else this.#timer ??= setTimeout(() => this.#flushNow(), this.#flushIntervalMs).unref();
+    if (this.#due()) this.#flushNow();
+    else this.#schedule();
   }
 
   /** Writes the lines buffered so far; resolves when they are written (or failed). */
@@ -118,6 +119,15 @@ export class AccessLogFile {
     await this.#file.close();
   }
 
+  /** Whether the buffered lines go now rather than at the interval. */
+  #due(): boolean {
+    return this.#flushAsked || this.#closing || this.#flushIntervalMs === 0 || this.#bufferedBytes >= this.#flushBytes;
+  }
+
+  #schedule(): void {
+    this.#timer ??= setTimeout(() => this.#flushNow(), this.#flushIntervalMs).unref();
+  }
+
   #flushNow(): void {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
@@ -141,9 +151,9 @@ export class AccessLogFile {
       }
       this.#pendingBytes -= text.length;
       // what came during the write waits for the next interval, unless it is enough to write or a flush asked for it
-    } while (this.#lines.length > 0 && (this.#flushAsked || this.#closing || this.#flushIntervalMs === 0 || this.#bufferedBytes >= this.#flushBytes));
+    } while (this.#lines.length > 0 && this.#due());
     this.#flushAsked = false;
     this.#writing = undefined;
-    if (this.#lines.length > 0) this.#timer ??= setTimeout(() => this.#flushNow(), this.#flushIntervalMs).unref();
+    if (this.#lines.length > 0) this.#schedule();
   }
 }

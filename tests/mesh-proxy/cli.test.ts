@@ -3,7 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { adminGet } from '../../mesh-agent/admin/admin-client.js';
 import { repoRoot } from '../../mesh-agent/paths.js';
 import { AdsServer } from '../../xds/ads-server.js';
@@ -14,6 +14,33 @@ import { backend, freePort } from '../fixtures/l7.js';
 import { until } from '../fixtures/wait.js';
 
 const CLI = join(repoRoot(), 'dist', 'mesh-proxy', 'cli.js');
+
+/**
+ * The mesh-proxy command against an ADS server on loopback that gives it one listener (shop/b,
+ * on a free port) to a backend, its access log at DIR/access.log; resolves once /ready answers.
+ */
+async function startProxy(t: Test, nodeId: string, args: string[]) {
+  const cache = new SnapshotCache({ debounceMs: 1 });
+  const ads = new AdsServer({ cache });
+  const adsPort = await ads.start();
+  const dir = mkdtempSync(join(tmpdir(), 'sm-proxy-'));
+  t.teardown(async () => { await ads.stop(); cache.close(); rmSync(dir, { recursive: true, force: true }); });
+  const b = await backend(t, 'b');
+  const listen = await freePort();
+  cache.setDefaultSnapshot(Snapshot.create(l7Resources({
+    proxyIp: '127.0.0.1', ports: [{ service: 'shop/b', port: 80, listenerPort: listen }], routes: new Map(), lastGood: new Map(), backends: () => [{ ip: '127.0.0.1', port: b.port }],
+  }).resources));
+  const socket = join(dir, 'admin.sock');
+  const proxy = spawn(process.execPath, [CLI, '--xds', `127.0.0.1:${adsPort}`, '--node-id', nodeId, '--admin-socket', socket, '--access-log', join(dir, 'access.log'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const exited = new Promise<number | null>((r) => proxy.once('exit', (c) => r(c)));
+  t.teardown(() => { proxy.kill('SIGKILL'); });
+  let ready = false;
+  await until('ready', () => {
+    void adminGet(socket, '/ready').then(() => { ready = true; }, () => undefined);
+    return ready;
+  }, 20_000, 200);
+  return { dir, listen, socket, proxy, exited };
+}
 
 t.test('--help, and a bad command line', async (t) => {
   const help = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' });
@@ -39,25 +66,7 @@ t.test('--help, and a bad command line', async (t) => {
 });
 
 t.test('the admin endpoint: ready, config dump, stats, metrics; the access log rotated at its cap and reopened on SIGUSR1; SIGTERM drains', async (t) => {
-  const cache = new SnapshotCache({ debounceMs: 1 });
-  const ads = new AdsServer({ cache });
-  const adsPort = await ads.start();
-  const dir = mkdtempSync(join(tmpdir(), 'sm-proxy-'));
-  t.teardown(async () => { await ads.stop(); cache.close(); rmSync(dir, { recursive: true, force: true }); });
-  const b = await backend(t, 'b');
-  const listen = await freePort();
-  cache.setDefaultSnapshot(Snapshot.create(l7Resources({
-    proxyIp: '127.0.0.1', ports: [{ service: 'shop/b', port: 80, listenerPort: listen }], routes: new Map(), lastGood: new Map(), backends: () => [{ ip: '127.0.0.1', port: b.port }],
-  }).resources));
-  const socket = join(dir, 'admin.sock');
-  const proxy = spawn(process.execPath, [CLI, '--xds', `127.0.0.1:${adsPort}`, '--node-id', 'cli-test', '--admin-socket', socket, '--access-log', join(dir, 'access.log'), '--access-log-max-mb', '0.0005', '--access-log-flush-ms', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const exited = new Promise<number | null>((r) => proxy.once('exit', (c) => r(c)));
-  t.teardown(() => { proxy.kill('SIGKILL'); });
-  let ready = false;
-  await until('ready', () => {
-    void adminGet(socket, '/ready').then(() => { ready = true; }, () => undefined);
-    return ready;
-  }, 20_000, 200);
+  const { dir, listen, socket, proxy, exited } = await startProxy(t, 'cli-test', ['--access-log-max-mb', '0.0005', '--access-log-flush-ms', '0']);
   await fetch(`http://127.0.0.1:${listen}/`).then((r) => r.text());
   // one request at a time, each line written before the next request (the 512-byte cap holds 1 or 2 lines)
   const written = async () => ((await adminGet(socket, '/stats')).body as { accessLog: { written: number } }).accessLog.written;
@@ -105,27 +114,9 @@ t.test('the admin endpoint: ready, config dump, stats, metrics; the access log r
 });
 
 t.test('the access log is buffered as Envoy buffers it, and SIGTERM writes what waits', async (t) => {
-  const cache = new SnapshotCache({ debounceMs: 1 });
-  const ads = new AdsServer({ cache });
-  const adsPort = await ads.start();
-  const dir = mkdtempSync(join(tmpdir(), 'sm-proxy-'));
-  t.teardown(async () => { await ads.stop(); cache.close(); rmSync(dir, { recursive: true, force: true }); });
-  const b = await backend(t, 'b');
-  const listen = await freePort();
-  cache.setDefaultSnapshot(Snapshot.create(l7Resources({
-    proxyIp: '127.0.0.1', ports: [{ service: 'shop/b', port: 80, listenerPort: listen }], routes: new Map(), lastGood: new Map(), backends: () => [{ ip: '127.0.0.1', port: b.port }],
-  }).resources));
-  const socket = join(dir, 'admin.sock');
-  const log = join(dir, 'access.log');
   // a minute's interval: nothing is written before SIGTERM, whatever the machine's pace
-  const proxy = spawn(process.execPath, [CLI, '--xds', `127.0.0.1:${adsPort}`, '--node-id', 'cli-flush', '--admin-socket', socket, '--access-log', log, '--access-log-flush-ms', '60000'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const exited = new Promise<number | null>((r) => proxy.once('exit', (c) => r(c)));
-  t.teardown(() => { proxy.kill('SIGKILL'); });
-  let ready = false;
-  await until('ready', () => {
-    void adminGet(socket, '/ready').then(() => { ready = true; }, () => undefined);
-    return ready;
-  }, 20_000, 200);
+  const { dir, listen, socket, proxy, exited } = await startProxy(t, 'cli-flush', ['--access-log-flush-ms', '60000']);
+  const log = join(dir, 'access.log');
   for (const p of ['/a', '/b', '/c']) await fetch(`http://127.0.0.1:${listen}${p}`).then((r) => r.text());
   const stats = (await adminGet(socket, '/stats')).body as { requests: number; accessLog: { written: number } };
   t.match(stats, { requests: 3, accessLog: { written: 0 } }, 'three requests served, their lines waiting in the buffer');
