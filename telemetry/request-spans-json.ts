@@ -11,10 +11,17 @@
  * flattened to be written, to 7 KB. Here constants are bytes made once, ids
  * and text are copied byte by byte and numbers written digit by digit: about
  * 3 µs a request in a loop, and nothing allocated but the peer's address.
+ *
+ * A common request (one attempt that answered, no caller's trace context,
+ * no retries, no denial, no error status) is written from its shape's bytes,
+ * made once per caller, backend, route, method, statuses and service (see
+ * Shape), with only its ids, times, port and path written between them:
+ * over the agent's relay, a traced request's extra CPU went from 6.6 to
+ * 4.5 µs (500-record batches, traced and untraced in turn).
  */
 import type { AttributeValue, Link } from '@opentelemetry/api';
 import { ByteWriter, type RequestJsonWriter, writeLink, writeValue } from './otlp-json-write.js';
-import { splitPeer, type TracedRequest } from './request-spans.js';
+import { splitPeer, type AttemptTrace, type TracedRequest } from './request-spans.js';
 
 const enc = (s: string): Buffer => Buffer.from(s, 'latin1');
 /** `{"key":"k","value":{"stringValue":`, and its number form `{"key":"k","value":`. */
@@ -99,6 +106,12 @@ function link(l: Link): Buffer {
  */
 export function writeRequestSpans(line: RequestJsonWriter, r: TracedRequest, connection: Link | undefined, headOf: (owner: string) => string): void {
   const t = r.trace;
+  const at = t.attempts.length === 1 ? t.attempts[0]! : undefined;
+  if (at !== undefined && at.error === undefined && t.retries.length === 0 && t.parentSpanId === undefined && t.traceState === undefined && r.deniedBy === undefined
+    && r.spanId !== '' && isPort(r.callerPort) && isStatus(r.status) && r.status < 400 && isStatus(at.status)) {
+    writeCommon(line, r, at, shapeOf(r, at), connection, headOf);
+    return;
+  }
   const name = r.route !== undefined ? `${r.method} ${r.route}` : r.method;
   const attempts = t.attempts;
   const peers = attempts.map((a) => splitPeer(a.peer));
@@ -157,4 +170,144 @@ export function writeRequestSpans(line: RequestJsonWriter, r: TracedRequest, con
     if (err) { w.raw(B.errorMessage); w.string(err.message); } else w.byte(at.status >= 500 ? 0x32 : 0x30);
     w.raw(B.server);
   }
+}
+
+/** 0..65535, written by number() as uint() writes it */
+const isPort = (v: number): boolean => Number.isInteger(v) && v >= 0 && v <= 0xffff;
+/** an integer status (0: none came) */
+const isStatus = (v: number): boolean => Number.isInteger(v) && v >= 0 && v <= 999;
+
+/**
+ * The bytes a common request's two spans share with every request of the
+ * same shape (one attempt that answered, no caller's trace context, no
+ * retries, denial or error status): method, route, the service as dialled,
+ * caller, listener, protocol, backend and statuses. Between them go what
+ * each request has of its own: ids, times, the caller's port, the path and
+ * the connection's link. The parts are written by the same code as the
+ * other requests' spans, once per shape.
+ */
+interface Shape {
+  method: string;
+  route: string | undefined;
+  serverAddress: string;
+  serverPort: number;
+  caller: string;
+  local: string;
+  localPort: number;
+  protocol: string;
+  peer: string;
+  status: number;
+  attemptStatus: number;
+  /** the backend's address (the SERVER span's owner) */
+  ip: string;
+  /** CLIENT: after the span id, up to the start; after the path, up to the caller's port; after it, up to the link */
+  clientName: Buffer;
+  clientAttributes: Buffer;
+  clientRest: Buffer;
+  /** SERVER: the same three */
+  serverName: Buffer;
+  serverAttributes: Buffer;
+  serverRest: Buffer;
+  /** both: after the end, up to the path */
+  toPath: Buffer;
+}
+
+/** shapes kept at most; past it they are forgotten and made again as requests come (about 2 KB each) */
+export const MAX_SHAPES = 2048;
+/** shapes under one key at most (the same caller, backend and route: other methods, statuses, services dialled) */
+const PER_KEY = 8;
+const shapes = new Map<string, Shape[]>();
+let shapesKept = 0;
+
+/** The shapes kept now (for the tests). */
+export function shapeCount(): number {
+  return shapesKept;
+}
+
+/** The request's shape: kept, or made now. Found by caller, backend and route (no numbers to print), then by every field. */
+function shapeOf(r: TracedRequest, at: AttemptTrace): Shape {
+  const t = r.trace;
+  const key = `${r.caller}\n${at.peer}\n${r.route}`;
+  let list = shapes.get(key);
+  if (list !== undefined) {
+    for (let i = 0; i < list.length; i++) {
+      const s = list[i]!;
+      if (s.method === r.method && s.route === r.route && s.serverAddress === t.serverAddress && s.serverPort === t.serverPort && s.caller === r.caller && s.local === r.local
+        && s.localPort === r.localPort && s.protocol === t.protocol && s.peer === at.peer && s.status === r.status && s.attemptStatus === at.status) return s;
+    }
+  }
+  if (shapesKept >= MAX_SHAPES) {
+    shapes.clear();
+    shapesKept = 0;
+    list = undefined;
+  }
+  if (list === undefined) shapes.set(key, list = []);
+  const made = makeShape(r, at);
+  if (list.length >= PER_KEY) list[list.length - 1] = made; // the first ones stay: the common statuses come first
+  else {
+    list.push(made);
+    shapesKept++;
+  }
+  return made;
+}
+
+function bytes(write: (w: ByteWriter) => void): Buffer {
+  const w = new ByteWriter(512);
+  write(w);
+  return Buffer.concat(w.pieces());
+}
+
+function makeShape(r: TracedRequest, at: AttemptTrace): Shape {
+  const t = r.trace;
+  const name = r.route !== undefined ? `${r.method} ${r.route}` : r.method;
+  const [ip, port] = splitPeer(at.peer);
+  return {
+    method: r.method, route: r.route, serverAddress: t.serverAddress, serverPort: t.serverPort, caller: r.caller, local: r.local, localPort: r.localPort,
+    protocol: t.protocol, peer: at.peer, status: r.status, attemptStatus: at.status, ip,
+    clientName: bytes((w) => { w.raw(B.quote); w.raw(B.name); w.string(name); w.raw(B.clientKind); }),
+    toPath: bytes((w) => { w.raw(B.attributes); w.raw(K.method); text(w, r.method); w.raw(K.path); }),
+    clientAttributes: bytes((w) => {
+      w.raw(K.serverAddress); text(w, t.serverAddress); w.raw(K.serverPort); number(w, t.serverPort); w.raw(K.clientAddress); text(w, r.caller); w.raw(K.clientPort); w.raw(B.intOpen);
+    }),
+    clientRest: bytes((w) => {
+      w.raw(B.strEnd); w.raw(K.localAddress); text(w, r.local); w.raw(K.localPort); number(w, r.localPort); w.raw(K.protocol); text(w, t.protocol);
+      if (r.route !== undefined) { w.raw(K.route); text(w, r.route); }
+      w.raw(K.peerAddress); text(w, ip); w.raw(K.peerPort); number(w, port);
+      w.raw(K.status); number(w, r.status);
+      w.raw(B.afterAttributes); w.raw(B.afterEvents); w.byte(0x30); w.raw(B.afterStatus);
+    }),
+    serverName: bytes((w) => { w.raw(B.quote); w.raw(B.name); w.string(name); w.raw(B.serverKind); }),
+    serverAttributes: bytes((w) => {
+      if (r.route !== undefined) { w.raw(K.route); text(w, r.route); }
+      w.raw(K.serverAddress); text(w, ip); w.raw(K.serverPort); number(w, port);
+      w.raw(K.clientAddress); text(w, r.caller); w.raw(K.peerAddress); text(w, r.caller); w.raw(K.peerPort); w.raw(B.intOpen);
+    }),
+    serverRest: bytes((w) => {
+      w.raw(B.strEnd);
+      if (at.status > 0) { w.raw(K.status); number(w, at.status); }
+      w.raw(B.afterAttributes); w.raw(B.afterEvents); w.byte(at.status >= 500 ? 0x32 : 0x30); w.raw(B.server);
+    }),
+  };
+}
+
+/** A span's start and end (never before the start). */
+function times(w: ByteWriter, startUs: number, endUs: number): void {
+  const start = Math.round(startUs);
+  const end = Math.round(endUs);
+  ns(w, start); w.raw(B.end); ns(w, end < start ? start : end);
+}
+
+/** A common request's spans: its shape's bytes and its own values between them. */
+function writeCommon(line: RequestJsonWriter, r: TracedRequest, at: AttemptTrace, s: Shape, connection: Link | undefined, headOf: (owner: string) => string): void {
+  const t = r.trace;
+  let w = line.next(headOf(r.caller));
+  w.raw(B.traceId); w.ascii(r.traceId); w.raw(B.spanId); w.ascii(r.spanId); w.raw(s.clientName);
+  times(w, t.startUs, t.endUs);
+  w.raw(s.toPath); text(w, r.path); w.raw(s.clientAttributes); w.uint(r.callerPort); w.raw(s.clientRest);
+  if (connection) w.raw(link(connection));
+  w.raw(B.client);
+  w = line.next(headOf(s.ip));
+  w.raw(B.traceId); w.ascii(r.traceId); w.raw(B.spanId); w.ascii(at.spanId); w.raw(B.parentSpanId); w.ascii(r.spanId); w.raw(s.serverName);
+  times(w, at.startUs, at.endUs);
+  w.raw(s.toPath); text(w, r.path); w.raw(s.serverAttributes); w.uint(r.callerPort); w.raw(s.serverRest);
 }

@@ -53,7 +53,10 @@ t.test('spans grouped by their resource\'s head, in buffers that grow; attribute
 });
 
 t.test('integers written digit by digit, as String writes them', async (t) => {
-  const values = [0, 1, 9, 10, 99, 100, 8080, 65535, 1_764_000_000_000_000, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER - 1, 10 ** 15, 10 ** 15 - 1];
+  const values = [0, 1, 9, 10, 99, 100, 8080, 65535, 1_764_000_000_000_000, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER - 1];
+  // every length's first and last value, and the two halves' edges (1e8: a second half of zeros)
+  for (let k = 1; k <= 15; k++) values.push(10 ** k, 10 ** k - 1, 10 ** k + 1);
+  values.push(1e8 * 12_345 + 7, 89_999_999 * 1e8 + 99_999_999, 90_071_992_54_740_990);
   for (let i = 0; i < 2000; i++) values.push(Math.floor(Math.random() * 10 ** (1 + (i % 16))));
   const w = new ByteWriter(8);
   for (const v of values) { w.uint(v); w.byte(0x20); }

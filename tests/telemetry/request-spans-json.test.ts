@@ -1,7 +1,7 @@
 import t from 'tap';
 import type { Link } from '@opentelemetry/api';
 import { attributes, groupHead, RequestJsonWriter } from '../../telemetry/otlp-json-write.js';
-import { writeRequestSpans } from '../../telemetry/request-spans-json.js';
+import { MAX_SHAPES, shapeCount, writeRequestSpans } from '../../telemetry/request-spans-json.js';
 import { requestSpans, type AttemptTrace, type TracedRequest } from '../../telemetry/request-spans.js';
 
 const US = 1_764_000_000_000_000;
@@ -55,9 +55,56 @@ for (const [what, shape] of shapes) {
       t.equal(Buffer.concat(direct.pieces()).toString(), want, how);
       t.equal(direct.count, generic.count, `${how}: spans counted`);
       t.doesNotThrow(() => JSON.parse(want), `${how}: JSON`);
+      // again, with what each request has of its own changed: a common request's shape is kept from the first
+      const again = base();
+      shape(again);
+      Object.assign(again, { traceId: '1'.repeat(32), spanId: 'b'.repeat(16), callerPort: 41234, path: `${again.path}/more` });
+      again.trace.startUs += 1_000_001;
+      again.trace.endUs += 2_000_003;
+      for (const a of again.trace.attempts) { a.spanId = 'e'.repeat(16); a.startUs += 1_000_500; a.endUs += 1_999_999; }
+      const generic2 = new RequestJsonWriter();
+      for (const o of requestSpans(again, link)) generic2.add(headOf(o.owner), o.span);
+      const direct2 = new RequestJsonWriter();
+      writeRequestSpans(direct2, again, link, headOf);
+      t.equal(Buffer.concat(direct2.pieces()).toString(), Buffer.concat(generic2.pieces()).toString(), `${how}: a second request of the shape`);
     }
   });
 }
+
+/** The generic path's bytes and the direct path's for each record, in one line each. */
+function both(records: TracedRequest[]): [string, string] {
+  const generic = new RequestJsonWriter();
+  const direct = new RequestJsonWriter();
+  for (const r of records) {
+    for (const o of requestSpans(r)) generic.add(headOf(o.owner), o.span);
+    writeRequestSpans(direct, r, undefined, headOf);
+  }
+  return [Buffer.concat(direct.pieces()).toString(), Buffer.concat(generic.pieces()).toString()];
+}
+
+t.test('common requests that differ in one field each are not taken for one another', async (t) => {
+  const changes: ((r: TracedRequest) => void)[] = [
+    (r) => { r.method = 'POST'; }, (r) => { r.route = '/b'; }, (r) => { delete r.route; }, (r) => { r.trace.serverAddress = 'api.shop'; }, (r) => { r.trace.serverPort = 8080; },
+    (r) => { r.caller = '198.18.0.5'; }, (r) => { r.local = '198.18.0.9'; }, (r) => { r.localPort = 15002; }, (r) => { r.trace.protocol = '2'; },
+    (r) => { r.trace.attempts[0]!.peer = '198.18.0.4:8081'; }, (r) => { r.status = 204; }, (r) => { r.trace.attempts[0]!.status = 0; }, (r) => { r.status = 302; r.trace.attempts[0]!.status = 503; },
+    // the same caller, backend and route: the key they share
+    (r) => { r.route = 'undefined'; },
+  ];
+  const records = [base(), ...changes.map((c) => { const r = base(); c(r); return r; }), base()];
+  const [direct, generic] = both([...records, ...records]);
+  t.equal(direct, generic, `${records.length} shapes, each written twice`);
+});
+
+t.test('more shapes than are kept under one key, and more than are kept at all: the bytes stay right, the count bounded', async (t) => {
+  const sameKey = Array.from({ length: 20 }, (_, i) => { const r = base(); r.status = 200 + i; r.trace.attempts[0]!.status = 200 + i; return r; });
+  const [d1, g1] = both([...sameKey, ...sameKey.reverse()]);
+  t.equal(d1, g1, '20 statuses of one caller, backend and route, twice');
+  const many = Array.from({ length: MAX_SHAPES + 300 }, (_, i) => { const r = base(); r.route = `/r${i}`; return r; });
+  const [d2, g2] = both(many);
+  t.equal(d2, g2, `${many.length} routes`);
+  t.ok(shapeCount() <= MAX_SHAPES, `${shapeCount()} shapes kept, at most ${MAX_SHAPES}`);
+  t.ok(shapeCount() >= 300, 'the latest ones kept');
+});
 
 t.test('many requests into one line: grouped by owner as the span objects are, across buffer growth', async (t) => {
   const generic = new RequestJsonWriter();
