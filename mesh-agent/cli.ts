@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --initial-old-space-size=128
+#!/usr/bin/env -S node --initial-old-space-size=128 --no-memory-reducer
 /** mesh-agent: sockmesh's per-node agent and its admin commands. */
 import { InvalidArgumentError } from './errors.js';
 import { reportError } from './commands/args.js';

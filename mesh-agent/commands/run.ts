@@ -69,9 +69,9 @@ its pod's resource), the kernel's connections (linked to the requests they carri
 agent's reconcile passes and xDS pushes (service sockmesh-agent). Flows: mesh-agent observe.
 
 The mesh-agent command starts node with ${AGENT_NODE_FLAGS.join(' ')} (fewer major
-garbage collections under traced load, for up to about 128 MB of heap); started as
-node dist/mesh-agent/cli.js run, give node that flag yourself (run says so on stderr when it
-is missing).
+garbage collections under traced load, for up to about 128 MB of heap, not handed back in
+quiet spells); started as node dist/mesh-agent/cli.js run, give node those flags yourself
+(run says so on stderr when one is missing).
 `;
 
 export async function run(argv: string[]): Promise<number> {

@@ -33,4 +33,8 @@ t.test('agentFlagsWarning', async (t) => {
   const w = agentFlagsWarning(['--expose-gc']);
   t.match(w, `node runs without ${AGENT_NODE_FLAGS.join(' ')}`, 'names the missing flag');
   t.match(w, `(node ${AGENT_NODE_FLAGS.join(' ')} dist/mesh-agent/cli.js run ...)`, 'and how to give it');
+  t.match(w, 'give them yourself', 'them: more than one');
+  const one = agentFlagsWarning([AGENT_NODE_FLAGS[0]!]);
+  t.match(one, `node runs without ${AGENT_NODE_FLAGS.slice(1).join(' ')}:`, 'one missing: only it named');
+  t.match(one, `give it yourself (node ${AGENT_NODE_FLAGS.slice(1).join(' ')} dist/`, 'and only it to give');
 });

@@ -73,7 +73,7 @@ if (privileged(t)) {
     next.stderr!.on('data', (d: Buffer) => { nextStderr += d.toString(); });
     t.teardown(() => { if (next.exitCode === null) next.kill('SIGKILL'); }); // a failed step below must not leave it running
     t.match(await waitForLine(next, /^mesh-agent: running/), /adopted from/, 'a new agent adopts the pins (and the stale admin socket)');
-    t.match(nextStderr, new RegExp(`^mesh-agent: node runs without ${AGENT_NODE_FLAGS.join(' ')}: .*give it yourself`, 'm'), 'started through node without the flag, the agent says so on stderr');
+    t.match(nextStderr, new RegExp(`^mesh-agent: node runs without ${AGENT_NODE_FLAGS.join(' ')}: .*give them yourself`, 'm'), 'started through node without the flag, the agent says so on stderr');
     next.kill('SIGUSR1');
     t.match(await waitForLine(next, /SIGUSR1/), /^mesh-agent: SIGUSR1: trace file .+ reopened$/, 'SIGUSR1 reopens the trace file (after logrotate moved it)');
     t.equal(next.exitCode, null, 'and the agent runs on');
