@@ -8,7 +8,7 @@
  * agent restart (the next agent adopts it), and drains on stop.
  */
 import type { ChildProcess } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { envoyBootstrap } from '../../xds/envoy-bootstrap.js';
 import { repoRoot } from '../paths.js';
@@ -200,7 +200,12 @@ export class NodeProxy {
     }
   }
 
-  /** Stops supervising; with `remove`, drains it (SIGTERM, then SIGKILL) and removes its cgroup, else leaves it running. */
+  /**
+   * Stops supervising; with `remove`, drains it (SIGTERM, then SIGKILL),
+   * removes its cgroup and its state directory (its record, its logs and
+   * access log, the workloads file, the Envoy bootstrap), else leaves it
+   * running for the next agent to adopt.
+   */
   async stop(opts: { remove?: boolean; drainMs?: number } = {}): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
@@ -208,6 +213,6 @@ export class NodeProxy {
     if (!opts.remove) return;
     const drained = await this.#o.runtime.stopNodeProcess(NODE_PROXY, 'SIGTERM', opts.drainMs ?? 6000);
     if (!drained) await this.#o.runtime.stopNodeProcess(NODE_PROXY, 'SIGKILL');
-    if (existsSync(this.#recordPath())) writeFileSync(this.#recordPath(), '{}\n');
+    rmSync(this.#o.stateDir, { recursive: true, force: true });
   }
 }

@@ -126,7 +126,7 @@ export class PodSupervisor {
     await this.sync();
   }
 
-  /** Stops following; with removePods, kills and removes every pod it runs (else they keep running). */
+  /** Stops following; with removePods, kills and removes every pod it runs and its state directory (records, logs), else they keep running. */
   async stop(opts: { removePods?: boolean } = {}): Promise<void> {
     this.#stopped = true;
     this.#cancel?.();
@@ -135,6 +135,7 @@ export class PodSupervisor {
     for (const p of this.#pods.values()) if (p.restartTimer) clearTimeout(p.restartTimer);
     if (opts.removePods) {
       for (const p of [...this.#pods.values()]) await this.#remove(p);
+      rmSync(this.#stateDir, { recursive: true, force: true });
     }
   }
 

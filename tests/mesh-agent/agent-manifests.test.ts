@@ -1,12 +1,12 @@
 /* Privileged end to end: the agent runs a manifest directory; services by name and VIP, enrollment, reloads, restarts. */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
 import { renderPrometheus } from '../../mesh-agent/admin/prometheus.js';
 import { Agent } from '../../mesh-agent/agent.js';
-import { repoRoot } from '../../mesh-agent/paths.js';
+import { repoRoot, STATE_DIR } from '../../mesh-agent/paths.js';
 import { NodeRuntime } from '../../mesh-agent/runtime/node-runtime.js';
 import { runtimeName } from '../../mesh-agent/runtime/pod-supervisor.js';
 import { TEST_PIN_DIR, cleanNode } from '../fixtures/mesh.js';
@@ -182,5 +182,10 @@ if (privileged(t)) {
     t.equal(live.exitCode, null, 'the live connection survived the restart');
     t.equal((await dial(rt, 'shop/client', 'web', 1))[0]?.reply?.split(' ')[0], 'web-1', 'and the service still answers');
     live.kill();
+    // stopped for good: the pods go, and their records and logs with them
+    const state = join(STATE_DIR, `pods-${PREFIX}`);
+    t.ok(existsSync(state), `${state} while the pods run`);
+    await next.stop({ removePods: true });
+    t.notOk(existsSync(state), 'removed with the pods');
   });
 }

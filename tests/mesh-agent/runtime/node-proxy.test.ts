@@ -44,5 +44,6 @@ if (privileged(t)) {
     await proxy.stop({ remove: true });
     t.match(readFileSync(starts, 'utf8'), /drained/, 'stop drains it with SIGTERM');
     t.notOk(rt.nodeProcessRunning('node-proxy'), 'and it is gone');
+    t.notOk(existsSync(join(dir, 'state')), 'with its state directory (record, logs, bootstrap)');
   });
 }
