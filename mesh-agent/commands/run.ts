@@ -39,7 +39,8 @@ connections go on and new ones are still short-circuited.
                           ends of the CNI's pod veths, where the anti-spoof guards go (default:
                           the agent's own; /proc/1/ns/net when the agent runs without hostNetwork)
   --prefix P              the local runtime's name prefix (default sm)
-  --cleanup-on-exit       remove the pods (and the runtime's network) when stopping
+  --cleanup-on-exit       remove the pods, the node proxy and the runtime's network when stopping,
+                          with their state under /run/sockmesh (logs, the node proxy's access log)
 ${DATAPATH_FLAGS_HELP}
   --enroll IPV4           enroll this endpoint (repeatable)
   --xds-address IP:PORT   the ADS server over TCP (default ${DEFAULT_XDS_ADDRESS})

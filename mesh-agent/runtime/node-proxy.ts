@@ -71,6 +71,8 @@ export class NodeProxy {
   #timer: NodeJS.Timeout | undefined;
   #poll: NodeJS.Timeout | undefined;
   #stopped = true;
+  /** stopped with remove: its state directory is gone and nothing writes into it again until start() */
+  #removed = false;
 
   constructor(opts: NodeProxyOptions) {
     this.#o = opts;
@@ -103,6 +105,7 @@ export class NodeProxy {
   }
 
   writeWorkloads(json: string): void {
+    if (this.#removed) return; // the agent's last passes while its pods go: the directory stays gone
     mkdirSync(this.#o.stateDir, { recursive: true });
     writeFileSync(`${this.workloadsFile}.tmp`, json);
     renameSync(`${this.workloadsFile}.tmp`, this.workloadsFile);
@@ -131,6 +134,7 @@ export class NodeProxy {
   /** Starts it, or adopts the one an earlier agent left running (when it runs the same binary). */
   start(): void {
     this.#stopped = false;
+    this.#removed = false;
     mkdirSync(this.#o.stateDir, { recursive: true });
     const rec = (() => {
       try {
@@ -211,6 +215,7 @@ export class NodeProxy {
     if (this.#timer) clearTimeout(this.#timer);
     if (this.#poll) clearInterval(this.#poll);
     if (!opts.remove) return;
+    this.#removed = true;
     const drained = await this.#o.runtime.stopNodeProcess(NODE_PROXY, 'SIGTERM', opts.drainMs ?? 6000);
     if (!drained) await this.#o.runtime.stopNodeProcess(NODE_PROXY, 'SIGKILL');
     rmSync(this.#o.stateDir, { recursive: true, force: true });

@@ -182,10 +182,12 @@ if (privileged(t)) {
     t.equal(live.exitCode, null, 'the live connection survived the restart');
     t.equal((await dial(rt, 'shop/client', 'web', 1))[0]?.reply?.split(' ')[0], 'web-1', 'and the service still answers');
     live.kill();
-    // stopped for good: the pods go, and their records and logs with them
-    const state = join(STATE_DIR, `pods-${PREFIX}`);
-    t.ok(existsSync(state), `${state} while the pods run`);
+    // stopped for good: the pods and the node proxy go, and their records and logs with them
+    // (the agent's last passes, as each pod goes, must not write the proxy's workloads file again)
+    const state = [join(STATE_DIR, `pods-${PREFIX}`), join(STATE_DIR, `proxy-${PREFIX}`)];
+    for (const d of state) t.ok(existsSync(d), `${d} while the pods run`);
     await next.stop({ removePods: true });
-    t.notOk(existsSync(state), 'removed with the pods');
+    await sleep(100);
+    for (const d of state) t.notOk(existsSync(d), `${d} removed with them`);
   });
 }
