@@ -109,8 +109,11 @@ export function writeRequestSpans(line: RequestJsonWriter, r: TracedRequest, con
   const at = t.attempts.length === 1 ? t.attempts[0]! : undefined;
   if (at !== undefined && at.error === undefined && t.retries.length === 0 && t.parentSpanId === undefined && t.traceState === undefined && r.deniedBy === undefined
     && r.spanId !== '' && isPort(r.callerPort) && isStatus(r.status) && r.status < 400 && isStatus(at.status)) {
-    writeCommon(line, r, at, shapeOf(r, at), connection, headOf);
-    return;
+    const s = shapeOf(r, at);
+    if (s !== undefined) {
+      writeCommon(line, r, at, s, connection, headOf);
+      return;
+    }
   }
   const name = r.route !== undefined ? `${r.method} ${r.route}` : r.method;
   const attempts = t.attempts;
@@ -212,20 +215,28 @@ interface Shape {
   toPath: Buffer;
 }
 
-/** shapes kept at most; past it they are forgotten and made again as requests come (about 2 KB each) */
+/** shapes kept at most; past it they are forgotten (at most once a minute) and made again as requests come (about 2 KB each) */
 export const MAX_SHAPES = 2048;
 /** shapes under one key at most (the same caller, backend and route: other methods, statuses, services dialled) */
-const PER_KEY = 8;
+export const PER_KEY = 8;
+const FORGET_EVERY_MS = 60_000;
 const shapes = new Map<string, Shape[]>();
 let shapesKept = 0;
+let forgotAt = -Infinity;
 
 /** The shapes kept now (for the tests). */
 export function shapeCount(): number {
   return shapesKept;
 }
 
-/** The request's shape: kept, or made now. Found by caller, backend and route (no numbers to print), then by every field. */
-function shapeOf(r: TracedRequest, at: AttemptTrace): Shape {
+/**
+ * The request's shape: kept, or made now; undefined when there is no room
+ * for it (the request is written the long way, not made into a shape only
+ * to be dropped again: a key's first PER_KEY shapes stay, the common
+ * statuses come first). Found by caller, backend and route (no numbers to
+ * print), then by every field.
+ */
+function shapeOf(r: TracedRequest, at: AttemptTrace): Shape | undefined {
   const t = r.trace;
   const key = `${r.caller}\n${at.peer}\n${r.route}`;
   let list = shapes.get(key);
@@ -235,19 +246,21 @@ function shapeOf(r: TracedRequest, at: AttemptTrace): Shape {
       if (s.method === r.method && s.route === r.route && s.serverAddress === t.serverAddress && s.serverPort === t.serverPort && s.caller === r.caller && s.local === r.local
         && s.localPort === r.localPort && s.protocol === t.protocol && s.peer === at.peer && s.status === r.status && s.attemptStatus === at.status) return s;
     }
+    if (list.length >= PER_KEY) return undefined;
   }
   if (shapesKept >= MAX_SHAPES) {
+    // the requests' shapes have changed, or more are live than are kept: forget them all, not more than once a minute
+    const now = performance.now();
+    if (now - forgotAt < FORGET_EVERY_MS) return undefined;
+    forgotAt = now;
     shapes.clear();
     shapesKept = 0;
     list = undefined;
   }
   if (list === undefined) shapes.set(key, list = []);
   const made = makeShape(r, at);
-  if (list.length >= PER_KEY) list[list.length - 1] = made; // the first ones stay: the common statuses come first
-  else {
-    list.push(made);
-    shapesKept++;
-  }
+  list.push(made);
+  shapesKept++;
   return made;
 }
 

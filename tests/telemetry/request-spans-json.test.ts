@@ -1,7 +1,7 @@
 import t from 'tap';
 import type { Link } from '@opentelemetry/api';
 import { attributes, groupHead, RequestJsonWriter } from '../../telemetry/otlp-json-write.js';
-import { MAX_SHAPES, shapeCount, writeRequestSpans } from '../../telemetry/request-spans-json.js';
+import { MAX_SHAPES, PER_KEY, shapeCount, writeRequestSpans } from '../../telemetry/request-spans-json.js';
 import { requestSpans, type AttemptTrace, type TracedRequest } from '../../telemetry/request-spans.js';
 
 const US = 1_764_000_000_000_000;
@@ -34,6 +34,12 @@ const shapes: [string, (r: TracedRequest) => void][] = [
   ['an end before the start (a clock step): the start', (r) => { r.trace.endUs = US - 5; r.trace.attempts[0]!.endUs = US; }],
   ['times that are fractions, and zero', (r) => { r.trace.startUs = 0; r.trace.endUs = US + 0.5; r.trace.attempts[0]!.startUs = US + 0.4999; }],
   ['odd numbers: a port that is not an integer, a NaN port', (r) => { r.trace.serverPort = 80.5; r.trace.attempts[0]!.peer = '198.18.0.4:x'; }],
+  // what a shape cannot hold: written the long way
+  ['a caller\'s port that is not an integer', (r) => { r.callerPort = 40000.5; }],
+  ['a negative caller\'s port', (r) => { r.callerPort = -1; }],
+  ['a status that is not an integer', (r) => { r.status = 200.5; r.trace.attempts[0]!.status = 200.25; }],
+  ['an empty span id', (r) => { r.spanId = ''; }],
+  ['an empty parent span id and tracestate', (r) => { r.trace.parentSpanId = ''; r.trace.traceState = ''; }],
 ];
 
 const links: [string, Link | undefined][] = [
@@ -82,6 +88,21 @@ function both(records: TracedRequest[]): [string, string] {
   return [Buffer.concat(direct.pieces()).toString(), Buffer.concat(generic.pieces()).toString()];
 }
 
+t.test('a common request\'s shape is made once and used again', async (t) => {
+  const r = base();
+  r.route = '/made-once';
+  const before = shapeCount();
+  const [d1, g1] = both([r]);
+  t.equal(d1, g1, 'the first request');
+  t.equal(shapeCount(), before + 1, 'made its shape');
+  const again = base();
+  again.route = '/made-once';
+  Object.assign(again, { traceId: '2'.repeat(32), callerPort: 40001, path: '/other' });
+  const [d2, g2] = both([again]);
+  t.equal(d2, g2, 'the second');
+  t.equal(shapeCount(), before + 1, 'from the same shape');
+});
+
 t.test('common requests that differ in one field each are not taken for one another', async (t) => {
   const changes: ((r: TracedRequest) => void)[] = [
     (r) => { r.method = 'POST'; }, (r) => { r.route = '/b'; }, (r) => { delete r.route; }, (r) => { r.trace.serverAddress = 'api.shop'; }, (r) => { r.trace.serverPort = 8080; },
@@ -96,9 +117,11 @@ t.test('common requests that differ in one field each are not taken for one anot
 });
 
 t.test('more shapes than are kept under one key, and more than are kept at all: the bytes stay right, the count bounded', async (t) => {
-  const sameKey = Array.from({ length: 20 }, (_, i) => { const r = base(); r.status = 200 + i; r.trace.attempts[0]!.status = 200 + i; return r; });
+  const sameKey = Array.from({ length: 20 }, (_, i) => { const r = base(); r.route = '/many-statuses'; r.status = 200 + i; r.trace.attempts[0]!.status = 200 + i; return r; });
+  const before = shapeCount();
   const [d1, g1] = both([...sameKey, ...sameKey.reverse()]);
   t.equal(d1, g1, '20 statuses of one caller, backend and route, twice');
+  t.equal(shapeCount() - before, PER_KEY, `${PER_KEY} of them kept, the rest written the long way`);
   const many = Array.from({ length: MAX_SHAPES + 300 }, (_, i) => { const r = base(); r.route = `/r${i}`; return r; });
   const [d2, g2] = both(many);
   t.equal(d2, g2, `${many.length} routes`);
