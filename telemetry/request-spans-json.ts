@@ -74,15 +74,62 @@ function ns(w: ByteWriter, us: number): void {
   }
 }
 
-/** The span's fields up to its first attribute; the end is never before the start. */
+/** The span's fields up to its first attribute. */
 function head(w: ByteWriter, traceId: string, spanId: string, parentSpanId: string | undefined, traceState: string | undefined, name: string, kind: Buffer, startUs: number, endUs: number): void {
   w.raw(B.traceId); w.ascii(traceId); w.raw(B.spanId); w.ascii(spanId);
   if (parentSpanId) { w.raw(B.parentSpanId); w.ascii(parentSpanId); }
   if (traceState) { w.raw(B.traceState); w.string(traceState); } else w.raw(B.quote);
+  nameAndKind(w, name, kind);
+  times(w, startUs, endUs); w.raw(B.attributes);
+}
+
+/*
+ * The parts of a span both ways of writing it share (the long way below, and
+ * a common request's shape): one copy of each, in the attributes' order.
+ */
+
+/** A span's name: its method and route template, or its method. */
+function spanName(r: TracedRequest): string {
+  return r.route !== undefined ? `${r.method} ${r.route}` : r.method;
+}
+
+/** After the trace state: the name and the kind, up to the start time. */
+function nameAndKind(w: ByteWriter, name: string, kind: Buffer): void {
   w.raw(B.name); w.string(name); w.raw(kind);
+}
+
+/** A span's start and end (never before the start). */
+function times(w: ByteWriter, startUs: number, endUs: number): void {
   const start = Math.round(startUs);
   const end = Math.round(endUs);
-  ns(w, start); w.raw(B.end); ns(w, end < start ? start : end); w.raw(B.attributes);
+  ns(w, start); w.raw(B.end); ns(w, end < start ? start : end);
+}
+
+/** Both spans' first attribute, and the path's key: its value comes next. */
+function methodToPath(w: ByteWriter, method: string): void {
+  w.raw(K.method); text(w, method); w.raw(K.path);
+}
+
+/** The CLIENT span's attributes after the path, up to the caller's port's key: its value comes next. */
+function clientToPort(w: ByteWriter, r: TracedRequest): void {
+  const t = r.trace;
+  w.raw(K.serverAddress); text(w, t.serverAddress); w.raw(K.serverPort); number(w, t.serverPort); w.raw(K.clientAddress); text(w, r.caller); w.raw(K.clientPort);
+}
+
+/** The CLIENT span's attributes after the caller's port, up to its status (last: the last backend tried, if any). */
+function clientAfterPort(w: ByteWriter, r: TracedRequest, last: [string, number] | undefined): void {
+  const t = r.trace;
+  w.raw(K.localAddress); text(w, r.local); w.raw(K.localPort); number(w, r.localPort); w.raw(K.protocol); text(w, t.protocol);
+  if (r.route !== undefined) { w.raw(K.route); text(w, r.route); }
+  if (last) { w.raw(K.peerAddress); text(w, last[0]); w.raw(K.peerPort); number(w, last[1]); }
+  w.raw(K.status); number(w, r.status);
+}
+
+/** A SERVER span's attributes after the path, up to the caller's port's key: its value comes next. */
+function serverToPort(w: ByteWriter, r: TracedRequest, ip: string, port: number): void {
+  if (r.route !== undefined) { w.raw(K.route); text(w, r.route); }
+  w.raw(K.serverAddress); text(w, ip); w.raw(K.serverPort); number(w, port);
+  w.raw(K.clientAddress); text(w, r.caller); w.raw(K.peerAddress); text(w, r.caller); w.raw(K.peerPort);
 }
 
 /** Links written, by link: the requests riding one connection carry the same link object. Links are not changed once made. */
@@ -115,19 +162,13 @@ export function writeRequestSpans(line: RequestJsonWriter, r: TracedRequest, con
       return;
     }
   }
-  const name = r.route !== undefined ? `${r.method} ${r.route}` : r.method;
+  const name = spanName(r);
   const attempts = t.attempts;
   const peers = attempts.map((a) => splitPeer(a.peer));
   // the caller's CLIENT span
   let w = line.next(headOf(r.caller));
   head(w, r.traceId, r.spanId, t.parentSpanId, t.traceState, name, B.clientKind, t.startUs, t.endUs);
-  w.raw(K.method); text(w, r.method); w.raw(K.path); text(w, r.path); w.raw(K.serverAddress); text(w, t.serverAddress); w.raw(K.serverPort); number(w, t.serverPort);
-  w.raw(K.clientAddress); text(w, r.caller); w.raw(K.clientPort); number(w, r.callerPort); w.raw(K.localAddress); text(w, r.local); w.raw(K.localPort); number(w, r.localPort);
-  w.raw(K.protocol); text(w, t.protocol);
-  if (r.route !== undefined) { w.raw(K.route); text(w, r.route); }
-  const last = peers[peers.length - 1];
-  if (last) { w.raw(K.peerAddress); text(w, last[0]); w.raw(K.peerPort); number(w, last[1]); }
-  w.raw(K.status); number(w, r.status);
+  methodToPath(w, r.method); text(w, r.path); clientToPort(w, r); number(w, r.callerPort); clientAfterPort(w, r, peers[peers.length - 1]);
   if (attempts.length > 1) { w.raw(K.resend); number(w, attempts.length - 1); }
   if (r.status >= 400) { w.raw(K.errorType); text(w, String(r.status)); }
   w.raw(B.afterAttributes);
@@ -156,10 +197,7 @@ export function writeRequestSpans(line: RequestJsonWriter, r: TracedRequest, con
     const [ip, port] = peers[i]!;
     w = line.next(headOf(ip));
     head(w, r.traceId, at.spanId, r.spanId, t.traceState, name, B.serverKind, at.startUs, at.endUs);
-    w.raw(K.method); text(w, r.method); w.raw(K.path); text(w, r.path);
-    if (r.route !== undefined) { w.raw(K.route); text(w, r.route); }
-    w.raw(K.serverAddress); text(w, ip); w.raw(K.serverPort); number(w, port);
-    w.raw(K.clientAddress); text(w, r.caller); w.raw(K.peerAddress); text(w, r.caller); w.raw(K.peerPort); number(w, r.callerPort);
+    methodToPath(w, r.method); text(w, r.path); serverToPort(w, r, ip, port); number(w, r.callerPort);
     if (i > 0) { w.raw(K.resend); number(w, i); }
     if (at.status > 0) { w.raw(K.status); number(w, at.status); }
     const err = at.error;
@@ -186,8 +224,8 @@ const isStatus = (v: number): boolean => Number.isInteger(v) && v >= 0 && v <= 9
  * retries, denial or error status): method, route, the service as dialled,
  * caller, listener, protocol, backend and statuses. Between them go what
  * each request has of its own: ids, times, the caller's port, the path and
- * the connection's link. The parts are written by the same code as the
- * other requests' spans, once per shape.
+ * the connection's link. The parts are written by the same functions as
+ * the other requests' spans, once per shape.
  */
 interface Shape {
   method: string;
@@ -272,42 +310,28 @@ function bytes(write: (w: ByteWriter) => void): Buffer {
 
 function makeShape(r: TracedRequest, at: AttemptTrace): Shape {
   const t = r.trace;
-  const name = r.route !== undefined ? `${r.method} ${r.route}` : r.method;
-  const [ip, port] = splitPeer(at.peer);
+  const name = spanName(r);
+  const peer = splitPeer(at.peer);
+  const [ip, port] = peer;
   return {
     method: r.method, route: r.route, serverAddress: t.serverAddress, serverPort: t.serverPort, caller: r.caller, local: r.local, localPort: r.localPort,
     protocol: t.protocol, peer: at.peer, status: r.status, attemptStatus: at.status, ip,
-    clientName: bytes((w) => { w.raw(B.quote); w.raw(B.name); w.string(name); w.raw(B.clientKind); }),
-    toPath: bytes((w) => { w.raw(B.attributes); w.raw(K.method); text(w, r.method); w.raw(K.path); }),
-    clientAttributes: bytes((w) => {
-      w.raw(K.serverAddress); text(w, t.serverAddress); w.raw(K.serverPort); number(w, t.serverPort); w.raw(K.clientAddress); text(w, r.caller); w.raw(K.clientPort); w.raw(B.intOpen);
-    }),
-    clientRest: bytes((w) => {
-      w.raw(B.strEnd); w.raw(K.localAddress); text(w, r.local); w.raw(K.localPort); number(w, r.localPort); w.raw(K.protocol); text(w, t.protocol);
-      if (r.route !== undefined) { w.raw(K.route); text(w, r.route); }
-      w.raw(K.peerAddress); text(w, ip); w.raw(K.peerPort); number(w, port);
-      w.raw(K.status); number(w, r.status);
-      w.raw(B.afterAttributes); w.raw(B.afterEvents); w.byte(0x30); w.raw(B.afterStatus);
-    }),
-    serverName: bytes((w) => { w.raw(B.quote); w.raw(B.name); w.string(name); w.raw(B.serverKind); }),
-    serverAttributes: bytes((w) => {
-      if (r.route !== undefined) { w.raw(K.route); text(w, r.route); }
-      w.raw(K.serverAddress); text(w, ip); w.raw(K.serverPort); number(w, port);
-      w.raw(K.clientAddress); text(w, r.caller); w.raw(K.peerAddress); text(w, r.caller); w.raw(K.peerPort); w.raw(B.intOpen);
-    }),
+    // no trace state: the span id's closing quote
+    clientName: bytes((w) => { w.raw(B.quote); nameAndKind(w, name, B.clientKind); }),
+    toPath: bytes((w) => { w.raw(B.attributes); methodToPath(w, r.method); }),
+    // the caller's port is a whole number (isPort): number()'s opening and closing bytes around it
+    clientAttributes: bytes((w) => { clientToPort(w, r); w.raw(B.intOpen); }),
+    // a status below 400: no resend count, no error type, no events, status UNSET
+    clientRest: bytes((w) => { w.raw(B.strEnd); clientAfterPort(w, r, peer); w.raw(B.afterAttributes); w.raw(B.afterEvents); w.byte(0x30); w.raw(B.afterStatus); }),
+    serverName: bytes((w) => { w.raw(B.quote); nameAndKind(w, name, B.serverKind); }),
+    serverAttributes: bytes((w) => { serverToPort(w, r, ip, port); w.raw(B.intOpen); }),
+    // the first attempt, which answered: no resend count, no error, no events
     serverRest: bytes((w) => {
       w.raw(B.strEnd);
       if (at.status > 0) { w.raw(K.status); number(w, at.status); }
       w.raw(B.afterAttributes); w.raw(B.afterEvents); w.byte(at.status >= 500 ? 0x32 : 0x30); w.raw(B.server);
     }),
   };
-}
-
-/** A span's start and end (never before the start). */
-function times(w: ByteWriter, startUs: number, endUs: number): void {
-  const start = Math.round(startUs);
-  const end = Math.round(endUs);
-  ns(w, start); w.raw(B.end); ns(w, end < start ? start : end);
 }
 
 /** A common request's spans: its shape's bytes and its own values between them. */
