@@ -297,6 +297,13 @@ export class Agent {
       workloadOf: (ip) => this.#workloads.get(ip),
       serviceOf: (ip, port) => this.#vipNames.get(`${ip}:${port}`),
       toEpochNs: (() => { const offset = epochOffsetNs(); return (mono: bigint) => mono + offset; })(),
+      beforeRequests: () => {
+        try {
+          this.#flowReader?.poll();
+        } catch (err) {
+          this.#log?.(`flow events: ${(err as Error).message ?? String(err)}`);
+        }
+      },
     });
     if (opts.manifests !== undefined) {
       if (!existsSync(opts.manifests) || !statSync(opts.manifests).isDirectory()) {

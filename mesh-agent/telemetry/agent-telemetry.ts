@@ -62,6 +62,12 @@ export interface AgentTelemetryOptions {
   recentFlows?: number;
   /** how long a closed connection waits for its peer and late request spans; default 1000 */
   flowLingerMs?: number;
+  /**
+   * called before each batch of the node proxy's records is linked: the
+   * agent drains the kernel's flow events there, so a connection opened
+   * since the last poll is known to the requests that rode it
+   */
+  beforeRequests?: () => void;
 }
 
 /** Whether spans are made, and the ratio of new traces kept: the start-up options, changed at runtime by setTracing. */
@@ -300,13 +306,16 @@ export class AgentTelemetry {
    */
   #requests(body: Buffer): void {
     const line = this.#line;
-    const records = decodeRecords(JSON.parse(body.toString('utf8')));
     let count = 0;
     try {
+      const records = decodeRecords(JSON.parse(body.toString('utf8')));
+      this.#o.beforeRequests?.();
       count = this.#each(records, line);
     } catch (err) {
       line?.take(); // the spans written before the failure are dropped with the refused batch
       throw err;
+    } finally {
+      this.flows.requestsSeen(); // these records will not come again: closed connections need not wait for them
     }
     this.#relay.spans += count;
     if (line && line.count > 0) {

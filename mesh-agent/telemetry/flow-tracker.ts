@@ -113,6 +113,9 @@ interface Flow {
   close?: KernelFlowEvent;
   timer?: NodeJS.Timeout;
   waited?: boolean;
+  /** when its close was seen (ms, monotonic), and how many request batches had come by then */
+  closeSeenMs: number;
+  batchesAtClose: number;
 }
 
 const SCOPE = { name: 'sockmesh.kernel' };
@@ -136,6 +139,9 @@ export class FlowTracker {
   readonly #o: Required<Pick<FlowTrackerOptions, 'sampleRatio' | 'lingerMs' | 'maxLinks' | 'maxFlows'>> & FlowTrackerOptions;
   /** by own-view tuple (local > remote) */
   readonly #flows = new Map<string, Flow>();
+  /** the node proxy's request batches seen, and when the last came (ms, monotonic) */
+  #batches = 0;
+  #lastBatchMs = -Infinity;
   readonly stats: FlowTrackerStats = { opened: 0, closed: 0, spans: 0, evicted: 0, unmatchedCloses: 0, tracked: 0 };
 
   constructor(opts: FlowTrackerOptions) {
@@ -180,7 +186,7 @@ export class FlowTracker {
       cookie: e.cookie, openNs, local: e.local, remote: e.remote, active: e.active, shortCircuited: e.shortCircuited,
       service: e.service || undefined,
       traceId, spanId: randomSpanId(), sampled: keepTrace(traceId, this.#o.sampleRatio), links: [], link: undefined, requests: 0,
-      close: undefined, timer: undefined, waited: false,
+      close: undefined, timer: undefined, waited: false, closeSeenMs: 0, batchesAtClose: 0,
     };
   }
 
@@ -195,7 +201,10 @@ export class FlowTracker {
     }
     this.stats.closed++;
     f.close = e;
-    f.timer = setTimeout(() => this.#finish(key, f!), this.#o.lingerMs);
+    f.closeSeenMs = performance.now();
+    f.batchesAtClose = this.#batches;
+    const flow = f;
+    f.timer = setTimeout(() => this.#lingered(key, flow), this.#o.lingerMs);
     f.timer.unref();
     // a client side waiting for this server side's byte count can finish now
     const reverse = tupleKey(e.remote, e.local);
@@ -218,6 +227,33 @@ export class FlowTracker {
     f.requests++;
     if (f.links.length < this.#o.maxLinks) f.links.push({ context: { traceId: request.traceId, spanId: request.spanId, traceFlags: 1 }, attributes: { 'sockmesh.link': 'request' } });
     return f.link ??= { context: { traceId: f.traceId, spanId: f.spanId, traceFlags: f.sampled ? 1 : 0 }, attributes: { 'sockmesh.link': 'connection' } };
+  }
+
+  /**
+   * The node proxy handed over a batch of request records (all of them
+   * linked): a closed connection waiting for its late requests may finish.
+   */
+  requestsSeen(): void {
+    this.#batches++;
+    this.#lastBatchMs = performance.now();
+  }
+
+  /**
+   * A closed connection's linger is over. While the node proxy is busy (a
+   * batch came within the last 5 lingers) but none has come since this
+   * close, the records of the requests the connection carried may still be
+   * on their way (a slow proxy or agent): it waits on, up to 5 lingers from
+   * the close, so the span and its requests still link both ways.
+   */
+  #lingered(key: string, f: Flow): void {
+    const now = performance.now();
+    const cap = 5 * this.#o.lingerMs;
+    if (this.#batches === f.batchesAtClose && now - this.#lastBatchMs < cap && now - f.closeSeenMs < cap) {
+      f.timer = setTimeout(() => this.#lingered(key, f), Math.max(1, this.#o.lingerMs / 4));
+      f.timer.unref();
+      return;
+    }
+    this.#finish(key, f);
   }
 
   #finish(key: string, f: Flow): void {

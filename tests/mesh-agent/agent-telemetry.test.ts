@@ -170,10 +170,14 @@ if (privileged(t)) {
     const pushesBefore = pushes();
     t.same(await tracing(['off']), { code: 0, stdout: 'off, sampling 1\n', stderr: '' }, 'tracing off');
     const connBefore = connectionSpans();
+    const l4Flows = () => agent.telemetry.recentFlows({ type: 'l4', pod: 'shop/loadgen-7d9f-x2k' }, 1000).length;
+    const l4Before = l4Flows();
     const off = '00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
     t.equal(await call(off), off, 'off: a caller\'s traceparent reaches the backend untouched (the proxy no longer traces)');
     t.equal(await call(), undefined, 'and none is made');
-    await sleep(1500); // the connection's span would be written a linger (1 s) after it closed
+    // the connections' flows are reported where their spans would be, a linger (1 s or more) after they closed
+    await until('both connections reported as flows', () => l4Flows() >= l4Before + 2, 20_000);
+    await sleep(500); // and what the exporter's 100 ms schedule would have sent
     t.equal(receiver.spans().filter((x) => x.traceId === '1af7651916cd43dd8448eb211c80319c').length, 0, 'no request span');
     t.equal(connectionSpans(), connBefore, 'no connection span');
     t.equal(pushes(), pushesBefore, 'no span of the agent\'s own (the push that turned tracing off)');
