@@ -24,15 +24,18 @@ export function encodeRecord(r: RequestRecord): WireRecord {
   return [r.endMs, r.durationMs, r.method, r.path, r.route ?? null, r.status, r.caller, r.callerPort, r.local, r.localPort, r.upstream ?? null, r.host, r.attempts, r.traceId, r.spanId, r.sampled ? 1 : 0, r.trace ? encodeTrace(r.trace) : null, r.deniedBy ?? null];
 }
 
+/** A record as the agent reads it: its trace always in the general form. */
+export type ReceivedRecord = Omit<RequestRecord, 'trace'> & { trace?: RequestTrace };
+
 /** Throws naming the record when it is not one. */
-export function decodeRecords(body: unknown): RequestRecord[] {
+export function decodeRecords(body: unknown): ReceivedRecord[] {
   const recs = (body as { records?: unknown })?.records;
   if (!Array.isArray(recs)) throw new Error('records: missing');
   return recs.map((a: unknown, i) => {
     // 16 or 17 elements: a proxy of an earlier build (no traces, no RBAC), adopted across an upgrade
     if (!Array.isArray(a) || a.length < 16 || a.length > 18 || typeof a[0] !== 'number' || typeof a[2] !== 'string' || typeof a[6] !== 'string') throw new Error(`records[${i}]: not a request record`);
     const w = a as WireRecord;
-    const trace = w[16] === undefined || w[16] === null ? undefined : recordTrace(w[16], i);
+    const trace = w[16] === undefined || w[16] === null ? undefined : recordTrace(w[16], i, w[10] ?? undefined, w[5]);
     // a traced record's ids go into the trace file as they are: they must be ids
     if (trace && (typeof w[13] !== 'string' || !isHexId(w[13], 32) || typeof w[14] !== 'string' || !isHexId(w[14], 16))) throw new Error(`records[${i}]: trace and span ids: not 32 and 16 hex digits`);
     // every field set, absent ones undefined: one hidden class for every record, kept alive by the literal
@@ -45,9 +48,9 @@ export function decodeRecords(body: unknown): RequestRecord[] {
 }
 
 /** A record's trace; the error names the record (its name is made only then). */
-function recordTrace(w: unknown, i: number): RequestTrace {
+function recordTrace(w: unknown, i: number, upstream: string | undefined, status: number): RequestTrace {
   try {
-    return decodeTrace(w, 'trace');
+    return decodeTrace(w, 'trace', upstream, status);
   } catch (err) {
     throw new Error(`records[${i}].${(err as Error).message}`);
   }

@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import { ExportQueue } from '../telemetry/export-queue.js';
 import { finishedSpan } from '../telemetry/finished-span.js';
-import { requestSpans } from '../telemetry/request-spans.js';
+import { asRequestTrace, requestSpans } from '../telemetry/request-spans.js';
 import { createSpanExporter } from '../telemetry/span-exporter.js';
 import { telemetryOptions } from '../telemetry/telemetry-options.js';
 import { workloadResource } from '../telemetry/workload-resource.js';
@@ -121,7 +121,7 @@ async function main(): Promise<number> {
   const proxy = new MeshProxy({
     ...(accessLog && { accessLog }), tracing,
     ...(channel ? { onRequest: (r) => channel.record(r) } : queue && {
-      onRequest: (r) => { if (r.trace) for (const o of requestSpans({ ...r, trace: r.trace })) queue.push(finishedSpan({ ...o.span, resource: resourceOf(o.owner), scope })); },
+      onRequest: (r) => { if (r.trace) for (const o of requestSpans({ ...r, trace: asRequestTrace(r.trace, r.upstream ?? '', r.status) })) queue.push(finishedSpan({ ...o.span, resource: resourceOf(o.owner), scope })); },
     }),
   });
   const workloadsFile = values.workloads;

@@ -22,7 +22,7 @@ import { type Server as NetServer, type Socket, createServer as createNetServer 
 import { Duplex, Readable } from 'node:stream';
 import { parseTraceParent } from '@opentelemetry/core';
 import { Pool } from 'undici';
-import { epochUs, type AttemptTrace, type RequestFields, type RequestTrace } from '../telemetry/request-spans.js';
+import { asRequestTrace, epochUs, type AttemptTrace, type OneAttemptTrace, type RequestFields, type RequestTrace } from '../telemetry/request-spans.js';
 import { keepTrace, randomSpanId, randomTraceId } from '../telemetry/trace-ids.js';
 import { type ClusterConfig, type ListenerConfig, type RouteEntry, pickCluster, selectRoute } from './config.js';
 import { RBAC_DENIED_BODY, RBAC_DENIED_STATUS, decide } from './rbac.js';
@@ -77,8 +77,8 @@ export interface RequestRecord extends RequestFields {
   host: string;
   attempts: number;
   sampled: boolean;
-  /** a sampled request's trace: what its spans need beyond this record */
-  trace?: RequestTrace;
+  /** a sampled request's trace: what its spans need beyond this record (one attempt that answered: the flat form, its backend and status this record's) */
+  trace?: RequestTrace | OneAttemptTrace;
 }
 
 /** A workload (a pod), by its address: the caller of a request, or the backend that serves it. */
@@ -322,12 +322,16 @@ export class MeshProxy {
     if (caller) log.source = `${caller.namespace}/${caller.pod}`;
     const local = req.socket?.localPort;
     // W3C trace context: the caller's CLIENT span continues its trace (or starts one); a sampled
-    // request notes what its spans need (rt) and the spans are written off this path
+    // request notes what its spans need and the spans are written off this path: one flat object
+    // while it has one attempt (ot), the general trace (rt) made from it at a retry, an error or a flag
     let traceId = '';
     let spanId = '';
     let sampled = false;
     let continued = false;
+    let ot: OneAttemptTrace | undefined;
     let rt: RequestTrace | undefined;
+    /** the status of the attempt under way, once its response came */
+    let answered = 0;
     const listener = cfg?.listeners.get(listenerName);
     const sampleRatio = this.#sampleRatio(listener);
     const traced = sampleRatio !== undefined;
@@ -341,30 +345,41 @@ export class MeshProxy {
       if (sampled && this.#onRequest) {
         const [hostName, hostPort] = splitHost(host);
         const ts = req.headers.tracestate;
-        rt = {
-          startUs: epochUs(), endUs: 0, ...(parent && { parentSpanId: parent.spanId }), ...(parent && typeof ts === 'string' && ts !== '' && { traceState: ts }),
+        // every field set from the start: one hidden class for every one-attempt trace
+        ot = {
+          startUs: epochUs(), endUs: 0, parentSpanId: parent ? parent.spanId : undefined, traceState: parent && typeof ts === 'string' && ts !== '' ? ts : undefined,
           protocol: req.httpVersion === '2.0' ? '2' : req.httpVersion, serverAddress: hostName, serverPort: hostPort ?? servicePort ?? local ?? 80,
-          retries: [], attempts: [],
+          attemptSpanId: '', attemptStartUs: 0, attemptEndUs: 0,
         };
       }
       log.traceId = traceId;
     }
     let routeTemplate: string | undefined;
     let deniedBy: string | undefined;
+    /** the one-attempt trace made general (its attempt's backend and status given), from now on the request's trace */
+    const general = (peer: string, status: number): RequestTrace => {
+      const g = asRequestTrace(ot!, peer, status);
+      ot = undefined;
+      return g;
+    };
     const finish = (status: number) => {
       log.status = status;
       log.durationMs = Math.round((performance.now() - t0) * 1000) / 1000;
       this.stats.responses[`${Math.floor(status / 100)}xx`] = (this.stats.responses[`${Math.floor(status / 100)}xx`] ?? 0) + 1;
       this.stats.active--;
-      if (rt) {
+      if (ot) {
+        ot.endUs = epochUs();
+        // no attempt (denied, no route, no backend), or a flag: the general form says so
+        if (ot.attemptSpanId === '' || log.flags.length > 0) rt = general(log.upstream ?? '', answered);
+      } else if (rt) {
         rt.endUs = epochUs();
-        if (log.flags.length > 0) rt.flags = log.flags.join(',');
       }
+      if (rt && log.flags.length > 0) rt.flags = log.flags.join(',');
       this.#accessLog?.(log);
       this.#onRequest?.({
         endMs: Date.now(), durationMs: log.durationMs, method: log.method, path, ...(log.route !== undefined && { route: routeTemplate }), status,
         caller: callerIp, callerPort: req.socket?.remotePort ?? 0, local: (req.socket?.localAddress ?? '').replace(/^::ffff:/, ''), localPort: local ?? 0,
-        ...(log.upstream !== undefined && { upstream: log.upstream }), host, attempts: log.attempts, traceId, spanId, sampled, ...(rt && { trace: rt }),
+        ...(log.upstream !== undefined && { upstream: log.upstream }), host, attempts: log.attempts, traceId, spanId, sampled, ...((rt ?? ot) && { trace: rt ?? ot }),
         ...(deniedBy !== undefined && { deniedBy }),
       });
     };
@@ -454,17 +469,29 @@ export class MeshProxy {
         headers.traceparent = ['00', traceId, serverSpanId, sampled ? '01' : '00'].join('-');
         // a new trace: no state of an old one (delete only when there is one: a delete is a runtime call)
         if (!continued && headers.tracestate !== undefined) delete headers.tracestate;
-        if (rt) rt.attempts.push(at = { spanId: serverSpanId, startUs: epochUs(), endUs: 0, peer: ep.key, status: 0 });
+        if (ot) {
+          ot.attemptSpanId = serverSpanId; // the first attempt
+          ot.attemptStartUs = epochUs();
+        } else if (rt) {
+          rt.attempts.push(at = { spanId: serverSpanId, startUs: epochUs(), endUs: 0, peer: ep.key, status: 0 });
+        }
       }
+      answered = 0;
       const ac = Number.isFinite(tryMs) ? new AbortController() : undefined;
       const timer = ac ? setTimeout(() => ac.abort(new Error('timeout')), tryMs) : undefined;
       ep.active++;
       try {
         const r = await ep.pool.request({ path: url, method: (req.method ?? 'GET') as 'GET', headers, body: body as Buffer | Readable | undefined, ...(ac && { signal: ac.signal }) });
+        answered = r.statusCode;
         if (at) at.status = r.statusCode;
         const retriable = attempt < maxTries && retryOn(route, r.statusCode);
         if (retriable) {
-          if (at) at.endUs = epochUs();
+          if (ot) {
+            ot.attemptEndUs = epochUs();
+            rt = general(ep.key, r.statusCode); // a retry: the general form from here on
+          } else if (at) {
+            at.endUs = epochUs();
+          }
           await r.body.dump().catch(() => undefined);
           ep.active--;
           if (timer) clearTimeout(timer);
@@ -492,7 +519,8 @@ export class MeshProxy {
         } catch {
           res.destroy(); // the backend or the client went away mid-body
         }
-        if (at) at.endUs = epochUs();
+        if (ot) ot.attemptEndUs = epochUs();
+        else if (at) at.endUs = epochUs();
         ep.active--;
         if (timer) clearTimeout(timer);
         return finish(r.statusCode);
@@ -500,6 +528,11 @@ export class MeshProxy {
         ep.active--;
         if (timer) clearTimeout(timer);
         const timedOut = ac?.signal.aborted === true;
+        if (ot) {
+          // an error: the general form, which holds it
+          rt = general(ep.key, answered);
+          at = rt.attempts[0];
+        }
         if (at) {
           at.endUs = epochUs();
           at.error = { type: timedOut ? 'timeout' : ((err as { code?: string }).code ?? (err as Error).name), message: timedOut ? 'timeout' : (err as Error).message, exception: (err as Error).name ?? 'Error' };

@@ -57,6 +57,41 @@ export interface RequestTrace {
   attempts: AttemptTrace[];
 }
 
+/**
+ * The trace of a sampled request that took one attempt, which answered, with
+ * no retry and no response flag: the common case, one flat object in the
+ * proxy (one array on the wire) instead of a trace with a list of attempts
+ * and a list of retries. Its attempt's backend and status are the record's
+ * (upstream, status). asRequestTrace makes the general form of it.
+ */
+export interface OneAttemptTrace {
+  startUs: number;
+  endUs: number;
+  parentSpanId: string | undefined;
+  traceState: string | undefined;
+  protocol: string;
+  serverAddress: string;
+  serverPort: number;
+  /** the backend's SERVER span; empty until the attempt starts */
+  attemptSpanId: string;
+  attemptStartUs: number;
+  attemptEndUs: number;
+}
+
+/** A trace in its general form: a one-attempt trace gets its attempt (peer and status from the record), or none when it never started. */
+export function asRequestTrace(t: RequestTrace | OneAttemptTrace, peer: string, status: number): RequestTrace {
+  if (!isOneAttempt(t)) return t;
+  return {
+    startUs: t.startUs, endUs: t.endUs, parentSpanId: t.parentSpanId, traceState: t.traceState, protocol: t.protocol, serverAddress: t.serverAddress, serverPort: t.serverPort,
+    flags: undefined, retries: [],
+    attempts: t.attemptSpanId === '' ? [] : [{ spanId: t.attemptSpanId, startUs: t.attemptStartUs, endUs: t.attemptEndUs, peer, status, error: undefined }],
+  };
+}
+
+export function isOneAttempt(t: RequestTrace | OneAttemptTrace): t is OneAttemptTrace {
+  return (t as Partial<RequestTrace>).attempts === undefined;
+}
+
 /** The fields of the node proxy's request record that its spans are made from. */
 export interface RequestFields {
   method: string;
@@ -177,9 +212,15 @@ export function requestSpans(r: TracedRequest, connection?: Link): OwnedSpan[] {
 type WireAttempt = [string, number, number, string, number, string | null, string | null, string | null];
 type WireRetry = [number, number, number | null, string | null];
 /** A RequestTrace on the wire: an array in this order. */
-export type WireTrace = [number, number, string | null, string | null, string, string, number, string | null, WireRetry[], WireAttempt[]];
+type WireFullTrace = [number, number, string | null, string | null, string, string, number, string | null, WireRetry[], WireAttempt[]];
+/** A OneAttemptTrace on the wire: as long as the other, element 8 a number (the attempt's start) where the other has its list of retries. */
+type WireOneAttempt = [number, number, string | null, string | null, string, string, number, string, number, number];
+export type WireTrace = WireFullTrace | WireOneAttempt;
 
-export function encodeTrace(t: RequestTrace): WireTrace {
+export function encodeTrace(t: RequestTrace | OneAttemptTrace): WireTrace {
+  if (isOneAttempt(t)) {
+    return [t.startUs, t.endUs, t.parentSpanId ?? null, t.traceState ?? null, t.protocol, t.serverAddress, t.serverPort, t.attemptSpanId, t.attemptStartUs, t.attemptEndUs];
+  }
   return [
     t.startUs, t.endUs, t.parentSpanId ?? null, t.traceState ?? null, t.protocol, t.serverAddress, t.serverPort, t.flags ?? null,
     t.retries.map((e) => [e.timeUs, e.attempt, e.status ?? null, e.error ?? null]),
@@ -191,14 +232,28 @@ const isNum = (x: unknown): x is number => typeof x === 'number' && Number.isFin
 const isStr = (x: unknown): x is string => typeof x === 'string';
 const isOptStr = (x: unknown): x is string | null => x === null || typeof x === 'string';
 
-/** Throws naming the field (under `at`) that is not what a trace has. */
-export function decodeTrace(w: unknown, at: string): RequestTrace {
+/**
+ * Throws naming the field (under `at`) that is not what a trace has. A
+ * one-attempt trace's attempt gets the record's backend (peer, "ip:port")
+ * and status.
+ */
+export function decodeTrace(w: unknown, at: string, peer?: string, status = 0): RequestTrace {
   if (!Array.isArray(w) || w.length !== 10) throw traceError(at, 'not a request trace');
   const startUs: unknown = w[0], endUs: unknown = w[1], parent: unknown = w[2], state: unknown = w[3], protocol: unknown = w[4];
   const serverAddress: unknown = w[5], serverPort: unknown = w[6], flags: unknown = w[7], retries: unknown = w[8], attempts: unknown = w[9];
   if (!isNum(startUs) || !isNum(endUs)) throw traceError(at, 'times: not numbers');
   if (!isOptStr(parent) || (parent !== null && !isHexId(parent, 16))) throw traceError(at, 'parent span id: not 16 hex digits');
   if (!isOptStr(state) || !isStr(protocol) || !isStr(serverAddress) || !isNum(serverPort) || !isOptStr(flags)) throw traceError(at, 'not a request trace');
+  if (typeof retries === 'number') {
+    // one attempt (element 7 its span, 8 and 9 its times); its backend and status are the record's
+    if (!isStr(flags) || !isHexId(flags, 16)) throw traceError(at, 'attempt span id: not 16 hex digits');
+    if (!isNum(retries) || !isNum(attempts)) throw traceError(at, 'attempt times: not numbers');
+    if (peer === undefined || !/:\d+$/.test(peer)) throw traceError(at, 'one attempt, but the record names no backend');
+    return {
+      startUs, endUs, parentSpanId: parent ?? undefined, traceState: state ?? undefined, protocol, serverAddress, serverPort, flags: undefined, retries: [],
+      attempts: [{ spanId: flags, startUs: retries, endUs: attempts, peer, status, error: undefined }],
+    };
+  }
   if (!Array.isArray(retries) || !Array.isArray(attempts)) throw traceError(at, 'retries or attempts: not lists');
   // every field set, absent ones undefined: one hidden class each for every trace, retry and attempt
   const rs: RetryEvent[] = [];

@@ -22,8 +22,7 @@ import { OtlpFileExporter } from '../../telemetry/otlp-file-exporter.js';
 import { attributes, groupHead, RequestJsonWriter } from '../../telemetry/otlp-json-write.js';
 import { requestSpans, type TracedRequest } from '../../telemetry/request-spans.js';
 import { writeRequestSpans } from '../../telemetry/request-spans-json.js';
-import { decodeRecords } from '../../mesh-proxy/agent-channel.js';
-import type { RequestRecord } from '../../mesh-proxy/proxy.js';
+import { decodeRecords, type ReceivedRecord } from '../../mesh-proxy/agent-channel.js';
 import { createSpanExporter, describeExport } from '../../telemetry/span-exporter.js';
 import type { TelemetryOptions } from '../../telemetry/telemetry-options.js';
 import { parentBasedSampler, workloadResource, type WorkloadIdentity } from '../../telemetry/workload-resource.js';
@@ -325,7 +324,7 @@ export class AgentTelemetry {
   }
 
   /** The records' flows and spans (the spans written into line, or queued for the exporter); the spans made. */
-  #each(records: RequestRecord[], line: RequestJsonWriter | undefined): number {
+  #each(records: ReceivedRecord[], line: RequestJsonWriter | undefined): number {
     let count = 0;
     for (const r of records) {
       this.#relay.requests++;
@@ -352,7 +351,7 @@ export class AgentTelemetry {
   }
 
   /** A request's flow (metrics, observe). */
-  #l7Flow(r: RequestRecord): void {
+  #l7Flow(r: ReceivedRecord): void {
     const up = r.upstream; // "ip:port" of the last backend tried
     const src = this.#o.workloadOf(r.caller);
     const dst = up ? this.#o.workloadOf(up.slice(0, up.lastIndexOf(':'))) : undefined;

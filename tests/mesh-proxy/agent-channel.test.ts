@@ -35,6 +35,17 @@ t.test('records on the wire: arrays both ways, a sampled one with its trace; mal
   for (const id of ['A'.repeat(32), 'a'.repeat(31), `${'a'.repeat(31)}g`, `${'a'.repeat(31)}/`, `${'a'.repeat(31)}:`, `${'a'.repeat(31)}\``]) {
     t.throws(() => decodeRecords({ records: [encodeRecord({ ...withTrace, traceId: id })] }), /trace and span ids/, `trace id ${JSON.stringify(id)}: refused`);
   }
+  const oneAttempt: RequestRecord = { ...rec(6), status: 201, trace: {
+    startUs: 1.7e15, endUs: 1.7e15 + 1500, parentSpanId: undefined, traceState: undefined, protocol: '1.1', serverAddress: 'web', serverPort: 80,
+    attemptSpanId: 'c'.repeat(16), attemptStartUs: 1.7e15 + 10, attemptEndUs: 1.7e15 + 1400,
+  } };
+  t.equal(JSON.stringify(encodeRecord(oneAttempt)[16]), `[1700000000000000,1700000000001500,null,null,"1.1","web",80,"${'c'.repeat(16)}",1700000000000010,1700000000001400]`, 'a one-attempt trace: one flat array');
+  t.same(decodeRecords(JSON.parse(JSON.stringify({ records: [encodeRecord(oneAttempt)] }))), [{ ...oneAttempt, trace: {
+    startUs: 1.7e15, endUs: 1.7e15 + 1500, protocol: '1.1', serverAddress: 'web', serverPort: 80, retries: [],
+    attempts: [{ spanId: 'c'.repeat(16), startUs: 1.7e15 + 10, endUs: 1.7e15 + 1400, peer: '198.18.0.4:8080', status: 201 }],
+  } }], 'read back in the general form: its attempt\'s backend and status are the record\'s upstream and status');
+  const { upstream: _ou, ...noUpstream } = oneAttempt;
+  t.throws(() => decodeRecords({ records: [encodeRecord(noUpstream)] }), /^records\[0\]\.trace: one attempt, but the record names no backend$/, 'without a backend: refused, named');
   const shapes = decodeRecords(JSON.parse(JSON.stringify({ records: [encodeRecord(rec(0)), encodeRecord(bare), encodeRecord(withTrace), encodeRecord(deniedBare)] }))).map((r) => Object.keys(r).join());
   t.equal(new Set(shapes).size, 1, 'every record has the same fields (absent ones undefined): one hidden class');
 });

@@ -2,6 +2,7 @@
 import { request } from 'undici';
 import t from 'tap';
 import { type RequestRecord, splitHost } from '../../mesh-proxy/proxy.js';
+import { asRequestTrace, isOneAttempt, type OneAttemptTrace, type RequestTrace } from '../../telemetry/request-spans.js';
 import { backend, freePort, l7Fixture, parseRoutes } from '../fixtures/l7.js';
 
 const split = (w1: number, w2: number) => parseRoutes(`apiVersion: gateway.networking.k8s.io/v1
@@ -106,8 +107,9 @@ spec:
   t.equal(r.traceId, '0af7651916cd43dd8448eb211c80319c');
   t.equal(r.status, 200);
   t.equal(r.route, '/api/*', 'the route template');
-  const tr = r.trace!;
-  t.ok(tr, 'sampled: the record carries a trace');
+  t.ok(r.trace, 'sampled: the record carries a trace');
+  t.notOk(isOneAttempt(r.trace!), 'a retry: in the general form');
+  const tr = r.trace as RequestTrace;
   t.equal(tr.parentSpanId, 'b7ad6b7169203331', 'the caller\'s span is the parent');
   t.equal(tr.traceState, 'v=1');
   t.equal(tr.protocol, '1.1');
@@ -122,6 +124,54 @@ spec:
   t.equal(records.at(-1)!.sampled, false, 'an unsampled caller stays unsampled');
   t.equal(records.at(-1)!.trace, undefined, 'and its record carries no trace');
   t.match(String(flaky.seen.at(-1)!.headers.traceparent), /^00-1af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-00$/, 'the decision travels');
+});
+
+t.test('a request with one attempt that answered carries the flat trace; no attempt, a flag or an error, the general one', async (t) => {
+  const records: RequestRecord[] = [];
+  const { publish } = await l7Fixture(t, { onRequest: (r) => records.push(r) });
+  const b = await backend(t, 'b', (_req, res) => { res.statusCode = 404; res.end('nope'); });
+  const dead = await freePort(); // nothing listens: the attempt fails
+  const listen = await freePort();
+  await publish([{ service: 'shop/web', port: 80, listenerPort: listen }], parseRoutes(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web, namespace: shop }
+spec:
+  parentRefs: [{ kind: Service, name: web }]
+  rules:
+  - matches: [{ path: { type: PathPrefix, value: /dead } }]
+    backendRefs: [{ name: dead, port: 80 }]
+  - matches: [{ path: { type: PathPrefix, value: /b } }]
+    backendRefs: [{ name: b, port: 80 }]
+`), { 'shop/b:80': [b.port], 'shop/dead:80': [dead], 'shop/web:80': [b.port] });
+  const before = Date.now() * 1000;
+  await (await request(`http://127.0.0.1:${listen}/b/1`, { headers: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', tracestate: 'v=1' } })).body.text();
+  const after = Date.now() * 1000;
+  const one = records.at(-1)!;
+  t.equal(one.status, 404, 'a backend\'s 404 is an answer (no flag)');
+  t.ok(one.trace && isOneAttempt(one.trace), 'one attempt that answered: the flat trace');
+  const ot = one.trace as OneAttemptTrace;
+  t.match(ot, { parentSpanId: 'b7ad6b7169203331', traceState: 'v=1', protocol: '1.1', serverAddress: '127.0.0.1', serverPort: listen });
+  t.equal(b.seen.at(-1)!.headers.traceparent, `00-0af7651916cd43dd8448eb211c80319c-${ot.attemptSpanId}-01`, 'its attempt\'s span is the backend\'s parent');
+  t.ok(before - 2000 <= ot.startUs && ot.startUs <= ot.attemptStartUs && ot.attemptStartUs <= ot.attemptEndUs && ot.attemptEndUs <= ot.endUs && ot.endUs <= after + 2000, 'times in order, around the request');
+  t.same(asRequestTrace(ot, one.upstream!, one.status), {
+    startUs: ot.startUs, endUs: ot.endUs, parentSpanId: 'b7ad6b7169203331', traceState: 'v=1', protocol: '1.1', serverAddress: '127.0.0.1', serverPort: listen, flags: undefined, retries: [],
+    attempts: [{ spanId: ot.attemptSpanId, startUs: ot.attemptStartUs, endUs: ot.attemptEndUs, peer: `127.0.0.1:${b.port}`, status: 404, error: undefined }],
+  }, 'its general form: the attempt\'s backend and status are the record\'s');
+
+  await (await request(`http://127.0.0.1:${listen}/dead`)).body.text();
+  const failed = records.at(-1)!;
+  t.equal(failed.status, 503);
+  t.notOk(isOneAttempt(failed.trace!), 'an attempt that failed: the general form');
+  const ft = failed.trace as RequestTrace;
+  t.equal(ft.flags, 'UF', 'with the flag');
+  t.match(ft.attempts, [{ peer: `127.0.0.1:${dead}`, status: 0, error: { type: 'ECONNREFUSED' } }], 'and the attempt\'s error');
+  t.ok(ft.attempts[0]!.startUs <= ft.attempts[0]!.endUs && ft.attempts[0]!.endUs <= ft.endUs);
+
+  await (await request(`http://127.0.0.1:${listen}/elsewhere`)).body.text();
+  const none = records.at(-1)!;
+  t.equal(none.status, 404);
+  t.match(none.trace, { flags: 'NR', attempts: [], retries: [] }, 'no route: the general form, no attempt');
+  t.ok((none.trace as RequestTrace).endUs >= none.trace!.startUs);
 });
 
 t.test('a Host split into server.address and server.port', async (t) => {

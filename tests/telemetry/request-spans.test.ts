@@ -1,6 +1,6 @@
 import t from 'tap';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
-import { decodeTrace, encodeTrace, epochUs, requestSpans, type TracedRequest } from '../../telemetry/request-spans.js';
+import { asRequestTrace, decodeTrace, encodeTrace, epochUs, requestSpans, type OneAttemptTrace, type TracedRequest } from '../../telemetry/request-spans.js';
 
 const US = 1_764_000_000_000_000; // an epoch µs
 
@@ -72,12 +72,33 @@ t.test('on the wire: arrays both ways, malformed ones named', async (t) => {
   const w = encodeTrace(tr);
   w[2] = 'XYZ';
   t.throws(() => decodeTrace(w, 'r'), /r: parent span id: not 16 hex digits/);
-  const w2 = encodeTrace(tr);
-  w2[9][1]![3] = 'no-port';
+  const w2 = encodeTrace(tr) as unknown[][][];
+  w2[9]![1]![3] = 'no-port';
   t.throws(() => decodeTrace(w2, 'r'), /r: attempts\[1\]: not an attempt/);
-  const w3 = encodeTrace(tr);
-  w3[8][0]![0] = Number.NaN;
+  const w3 = encodeTrace(tr) as unknown[][][];
+  w3[8]![0]![0] = Number.NaN;
   t.throws(() => decodeTrace(w3, 'r'), /r: retries\[0\]: not a retry/);
+});
+
+t.test('a one-attempt trace on the wire: one flat array, read back in the general form with the record\'s backend and status', async (t) => {
+  const one: OneAttemptTrace = {
+    startUs: 1_700_000_000_000_000, endUs: 1_700_000_000_000_900, parentSpanId: 'b7ad6b7169203331', traceState: 'v=1', protocol: '1.1', serverAddress: 'web', serverPort: 80,
+    attemptSpanId: '00f067aa0ba902b7', attemptStartUs: 1_700_000_000_000_100, attemptEndUs: 1_700_000_000_000_800,
+  };
+  const w = JSON.parse(JSON.stringify(encodeTrace(one))) as unknown[];
+  t.same(w, [one.startUs, one.endUs, 'b7ad6b7169203331', 'v=1', '1.1', 'web', 80, '00f067aa0ba902b7', one.attemptStartUs, one.attemptEndUs], 'flat: no list of attempts or retries');
+  const general = decodeTrace(w, 'x', '198.18.0.3:8080', 201);
+  t.same(general, asRequestTrace(one, '198.18.0.3:8080', 201), 'the same as its general form made in the proxy');
+  t.same(general, {
+    startUs: one.startUs, endUs: one.endUs, parentSpanId: 'b7ad6b7169203331', traceState: 'v=1', protocol: '1.1', serverAddress: 'web', serverPort: 80, flags: undefined, retries: [],
+    attempts: [{ spanId: '00f067aa0ba902b7', startUs: one.attemptStartUs, endUs: one.attemptEndUs, peer: '198.18.0.3:8080', status: 201, error: undefined }],
+  });
+  const bare = { ...one, parentSpanId: undefined, traceState: undefined };
+  t.same(decodeTrace(JSON.parse(JSON.stringify(encodeTrace(bare))), 'x', '198.18.0.3:8080', 200), asRequestTrace(bare, '198.18.0.3:8080', 200), 'no parent or state');
+  t.same(asRequestTrace({ ...one, attemptSpanId: '' }, '', 0).attempts, [], 'an attempt never started: none');
+  t.throws(() => decodeTrace(w, 'records[2].trace'), /^records\[2\]\.trace: one attempt, but the record names no backend$/);
+  t.throws(() => decodeTrace(Object.assign([...w], { 7: 'xyz' }), 'r', '198.18.0.3:8080', 200), /^r: attempt span id: not 16 hex digits$/);
+  t.throws(() => decodeTrace(Object.assign([...w], { 9: '5' }), 'r', '198.18.0.3:8080', 200), /^r: attempt times: not numbers$/);
 });
 
 t.test('epochUs: Unix µs from the monotonic clock', async (t) => {
