@@ -48,7 +48,7 @@ export function decodeRecords(body: unknown): ReceivedRecord[] {
 }
 
 /** A record's trace; the error names the record (its name is made only then). */
-function recordTrace(w: unknown, i: number, upstream: string | undefined, status: number): RequestTrace {
+function recordTrace(w: unknown, i: number, upstream: unknown, status: unknown): RequestTrace {
   try {
     return decodeTrace(w, 'trace', upstream, status);
   } catch (err) {

@@ -237,7 +237,7 @@ const isOptStr = (x: unknown): x is string | null => x === null || typeof x === 
  * one-attempt trace's attempt gets the record's backend (peer, "ip:port")
  * and status.
  */
-export function decodeTrace(w: unknown, at: string, peer?: string, status = 0): RequestTrace {
+export function decodeTrace(w: unknown, at: string, peer?: unknown, status: unknown = 0): RequestTrace {
   if (!Array.isArray(w) || w.length !== 10) throw traceError(at, 'not a request trace');
   const startUs: unknown = w[0], endUs: unknown = w[1], parent: unknown = w[2], state: unknown = w[3], protocol: unknown = w[4];
   const serverAddress: unknown = w[5], serverPort: unknown = w[6], flags: unknown = w[7], retries: unknown = w[8], attempts: unknown = w[9];
@@ -248,7 +248,8 @@ export function decodeTrace(w: unknown, at: string, peer?: string, status = 0): 
     // one attempt (element 7 its span, 8 and 9 its times); its backend and status are the record's
     if (!isStr(flags) || !isHexId(flags, 16)) throw traceError(at, 'attempt span id: not 16 hex digits');
     if (!isNum(retries) || !isNum(attempts)) throw traceError(at, 'attempt times: not numbers');
-    if (peer === undefined || !/:\d+$/.test(peer)) throw traceError(at, 'one attempt, but the record names no backend');
+    if (typeof peer !== 'string' || !/:\d+$/.test(peer)) throw traceError(at, 'one attempt, but the record names no backend');
+    if (!isNum(status)) throw traceError(at, 'one attempt, but the record\'s status is not a number');
     return {
       startUs, endUs, parentSpanId: parent ?? undefined, traceState: state ?? undefined, protocol, serverAddress, serverPort, flags: undefined, retries: [],
       attempts: [{ spanId: flags, startUs: retries, endUs: attempts, peer, status, error: undefined }],

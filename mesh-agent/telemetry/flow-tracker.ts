@@ -240,15 +240,19 @@ export class FlowTracker {
 
   /**
    * A closed connection's linger is over. While the node proxy is busy (a
-   * batch came within the last 5 lingers) but none has come since this
-   * close, the records of the requests the connection carried may still be
-   * on their way (a slow proxy or agent): it waits on, up to 5 lingers from
-   * the close, so the span and its requests still link both ways.
+   * batch came within the last 5 lingers) but fewer than two batches have
+   * come since this close was seen, the records of the requests the
+   * connection carried may still be on their way (a slow proxy or agent):
+   * it waits on, up to 5 lingers from the close, so the span and its
+   * requests still link both ways. Two, because the first may have been cut
+   * before the close (it was on its way, or being read, when the close was
+   * seen); the proxy sends one batch at a time, so the second was cut after
+   * the first was answered.
    */
   #lingered(key: string, f: Flow): void {
     const now = performance.now();
     const cap = 5 * this.#o.lingerMs;
-    if (this.#batches === f.batchesAtClose && now - this.#lastBatchMs < cap && now - f.closeSeenMs < cap) {
+    if (this.#batches < f.batchesAtClose + 2 && now - this.#lastBatchMs < cap && now - f.closeSeenMs < cap) {
       f.timer = setTimeout(() => this.#lingered(key, f), Math.max(1, this.#o.lingerMs / 4));
       f.timer.unref();
       return;

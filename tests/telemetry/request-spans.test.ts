@@ -97,6 +97,8 @@ t.test('a one-attempt trace on the wire: one flat array, read back in the genera
   t.same(decodeTrace(JSON.parse(JSON.stringify(encodeTrace(bare))), 'x', '198.18.0.3:8080', 200), asRequestTrace(bare, '198.18.0.3:8080', 200), 'no parent or state');
   t.same(asRequestTrace({ ...one, attemptSpanId: '' }, '', 0).attempts, [], 'an attempt never started: none');
   t.throws(() => decodeTrace(w, 'records[2].trace'), /^records\[2\]\.trace: one attempt, but the record names no backend$/);
+  t.throws(() => decodeTrace(w, 'r', ['198.18.0.3:8080'], 200), /^r: one attempt, but the record names no backend$/, 'a backend that is not a string');
+  t.throws(() => decodeTrace(w, 'r', '198.18.0.3:8080', '200'), /^r: one attempt, but the record's status is not a number$/);
   t.throws(() => decodeTrace(Object.assign([...w], { 7: 'xyz' }), 'r', '198.18.0.3:8080', 200), /^r: attempt span id: not 16 hex digits$/);
   t.throws(() => decodeTrace(Object.assign([...w], { 9: '5' }), 'r', '198.18.0.3:8080', 200), /^r: attempt times: not numbers$/);
 });
