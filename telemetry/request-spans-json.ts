@@ -261,6 +261,8 @@ const FORGET_EVERY_MS = 60_000;
 const shapes = new Map<string, Shape[]>();
 let shapesKept = 0;
 let forgotAt = -Infinity;
+/** the shape found or made last */
+let lastShape: Shape | undefined;
 
 /** The shapes kept now (for the tests). */
 export function shapeCount(): number {
@@ -275,14 +277,14 @@ export function shapeCount(): number {
  * print), then by every field.
  */
 function shapeOf(r: TracedRequest, at: AttemptTrace): Shape | undefined {
-  const t = r.trace;
+  // the last request's shape first: steady traffic repeats it (no key to make)
+  if (lastShape !== undefined && fits(lastShape, r, at)) return lastShape;
   const key = `${r.caller}\n${at.peer}\n${r.route}`;
   let list = shapes.get(key);
   if (list !== undefined) {
     for (let i = 0; i < list.length; i++) {
       const s = list[i]!;
-      if (s.method === r.method && s.route === r.route && s.serverAddress === t.serverAddress && s.serverPort === t.serverPort && s.caller === r.caller && s.local === r.local
-        && s.localPort === r.localPort && s.protocol === t.protocol && s.peer === at.peer && s.status === r.status && s.attemptStatus === at.status) return s;
+      if (fits(s, r, at)) return lastShape = s;
     }
     if (list.length >= PER_KEY) return undefined;
   }
@@ -293,13 +295,21 @@ function shapeOf(r: TracedRequest, at: AttemptTrace): Shape | undefined {
     forgotAt = now;
     shapes.clear();
     shapesKept = 0;
+    lastShape = undefined;
     list = undefined;
   }
   if (list === undefined) shapes.set(key, list = []);
   const made = makeShape(r, at);
   list.push(made);
   shapesKept++;
-  return made;
+  return lastShape = made;
+}
+
+/** Whether a request has this shape: every field its bytes were made from. */
+function fits(s: Shape, r: TracedRequest, at: AttemptTrace): boolean {
+  const t = r.trace;
+  return s.method === r.method && s.route === r.route && s.serverAddress === t.serverAddress && s.serverPort === t.serverPort && s.caller === r.caller && s.local === r.local
+    && s.localPort === r.localPort && s.protocol === t.protocol && s.peer === at.peer && s.status === r.status && s.attemptStatus === at.status;
 }
 
 function bytes(write: (w: ByteWriter) => void): Buffer {

@@ -228,6 +228,17 @@ export function encodeTrace(t: RequestTrace | OneAttemptTrace): WireTrace {
   ];
 }
 
+/** Whether s ends in ":" and digits ("ip:port"); a loop, not a regex: it runs for every traced record. */
+function endsWithPort(s: string): boolean {
+  const i = s.lastIndexOf(':');
+  if (i < 0 || i === s.length - 1) return false;
+  for (let k = i + 1; k < s.length; k++) {
+    const c = s.charCodeAt(k);
+    if (c < 0x30 || c > 0x39) return false;
+  }
+  return true;
+}
+
 const isNum = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x);
 const isStr = (x: unknown): x is string => typeof x === 'string';
 const isOptStr = (x: unknown): x is string | null => x === null || typeof x === 'string';
@@ -248,7 +259,7 @@ export function decodeTrace(w: unknown, at: string, peer?: unknown, status: unkn
     // one attempt (element 7 its span, 8 and 9 its times); its backend and status are the record's
     if (!isStr(flags) || !isHexId(flags, 16)) throw traceError(at, 'attempt span id: not 16 hex digits');
     if (!isNum(retries) || !isNum(attempts)) throw traceError(at, 'attempt times: not numbers');
-    if (typeof peer !== 'string' || !/:\d+$/.test(peer)) throw traceError(at, 'one attempt, but the record names no backend');
+    if (typeof peer !== 'string' || !endsWithPort(peer)) throw traceError(at, 'one attempt, but the record names no backend');
     if (!isNum(status)) throw traceError(at, 'one attempt, but the record\'s status is not a number');
     return {
       startUs, endUs, parentSpanId: parent ?? undefined, traceState: state ?? undefined, protocol, serverAddress, serverPort, flags: undefined, retries: [],
@@ -266,7 +277,7 @@ export function decodeTrace(w: unknown, at: string, peer?: unknown, status: unkn
   const as: AttemptTrace[] = [];
   for (let i = 0; i < attempts.length; i++) {
     const a: unknown = attempts[i];
-    if (!Array.isArray(a) || a.length !== 8 || !isStr(a[0]) || !isHexId(a[0], 16) || !isNum(a[1]) || !isNum(a[2]) || !isStr(a[3]) || !/:\d+$/.test(a[3]) || !isNum(a[4])
+    if (!Array.isArray(a) || a.length !== 8 || !isStr(a[0]) || !isHexId(a[0], 16) || !isNum(a[1]) || !isNum(a[2]) || !isStr(a[3]) || !endsWithPort(a[3]) || !isNum(a[4])
       || !isOptStr(a[5]) || !isOptStr(a[6]) || !isOptStr(a[7])) throw traceError(at, `attempts[${i}]: not an attempt`);
     const type = a[5] as string | null;
     as.push({ spanId: a[0], startUs: a[1], endUs: a[2], peer: a[3], status: a[4], error: type !== null ? { type, message: a[6] ?? '', exception: a[7] ?? 'Error' } : undefined });

@@ -98,6 +98,8 @@ t.test('a one-attempt trace on the wire: one flat array, read back in the genera
   t.same(asRequestTrace({ ...one, attemptSpanId: '' }, '', 0).attempts, [], 'an attempt never started: none');
   t.throws(() => decodeTrace(w, 'records[2].trace'), /^records\[2\]\.trace: one attempt, but the record names no backend$/);
   t.throws(() => decodeTrace(w, 'r', ['198.18.0.3:8080'], 200), /^r: one attempt, but the record names no backend$/, 'a backend that is not a string');
+  for (const bad of ['198.18.0.3', '198.18.0.3:', '198.18.0.3:80x', ':']) t.throws(() => decodeTrace(w, 'r', bad, 200), /^r: one attempt, but the record names no backend$/, `backend ${JSON.stringify(bad)}: no port`);
+  t.same(decodeTrace(w, 'r', '[fd00::1]:8080', 200).attempts[0]!.peer, '[fd00::1]:8080', 'an IPv6 backend with its port');
   t.throws(() => decodeTrace(w, 'r', '198.18.0.3:8080', '200'), /^r: one attempt, but the record's status is not a number$/);
   t.throws(() => decodeTrace(Object.assign([...w], { 7: 'xyz' }), 'r', '198.18.0.3:8080', 200), /^r: attempt span id: not 16 hex digits$/);
   t.throws(() => decodeTrace(Object.assign([...w], { 9: '5' }), 'r', '198.18.0.3:8080', 200), /^r: attempt times: not numbers$/);
