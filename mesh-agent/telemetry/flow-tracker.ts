@@ -164,9 +164,15 @@ export class FlowTracker {
     if (this.#flows.size >= this.#o.maxFlows) {
       const oldest = this.#flows.keys().next().value as string;
       const f = this.#flows.get(oldest)!;
-      if (f.timer) clearTimeout(f.timer);
-      this.#flows.delete(oldest);
-      this.stats.evicted++;
+      if (f.close) {
+        // closed, waiting for its peer or late requests: reported now with what it has, not dropped
+        f.waited = true;
+        this.#finish(oldest, f);
+      } else {
+        if (f.timer) clearTimeout(f.timer);
+        this.#flows.delete(oldest);
+        this.stats.evicted++;
+      }
     }
     this.stats.opened++;
     this.#flows.set(key, this.#newFlow(e, e.tsNs));

@@ -101,6 +101,20 @@ t.test('the flow table is bounded', async (t) => {
   t.equal(tr.stats.evicted, 2);
 });
 
+t.test('at the bound, a closed connection still waiting is reported at once, not dropped', async (t) => {
+  const { tr, spans, flows } = tracker({ maxFlows: 2, lingerMs: 60_000 });
+  tr.onEvents([ev('open', 1n, A, B, true), ev('close', 1n, A, B, true, { shortCircuited: false, stackSentBytes: 7 })]);
+  tr.onEvents([ev('open', 2n, { ip: A.ip, port: 2000 }, B, true)]);
+  t.equal(spans.length, 0, 'lingering (60 s)');
+  tr.onEvents([ev('open', 3n, { ip: A.ip, port: 3000 }, B, true)]);
+  t.equal(spans.length, 1, 'the table full: the closed one is reported now');
+  t.match(flows, [{ type: 'l4', bytesSent: 7 }], 'with its bytes');
+  t.equal(tr.stats.evicted, 0, 'nothing dropped');
+  tr.onEvents([ev('open', 4n, { ip: A.ip, port: 4000 }, B, true)]);
+  t.equal(tr.stats.evicted, 1, 'an open one is still forgotten, counted');
+  t.equal(spans.length, 1);
+});
+
 t.test('a closed connection waits for the node proxy\'s late requests while the proxy is busy, so they still link both ways', async (t) => {
   const { tr, spans } = tracker({ lingerMs: 200 });
   tr.requestsSeen(); // the proxy reported a batch a moment ago: it is busy
