@@ -356,12 +356,6 @@ export class MeshProxy {
     }
     let routeTemplate: string | undefined;
     let deniedBy: string | undefined;
-    /** the one-attempt trace made general (its attempt's backend and status given), from now on the request's trace */
-    const general = (peer: string, status: number): RequestTrace => {
-      const g = asRequestTrace(ot!, peer, status);
-      ot = undefined;
-      return g;
-    };
     const finish = (status: number) => {
       log.status = status;
       log.durationMs = Math.round((performance.now() - t0) * 1000) / 1000;
@@ -370,7 +364,10 @@ export class MeshProxy {
       if (ot) {
         ot.endUs = epochUs();
         // no attempt (denied, no route, no backend), or a flag: the general form says so
-        if (ot.attemptSpanId === '' || log.flags.length > 0) rt = general(log.upstream ?? '', answered);
+        if (ot.attemptSpanId === '' || log.flags.length > 0) {
+          rt = asRequestTrace(ot, log.upstream ?? '', answered);
+          ot = undefined;
+        }
       } else if (rt) {
         rt.endUs = epochUs();
       }
@@ -488,7 +485,8 @@ export class MeshProxy {
         if (retriable) {
           if (ot) {
             ot.attemptEndUs = epochUs();
-            rt = general(ep.key, r.statusCode); // a retry: the general form from here on
+            rt = asRequestTrace(ot, ep.key, r.statusCode); // a retry: the general form from here on
+            ot = undefined;
           } else if (at) {
             at.endUs = epochUs();
           }
@@ -530,7 +528,8 @@ export class MeshProxy {
         const timedOut = ac?.signal.aborted === true;
         if (ot) {
           // an error: the general form, which holds it
-          rt = general(ep.key, answered);
+          rt = asRequestTrace(ot, ep.key, answered);
+          ot = undefined;
           at = rt.attempts[0];
         }
         if (at) {

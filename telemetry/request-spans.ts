@@ -261,10 +261,9 @@ export function decodeTrace(w: unknown, at: string, peer?: unknown, status: unkn
     if (!isNum(retries) || !isNum(attempts)) throw traceError(at, 'attempt times: not numbers');
     if (typeof peer !== 'string' || !endsWithPort(peer)) throw traceError(at, 'one attempt, but the record names no backend');
     if (!isNum(status)) throw traceError(at, 'one attempt, but the record\'s status is not a number');
-    return {
-      startUs, endUs, parentSpanId: parent ?? undefined, traceState: state ?? undefined, protocol, serverAddress, serverPort, flags: undefined, retries: [],
-      attempts: [{ spanId: flags, startUs: retries, endUs: attempts, peer, status, error: undefined }],
-    };
+    return asRequestTrace({
+      startUs, endUs, parentSpanId: parent ?? undefined, traceState: state ?? undefined, protocol, serverAddress, serverPort, attemptSpanId: flags, attemptStartUs: retries, attemptEndUs: attempts,
+    }, peer, status);
   }
   if (!Array.isArray(retries) || !Array.isArray(attempts)) throw traceError(at, 'retries or attempts: not lists');
   // every field set, absent ones undefined: one hidden class each for every trace, retry and attempt

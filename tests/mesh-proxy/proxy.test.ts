@@ -5,12 +5,15 @@ import { type RequestRecord, splitHost } from '../../mesh-proxy/proxy.js';
 import { asRequestTrace, isOneAttempt, type OneAttemptTrace, type RequestTrace } from '../../telemetry/request-spans.js';
 import { backend, freePort, l7Fixture, parseRoutes } from '../fixtures/l7.js';
 
-const split = (w1: number, w2: number) => parseRoutes(`apiVersion: gateway.networking.k8s.io/v1
+/** The HTTPRoute "web" in shop, attached to the Service web, with these rules (YAML list items, from a new line). */
+const webRoutes = (rules: string) => parseRoutes(`apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: { name: web, namespace: shop }
 spec:
   parentRefs: [{ kind: Service, name: web }]
-  rules:
+  rules:${rules}`);
+
+const split = (w1: number, w2: number) => webRoutes(`
   - matches: [{ headers: [{ name: x-canary, value: "yes" }] }]
     backendRefs: [{ name: web-v2, port: 80 }]
   - backendRefs: [{ name: web-v1, port: 80, weight: ${w1} }, { name: web-v2, port: 80, weight: ${w2} }]
@@ -39,12 +42,7 @@ t.test('a 503 is retried to success; a slow backend gets 504 at the timeout', as
   const flaky = await backend(t, 'flaky', (_req, res) => { calls++; res.statusCode = calls % 3 === 0 ? 200 : 503; res.end(calls % 3 === 0 ? 'ok' : 'busy'); });
   const slow = await backend(t, 'slow', (_req, res) => { setTimeout(() => res.end('late'), 1500); });
   const listen = await freePort();
-  const routes = parseRoutes(`apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: { name: web, namespace: shop }
-spec:
-  parentRefs: [{ kind: Service, name: web }]
-  rules:
+  const routes = webRoutes(`
   - matches: [{ path: { type: PathPrefix, value: /flaky } }]
     backendRefs: [{ name: flaky, port: 80 }]
     retry: { attempts: 3, codes: [503], backoff: 5ms }
@@ -90,12 +88,7 @@ t.test('a sampled request\'s record carries its trace: ids, times, each attempt,
   let calls = 0;
   const flaky = await backend(t, 'flaky', (_req, res) => { calls++; res.statusCode = calls === 1 ? 503 : 200; res.end('x'); });
   const listen = await freePort();
-  await publish([{ service: 'shop/web', port: 80, listenerPort: listen }], parseRoutes(`apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: { name: web, namespace: shop }
-spec:
-  parentRefs: [{ kind: Service, name: web }]
-  rules:
+  await publish([{ service: 'shop/web', port: 80, listenerPort: listen }], webRoutes(`
   - matches: [{ path: { type: PathPrefix, value: /api } }]
     backendRefs: [{ name: flaky, port: 80 }]
     retry: { attempts: 2, codes: [503], backoff: 1ms }
@@ -132,12 +125,7 @@ t.test('a request with one attempt that answered carries the flat trace; no atte
   const b = await backend(t, 'b', (_req, res) => { res.statusCode = 404; res.end('nope'); });
   const dead = await freePort(); // nothing listens: the attempt fails
   const listen = await freePort();
-  await publish([{ service: 'shop/web', port: 80, listenerPort: listen }], parseRoutes(`apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: { name: web, namespace: shop }
-spec:
-  parentRefs: [{ kind: Service, name: web }]
-  rules:
+  await publish([{ service: 'shop/web', port: 80, listenerPort: listen }], webRoutes(`
   - matches: [{ path: { type: PathPrefix, value: /dead } }]
     backendRefs: [{ name: dead, port: 80 }]
   - matches: [{ path: { type: PathPrefix, value: /b } }]
@@ -261,12 +249,7 @@ t.test('a route the proxy cannot run is NACKed and traffic stays on the last goo
   await publish(ports, split(100, 0), backends);
   t.equal(await (await request(`http://127.0.0.1:${listen}/`)).body.text(), 'v1');
   // a regex the control plane's check would refuse, put in past it: what a proxy must NACK
-  const bad = parseRoutes(`apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: { name: web, namespace: shop }
-spec:
-  parentRefs: [{ kind: Service, name: web }]
-  rules:
+  const bad = webRoutes(`
   - matches: [{ path: { type: RegularExpression, value: "/x" } }]
     backendRefs: [{ name: web-v2, port: 80 }]
 `);
