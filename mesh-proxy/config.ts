@@ -8,6 +8,7 @@
  * clusters; timeouts, retries, header changes; EDS clusters balanced round
  * robin or least request.
  */
+import { routeTemplate } from '../xds/route-template.js';
 import { RBAC_TYPE, RbacConfigError, type RbacFilter, rbacFilter } from './rbac.js';
 
 type Obj = Record<string, unknown>;
@@ -178,14 +179,6 @@ function hcmTracing(v: unknown, where: string): { sampleRatio: number } {
   const pct = (t.random_sampling as { value?: unknown }).value ?? 0;
   if (typeof pct !== 'number' || !Number.isFinite(pct) || pct < 0 || pct > 100) throw new ProxyConfigError(`${where}.random_sampling.value: ${JSON.stringify(pct)} is not a percentage from 0 to 100`);
   return { sampleRatio: pct / 100 };
-}
-
-function routeTemplate(match: Obj): string {
-  if (typeof match.path === 'string') return match.path;
-  if (typeof match.prefix === 'string') return match.prefix.endsWith('/') ? `${match.prefix}*` : `${match.prefix}/*`;
-  if (typeof match.path_separated_prefix === 'string') return `${match.path_separated_prefix}/*`;
-  const re = (match.safe_regex as Obj | undefined)?.regex;
-  return typeof re === 'string' ? `regex:${re}` : '/*';
 }
 
 function routeEntry(r: Obj, where: string): RouteEntry {

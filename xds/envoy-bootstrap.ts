@@ -24,14 +24,40 @@ export interface EnvoyBootstrapOptions {
   adsPipe?: string;
   /** Envoy admin port, bound to 127.0.0.1. Default: 15000. */
   adminPort?: number;
+  /**
+   * The agent's OTLP trace receiver (a unix socket): a static cluster
+   * OTLP_CLUSTER (gRPC, HTTP/2) to it, which the listeners' tracer exports
+   * to (l7-resources, tracing.envoy). Default: none.
+   */
+  otlpPipe?: string;
 }
 
 const XDS_CLUSTER = 'sockmesh-xds';
+/** The bootstrap's cluster to the agent's OTLP trace receiver. */
+export const OTLP_CLUSTER = 'sockmesh-otlp';
 const HTTP_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
 
 function port(name: string, v: number): number {
   if (!Number.isInteger(v) || v < 1 || v > 65535) throw new InvalidArgumentError(`${name} must be a port (1-65535), got ${v}`);
   return v;
+}
+
+function pipe(name: string, path: string): string {
+  if (!path.startsWith('/')) throw new InvalidArgumentError(`${name} must be an absolute path, got ${JSON.stringify(path)}`);
+  return path;
+}
+
+/** A static cluster of one gRPC server (HTTP/2) at address. */
+function grpcCluster(name: string, address: Record<string, unknown>): Record<string, unknown> {
+  return {
+    name,
+    type: 'STATIC',
+    connect_timeout: { seconds: 1 },
+    typed_extension_protocol_options: {
+      [HTTP_OPTIONS]: { '@type': `type.googleapis.com/${HTTP_OPTIONS}`, explicit_http_config: { http2_protocol_options: {} } },
+    },
+    load_assignment: { cluster_name: name, endpoints: [{ lb_endpoints: [{ endpoint: { address } }] }] },
+  };
 }
 
 /** The bootstrap as a plain object (proto field names); JSON.stringify it for `envoy -c`. */
@@ -54,26 +80,12 @@ export function envoyBootstrap(opts: EnvoyBootstrapOptions): Record<string, unkn
       lds_config: ads,
     },
     static_resources: {
-      clusters: [{
-        name: XDS_CLUSTER,
-        type: 'STATIC',
-        connect_timeout: { seconds: 1 },
-        typed_extension_protocol_options: {
-          [HTTP_OPTIONS]: { '@type': `type.googleapis.com/${HTTP_OPTIONS}`, explicit_http_config: { http2_protocol_options: {} } },
-        },
-        load_assignment: {
-          cluster_name: XDS_CLUSTER,
-          endpoints: [{
-            lb_endpoints: [{
-              endpoint: {
-                address: opts.adsPipe !== undefined
-                  ? { pipe: { path: opts.adsPipe } }
-                  : { socket_address: { address: adsAddress, port_value: port('adsPort', opts.adsPort ?? 0) } },
-              },
-            }],
-          }],
-        },
-      }],
+      clusters: [
+        grpcCluster(XDS_CLUSTER, opts.adsPipe !== undefined
+          ? { pipe: { path: opts.adsPipe } }
+          : { socket_address: { address: adsAddress, port_value: port('adsPort', opts.adsPort ?? 0) } }),
+        ...(opts.otlpPipe !== undefined ? [grpcCluster(OTLP_CLUSTER, { pipe: { path: pipe('otlpPipe', opts.otlpPipe) } })] : []),
+      ],
     },
   };
   encodeStrict('envoy.config.bootstrap.v3.Bootstrap', bootstrap);

@@ -35,6 +35,7 @@ export const ENVOY_PROTO_FILES = [
   'envoy/extensions/filters/http/router/v3/router.proto',
   'envoy/extensions/filters/http/rbac/v3/rbac.proto',
   'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
+  'envoy/config/trace/v3/opentelemetry.proto',
   'envoy/admin/v3/config_dump.proto',
 ] as const;
 

@@ -13,11 +13,18 @@
  * with the reason; its last good version keeps serving.
  */
 import type { HTTPHeaderModifier, HTTPRoute, HTTPRouteMatch, HTTPRouteRule } from '../mesh-agent/cluster/model.js';
+import { routeTemplate } from './route-template.js';
 import type { SnapshotInput } from './snapshot.js';
 
 const HCM = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
 const ROUTER = 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router';
 const ADS = { ads: {}, resource_api_version: 'V3' };
+const OTEL_TRACER = 'type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig';
+
+/** The literal span tags an Envoy node proxy's HCM adds to its spans (the agent reads them: telemetry/envoy-spans.ts). */
+export const ENVOY_SPAN_TAGS = { listener: 'sockmesh.listener', service: 'sockmesh.service' } as const;
+/** The service.name of an Envoy node proxy's spans, before the agent gives them to workloads. */
+export const ENVOY_TRACING_SERVICE = 'sockmesh-node-proxy';
 
 export interface L7Port {
   /** "ns/name" */
@@ -47,8 +54,15 @@ export interface L7Input {
    * Request tracing on every listener: its HCM's `tracing`, new traces kept at
    * random_sampling = sampleRatio × 100 %. Absent: no tracing field, so the
    * proxy does not trace (Envoy's rule; mesh-proxy --tracing xds).
+   * `envoy`: the node proxy is Envoy, which writes its spans itself: its HCMs
+   * also get the OpenTelemetry tracer exporting to the bootstrap's cluster
+   * `otlpCluster` (the agent's receiver), a span per upstream attempt, and
+   * what the agent needs to give each span to its workload: the listener's
+   * address and the service as literal tags, each route's template as the
+   * route's decorator (the name of the request's span). mesh-proxy reports
+   * its requests to the agent itself and refuses these fields.
    */
-  tracing?: { sampleRatio: number };
+  tracing?: { sampleRatio: number; envoy?: { otlpCluster: string } };
 }
 
 /** An HttpConnectionManager's http_filters entry: a name and a typed_config with '@type'. */
@@ -202,6 +216,8 @@ export function l7Resources(input: L7Input): L7Output {
       return {
         name: `${e.route}#${e.rule}`,
         match: e.match,
+        // Envoy names the request's span after the decorator: the route's template (http.route), not sent upstream
+        ...(input.tracing?.envoy && { decorator: { operation: routeTemplate(e.match), propagate: { value: false } } }),
         route: routeAction(e.rule_),
         ...(reqAdd.length > 0 && { request_headers_to_add: reqAdd }),
         ...(e.rule_.requestHeaderModifier?.remove.length && { request_headers_to_remove: e.rule_.requestHeaderModifier.remove }),
@@ -224,12 +240,32 @@ export function l7Resources(input: L7Input): L7Output {
             '@type': HCM, stat_prefix: name, codec_type: 'AUTO',
             rds: { route_config_name: name, config_source: ADS },
             http_filters: [...(input.httpFilters?.(lp.service, lp.port) ?? []), { name: 'envoy.filters.http.router', typed_config: { '@type': ROUTER } }],
-            // a percentage without float noise in the config dump (0.07 × 100 = 7.000000000000001)
-            ...(input.tracing && { tracing: { random_sampling: { value: Math.round(input.tracing.sampleRatio * 1e8) / 1e6 } } }),
+            ...(input.tracing && { tracing: hcmTracing(input.tracing, input.proxyIp, lp) }),
           },
         }],
       }],
     });
   }
   return { resources: out, routeStatus };
+}
+
+/** An HCM's tracing; Envoy also gets its tracer and the tags its spans are attributed by. */
+function hcmTracing(tracing: NonNullable<L7Input['tracing']>, proxyIp: string, lp: L7Port): Obj {
+  // a percentage without float noise in the config dump (0.07 × 100 = 7.000000000000001)
+  const random_sampling = { value: Math.round(tracing.sampleRatio * 1e8) / 1e6 };
+  if (!tracing.envoy) return { random_sampling };
+  return {
+    random_sampling,
+    provider: {
+      name: 'envoy.tracers.opentelemetry',
+      typed_config: { '@type': OTEL_TRACER, grpc_service: { envoy_grpc: { cluster_name: tracing.envoy.otlpCluster } }, service_name: ENVOY_TRACING_SERVICE },
+    },
+    // one CLIENT span per attempt (the backend's traceparent names it), the request's span a SERVER span
+    spawn_upstream_span: { value: true },
+    max_path_tag_length: { value: 2048 },
+    custom_tags: [
+      { tag: ENVOY_SPAN_TAGS.listener, literal: { value: `${proxyIp}:${lp.listenerPort}` } },
+      { tag: ENVOY_SPAN_TAGS.service, literal: { value: portName(lp.service, lp.port) } },
+    ],
+  };
 }

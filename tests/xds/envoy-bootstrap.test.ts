@@ -1,5 +1,5 @@
 import t from 'tap';
-import { envoyBootstrap } from '../../xds/envoy-bootstrap.js';
+import { OTLP_CLUSTER, envoyBootstrap } from '../../xds/envoy-bootstrap.js';
 import { decodeResource, encodeStrict } from '../../xds/strict-encode.js';
 
 t.test('the bootstrap is a valid Envoy Bootstrap: ADS to the agent, admin on loopback', async (t) => {
@@ -26,4 +26,14 @@ t.test('an Envoy in another network namespace reaches the agent over its unix so
   const b = envoyBootstrap({ nodeId: 'node-a~node-proxy', adsPipe: '/run/sockmesh/xds.sock' });
   const d = decodeResource('envoy.config.bootstrap.v3.Bootstrap', encodeStrict('envoy.config.bootstrap.v3.Bootstrap', b)) as Record<string, any>;
   t.same(d.static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address, { pipe: { path: '/run/sockmesh/xds.sock' } });
+});
+
+t.test('with the agent\'s OTLP socket, a second static gRPC cluster reaches it; without, none', async (t) => {
+  const b = envoyBootstrap({ nodeId: 'node-a~node-proxy', adsPipe: '/run/sockmesh/xds.sock', otlpPipe: '/run/sockmesh/envoy-otlp.sock' });
+  const d = decodeResource('envoy.config.bootstrap.v3.Bootstrap', encodeStrict('envoy.config.bootstrap.v3.Bootstrap', b)) as Record<string, any>;
+  const otlp = d.static_resources.clusters.find((c: { name: string }) => c.name === OTLP_CLUSTER);
+  t.same(otlp.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address, { pipe: { path: '/run/sockmesh/envoy-otlp.sock' } });
+  t.ok(otlp.typed_extension_protocol_options['envoy.extensions.upstreams.http.v3.HttpProtocolOptions'].explicit_http_config.http2_protocol_options, 'over HTTP/2, as gRPC needs');
+  t.same(envoyBootstrap({ nodeId: 'node-a~node-proxy', adsPipe: '/run/sockmesh/xds.sock' }).static_resources, { clusters: [(b.static_resources as { clusters: unknown[] }).clusters[0]] }, 'no socket: the xDS cluster alone');
+  t.throws(() => envoyBootstrap({ nodeId: 'n', adsPipe: '/x.sock', otlpPipe: 'otlp.sock' }), { code: 'SOCKMESH_INVALID_ARGUMENT', message: /otlpPipe must be an absolute path/ });
 });

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { parseManifestFile } from '../../mesh-agent/cluster/manifest-parser.js';
 import type { HTTPRoute } from '../../mesh-agent/cluster/model.js';
-import { l7Resources } from '../../xds/l7-resources.js';
+import { ENVOY_SPAN_TAGS, ENVOY_TRACING_SERVICE, l7Resources } from '../../xds/l7-resources.js';
 import { compileRbac } from '../../policies/rbac-compile.js';
 import { decodeResource } from '../../xds/strict-encode.js';
 import { PODS, POLICIES, WORKLOADS } from '../fixtures/authz-cases.js';
@@ -102,4 +102,29 @@ t.test('tracing: every listener\'s HCM carries it at the ratio in percent, and n
   }
   const off = Snapshot.create(l7Resources({ ...base, lastGood: new Map() }).resources);
   t.ok([...off.resources.listener.values()].every((l) => tracingOf(l.resource) === undefined && tracingOf(decodeResource('envoy.config.listener.v3.Listener', l.any.value)) === undefined), 'no tracing option: no tracing field');
+});
+
+t.test('tracing for an Envoy node proxy: its OpenTelemetry tracer to the agent, a span per attempt, the tags and route names its spans are attributed by; all encode strictly', async (t) => {
+  const ports = [{ service: 'shop/web', port: 80, listenerPort: 20000 }, { service: 'shop/db', port: 5432, listenerPort: 20001 }];
+  const base = { proxyIp: '198.18.255.254', ports, routes: routes(ROUTE), backends };
+  const snap = Snapshot.create(l7Resources({ ...base, lastGood: new Map(), tracing: { sampleRatio: 0.25, envoy: { otlpCluster: 'sockmesh-otlp' } } }).resources);
+  type L = { filter_chains: { filters: { typed_config: { tracing?: Record<string, any> } }[] }[] };
+  const wire = decodeResource('envoy.config.listener.v3.Listener', snap.resources.listener.get('shop/web:80')!.any.value) as L;
+  const tr = wire.filter_chains[0]!.filters[0]!.typed_config.tracing!;
+  t.equal(tr.random_sampling.value, 25, 'the ratio as before');
+  t.equal(tr.provider.name, 'envoy.tracers.opentelemetry');
+  t.match(tr.provider.typed_config, { grpc_service: { envoy_grpc: { cluster_name: 'sockmesh-otlp' } }, service_name: ENVOY_TRACING_SERVICE }, 'exporting to the bootstrap\'s cluster (its Any decoded as OpenTelemetryConfig)');
+  t.equal(tr.spawn_upstream_span.value, true, 'a span per upstream attempt');
+  t.same(tr.custom_tags.map((c: { tag: string; literal: { value: string } }) => [c.tag, c.literal.value]),
+    [[ENVOY_SPAN_TAGS.listener, '198.18.255.254:20000'], [ENVOY_SPAN_TAGS.service, 'shop/web:80']], 'the listener and the service as literal tags');
+  const db = decodeResource('envoy.config.listener.v3.Listener', snap.resources.listener.get('shop/db:5432')!.any.value) as L;
+  t.equal(db.filter_chains[0]!.filters[0]!.typed_config.tracing!.custom_tags[0].literal.value, '198.18.255.254:20001', 'each listener its own');
+  const rc = decodeResource('envoy.config.route.v3.RouteConfiguration', snap.resources.route.get('shop/web:80')!.any.value) as { virtual_hosts: { routes: { name: string; decorator?: { operation: string; propagate?: { value: boolean } } }[] }[] };
+  const decorated = rc.virtual_hosts[0]!.routes.map((r) => [r.decorator?.operation, r.decorator?.propagate?.value]);
+  t.same(decorated, [['/health', false], ['/api/*', false], ['/*', false]], 'each route named by its template (http.route), the name not sent upstream');
+
+  // mesh-proxy gets none of it, so its configuration is what it was
+  const plain = l7Resources({ ...base, lastGood: new Map(), tracing: { sampleRatio: 0.25 } }).resources;
+  t.notOk(JSON.stringify(plain.routes).includes('decorator'), 'mesh-proxy: no decorators');
+  t.same(Object.keys((plain.listeners[0] as L).filter_chains[0]!.filters[0]!.typed_config.tracing!), ['random_sampling'], 'mesh-proxy: random_sampling alone');
 });
