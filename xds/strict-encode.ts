@@ -130,14 +130,46 @@ function lookupMessage(ctx: Ctx, name: string, path: string): protobuf.Type {
   }
 }
 
+/** A plain JSON value in the wire form of a Struct, Value or ListValue. */
+function freeForm(typeName: string, v: unknown, path: string): Record<string, unknown> {
+  if (typeName === 'google.protobuf.Struct') return jsonStruct(v, path);
+  if (typeName === 'google.protobuf.ListValue') {
+    if (!Array.isArray(v)) throw new XdsEncodeError(typeName, path, `expected an array, got ${describe(v)}`);
+    return { values: v.map((x, i) => jsonValue(x, `${path}[${i}]`)) };
+  }
+  return jsonValue(v, path);
+}
+
+function jsonStruct(v: unknown, path: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new XdsEncodeError('google.protobuf.Struct', path, `expected an object, got ${describe(v)}`);
+  return { fields: Object.fromEntries(Object.entries(v).map(([k, x]) => [k, jsonValue(x, `${path}.${k}`)])) };
+}
+
+/** google.protobuf.Value (protobufjs's own definition: lowerCamelCase field names, whatever the Root's keepCase) */
+function jsonValue(v: unknown, path: string): Record<string, unknown> {
+  if (v === null) return { nullValue: 'NULL_VALUE' };
+  if (typeof v === 'number' && Number.isFinite(v)) return { numberValue: v };
+  if (typeof v === 'string') return { stringValue: v };
+  if (typeof v === 'boolean') return { boolValue: v };
+  if (Array.isArray(v)) return { listValue: { values: v.map((x, i) => jsonValue(x, `${path}[${i}]`)) } };
+  if (typeof v === 'object') return { structValue: jsonStruct(v, path) };
+  throw new XdsEncodeError('google.protobuf.Value', path, `${describe(v)} ${String(v)} is not a JSON value`);
+}
+
 /** Replaces every Any (`'@type'` form) by { type_url, value } with the encoded bytes. */
 function packAnys(type: protobuf.Type, obj: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(obj)) {
     const field = type.fields[key]!;
     const rt = field.resolvedType;
-    if (!(rt instanceof protobuf.Type) || FREE_FORM.has(fullName(rt)) || v === undefined) {
+    if (!(rt instanceof protobuf.Type) || v === undefined) {
       out[key] = v;
+      continue;
+    }
+    if (FREE_FORM.has(fullName(rt))) {
+      // written as plain JSON (as Envoy's JSON and YAML take them): their wire form here, else protobuf drops them
+      const free = (x: unknown) => freeForm(fullName(rt), x, key);
+      out[key] = field.repeated ? (v as unknown[]).map(free) : field instanceof protobuf.MapField ? Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([k, x]) => [k, free(x)])) : free(v);
       continue;
     }
     const one = (x: unknown) => packOne(rt, x as Record<string, unknown>);

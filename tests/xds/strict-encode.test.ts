@@ -63,3 +63,15 @@ t.test('anything the type does not have is an error naming the path', async (t) 
   }
   t.throws(() => encodeStrict('envoy.config.cluster.v3.Clustr', {}), { code: 'SOCKMESH_XDS_ENCODE', message: /unknown message type/ });
 });
+
+t.test('free-form fields (Struct, Value, ListValue) written as plain JSON reach the wire, not dropped', async (t) => {
+  const BOOTSTRAP = 'envoy.config.bootstrap.v3.Bootstrap';
+  const layer = { n: 1000, s: 'x', b: false, none: null, list: [1, 'two', { three: 3 }], nested: { deep: { er: true } } };
+  const d = decodeResource(BOOTSTRAP, encodeStrict(BOOTSTRAP, { layered_runtime: { layers: [{ name: 'l', static_layer: layer }] } })) as { layered_runtime: { layers: { static_layer: { fields: Record<string, unknown> } }[] } };
+  t.same(d.layered_runtime.layers[0]!.static_layer.fields, {
+    n: { numberValue: 1000 }, s: { stringValue: 'x' }, b: { boolValue: false }, none: { nullValue: 'NULL_VALUE' },
+    list: { listValue: { values: [{ numberValue: 1 }, { stringValue: 'two' }, { structValue: { fields: { three: { numberValue: 3 } } } }] } },
+    nested: { structValue: { fields: { deep: { structValue: { fields: { er: { boolValue: true } } } } } } },
+  });
+  t.throws(() => encodeStrict(BOOTSTRAP, { layered_runtime: { layers: [{ name: 'l', static_layer: { f: () => 1 } }] } }), { code: 'SOCKMESH_XDS_ENCODE', message: /layered_runtime|static_layer|f: .*not a JSON value/ }, 'a value JSON cannot hold is named');
+});
