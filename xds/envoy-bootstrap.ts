@@ -87,6 +87,17 @@ export function envoyBootstrap(opts: EnvoyBootstrapOptions): Record<string, unkn
         ...(opts.otlpPipe !== undefined ? [grpcCluster(OTLP_CLUSTER, { pipe: { path: pipe('otlpPipe', opts.otlpPipe) } })] : []),
       ],
     },
+    ...(opts.otlpPipe !== undefined && {
+      // the tracer exports every second, or at 1,000 spans (Envoy's defaults, 5 s or 5 spans, are a call per two
+      // or three requests under load, and spans later than the agent waits for a closed connection's requests);
+      // the admin layer kept, as Envoy's default runtime has it
+      layered_runtime: {
+        layers: [
+          { name: 'sockmesh', static_layer: { 'tracing.opentelemetry.flush_interval_ms': 1000, 'tracing.opentelemetry.min_flush_spans': 1000 } },
+          { name: 'admin', admin_layer: {} },
+        ],
+      },
+    }),
   };
   encodeStrict('envoy.config.bootstrap.v3.Bootstrap', bootstrap);
   return bootstrap;

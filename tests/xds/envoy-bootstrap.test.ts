@@ -35,5 +35,9 @@ t.test('with the agent\'s OTLP socket, a second static gRPC cluster reaches it; 
   t.same(otlp.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address, { pipe: { path: '/run/sockmesh/envoy-otlp.sock' } });
   t.ok(otlp.typed_extension_protocol_options['envoy.extensions.upstreams.http.v3.HttpProtocolOptions'].explicit_http_config.http2_protocol_options, 'over HTTP/2, as gRPC needs');
   t.same(envoyBootstrap({ nodeId: 'node-a~node-proxy', adsPipe: '/run/sockmesh/xds.sock' }).static_resources, { clusters: [(b.static_resources as { clusters: unknown[] }).clusters[0]] }, 'no socket: the xDS cluster alone');
+  t.same(d.layered_runtime.layers.map((l: { name: string }) => l.name), ['sockmesh', 'admin'], 'a static runtime layer, and the admin layer Envoy has by default');
+  t.same(d.layered_runtime.layers[0].static_layer, { fields: { 'tracing.opentelemetry.flush_interval_ms': { numberValue: 1000 }, 'tracing.opentelemetry.min_flush_spans': { numberValue: 1000 } } },
+    'the tracer exports every second or at 1,000 spans (on the wire as a Struct)');
+  t.notOk('layered_runtime' in envoyBootstrap({ nodeId: 'n', adsPipe: '/x.sock' }), 'no socket: Envoy\'s default runtime');
   t.throws(() => envoyBootstrap({ nodeId: 'n', adsPipe: '/x.sock', otlpPipe: 'otlp.sock' }), { code: 'SOCKMESH_INVALID_ARGUMENT', message: /otlpPipe must be an absolute path/ });
 });
