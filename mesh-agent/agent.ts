@@ -30,7 +30,8 @@ import { type L7Port, type RouteStatus, l7Resources, portName } from '../xds/l7-
 import type { RbacOutput } from '../policies/rbac-compile.js';
 import { type AddressedPod, l7Authorization } from './compiler/l7-authorization.js';
 import { ListenerPortAllocator } from './compiler/listener-ports.js';
-import { NODE_PROXY, NodeProxy, type NodeProxyStatus } from './runtime/node-proxy.js';
+import { NODE_PROXY, NodeProxy, nodeProxyChoice, type NodeProxyStatus } from './runtime/node-proxy.js';
+import { OTLP_CLUSTER } from '../xds/envoy-bootstrap.js';
 import { POD_NETWORK } from './runtime/node-runtime.js';
 import type { DesiredState } from './compiler/compile.js';
 import { findCgroup2 } from './datapath/host-checks.js';
@@ -291,8 +292,12 @@ export class Agent {
     this.#log = opts.log;
     // next to the admin socket unless told: agents with their own admin socket do not share a relay
     const relaySocket = opts.relaySocket ?? (opts.adminSocket === undefined ? DEFAULT_RELAY_SOCKET : join(dirname(opts.adminSocket), 'otlp.sock'));
+    // an Envoy node proxy exports its spans to the agent over OTLP/gRPC, beside the relay
+    const envoySpansSocket = opts.manifests !== undefined && opts.proxy !== 'none' && nodeProxyChoice(opts.proxy).kind === 'envoy'
+      ? join(dirname(relaySocket), 'envoy-spans.sock') : undefined;
     this.telemetry = new AgentTelemetry({
       telemetry: opts.telemetry ?? telemetryOptions(process.env), node: this.nodeName, relaySocket,
+      ...(envoySpansSocket !== undefined && { envoySpansSocket }),
       registerGlobal: opts.registerGlobalTelemetry === true,
       workloadOf: (ip) => this.#workloads.get(ip),
       serviceOf: (ip, port) => this.#vipNames.get(`${ip}:${port}`),
@@ -328,7 +333,7 @@ export class Agent {
           proxy: new NodeProxy({
             runtime, xdsSocket: opts.xdsSocket ?? DEFAULT_XDS_SOCKET, nodeId: `${this.nodeName}~${NODE_PROXY}`,
             stateDir: join(STATE_DIR, `proxy-${runtime.prefix}`), ...(opts.proxy !== undefined && { proxy: opts.proxy }),
-            telemetrySocket: relaySocket, nodeName: this.nodeName,
+            telemetrySocket: relaySocket, nodeName: this.nodeName, ...(envoySpansSocket !== undefined && { envoySpansSocket }),
           }),
           listenerPorts: new ListenerPortAllocator(), routeStatus: new Map(), lastGoodRoutes: new Map(),
         }),
@@ -691,7 +696,9 @@ export class Agent {
       backends: (svc, port) => compiler.backendsOf(svc, port),
       lbPolicy: (svc) => (c.store.services().get(svc)?.meta.annotations[LB_ANNOTATION] === 'least-request' ? 'LEAST_REQUEST' : 'ROUND_ROBIN'),
       httpFilters: (svc, port) => authorization.get(portName(svc, port))?.filters,
-      ...(this.telemetry.tracing.enabled && { tracing: { sampleRatio: this.telemetry.tracing.sampleRatio } }),
+      ...(this.telemetry.tracing.enabled && {
+        tracing: { sampleRatio: this.telemetry.tracing.sampleRatio, ...(c.proxy?.kind === 'envoy' && { envoy: { otlpCluster: OTLP_CLUSTER } }) },
+      }),
     });
     c.authorization = authorization;
     c.routeStatus = out.routeStatus;

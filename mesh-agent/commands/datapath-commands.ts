@@ -178,6 +178,10 @@ export function renderAgent(a: AgentStatus | undefined): string {
   for (const n of xds.nacks.slice(-5)) {
     lines.push(`  NACK ${n.at} ${n.nodeId} ${n.typeUrl.split('.').pop()} ${short(n.version)}: ${n.error}`);
   }
+  const envoy = a.telemetry?.envoySpans as { socket: string; exports: number; requests: number; attempts: number; waiting: number; orphaned: number; refused: number } | undefined;
+  if (envoy) {
+    lines.push(`envoy      spans on ${envoy.socket}: ${envoy.exports} exports, ${envoy.requests} requests read (${envoy.attempts} attempts), ${envoy.waiting} attempts waiting, ${envoy.orphaned} orphaned, ${envoy.refused} refused`);
+  }
   if (a.cluster) lines.push(renderCluster(a.cluster));
   return lines.join('\n') + '\n';
 }

@@ -28,6 +28,8 @@ export interface NodeProxyOptions {
   proxy?: string;
   /** mesh-proxy reports every request to the agent here (unix socket), the sampled ones with their traces; default: none, no spans */
   telemetrySocket?: string;
+  /** Envoy: the agent's receiver of its spans (OTLP/gRPC), in its bootstrap; default none (Envoy gets no tracer cluster) */
+  envoySpansSocket?: string;
   /** k8s.node.name on the proxy's spans */
   nodeName?: string;
   backoffMs?: number;
@@ -58,6 +60,20 @@ function onPath(name: string): string | undefined {
   return undefined;
 }
 
+/**
+ * The node proxy a --proxy choice gives: mesh-proxy, envoy (on PATH), a
+ * path to an Envoy binary, or (undefined) Envoy when one is on PATH, else
+ * mesh-proxy. Throws when envoy is asked for and none is on PATH.
+ */
+export function nodeProxyChoice(want: string | undefined): { kind: 'envoy' | 'mesh-proxy'; binary: string } {
+  const meshProxy = { kind: 'mesh-proxy' as const, binary: join(repoRoot(), 'dist', 'mesh-proxy', 'cli.js') };
+  if (want === 'mesh-proxy') return meshProxy;
+  const envoy = want === undefined || want === 'envoy' ? onPath('envoy') : want;
+  if (envoy) return { kind: 'envoy', binary: envoy };
+  if (want === 'envoy') throw new Error('no envoy binary on PATH');
+  return meshProxy;
+}
+
 export class NodeProxy {
   readonly kind: 'envoy' | 'mesh-proxy';
   readonly binary: string;
@@ -77,21 +93,9 @@ export class NodeProxy {
   constructor(opts: NodeProxyOptions) {
     this.#o = opts;
     this.#delay = opts.backoffMs ?? 500;
-    const want = opts.proxy;
-    if (want === 'mesh-proxy') {
-      this.kind = 'mesh-proxy';
-      this.binary = join(repoRoot(), 'dist', 'mesh-proxy', 'cli.js');
-    } else {
-      const envoy = want === undefined || want === 'envoy' ? onPath('envoy') : want;
-      if (envoy) {
-        this.kind = 'envoy';
-        this.binary = envoy;
-      } else {
-        if (want === 'envoy') throw new Error('no envoy binary on PATH');
-        this.kind = 'mesh-proxy';
-        this.binary = join(repoRoot(), 'dist', 'mesh-proxy', 'cli.js');
-      }
-    }
+    const chosen = nodeProxyChoice(opts.proxy);
+    this.kind = chosen.kind;
+    this.binary = chosen.binary;
     this.#delay = opts.backoffMs ?? 500;
   }
 
@@ -122,7 +126,9 @@ export class NodeProxy {
   #argv(): string[] {
     if (this.kind === 'envoy') {
       const bootstrap = join(this.#o.stateDir, 'envoy-bootstrap.json');
-      writeFileSync(bootstrap, JSON.stringify(envoyBootstrap({ nodeId: this.#o.nodeId, adsPipe: this.#o.xdsSocket, adminPort: 15000 }), null, 2));
+      writeFileSync(bootstrap, JSON.stringify(envoyBootstrap({
+        nodeId: this.#o.nodeId, adsPipe: this.#o.xdsSocket, adminPort: 15000, ...(this.#o.envoySpansSocket !== undefined && { otlpPipe: this.#o.envoySpansSocket }),
+      }), null, 2));
       return [this.binary, '-c', bootstrap, '--drain-time-s', '5', '--base-id', '7'];
     }
     return [process.execPath, this.binary, '--xds', `unix:${this.#o.xdsSocket}`, '--node-id', this.#o.nodeId, '--admin-socket', this.adminSocket, '--admin-address', '127.0.0.1:15000', '--access-log', join(this.#o.stateDir, `${NODE_PROXY}-access.log`), '--workloads', this.workloadsFile,

@@ -28,7 +28,10 @@ import type { TelemetryOptions } from '../../telemetry/telemetry-options.js';
 import { parentBasedSampler, workloadResource, type WorkloadIdentity } from '../../telemetry/workload-resource.js';
 import type { MetricFamily } from '../admin/prometheus.js';
 import { FlowMetrics } from './flow-metrics.js';
+import { EnvoySpanJoiner } from './envoy-spans.js';
 import { FlowTracker, type FlowRecord, type KernelFlowEvent } from './flow-tracker.js';
+import { OtlpGrpcReceiver } from '../../telemetry/otlp-grpc-receiver.js';
+import type { OtlpSpan } from '../../telemetry/otlp-trace-decoder.js';
 import type { PolicyEventRecord } from '../datapath/layout.js';
 import { type PolicyEventContext, policyEventRecords } from './policy-events.js';
 import { SecurityDetector, describeSecurityEvent } from './security-events.js';
@@ -67,6 +70,13 @@ export interface AgentTelemetryOptions {
    * since the last poll is known to the requests that rode it
    */
   beforeRequests?: () => void;
+  /**
+   * the node proxy is Envoy: its tracer exports its spans over OTLP/gRPC to
+   * this unix socket (its bootstrap's sockmesh-otlp cluster), where the
+   * agent reads them back into request records (envoy-spans.ts) and treats
+   * them as mesh-proxy's; default none (mesh-proxy reports on relaySocket)
+   */
+  envoySpansSocket?: string;
 }
 
 /** Whether spans are made, and the ratio of new traces kept: the start-up options, changed at runtime by setTracing. */
@@ -134,6 +144,8 @@ export class AgentTelemetry {
   /** tracing now (the options at start, then setTracing) */
   #tracing: TracingState;
   #sampler: Sampler;
+  /** the Envoy node proxy's spans: their receiver, and the requests read from them */
+  readonly #envoy: { receiver: OtlpGrpcReceiver; joiner: EnvoySpanJoiner } | undefined;
 
   constructor(opts: AgentTelemetryOptions) {
     this.#o = opts;
@@ -156,7 +168,13 @@ export class AgentTelemetry {
       toEpochNs: opts.toEpochNs ?? monoToEpoch(),
       sampleRatio: t.enabled ? t.sampleRatio : 0,
       ...(opts.flowLingerMs !== undefined && { lingerMs: opts.flowLingerMs }),
+      // Envoy names a request's caller by its IP alone
+      linkByCallerIp: opts.envoySpansSocket !== undefined,
     });
+    this.#envoy = opts.envoySpansSocket === undefined ? undefined : {
+      receiver: new OtlpGrpcReceiver({ socketPath: opts.envoySpansSocket, onSpans: (spans) => this.#envoySpans(spans) }),
+      joiner: new EnvoySpanJoiner(),
+    };
   }
 
   /** Opens the trace file's path again after what was written so far (it was moved from outside); nothing without a trace file. */
@@ -247,6 +265,7 @@ export class AgentTelemetry {
       this.#tracer = this.#provider.getTracer('sockmesh-agent');
     }
     await this.#startRelay();
+    await this.#envoy?.receiver.start();
   }
 
   async #startRelay(): Promise<void> {
@@ -304,10 +323,31 @@ export class AgentTelemetry {
    * for the exporter.
    */
   #requests(body: Buffer): void {
+    this.#ingest(() => decodeRecords(JSON.parse(body.toString('utf8'))));
+  }
+
+  /**
+   * The Envoy node proxy's spans (one OTLP export): the requests whose spans
+   * have all come are handled as mesh-proxy's records; attempts wait for
+   * their request. The reasons of the spans refused.
+   */
+  #envoySpans(spans: OtlpSpan[]): string[] {
+    const joiner = this.#envoy!.joiner;
+    let refused: string[] = [];
+    this.#ingest(() => {
+      const r = joiner.add(spans, Date.now());
+      refused = r.refused;
+      return r.records;
+    });
+    return refused;
+  }
+
+  /** A batch of request records (read by read, which throws to refuse the batch): linked, their flows and spans made. */
+  #ingest(read: () => ReceivedRecord[]): void {
     const line = this.#line;
     let count = 0;
     try {
-      const records = decodeRecords(JSON.parse(body.toString('utf8')));
+      const records = read();
       this.#o.beforeRequests?.();
       count = this.#each(records, line);
     } catch (err) {
@@ -450,6 +490,18 @@ export class AgentTelemetry {
     return {
       export: describeExport({ ...this.options, enabled: this.#tracing.enabled }), tracing: this.#tracing.enabled, sampleRatio: this.#tracing.sampleRatio,
       queue: this.queue.stats(), relay: { socket: this.relaySocket, ...this.#relay, forwarded: { ...this.#forwarded } }, flows: { ...this.flows.stats },
+      ...(this.#envoy && { envoySpans: this.envoySpanStats() }),
+    };
+  }
+
+  /** The Envoy node proxy's spans: exports and spans received, requests and attempts read, attempts waiting, orphaned, refused; undefined without Envoy. */
+  envoySpanStats(): Record<string, number | string> | undefined {
+    const e = this.#envoy;
+    if (!e) return undefined;
+    const r = e.receiver.stats;
+    return {
+      socket: e.receiver.socketPath, exports: r.exports, spans: r.spans, invalidExports: r.invalid,
+      ...e.joiner.stats, waiting: e.joiner.waiting,
     };
   }
 
@@ -466,6 +518,14 @@ export class AgentTelemetry {
       { name: 'sockmesh_span_queue_capacity', help: 'The export queue bound.', type: 'gauge', samples: [{ value: q.maxQueueSize }] },
       { name: 'sockmesh_relay_spans_total', help: 'Spans the node proxy handed to the agent.', type: 'counter', samples: [{ value: this.#relay.spans }] },
       { name: 'sockmesh_relay_requests_total', help: 'Requests the node proxy reported (sampled or not).', type: 'counter', samples: [{ value: this.#relay.requests }] },
+      ...(this.#envoy ? [{
+        name: 'sockmesh_envoy_spans_total', help: 'The Envoy node proxy\'s spans, by what became of them: read (a request\'s or an attempt\'s), orphaned (an attempt whose request never came), refused.', type: 'counter' as const,
+        samples: [
+          { labels: { result: 'read' }, value: this.#envoy.joiner.stats.requests + this.#envoy.joiner.stats.attempts },
+          { labels: { result: 'orphaned' }, value: this.#envoy.joiner.stats.orphaned },
+          { labels: { result: 'refused' }, value: this.#envoy.receiver.stats.refused },
+        ],
+      }] : []),
     ];
   }
 
@@ -477,6 +537,7 @@ export class AgentTelemetry {
       await new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); });
       if (existsSync(this.relaySocket)) unlinkSync(this.relaySocket);
     }
+    await this.#envoy?.receiver.stop();
     this.flows.flush();
     this.#subscribers.clear();
     await this.#file?.forceFlush();

@@ -93,6 +93,13 @@ export interface FlowTrackerOptions {
   maxLinks?: number;
   /** connections tracked at once (older ones are forgotten, counted); default 65536 */
   maxFlows?: number;
+  /**
+   * index client sockets by their address and the server's, so that a
+   * request whose caller's port is not known (Envoy's spans name the caller
+   * by its IP) still links to the one connection it can have ridden;
+   * default false (mesh-proxy reports the port)
+   */
+  linkByCallerIp?: boolean;
 }
 
 interface Flow {
@@ -133,6 +140,8 @@ export interface FlowTrackerStats {
   /** close events whose open was not seen (the agent started after the connection) */
   unmatchedCloses: number;
   tracked: number;
+  /** requests known by their caller's IP alone that found more than one connection they may have ridden (not linked) */
+  ambiguousLinks: number;
 }
 
 export class FlowTracker {
@@ -142,10 +151,34 @@ export class FlowTracker {
   /** the node proxy's request batches seen, and when the last came (ms, monotonic) */
   #batches = 0;
   #lastBatchMs = -Infinity;
-  readonly stats: FlowTrackerStats = { opened: 0, closed: 0, spans: 0, evicted: 0, unmatchedCloses: 0, tracked: 0 };
+  readonly stats: FlowTrackerStats = { opened: 0, closed: 0, spans: 0, evicted: 0, unmatchedCloses: 0, tracked: 0, ambiguousLinks: 0 };
+  /** client sockets in #flows by "client ip>server ip:port" (linkByCallerIp only) */
+  readonly #byCallerIp: Map<string, Set<Flow>> | undefined;
 
   constructor(opts: FlowTrackerOptions) {
     this.#o = { sampleRatio: 1, lingerMs: 1000, maxLinks: 16, maxFlows: 65536, ...opts };
+    this.#byCallerIp = opts.linkByCallerIp ? new Map() : undefined;
+  }
+
+  /** Puts a flow in the table (and its client socket in the caller index). */
+  #put(key: string, f: Flow): void {
+    this.#flows.set(key, f);
+    if (this.#byCallerIp && f.active) {
+      const k = `${f.local.ip}>${f.remote.ip}:${f.remote.port}`;
+      let set = this.#byCallerIp.get(k);
+      if (!set) this.#byCallerIp.set(k, set = new Set());
+      set.add(f);
+    }
+  }
+
+  /** Takes a flow out of the table (and of the caller index). */
+  #drop(key: string, f: Flow): void {
+    this.#flows.delete(key);
+    if (this.#byCallerIp && f.active) {
+      const k = `${f.local.ip}>${f.remote.ip}:${f.remote.port}`;
+      const set = this.#byCallerIp.get(k);
+      if (set?.delete(f) && set.size === 0) this.#byCallerIp.delete(k);
+    }
   }
 
   /** Feeds a batch of kernel events. */
@@ -170,12 +203,12 @@ export class FlowTracker {
         this.#finish(oldest, f);
       } else {
         if (f.timer) clearTimeout(f.timer);
-        this.#flows.delete(oldest);
+        this.#drop(oldest, f);
         this.stats.evicted++;
       }
     }
     this.stats.opened++;
-    this.#flows.set(key, this.#newFlow(e, e.tsNs));
+    this.#put(key, this.#newFlow(e, e.tsNs));
   }
 
   /** The ratio of connections opened from now on that get a span (0: none). */
@@ -202,8 +235,9 @@ export class FlowTracker {
     if (!f || f.cookie !== e.cookie) {
       // opened before the agent watched: still a flow, with the kernel's open time
       this.stats.unmatchedCloses++;
+      if (f) this.#drop(key, f);
       f = this.#newFlow(e, e.openNs ?? e.tsNs);
-      this.#flows.set(key, f);
+      this.#put(key, f);
     }
     this.stats.closed++;
     f.close = e;
@@ -228,11 +262,22 @@ export class FlowTracker {
    */
   linkRequest(client: { ip: string; port: number }, server: { ip: string; port: number }, request: { traceId: string; spanId: string }): Link | undefined {
     // the client's socket when it is local, else the server's
-    const f = this.#flows.get(tupleKey(client, server)) ?? this.#flows.get(tupleKey(server, client));
+    const f = client.port === 0 ? this.#byCaller(client.ip, server) : this.#flows.get(tupleKey(client, server)) ?? this.#flows.get(tupleKey(server, client));
     if (!f) return undefined;
     f.requests++;
     if (f.links.length < this.#o.maxLinks) f.links.push({ context: { traceId: request.traceId, spanId: request.spanId, traceFlags: 1 }, attributes: { 'sockmesh.link': 'request' } });
     return f.link ??= { context: { traceId: f.traceId, spanId: f.spanId, traceFlags: f.sampled ? 1 : 0 }, attributes: { 'sockmesh.link': 'connection' } };
+  }
+
+  /** The one client socket from ip to server (linkByCallerIp); none when there are none or several (counted). */
+  #byCaller(ip: string, server: { ip: string; port: number }): Flow | undefined {
+    const set = this.#byCallerIp?.get(`${ip}>${server.ip}:${server.port}`);
+    if (!set) return undefined;
+    if (set.size > 1) {
+      this.stats.ambiguousLinks++;
+      return undefined;
+    }
+    return set.values().next().value;
   }
 
   /**
@@ -268,7 +313,7 @@ export class FlowTracker {
 
   #finish(key: string, f: Flow): void {
     if (f.timer) clearTimeout(f.timer);
-    if (this.#flows.get(key) === f) this.#flows.delete(key);
+    if (this.#flows.get(key) === f) this.#drop(key, f);
     this.stats.tracked = this.#flows.size;
     const close = f.close;
     if (!close) return; // replaced before it closed: nothing to report
@@ -278,7 +323,7 @@ export class FlowTracker {
     if (f.active && f.shortCircuited && peer && !peer.close && !f.waited && this.#flows.get(key) === undefined) {
       // the server side still open: what it spliced to us is counted at its close; wait for it a while
       f.waited = true;
-      this.#flows.set(key, f);
+      this.#put(key, f);
       f.timer = setTimeout(() => this.#finish(key, f), 5 * this.#o.lingerMs);
       f.timer.unref();
       return;

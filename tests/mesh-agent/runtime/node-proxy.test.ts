@@ -27,7 +27,7 @@ if (privileged(t)) {
     const path = process.env.PATH;
     process.env.PATH = `${dir}${delimiter}${path}`;
     t.teardown(() => { process.env.PATH = path; });
-    const proxy = new NodeProxy({ runtime: rt, xdsSocket: '/run/sockmesh/test-xds.sock', nodeId: 'n1~node-proxy', stateDir: join(dir, 'state'), backoffMs: 100 });
+    const proxy = new NodeProxy({ runtime: rt, xdsSocket: '/run/sockmesh/test-xds.sock', nodeId: 'n1~node-proxy', stateDir: join(dir, 'state'), backoffMs: 100, envoySpansSocket: '/run/sockmesh/test-envoy-spans.sock' });
     t.equal(proxy.kind, 'envoy', 'an envoy on PATH is chosen over mesh-proxy');
     proxy.start();
     await until('started', () => existsSync(starts));
@@ -37,6 +37,7 @@ if (privileged(t)) {
     t.ok(encodeStrict('envoy.config.bootstrap.v3.Bootstrap', bootstrap).length > 0, 'with a bootstrap Envoy\'s Bootstrap message accepts');
     t.same(bootstrap.static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address, { pipe: { path: '/run/sockmesh/test-xds.sock' } }, 'ADS over the agent\'s unix socket');
     t.equal(bootstrap.node.id, 'n1~node-proxy');
+    t.same(bootstrap.static_resources.clusters[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address, { pipe: { path: '/run/sockmesh/test-envoy-spans.sock' } }, 'its tracer\'s cluster to the agent\'s span socket');
     t.ok(rt.nodeProcessRunning('node-proxy'), 'running in its cgroup under the pods\' root');
     await rt.stopNodeProcess('node-proxy', 'SIGKILL');
     await until('restarted', () => proxy.status().restarts === 1 && proxy.status().running && readFileSync(starts, 'utf8').trim().split('\n').length === 2);

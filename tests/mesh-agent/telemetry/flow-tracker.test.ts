@@ -148,3 +148,27 @@ t.test('a closed connection waits at most 5 lingers for a busy proxy, and not at
   await new Promise((r) => setTimeout(r, 800));
   t.equal(busy.spans.length, 1, 'none came since: finished by 5 lingers after the close');
 });
+
+t.test('a request known by its caller\'s IP alone (Envoy) links to the one client connection from it, none when there are several, and none once it is gone', async (t) => {
+  const P = { ip: '198.18.255.254', port: 20000 };
+  const req = { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16) };
+  const byIp = { ip: A.ip, port: 0 };
+  const { tr } = tracker({ linkByCallerIp: true, maxFlows: 3 });
+  t.equal(tr.linkRequest(byIp, P, req), undefined, 'no connection yet');
+  tr.onEvents([ev('open', 1n, A, P, true), ev('open', 2n, P, A, false)]);
+  t.ok(tr.linkRequest(byIp, P, req), 'the one client socket from that IP to the listener (the proxy\'s own socket is not a caller)');
+  tr.onEvents([ev('open', 3n, { ip: A.ip, port: 40001 }, P, true)]);
+  t.equal(tr.linkRequest(byIp, P, req), undefined, 'two: which one is not known');
+  t.equal(tr.stats.ambiguousLinks, 1);
+  t.equal(tr.linkRequest(byIp, { ip: P.ip, port: 20001 }, req), undefined, 'another listener: none');
+  tr.onEvents([ev('close', 3n, { ip: A.ip, port: 40001 }, P, true)]);
+  await settle();
+  t.ok(tr.linkRequest(byIp, P, req), 'one again once the other is reported');
+  // the bound evicts the oldest, never closed: it leaves the index too
+  tr.onEvents([ev('open', 4n, B, { ip: '198.18.0.9', port: 1 }, true), ev('open', 5n, B, { ip: '198.18.0.9', port: 2 }, true)]);
+  t.equal(tr.stats.evicted, 1, 'the oldest, the caller\'s connection, forgotten');
+  t.equal(tr.linkRequest(byIp, P, req), undefined, 'evicted: not linked to a connection no longer tracked');
+  const plain = tracker().tr;
+  plain.onEvents([ev('open', 1n, A, P, true)]);
+  t.equal(plain.linkRequest(byIp, P, req), undefined, 'without linkByCallerIp, no index');
+});

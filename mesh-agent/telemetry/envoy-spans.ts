@@ -1,0 +1,236 @@
+/**
+ * An Envoy node proxy's spans read back into request records, the form
+ * mesh-proxy reports its requests in, so that the agent gives them to their
+ * workloads, links them to the kernel's connections and counts them exactly
+ * as it does mesh-proxy's (agent-telemetry.ts).
+ *
+ * Envoy (its OpenTelemetry tracer, with spawn_upstream_span: l7-resources)
+ * writes per sampled request one SERVER span for the request as the caller
+ * sent it and, as its children, one CLIENT span per attempt at a backend,
+ * named "router <cluster> egress"; the backend's traceparent names the
+ * attempt's span. Their tags are strings: http.method, http.url,
+ * http.protocol, http.status_code, response_flags, peer.address (the caller
+ * on the request's span, the backend on an attempt's), upstream_address;
+ * sockmesh adds the listener's address and the service as literal tags, and
+ * names the request's span after its route's template (the route's
+ * decorator).
+ *
+ * An attempt's span ends, and is exported, before its request's: attempts
+ * wait here for their request's span (bounded in number and in time; what
+ * never finds one is counted). A span that is neither is refused with the
+ * field and the reason named.
+ */
+import type { ReceivedRecord } from '../../mesh-proxy/agent-channel.js';
+import type { AttemptTrace, RequestTrace, RetryEvent } from '../../telemetry/request-spans.js';
+import { WIRE_SPAN_KIND, type OtlpSpan } from '../../telemetry/otlp-trace-decoder.js';
+import { ENVOY_SPAN_TAGS } from '../../xds/l7-resources.js';
+
+export interface EnvoySpanJoinerOptions {
+  /** how long an attempt's span waits for its request's; default 15000 (Envoy exports every 5 s, or sooner when spans pile up) */
+  waitMs?: number;
+  /** attempt spans waiting at most (more are dropped, counted); default 50000 */
+  maxWaiting?: number;
+}
+
+export interface EnvoySpanStats {
+  /** requests read from their spans */
+  requests: number;
+  /** attempt spans joined to their request */
+  attempts: number;
+  /** attempt spans whose request's span never came (waited waitMs), or found the waiting room full */
+  orphaned: number;
+  /** spans refused (not a request's or an attempt's span, or a field missing or malformed) */
+  refused: number;
+}
+
+/** Envoy's response flags (short strings), said in words for a failed attempt's status message. */
+const FLAG_WORDS: Record<string, string> = {
+  UF: 'upstream connection failure', UT: 'upstream request timeout', UC: 'upstream connection termination', URX: 'upstream retry limit exceeded',
+  UH: 'no healthy upstream', UO: 'upstream overflow', UPE: 'upstream protocol error', LR: 'local reset', DC: 'downstream connection termination',
+  NR: 'no route', NC: 'no cluster', UAEX: 'unauthorized external service', RL: 'rate limited',
+};
+
+interface Waiting { spans: OtlpSpan[]; sinceMs: number }
+
+/** "ip:port" (or a bare ip: port 0) → [ip, port]; undefined when not an address. */
+function address(s: string | undefined): [string, number] | undefined {
+  if (s === undefined || s === '') return undefined;
+  const i = s.lastIndexOf(':');
+  const dots = s.indexOf('.');
+  if (i < 0 || (dots >= 0 && i < dots)) return [s, 0]; // an IPv4 address alone
+  const ip = s.slice(0, i).replace(/^\[|\]$/g, '');
+  const port = Number(s.slice(i + 1));
+  if (!Number.isInteger(port) || port < 0 || port > 65535 || ip === '') return undefined;
+  return [ip, port];
+}
+
+/** "HTTP/1.1" → "1.1", "HTTP/2" → "2" (network.protocol.version) */
+function protocolVersion(p: string | undefined): string {
+  return p?.startsWith('HTTP/') ? p.slice(5) : (p ?? '');
+}
+
+/** http.url "scheme://authority/path?query" → [authority, path without the query] */
+function splitUrl(url: string): [string, string] | undefined {
+  const s = url.indexOf('://');
+  if (s < 0) return undefined;
+  const rest = url.slice(s + 3);
+  const slash = rest.indexOf('/');
+  const authority = slash < 0 ? rest : rest.slice(0, slash);
+  const target = slash < 0 ? '/' : rest.slice(slash);
+  const q = target.indexOf('?');
+  return [authority, q < 0 ? target : target.slice(0, q)];
+}
+
+/** "host[:port]" → [host, port or undefined] */
+function splitAuthority(a: string): [string, number | undefined] {
+  const i = a.lastIndexOf(':');
+  if (i < 0 || a.endsWith(']')) return [a.replace(/^\[|\]$/g, ''), undefined];
+  const port = Number(a.slice(i + 1));
+  return [a.slice(0, i).replace(/^\[|\]$/g, ''), Number.isInteger(port) ? port : undefined];
+}
+
+const us = (ns: bigint): number => Number(ns / 1000n);
+
+/** An attempt's span: a CLIENT span named "router <cluster> egress". */
+export function isAttemptSpan(s: OtlpSpan): boolean {
+  return s.kind === WIRE_SPAN_KIND.client && s.name.startsWith('router ') && s.name.endsWith(' egress');
+}
+
+export class EnvoySpanJoiner {
+  readonly #waitMs: number;
+  readonly #maxWaiting: number;
+  /** attempt spans by their request's span ("traceId/spanId") */
+  readonly #waiting = new Map<string, Waiting>();
+  #waitingSpans = 0;
+  readonly stats: EnvoySpanStats = { requests: 0, attempts: 0, orphaned: 0, refused: 0 };
+
+  constructor(opts: EnvoySpanJoinerOptions = {}) {
+    this.#waitMs = opts.waitMs ?? 15_000;
+    this.#maxWaiting = opts.maxWaiting ?? 50_000;
+    if (!(this.#waitMs > 0) || !(this.#maxWaiting > 0)) throw new RangeError('waitMs and maxWaiting must be positive');
+  }
+
+  /** attempt spans waiting for their request's span */
+  get waiting(): number {
+    return this.#waitingSpans;
+  }
+
+  /**
+   * The records of the requests whose spans came (with the attempts that
+   * came before, in this export or earlier ones), and the reasons spans were
+   * refused (each names the span, by id, and the field).
+   */
+  add(spans: readonly OtlpSpan[], nowMs: number): { records: ReceivedRecord[]; refused: string[] } {
+    this.expire(nowMs);
+    const requests: OtlpSpan[] = [];
+    const refused: string[] = [];
+    for (const s of spans) {
+      if (isAttemptSpan(s)) {
+        if (s.parentSpanId === '') {
+          refused.push(`span ${s.spanId} (${s.name}): an attempt's span without a parent`);
+          continue;
+        }
+        if (this.#waitingSpans >= this.#maxWaiting) {
+          this.stats.orphaned++;
+          continue;
+        }
+        const key = `${s.traceId}/${s.parentSpanId}`;
+        const w = this.#waiting.get(key);
+        if (w) w.spans.push(s);
+        else this.#waiting.set(key, { spans: [s], sinceMs: nowMs });
+        this.#waitingSpans++;
+      } else {
+        requests.push(s);
+      }
+    }
+    const records: ReceivedRecord[] = [];
+    for (const s of requests) {
+      const key = `${s.traceId}/${s.spanId}`;
+      const w = this.#waiting.get(key);
+      if (w) {
+        this.#waiting.delete(key);
+        this.#waitingSpans -= w.spans.length;
+      }
+      try {
+        records.push(this.#record(s, w?.spans ?? []));
+      } catch (err) {
+        refused.push((err as Error).message);
+        this.stats.orphaned += w?.spans.length ?? 0;
+      }
+    }
+    this.stats.refused += refused.length;
+    return { records, refused };
+  }
+
+  /** Drops the attempt spans that waited longer than waitMs for their request's span (counted as orphaned); how many. */
+  expire(nowMs: number): number {
+    let n = 0;
+    for (const [key, w] of this.#waiting) {
+      // oldest first (a Map keeps insertion order): stop at the first that may still wait
+      if (nowMs - w.sinceMs < this.#waitMs) break;
+      this.#waiting.delete(key);
+      n += w.spans.length;
+    }
+    this.#waitingSpans -= n;
+    this.stats.orphaned += n;
+    return n;
+  }
+
+  /** A request's record from its span and its attempts' spans. */
+  #record(s: OtlpSpan, attemptSpans: OtlpSpan[]): ReceivedRecord {
+    const at = (field: string, why: string) => new Error(`span ${s.spanId} (${s.name}): ${field}: ${why}`);
+    const a = s.attributes;
+    const method = a.get('http.method');
+    if (method === undefined || method === '') throw at('http.method', 'missing');
+    const url = a.get('http.url');
+    const parts = url === undefined ? undefined : splitUrl(url);
+    if (!parts) throw at('http.url', url === undefined ? 'missing' : `${JSON.stringify(url)} is not a URL`);
+    const [authority, path] = parts;
+    const listener = address(a.get(ENVOY_SPAN_TAGS.listener));
+    if (!listener || listener[1] === 0) throw at(ENVOY_SPAN_TAGS.listener, 'missing or not ip:port (not a span of a sockmesh listener)');
+    const caller = address(a.get('peer.address'));
+    if (!caller) throw at('peer.address', 'missing or not an address');
+    const status = Number(a.get('http.status_code') ?? '0');
+    if (!Number.isInteger(status) || status < 0) throw at('http.status_code', `${JSON.stringify(a.get('http.status_code'))} is not a status`);
+    const service = a.get(ENVOY_SPAN_TAGS.service);
+    const servicePort = service === undefined ? undefined : Number(service.slice(service.lastIndexOf(':') + 1));
+    const [hostName, hostPort] = splitAuthority(authority);
+    const flags = a.get('response_flags');
+
+    attemptSpans.sort((x, y) => (x.startNs < y.startNs ? -1 : x.startNs > y.startNs ? 1 : 0));
+    const attempts: AttemptTrace[] = [];
+    const retries: RetryEvent[] = [];
+    for (const [i, x] of attemptSpans.entries()) {
+      const peer = x.attributes.get('upstream_address') ?? x.attributes.get('peer.address');
+      const p = address(peer);
+      if (!p || p[1] === 0) throw at(`attempt span ${x.spanId}: upstream_address`, 'missing or not ip:port');
+      const st = Number(x.attributes.get('http.status_code') ?? '0');
+      const f = x.attributes.get('response_flags');
+      const failed = f !== undefined && f !== '-' && f !== '';
+      attempts.push({
+        spanId: x.spanId, startUs: us(x.startNs), endUs: us(x.endNs), peer: `${p[0]}:${p[1]}`, status: Number.isInteger(st) ? st : 0,
+        error: failed && !(st > 0) ? { type: f, message: f.split(',').map((k) => FLAG_WORDS[k] ?? k).join(', '), exception: 'envoy.response_flags' } : undefined,
+      });
+      // every attempt but the last failed and was retried
+      if (i < attemptSpans.length - 1) retries.push({ timeUs: us(x.endNs), attempt: i + 1, status: st > 0 ? st : undefined, error: st > 0 ? undefined : (failed ? f : 'reset') });
+    }
+    this.stats.requests++;
+    this.stats.attempts += attempts.length;
+    const last = attempts.at(-1);
+    const upstream = last?.peer ?? a.get('upstream_address');
+    const trace: RequestTrace = {
+      startUs: us(s.startNs), endUs: us(s.endNs), parentSpanId: s.parentSpanId === '' ? undefined : s.parentSpanId, traceState: s.traceState === '' ? undefined : s.traceState,
+      protocol: protocolVersion(a.get('http.protocol')), serverAddress: hostName, serverPort: hostPort ?? (Number.isInteger(servicePort) ? servicePort! : listener[1]),
+      flags: flags !== undefined && flags !== '-' && flags !== '' ? flags : undefined, retries, attempts,
+    };
+    // the route's decorator names the span: a template starts with "/" or "regex:"; Envoy's own names ("ingress", "egress <host>") are no route
+    const route = s.name.startsWith('/') || s.name.startsWith('regex:') ? s.name : undefined;
+    return {
+      endMs: Number(s.endNs / 1_000_000n), durationMs: Number(s.endNs - s.startNs) / 1e6, method, path, route, status,
+      caller: caller[0], callerPort: caller[1], local: listener[0], localPort: listener[1], upstream, host: authority,
+      attempts: Math.max(attempts.length, upstream !== undefined ? 1 : 0), traceId: s.traceId, spanId: s.spanId, sampled: true, trace,
+      // Envoy's answer of its own, 403 and no flag: its RBAC filters denied it (it does not say which policy)
+      deniedBy: status === 403 && attempts.length === 0 && upstream === undefined && trace.flags === undefined ? 'unknown' : undefined,
+    };
+  }
+}

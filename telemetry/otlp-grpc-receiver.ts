@@ -1,0 +1,104 @@
+/**
+ * An OTLP/gRPC trace receiver (TraceService/Export) on a unix socket: the
+ * agent's end of the Envoy node proxy's tracer (its bootstrap's
+ * sockmesh-otlp cluster). Each export's spans go to onSpans, which says how
+ * many it refused and why; the answer is OTLP's: empty when all were taken,
+ * a partial success naming the refused count and the first reason
+ * otherwise, INVALID_ARGUMENT when the bytes are not an export request (the
+ * sender must not retry either).
+ */
+import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { decodeTraceExport, encodeTraceExportResponse, type OtlpSpan } from './otlp-trace-decoder.js';
+import { TRACE_EXPORT_PATH } from './otlp-grpc-exporter.js';
+
+export interface OtlpGrpcReceiverOptions {
+  /** the unix socket to serve on (made, and removed on stop) */
+  socketPath: string;
+  /** an export's spans; returns the reasons of the spans refused (empty: all taken) */
+  onSpans: (spans: OtlpSpan[]) => string[];
+  /** the largest export taken, bytes; default 16 MiB */
+  maxMessageBytes?: number;
+}
+
+export interface OtlpGrpcReceiverStats {
+  exports: number;
+  spans: number;
+  refused: number;
+  /** exports that were not export requests */
+  invalid: number;
+}
+
+const identity = (b: Buffer): Buffer => b;
+
+export class OtlpGrpcReceiver {
+  readonly #o: Required<OtlpGrpcReceiverOptions>;
+  #server: grpc.Server | undefined;
+  readonly stats: OtlpGrpcReceiverStats = { exports: 0, spans: 0, refused: 0, invalid: 0 };
+
+  constructor(opts: OtlpGrpcReceiverOptions) {
+    if (!opts.socketPath.startsWith('/')) throw new RangeError(`the OTLP receiver's socket must be an absolute path, got ${opts.socketPath}`);
+    this.#o = { maxMessageBytes: 16 * 1024 * 1024, ...opts };
+  }
+
+  get socketPath(): string {
+    return this.#o.socketPath;
+  }
+
+  async start(): Promise<void> {
+    const path = this.#o.socketPath;
+    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+    if (existsSync(path)) unlinkSync(path);
+    const server = new grpc.Server({ 'grpc.max_receive_message_length': this.#o.maxMessageBytes });
+    const service: grpc.ServiceDefinition = {
+      Export: {
+        path: TRACE_EXPORT_PATH, requestStream: false, responseStream: false,
+        requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity,
+      },
+    };
+    server.addService(service, {
+      Export: (call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) => {
+        this.stats.exports++;
+        let decoded: ReturnType<typeof decodeTraceExport>;
+        try {
+          decoded = decodeTraceExport(call.request);
+        } catch (err) {
+          this.stats.invalid++;
+          done({ code: grpc.status.INVALID_ARGUMENT, details: `${path}: not an ExportTraceServiceRequest: ${(err as Error).message}` });
+          return;
+        }
+        let reasons: string[];
+        try {
+          reasons = this.#o.onSpans(decoded.spans);
+        } catch (err) {
+          reasons = decoded.spans.map(() => (err as Error).message);
+        }
+        const refused = reasons.length + decoded.invalid;
+        this.stats.spans += decoded.spans.length + decoded.invalid;
+        this.stats.refused += refused;
+        const why = reasons[0] ?? (decoded.invalid > 0 ? `${decoded.invalid} spans without a 16-byte trace id and an 8-byte span id` : '');
+        done(null, encodeTraceExportResponse(refused, refused > 0 ? `${refused} of ${decoded.spans.length + decoded.invalid} spans refused; first: ${why}` : ''));
+      },
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.bindAsync(`unix:${path}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
+    });
+    chmodSync(path, 0o666); // Envoy may run as another user
+    this.#server = server;
+  }
+
+  /** Stops taking exports (those under way finish) and removes the socket. */
+  async stop(): Promise<void> {
+    const server = this.#server;
+    this.#server = undefined;
+    if (server) {
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => { server.forceShutdown(); resolve(); }, 2000);
+        force.unref();
+        server.tryShutdown(() => { clearTimeout(force); resolve(); });
+      });
+    }
+    if (existsSync(this.#o.socketPath)) unlinkSync(this.#o.socketPath);
+  }
+}
