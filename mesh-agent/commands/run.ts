@@ -68,6 +68,8 @@ Traces (OpenTelemetry; the standard OTEL_* variables apply, these flags win):
 Spans: the node proxy's requests (the caller's CLIENT span, the backend's SERVER span, each with
 its pod's resource), the kernel's connections (linked to the requests they carried), and the
 agent's reconcile passes and xDS pushes (service sockmesh-agent). Flows: mesh-agent observe.
+With Envoy as the node proxy, its own tracer exports its spans (OTLP/gRPC) to envoy-spans.sock
+beside the relay socket, and the agent gives them to their workloads the same way.
 
 The mesh-agent command starts node with ${AGENT_NODE_FLAGS.join(' ')} (fewer major
 garbage collections under traced load, for up to about 128 MB of heap, not handed back in
