@@ -20,6 +20,8 @@ export interface OtlpGrpcReceiverOptions {
   onSpans: (spans: OtlpSpan[]) => string[];
   /** the largest export taken, bytes; default 16 MiB */
   maxMessageBytes?: number;
+  /** the span attributes read (others skipped unread); default all */
+  attributes?: ReadonlySet<string>;
 }
 
 export interface OtlpGrpcReceiverStats {
@@ -33,7 +35,7 @@ export interface OtlpGrpcReceiverStats {
 const identity = (b: Buffer): Buffer => b;
 
 export class OtlpGrpcReceiver {
-  readonly #o: Required<OtlpGrpcReceiverOptions>;
+  readonly #o: Required<Omit<OtlpGrpcReceiverOptions, 'attributes'>> & Pick<OtlpGrpcReceiverOptions, 'attributes'>;
   #server: grpc.Server | undefined;
   readonly stats: OtlpGrpcReceiverStats = { exports: 0, spans: 0, refused: 0, invalid: 0 };
 
@@ -62,7 +64,7 @@ export class OtlpGrpcReceiver {
         this.stats.exports++;
         let decoded: ReturnType<typeof decodeTraceExport>;
         try {
-          decoded = decodeTraceExport(call.request);
+          decoded = decodeTraceExport(call.request, this.#o.attributes ? { attributes: this.#o.attributes } : {});
         } catch (err) {
           this.stats.invalid++;
           done({ code: grpc.status.INVALID_ARGUMENT, details: `${path}: not an ExportTraceServiceRequest: ${(err as Error).message}` });

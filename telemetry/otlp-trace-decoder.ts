@@ -1,11 +1,14 @@
 /**
  * OTLP trace export requests (ExportTraceServiceRequest, protobuf) read into
  * flat spans, for a receiver of another proxy's spans (the Envoy node
- * proxy's: envoy-spans.ts). Only the fields such a receiver uses are
- * declared, by their numbers in opentelemetry-proto (trace_service.proto,
- * trace.proto, common.proto, resource.proto); protobuf skips the others.
- * Both ResourceSpans.scope_spans and instrumentation_library_spans (field
- * 1000, which older senders, Envoy among them, still write) are read.
+ * proxy's: envoy-spans.ts). Read field by field off the wire (protobufjs's
+ * Reader), by the field numbers of opentelemetry-proto (trace_service.proto,
+ * trace.proto, common.proto, resource.proto): only the fields a receiver
+ * uses are read, and only the attributes it asks for are made into strings;
+ * everything else is skipped. Both ResourceSpans.scope_spans and
+ * instrumentation_library_spans (field 1000, which older senders, Envoy
+ * among them, still write) are read; scope_spans win when both are set, as
+ * the specification tells receivers.
  */
 import protobuf from 'protobufjs';
 
@@ -31,110 +34,197 @@ export interface OtlpSpan {
   serviceName: string;
 }
 
-const SCHEMA = {
-  nested: {
-    AnyValue: {
-      oneofs: { value: { oneof: ['stringValue', 'boolValue', 'intValue', 'doubleValue', 'arrayValue', 'kvlistValue', 'bytesValue'] } },
-      fields: {
-        stringValue: { type: 'string', id: 1 }, boolValue: { type: 'bool', id: 2 }, intValue: { type: 'int64', id: 3 }, doubleValue: { type: 'double', id: 4 },
-        arrayValue: { type: 'ArrayValue', id: 5 }, kvlistValue: { type: 'KeyValueList', id: 6 }, bytesValue: { type: 'bytes', id: 7 },
-      },
-    },
-    ArrayValue: { fields: { values: { rule: 'repeated', type: 'AnyValue', id: 1 } } },
-    KeyValueList: { fields: { values: { rule: 'repeated', type: 'KeyValue', id: 1 } } },
-    KeyValue: { fields: { key: { type: 'string', id: 1 }, value: { type: 'AnyValue', id: 2 } } },
-    Resource: { fields: { attributes: { rule: 'repeated', type: 'KeyValue', id: 1 } } },
-    Span: {
-      fields: {
-        traceId: { type: 'bytes', id: 1 }, spanId: { type: 'bytes', id: 2 }, traceState: { type: 'string', id: 3 }, parentSpanId: { type: 'bytes', id: 4 },
-        name: { type: 'string', id: 5 }, kind: { type: 'int32', id: 6 }, startTimeUnixNano: { type: 'fixed64', id: 7 }, endTimeUnixNano: { type: 'fixed64', id: 8 },
-        attributes: { rule: 'repeated', type: 'KeyValue', id: 9 },
-      },
-    },
-    ScopeSpans: { fields: { spans: { rule: 'repeated', type: 'Span', id: 2 } } },
-    ResourceSpans: {
-      fields: {
-        resource: { type: 'Resource', id: 1 }, scopeSpans: { rule: 'repeated', type: 'ScopeSpans', id: 2 },
-        instrumentationLibrarySpans: { rule: 'repeated', type: 'ScopeSpans', id: 1000 },
-      },
-    },
-    ExportTraceServiceRequest: { fields: { resourceSpans: { rule: 'repeated', type: 'ResourceSpans', id: 1 } } },
-    ExportTracePartialSuccess: { fields: { rejectedSpans: { type: 'int64', id: 1 }, errorMessage: { type: 'string', id: 2 } } },
-    ExportTraceServiceResponse: { fields: { partialSuccess: { type: 'ExportTracePartialSuccess', id: 1 } } },
-  },
-};
+export interface DecodeOptions {
+  /** the attributes to read (others are skipped unread); default all */
+  attributes?: ReadonlySet<string>;
+}
 
-let types: { request: protobuf.Type; response: protobuf.Type } | undefined;
+// wire types
+const VARINT = 0;
+const I64 = 1;
+const LEN = 2;
 
-function otlp(): { request: protobuf.Type; response: protobuf.Type } {
-  if (!types) {
-    const root = protobuf.Root.fromJSON(SCHEMA);
-    types = { request: root.lookupType('ExportTraceServiceRequest'), response: root.lookupType('ExportTraceServiceResponse') };
+type Reader = protobuf.Reader;
+
+/** The end of the length-delimited field at the reader (its length read). */
+function lengthEnd(r: Reader): number {
+  const n = r.uint32();
+  const end = r.pos + n;
+  if (end > r.len) throw new RangeError(`a field of ${n} bytes at ${r.pos} runs past the message's end (${r.len})`);
+  return end;
+}
+
+/** Skips a field of this wire type, or throws when it is not one. */
+function skip(r: Reader, wire: number): void {
+  r.skipType(wire);
+}
+
+/** Bytes as hex (the reader reads a Buffer: decodeTraceExport makes sure). */
+function hex(r: Reader): string {
+  const end = lengthEnd(r);
+  const s = (r.buf as Buffer).toString('hex', r.pos, end);
+  r.pos = end;
+  return s;
+}
+
+function fixed64(r: Reader): bigint {
+  const lo = r.fixed32();
+  const hi = r.fixed32();
+  return (BigInt(hi) << 32n) | BigInt(lo);
+}
+
+/** An AnyValue's scalar as a string; undefined for a list, a map, bytes or none. */
+function anyValue(r: Reader, end: number): string | undefined {
+  let v: string | undefined;
+  while (r.pos < end) {
+    const tag = r.uint32();
+    const field = tag >>> 3;
+    const wire = tag & 7;
+    if (field === 1 && wire === LEN) v = r.string();
+    else if (field === 2 && wire === VARINT) v = String(r.bool());
+    else if (field === 3 && wire === VARINT) v = r.int64().toString();
+    else if (field === 4 && wire === I64) v = String(r.double());
+    else skip(r, wire);
   }
-  return types;
+  return v;
 }
 
-interface PbValue { value?: string; stringValue?: string; boolValue?: boolean; intValue?: { toString(): string } | number; doubleValue?: number }
-interface PbKeyValue { key: string; value?: PbValue }
-interface PbSpan {
-  traceId: Uint8Array; spanId: Uint8Array; traceState: string; parentSpanId: Uint8Array; name: string; kind: number;
-  startTimeUnixNano: { toString(): string } | number; endTimeUnixNano: { toString(): string } | number; attributes: PbKeyValue[];
-}
-interface PbScopeSpans { spans: PbSpan[] }
-interface PbResourceSpans { resource?: { attributes: PbKeyValue[] }; scopeSpans: PbScopeSpans[]; instrumentationLibrarySpans: PbScopeSpans[] }
-
-function valueString(v: PbValue | undefined): string | undefined {
-  // the oneof's virtual field names the value set (proto3 defaults would hide an empty string, false or 0)
-  switch (v?.value) {
-    case 'stringValue': return v.stringValue;
-    case 'boolValue': return String(v.boolValue);
-    case 'intValue': return String(v.intValue);
-    case 'doubleValue': return String(v.doubleValue);
-    default: return undefined;
-  }
-}
-
-const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
-
-/**
- * The spans of one ExportTraceServiceRequest. Throws (protobuf's reason)
- * when the bytes are not one; a span without a 16-byte trace id or an 8-byte
- * span id is not returned but counted in `invalid`.
- */
-export function decodeTraceExport(bytes: Uint8Array): { spans: OtlpSpan[]; invalid: number } {
-  const req = otlp().request.decode(bytes) as unknown as { resourceSpans: PbResourceSpans[] };
-  const spans: OtlpSpan[] = [];
-  let invalid = 0;
-  for (const rs of req.resourceSpans) {
-    let serviceName = '';
-    for (const kv of rs.resource?.attributes ?? []) if (kv.key === 'service.name') serviceName = valueString(kv.value) ?? '';
-    // scope_spans wins when both are set (the specification's rule for receivers)
-    const groups = rs.scopeSpans.length > 0 ? rs.scopeSpans : rs.instrumentationLibrarySpans;
-    for (const g of groups) {
-      for (const s of g.spans) {
-        if (s.traceId.length !== 16 || s.spanId.length !== 8 || (s.parentSpanId.length !== 0 && s.parentSpanId.length !== 8)) {
-          invalid++;
-          continue;
+/** A KeyValue into out, when its key is one asked for. */
+function keyValue(r: Reader, end: number, keep: ReadonlySet<string> | undefined, out: Map<string, string>): void {
+  let key: string | undefined;
+  let value: string | undefined;
+  while (r.pos < end) {
+    const tag = r.uint32();
+    const field = tag >>> 3;
+    const wire = tag & 7;
+    if (field === 1 && wire === LEN) {
+      if (keep) {
+        // read as latin1, cheaper than UTF-8: a key asked for is ASCII, and so read alike either way
+        const kend = lengthEnd(r);
+        key = (r.buf as Buffer).toString('latin1', r.pos, kend);
+        r.pos = kend;
+        if (!keep.has(key)) {
+          r.pos = end; // not asked for: its value is not read
+          return;
         }
-        const attributes = new Map<string, string>();
-        for (const kv of s.attributes) {
-          const v = valueString(kv.value);
-          if (v !== undefined) attributes.set(kv.key, v);
-        }
-        spans.push({
-          traceId: hex(s.traceId), spanId: hex(s.spanId), parentSpanId: s.parentSpanId.length === 0 ? '' : hex(s.parentSpanId),
-          traceState: s.traceState, name: s.name, kind: s.kind,
-          startNs: BigInt(s.startTimeUnixNano.toString()), endNs: BigInt(s.endTimeUnixNano.toString()), attributes, serviceName,
-        });
+      } else {
+        key = r.string();
       }
+    } else if (field === 2 && wire === LEN) {
+      value = anyValue(r, lengthEnd(r));
+    } else {
+      skip(r, wire);
     }
   }
-  return { spans, invalid };
+  if (key !== undefined && value !== undefined) out.set(key, value);
+}
+
+/** A Resource's service.name ('' when none). */
+function serviceNameOf(r: Reader, end: number): string {
+  const attrs = new Map<string, string>();
+  while (r.pos < end) {
+    const tag = r.uint32();
+    if (tag >>> 3 === 1 && (tag & 7) === LEN) keyValue(r, lengthEnd(r), SERVICE_NAME, attrs);
+    else skip(r, tag & 7);
+  }
+  return attrs.get('service.name') ?? '';
+}
+const SERVICE_NAME: ReadonlySet<string> = new Set(['service.name']);
+
+/** A Span, or undefined (counted by the caller) when its ids are not 16 and 8 bytes. */
+function span(r: Reader, end: number, keep: ReadonlySet<string> | undefined): OtlpSpan | undefined {
+  let traceId = '';
+  let spanId = '';
+  let parentSpanId = '';
+  let traceState = '';
+  let name = '';
+  let kind = 0;
+  let startNs = 0n;
+  let endNs = 0n;
+  const attributes = new Map<string, string>();
+  while (r.pos < end) {
+    const tag = r.uint32();
+    const wire = tag & 7;
+    switch (wire === LEN || wire === VARINT || wire === I64 ? tag >>> 3 : 0) {
+      case 1: if (wire === LEN) { traceId = hex(r); continue; } break;
+      case 2: if (wire === LEN) { spanId = hex(r); continue; } break;
+      case 3: if (wire === LEN) { traceState = r.string(); continue; } break;
+      case 4: if (wire === LEN) { parentSpanId = hex(r); continue; } break;
+      case 5: if (wire === LEN) { name = r.string(); continue; } break;
+      case 6: if (wire === VARINT) { kind = r.int32(); continue; } break;
+      case 7: if (wire === I64) { startNs = fixed64(r); continue; } break;
+      case 8: if (wire === I64) { endNs = fixed64(r); continue; } break;
+      case 9: if (wire === LEN) { keyValue(r, lengthEnd(r), keep, attributes); continue; } break;
+      default: break;
+    }
+    skip(r, wire);
+  }
+  if (traceId.length !== 32 || spanId.length !== 16 || (parentSpanId.length !== 0 && parentSpanId.length !== 16)) return undefined;
+  return { traceId, spanId, parentSpanId, traceState, name, kind, startNs, endNs, attributes, serviceName: '' };
+}
+
+/** A ScopeSpans (or an InstrumentationLibrarySpans: the same numbers) into out. */
+function scopeSpans(r: Reader, end: number, keep: ReadonlySet<string> | undefined, out: OtlpSpan[], bad: { n: number }): void {
+  while (r.pos < end) {
+    const tag = r.uint32();
+    if (tag >>> 3 === 2 && (tag & 7) === LEN) {
+      const s = span(r, lengthEnd(r), keep);
+      if (s) out.push(s);
+      else bad.n++;
+    } else {
+      skip(r, tag & 7);
+    }
+  }
+}
+
+/**
+ * The spans of one ExportTraceServiceRequest. Throws (a RangeError naming
+ * where) when the bytes are not one; a span without a 16-byte trace id and
+ * an 8-byte span id is not returned but counted in `invalid`.
+ */
+export function decodeTraceExport(bytes: Uint8Array, opts: DecodeOptions = {}): { spans: OtlpSpan[]; invalid: number } {
+  const r = protobuf.Reader.create(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  const keep = opts.attributes;
+  const spans: OtlpSpan[] = [];
+  const bad = { n: 0 };
+  while (r.pos < r.len) {
+    const tag = r.uint32();
+    if (tag >>> 3 !== 1 || (tag & 7) !== LEN) {
+      skip(r, tag & 7);
+      continue;
+    }
+    const end = lengthEnd(r);
+    let serviceName = '';
+    const current: OtlpSpan[] = [];
+    const older: OtlpSpan[] = [];
+    const olderBad = { n: 0 };
+    let hasCurrent = false;
+    while (r.pos < end) {
+      const t = r.uint32();
+      const field = t >>> 3;
+      if ((t & 7) !== LEN) skip(r, t & 7);
+      else if (field === 1) serviceName = serviceNameOf(r, lengthEnd(r));
+      else if (field === 2) { hasCurrent = true; scopeSpans(r, lengthEnd(r), keep, current, bad); }
+      else if (field === 1000) scopeSpans(r, lengthEnd(r), keep, older, olderBad);
+      else skip(r, LEN);
+    }
+    if (!hasCurrent) bad.n += olderBad.n;
+    // the resource may come after its spans on the wire
+    for (const s of hasCurrent ? current : older) {
+      s.serviceName = serviceName;
+      spans.push(s);
+    }
+  }
+  return { spans, invalid: bad.n };
 }
 
 /** An ExportTraceServiceResponse: empty, or a partial success naming the spans refused and why. */
 export function encodeTraceExportResponse(rejected: number, message: string): Buffer {
-  const { response } = otlp();
-  const body = rejected > 0 || message !== '' ? { partialSuccess: { rejectedSpans: rejected, errorMessage: message } } : {};
-  return Buffer.from(response.encode(response.fromObject(body)).finish());
+  if (rejected === 0 && message === '') return Buffer.alloc(0);
+  const w = protobuf.Writer.create();
+  w.uint32((1 << 3) | LEN).fork();
+  if (rejected !== 0) w.uint32((1 << 3) | VARINT).int64(rejected);
+  if (message !== '') w.uint32((2 << 3) | LEN).string(message);
+  w.ldelim();
+  return Buffer.from(w.finish());
 }

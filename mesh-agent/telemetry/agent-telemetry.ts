@@ -28,7 +28,7 @@ import type { TelemetryOptions } from '../../telemetry/telemetry-options.js';
 import { parentBasedSampler, workloadResource, type WorkloadIdentity } from '../../telemetry/workload-resource.js';
 import type { MetricFamily } from '../admin/prometheus.js';
 import { FlowMetrics } from './flow-metrics.js';
-import { EnvoySpanJoiner } from './envoy-spans.js';
+import { ENVOY_SPAN_ATTRIBUTES, EnvoySpanJoiner } from './envoy-spans.js';
 import { FlowTracker, type FlowRecord, type KernelFlowEvent } from './flow-tracker.js';
 import { OtlpGrpcReceiver } from '../../telemetry/otlp-grpc-receiver.js';
 import type { OtlpSpan } from '../../telemetry/otlp-trace-decoder.js';
@@ -172,7 +172,7 @@ export class AgentTelemetry {
       linkByCallerIp: opts.envoySpansSocket !== undefined,
     });
     this.#envoy = opts.envoySpansSocket === undefined ? undefined : {
-      receiver: new OtlpGrpcReceiver({ socketPath: opts.envoySpansSocket, onSpans: (spans) => this.#envoySpans(spans) }),
+      receiver: new OtlpGrpcReceiver({ socketPath: opts.envoySpansSocket, attributes: ENVOY_SPAN_ATTRIBUTES, onSpans: (spans) => this.#envoySpans(spans) }),
       joiner: new EnvoySpanJoiner(),
     };
   }

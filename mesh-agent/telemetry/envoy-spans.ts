@@ -25,6 +25,11 @@ import type { AttemptTrace, RequestTrace, RetryEvent } from '../../telemetry/req
 import { WIRE_SPAN_KIND, type OtlpSpan } from '../../telemetry/otlp-trace-decoder.js';
 import { ENVOY_SPAN_TAGS } from '../../xds/l7-resources.js';
 
+/** The tags of Envoy's spans read here: the receiver skips the others (user_agent, node_id, sizes, …) unread. */
+export const ENVOY_SPAN_ATTRIBUTES: ReadonlySet<string> = new Set([
+  'http.method', 'http.url', 'http.protocol', 'http.status_code', 'response_flags', 'peer.address', 'upstream_address', ENVOY_SPAN_TAGS.listener, ENVOY_SPAN_TAGS.service,
+]);
+
 export interface EnvoySpanJoinerOptions {
   /** how long an attempt's span waits for its request's; default 15000 (Envoy exports every 5 s, or sooner when spans pile up) */
   waitMs?: number;

@@ -64,3 +64,21 @@ t.test('the answer: empty when all were taken, else a partial success the offici
   const r = response.toObject(response.decode(encodeTraceExportResponse(2, '2 of 5 spans refused')), { longs: Number }) as { partialSuccess: { rejectedSpans: number; errorMessage: string } };
   t.same(r.partialSuccess, { rejectedSpans: 2, errorMessage: '2 of 5 spans refused' });
 });
+
+t.test('only the attributes asked for are read; a field of an unexpected wire type is skipped; a length past the end throws, naming it', async (t) => {
+  const bytes = encode({ resourceSpans: [{ scopeSpans: [{ spans: [span()] }] }] });
+  const { spans } = decodeTraceExport(bytes, { attributes: new Set(['http.method', 'd', 'missing']) });
+  t.same(Object.fromEntries(spans[0]!.attributes), { 'http.method': 'GET', d: '0.5' });
+  // field 5 (the name) written as a varint instead of a string: skipped, the span otherwise read
+  const odd = Buffer.concat([Buffer.from([0x0a]), lenPrefixed(Buffer.concat([Buffer.from([0x12]), lenPrefixed(Buffer.concat([Buffer.from([0x12]), lenPrefixed(Buffer.concat([
+    Buffer.from([0x0a, 16]), TRACE, Buffer.from([0x12, 8]), SPAN, Buffer.from([0x28, 0x07]),
+  ]))]))]))]);
+  const r = decodeTraceExport(odd);
+  t.equal(r.spans.length, 1);
+  t.equal(r.spans[0]!.name, '', 'the misfit field left out');
+  t.throws(() => decodeTraceExport(Buffer.from([0x0a, 0x05, 0x12, 0x10, 0x00])), /runs past the message's end/);
+});
+
+function lenPrefixed(b: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([b.length]), b]);
+}
