@@ -86,8 +86,8 @@ export class OtlpGrpcReceiver {
     await new Promise<void>((resolve, reject) => {
       server.bindAsync(`unix:${path}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
     });
+    this.#server = server; // before anything else can fail: stop() releases it
     chmodSync(path, 0o666); // Envoy may run as another user
-    this.#server = server;
   }
 
   /** Stops taking exports (those under way finish) and removes the socket. */
@@ -96,8 +96,8 @@ export class OtlpGrpcReceiver {
     this.#server = undefined;
     if (server) {
       await new Promise<void>((resolve) => {
+        // a sender that keeps its calls open is cut after 2 s (not unref'd: stop() must end)
         const force = setTimeout(() => { server.forceShutdown(); resolve(); }, 2000);
-        force.unref();
         server.tryShutdown(() => { clearTimeout(force); resolve(); });
       });
     }

@@ -46,12 +46,17 @@ const LEN = 2;
 
 type Reader = protobuf.Reader;
 
-/** The end of the length-delimited field at the reader (its length read). */
-function lengthEnd(r: Reader): number {
+/** The end of the length-delimited field at the reader (its length read), which must be within its message's (limit). */
+function lengthEnd(r: Reader, limit: number): number {
   const n = r.uint32();
   const end = r.pos + n;
-  if (end > r.len) throw new RangeError(`a field of ${n} bytes at ${r.pos} runs past the message's end (${r.len})`);
+  if (end > limit) throw new RangeError(`a field of ${n} bytes at ${r.pos} runs past the end of its message (${limit})`);
   return end;
+}
+
+/** Throws when the last field read ran past its message's end. */
+function within(r: Reader, end: number): void {
+  if (r.pos > end) throw new RangeError(`a field ending at ${r.pos} runs past the end of its message (${end})`);
 }
 
 /** Skips a field of this wire type, or throws when it is not one. */
@@ -60,8 +65,8 @@ function skip(r: Reader, wire: number): void {
 }
 
 /** Bytes as hex (the reader reads a Buffer: decodeTraceExport makes sure). */
-function hex(r: Reader): string {
-  const end = lengthEnd(r);
+function hex(r: Reader, limit: number): string {
+  const end = lengthEnd(r, limit);
   const s = (r.buf as Buffer).toString('hex', r.pos, end);
   r.pos = end;
   return s;
@@ -86,6 +91,7 @@ function anyValue(r: Reader, end: number): string | undefined {
     else if (field === 4 && wire === I64) v = String(r.double());
     else skip(r, wire);
   }
+  within(r, end);
   return v;
 }
 
@@ -100,7 +106,7 @@ function keyValue(r: Reader, end: number, keep: ReadonlySet<string> | undefined,
     if (field === 1 && wire === LEN) {
       if (keep) {
         // read as latin1, cheaper than UTF-8: a key asked for is ASCII, and so read alike either way
-        const kend = lengthEnd(r);
+        const kend = lengthEnd(r, end);
         key = (r.buf as Buffer).toString('latin1', r.pos, kend);
         r.pos = kend;
         if (!keep.has(key)) {
@@ -111,11 +117,12 @@ function keyValue(r: Reader, end: number, keep: ReadonlySet<string> | undefined,
         key = r.string();
       }
     } else if (field === 2 && wire === LEN) {
-      value = anyValue(r, lengthEnd(r));
+      value = anyValue(r, lengthEnd(r, end));
     } else {
       skip(r, wire);
     }
   }
+  within(r, end);
   if (key !== undefined && value !== undefined) out.set(key, value);
 }
 
@@ -124,9 +131,10 @@ function serviceNameOf(r: Reader, end: number): string {
   const attrs = new Map<string, string>();
   while (r.pos < end) {
     const tag = r.uint32();
-    if (tag >>> 3 === 1 && (tag & 7) === LEN) keyValue(r, lengthEnd(r), SERVICE_NAME, attrs);
+    if (tag >>> 3 === 1 && (tag & 7) === LEN) keyValue(r, lengthEnd(r, end), SERVICE_NAME, attrs);
     else skip(r, tag & 7);
   }
+  within(r, end);
   return attrs.get('service.name') ?? '';
 }
 const SERVICE_NAME: ReadonlySet<string> = new Set(['service.name']);
@@ -146,19 +154,20 @@ function span(r: Reader, end: number, keep: ReadonlySet<string> | undefined): Ot
     const tag = r.uint32();
     const wire = tag & 7;
     switch (wire === LEN || wire === VARINT || wire === I64 ? tag >>> 3 : 0) {
-      case 1: if (wire === LEN) { traceId = hex(r); continue; } break;
-      case 2: if (wire === LEN) { spanId = hex(r); continue; } break;
+      case 1: if (wire === LEN) { traceId = hex(r, end); continue; } break;
+      case 2: if (wire === LEN) { spanId = hex(r, end); continue; } break;
       case 3: if (wire === LEN) { traceState = r.string(); continue; } break;
-      case 4: if (wire === LEN) { parentSpanId = hex(r); continue; } break;
+      case 4: if (wire === LEN) { parentSpanId = hex(r, end); continue; } break;
       case 5: if (wire === LEN) { name = r.string(); continue; } break;
       case 6: if (wire === VARINT) { kind = r.int32(); continue; } break;
       case 7: if (wire === I64) { startNs = fixed64(r); continue; } break;
       case 8: if (wire === I64) { endNs = fixed64(r); continue; } break;
-      case 9: if (wire === LEN) { keyValue(r, lengthEnd(r), keep, attributes); continue; } break;
+      case 9: if (wire === LEN) { keyValue(r, lengthEnd(r, end), keep, attributes); continue; } break;
       default: break;
     }
     skip(r, wire);
   }
+  within(r, end);
   if (traceId.length !== 32 || spanId.length !== 16 || (parentSpanId.length !== 0 && parentSpanId.length !== 16)) return undefined;
   return { traceId, spanId, parentSpanId, traceState, name, kind, startNs, endNs, attributes, serviceName: '' };
 }
@@ -168,13 +177,14 @@ function scopeSpans(r: Reader, end: number, keep: ReadonlySet<string> | undefine
   while (r.pos < end) {
     const tag = r.uint32();
     if (tag >>> 3 === 2 && (tag & 7) === LEN) {
-      const s = span(r, lengthEnd(r), keep);
+      const s = span(r, lengthEnd(r, end), keep);
       if (s) out.push(s);
       else bad.n++;
     } else {
       skip(r, tag & 7);
     }
   }
+  within(r, end);
 }
 
 /**
@@ -193,7 +203,7 @@ export function decodeTraceExport(bytes: Uint8Array, opts: DecodeOptions = {}): 
       skip(r, tag & 7);
       continue;
     }
-    const end = lengthEnd(r);
+    const end = lengthEnd(r, r.len);
     let serviceName = '';
     const current: OtlpSpan[] = [];
     const older: OtlpSpan[] = [];
@@ -203,11 +213,12 @@ export function decodeTraceExport(bytes: Uint8Array, opts: DecodeOptions = {}): 
       const t = r.uint32();
       const field = t >>> 3;
       if ((t & 7) !== LEN) skip(r, t & 7);
-      else if (field === 1) serviceName = serviceNameOf(r, lengthEnd(r));
-      else if (field === 2) { hasCurrent = true; scopeSpans(r, lengthEnd(r), keep, current, bad); }
-      else if (field === 1000) scopeSpans(r, lengthEnd(r), keep, older, olderBad);
+      else if (field === 1) serviceName = serviceNameOf(r, lengthEnd(r, end));
+      else if (field === 2) { hasCurrent = true; scopeSpans(r, lengthEnd(r, end), keep, current, bad); }
+      else if (field === 1000) scopeSpans(r, lengthEnd(r, end), keep, older, olderBad);
       else skip(r, LEN);
     }
+    within(r, end);
     if (!hasCurrent) bad.n += olderBad.n;
     // the resource may come after its spans on the wire
     for (const s of hasCurrent ? current : older) {

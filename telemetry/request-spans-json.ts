@@ -110,10 +110,11 @@ function methodToPath(w: ByteWriter, method: string): void {
   w.raw(K.method); text(w, method); w.raw(K.path);
 }
 
-/** The CLIENT span's attributes after the path, up to the caller's port's key: its value comes next. */
-function clientToPort(w: ByteWriter, r: TracedRequest): void {
+/** The CLIENT span's attributes after the path, up to the caller's port's key: its value comes next (withPort false: no port, nothing comes). */
+function clientToPort(w: ByteWriter, r: TracedRequest, withPort = true): void {
   const t = r.trace;
-  w.raw(K.serverAddress); text(w, t.serverAddress); w.raw(K.serverPort); number(w, t.serverPort); w.raw(K.clientAddress); text(w, r.caller); w.raw(K.clientPort);
+  w.raw(K.serverAddress); text(w, t.serverAddress); w.raw(K.serverPort); number(w, t.serverPort); w.raw(K.clientAddress); text(w, r.caller);
+  if (withPort) w.raw(K.clientPort);
 }
 
 /** The CLIENT span's attributes after the caller's port, up to its status (last: the last backend tried, if any). */
@@ -125,11 +126,12 @@ function clientAfterPort(w: ByteWriter, r: TracedRequest, last: [string, number]
   w.raw(K.status); number(w, r.status);
 }
 
-/** A SERVER span's attributes after the path, up to the caller's port's key: its value comes next. */
-function serverToPort(w: ByteWriter, r: TracedRequest, ip: string, port: number): void {
+/** A SERVER span's attributes after the path, up to the caller's port's key: its value comes next (withPort false: no port, nothing comes). */
+function serverToPort(w: ByteWriter, r: TracedRequest, ip: string, port: number, withPort = true): void {
   if (r.route !== undefined) { w.raw(K.route); text(w, r.route); }
   w.raw(K.serverAddress); text(w, ip); w.raw(K.serverPort); number(w, port);
-  w.raw(K.clientAddress); text(w, r.caller); w.raw(K.peerAddress); text(w, r.caller); w.raw(K.peerPort);
+  w.raw(K.clientAddress); text(w, r.caller); w.raw(K.peerAddress); text(w, r.caller);
+  if (withPort) w.raw(K.peerPort);
 }
 
 /** Links written, by link: the requests riding one connection carry the same link object. Links are not changed once made. */
@@ -168,7 +170,10 @@ export function writeRequestSpans(line: RequestJsonWriter, r: TracedRequest, con
   // the caller's CLIENT span
   let w = line.next(headOf(r.caller));
   head(w, r.traceId, r.spanId, t.parentSpanId, t.traceState, name, B.clientKind, t.startUs, t.endUs);
-  methodToPath(w, r.method); text(w, r.path); clientToPort(w, r); number(w, r.callerPort); clientAfterPort(w, r, peers[peers.length - 1]);
+  const knownPort = r.callerPort !== 0;
+  methodToPath(w, r.method); text(w, r.path); clientToPort(w, r, knownPort);
+  if (knownPort) number(w, r.callerPort);
+  clientAfterPort(w, r, peers[peers.length - 1]);
   if (attempts.length > 1) { w.raw(K.resend); number(w, attempts.length - 1); }
   if (r.status >= 400) { w.raw(K.errorType); text(w, String(r.status)); }
   w.raw(B.afterAttributes);
@@ -197,7 +202,8 @@ export function writeRequestSpans(line: RequestJsonWriter, r: TracedRequest, con
     const [ip, port] = peers[i]!;
     w = line.next(headOf(ip));
     head(w, r.traceId, at.spanId, r.spanId, t.traceState, name, B.serverKind, at.startUs, at.endUs);
-    methodToPath(w, r.method); text(w, r.path); serverToPort(w, r, ip, port); number(w, r.callerPort);
+    methodToPath(w, r.method); text(w, r.path); serverToPort(w, r, ip, port, knownPort);
+    if (knownPort) number(w, r.callerPort);
     if (i > 0) { w.raw(K.resend); number(w, i); }
     if (at.status > 0) { w.raw(K.status); number(w, at.status); }
     const err = at.error;
@@ -214,7 +220,8 @@ export function writeRequestSpans(line: RequestJsonWriter, r: TracedRequest, con
 }
 
 /** 0..65535, written by number() as uint() writes it */
-const isPort = (v: number): boolean => Number.isInteger(v) && v >= 0 && v <= 0xffff;
+/** a known port (0: the caller's port is not known, as in Envoy's spans; its attributes are left out) */
+const isPort = (v: number): boolean => Number.isInteger(v) && v >= 1 && v <= 0xffff;
 /** an integer status (0: none came) */
 const isStatus = (v: number): boolean => Number.isInteger(v) && v >= 0 && v <= 999;
 

@@ -160,7 +160,8 @@ export function requestSpans(r: TracedRequest, connection?: Link): OwnedSpan[] {
   const last = t.attempts.at(-1);
   const a: Attributes = {
     'http.request.method': r.method, 'url.path': r.path, 'server.address': t.serverAddress, 'server.port': t.serverPort,
-    'client.address': r.caller, 'client.port': r.callerPort, 'network.local.address': r.local, 'network.local.port': r.localPort,
+    // a caller's port of 0 is not known (Envoy's spans name the caller by its IP): left out
+    'client.address': r.caller, ...(r.callerPort !== 0 && { 'client.port': r.callerPort }), 'network.local.address': r.local, 'network.local.port': r.localPort,
     'network.protocol.version': t.protocol,
   };
   if (r.route !== undefined) a['http.route'] = r.route;
@@ -190,7 +191,7 @@ export function requestSpans(r: TracedRequest, connection?: Link): OwnedSpan[] {
     const [ip, port] = splitPeer(at.peer);
     const sa: Attributes = {
       'http.request.method': r.method, 'url.path': r.path, ...(r.route !== undefined && { 'http.route': r.route }), 'server.address': ip, 'server.port': port,
-      'client.address': r.caller, 'network.peer.address': r.caller, 'network.peer.port': r.callerPort,
+      'client.address': r.caller, 'network.peer.address': r.caller, ...(r.callerPort !== 0 && { 'network.peer.port': r.callerPort }),
     };
     if (i > 0) sa['http.request.resend_count'] = i;
     if (at.status > 0) sa['http.response.status_code'] = at.status;

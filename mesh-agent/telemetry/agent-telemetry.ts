@@ -62,7 +62,7 @@ export interface AgentTelemetryOptions {
   registerGlobal?: boolean;
   /** flow records kept for `observe` to show first; default 1000 */
   recentFlows?: number;
-  /** how long a closed connection waits for its peer and late request spans; default 1000 */
+  /** how long a closed connection waits for its peer and late request spans; default 1000 (2000 with envoySpansSocket) */
   flowLingerMs?: number;
   /**
    * called before each batch of the node proxy's records is linked: the
@@ -145,7 +145,7 @@ export class AgentTelemetry {
   #tracing: TracingState;
   #sampler: Sampler;
   /** the Envoy node proxy's spans: their receiver, and the requests read from them */
-  readonly #envoy: { receiver: OtlpGrpcReceiver; joiner: EnvoySpanJoiner } | undefined;
+  readonly #envoy: { receiver: OtlpGrpcReceiver; joiner: EnvoySpanJoiner; timer?: NodeJS.Timeout } | undefined;
 
   constructor(opts: AgentTelemetryOptions) {
     this.#o = opts;
@@ -167,7 +167,8 @@ export class AgentTelemetry {
       emitFlow: (f) => this.#flow(f),
       toEpochNs: opts.toEpochNs ?? monoToEpoch(),
       sampleRatio: t.enabled ? t.sampleRatio : 0,
-      ...(opts.flowLingerMs !== undefined && { lingerMs: opts.flowLingerMs }),
+      // Envoy's workers export their spans each on its own second: a closed connection waits two for its requests
+      ...(opts.flowLingerMs !== undefined ? { lingerMs: opts.flowLingerMs } : opts.envoySpansSocket !== undefined && { lingerMs: 2000 }),
       // Envoy names a request's caller by its IP alone
       linkByCallerIp: opts.envoySpansSocket !== undefined,
     });
@@ -265,7 +266,13 @@ export class AgentTelemetry {
       this.#tracer = this.#provider.getTracer('sockmesh-agent');
     }
     await this.#startRelay();
-    await this.#envoy?.receiver.start();
+    if (this.#envoy) {
+      await this.#envoy.receiver.start();
+      // attempts whose request never comes expire while Envoy is quiet too
+      const e = this.#envoy;
+      e.timer = setInterval(() => e.joiner.expire(performance.now()), 5000);
+      e.timer.unref();
+    }
   }
 
   async #startRelay(): Promise<void> {
@@ -335,7 +342,7 @@ export class AgentTelemetry {
     const joiner = this.#envoy!.joiner;
     let refused: string[] = [];
     this.#ingest(() => {
-      const r = joiner.add(spans, Date.now());
+      const r = joiner.add(spans, performance.now());
       refused = r.refused;
       return r.records;
     });
@@ -369,7 +376,9 @@ export class AgentTelemetry {
     for (const r of records) {
       this.#relay.requests++;
       if (r.sampled && r.traceId) {
-        const link = this.flows.linkRequest({ ip: r.caller, port: r.callerPort }, { ip: r.local, port: r.localPort }, { traceId: r.traceId, spanId: r.spanId });
+        // a caller known by its IP alone (Envoy's spans): the request's times pick the connection
+        const link = this.flows.linkRequest({ ip: r.caller, port: r.callerPort }, { ip: r.local, port: r.localPort },
+          r.callerPort === 0 && r.trace ? { traceId: r.traceId, spanId: r.spanId, startUs: r.trace.startUs, endUs: r.trace.endUs } : { traceId: r.traceId, spanId: r.spanId });
         if (link) this.#relay.linked++;
         if (r.trace && this.#tracing.enabled) {
           const traced = r as TracedRequest; // it has its trace (not copied to say so)
@@ -397,7 +406,7 @@ export class AgentTelemetry {
     const dst = up ? this.#o.workloadOf(up.slice(0, up.lastIndexOf(':'))) : undefined;
     this.#flow({
       type: 'l7', time: new Date(r.endMs).toISOString(),
-      source: { address: `${r.caller}:${r.callerPort}`, ...(src && { namespace: src.namespace, pod: src.pod, service: src.serviceName }) },
+      source: { address: r.callerPort !== 0 ? `${r.caller}:${r.callerPort}` : r.caller, ...(src && { namespace: src.namespace, pod: src.pod, service: src.serviceName }) },
       destination: { address: up || '', ...(dst && { namespace: dst.namespace, pod: dst.pod, service: dst.serviceName }) },
       service: r.host.replace(/:\d+$/, ''),
       verdict: r.deniedBy !== undefined ? 'denied' : r.status >= 500 || r.status === 0 ? 'error' : 'forwarded', ...(r.deniedBy !== undefined && { policy: r.deniedBy }), path: 'proxy', durationMs: r.durationMs,
@@ -501,7 +510,8 @@ export class AgentTelemetry {
     const r = e.receiver.stats;
     return {
       socket: e.receiver.socketPath, exports: r.exports, spans: r.spans, invalidExports: r.invalid,
-      ...e.joiner.stats, waiting: e.joiner.waiting,
+      // refused: every span refused, by the decoder (no proper ids) or here
+      ...e.joiner.stats, refused: r.refused, waiting: e.joiner.waiting,
     };
   }
 
@@ -537,7 +547,11 @@ export class AgentTelemetry {
       await new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); });
       if (existsSync(this.relaySocket)) unlinkSync(this.relaySocket);
     }
-    await this.#envoy?.receiver.stop();
+    if (this.#envoy) {
+      clearInterval(this.#envoy.timer);
+      await this.#envoy.receiver.stop();
+      this.#envoy.joiner.drain(); // attempts still waiting for their request: counted orphaned
+    }
     this.flows.flush();
     this.#subscribers.clear();
     await this.#file?.forceFlush();

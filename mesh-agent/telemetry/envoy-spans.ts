@@ -20,6 +20,7 @@
  * never finds one is counted). A span that is neither is refused with the
  * field and the reason named.
  */
+import { isIP } from 'node:net';
 import type { ReceivedRecord } from '../../mesh-proxy/agent-channel.js';
 import type { AttemptTrace, RequestTrace, RetryEvent } from '../../telemetry/request-spans.js';
 import { WIRE_SPAN_KIND, type OtlpSpan } from '../../telemetry/otlp-trace-decoder.js';
@@ -27,13 +28,18 @@ import { ENVOY_SPAN_TAGS } from '../../xds/l7-resources.js';
 
 /** The tags of Envoy's spans read here: the receiver skips the others (user_agent, node_id, sizes, …) unread. */
 export const ENVOY_SPAN_ATTRIBUTES: ReadonlySet<string> = new Set([
-  'http.method', 'http.url', 'http.protocol', 'http.status_code', 'response_flags', 'peer.address', 'upstream_address', ENVOY_SPAN_TAGS.listener, ENVOY_SPAN_TAGS.service,
+  'http.method', 'http.url', 'http.protocol', 'http.status_code', 'response_flags', 'peer.address', 'upstream_address', 'upstream_cluster', 'error.reason',
+  ENVOY_SPAN_TAGS.listener, ENVOY_SPAN_TAGS.service,
 ]);
 
 export interface EnvoySpanJoinerOptions {
-  /** how long an attempt's span waits for its request's; default 15000 (Envoy exports every 5 s, or sooner when spans pile up) */
+  /**
+   * how long a request's attempt spans wait for its span after the last of
+   * them came; default 60000 (a request may go on long after a failed
+   * attempt: no route timeout is the default)
+   */
   waitMs?: number;
-  /** attempt spans waiting at most (more are dropped, counted); default 50000 */
+  /** attempt spans waiting at most (beyond, the requests waiting longest lose theirs, counted); default 50000 */
   maxWaiting?: number;
 }
 
@@ -42,7 +48,7 @@ export interface EnvoySpanStats {
   requests: number;
   /** attempt spans joined to their request */
   attempts: number;
-  /** attempt spans whose request's span never came (waited waitMs), or found the waiting room full */
+  /** attempt spans whose request's span never came (waited waitMs, pushed out of a full waiting room, or still waiting at the end) */
   orphaned: number;
   /** spans refused (not a request's or an attempt's span, or a field missing or malformed) */
   refused: number;
@@ -57,16 +63,29 @@ const FLAG_WORDS: Record<string, string> = {
 
 interface Waiting { spans: OtlpSpan[]; sinceMs: number }
 
-/** "ip:port" (or a bare ip: port 0) → [ip, port]; undefined when not an address. */
+/** An IPv4-mapped IPv6 address as the IPv4 address it is. */
+const unmapped = (ip: string): string => (ip.startsWith('::ffff:') && isIP(ip.slice(7)) === 4 ? ip.slice(7) : ip);
+
+/** "ip:port", "[ipv6]:port" or an address alone (port 0: not known) → [ip, port]; undefined when not one of those. */
 function address(s: string | undefined): [string, number] | undefined {
   if (s === undefined || s === '') return undefined;
-  const i = s.lastIndexOf(':');
-  const dots = s.indexOf('.');
-  if (i < 0 || (dots >= 0 && i < dots)) return [s, 0]; // an IPv4 address alone
-  const ip = s.slice(0, i).replace(/^\[|\]$/g, '');
-  const port = Number(s.slice(i + 1));
-  if (!Number.isInteger(port) || port < 0 || port > 65535 || ip === '') return undefined;
-  return [ip, port];
+  if (isIP(s) !== 0) return [unmapped(s), 0];
+  let ip: string;
+  let port: string;
+  if (s.startsWith('[')) {
+    const j = s.indexOf(']:');
+    if (j < 0) return undefined;
+    ip = s.slice(1, j);
+    port = s.slice(j + 2);
+  } else {
+    const i = s.lastIndexOf(':');
+    ip = s.slice(0, i);
+    port = s.slice(i + 1);
+    if (isIP(ip) !== 4) return undefined; // a bare IPv6 address with a port must be bracketed
+  }
+  const n = Number(port);
+  if (isIP(ip) === 0 || port === '' || !Number.isInteger(n) || n < 0 || n > 65535) return undefined;
+  return [unmapped(ip), n];
 }
 
 /** "HTTP/1.1" → "1.1", "HTTP/2" → "2" (network.protocol.version) */
@@ -74,16 +93,23 @@ function protocolVersion(p: string | undefined): string {
   return p?.startsWith('HTTP/') ? p.slice(5) : (p ?? '');
 }
 
-/** http.url "scheme://authority/path?query" → [authority, path without the query] */
+/** http.url "scheme://authority/path?query#fragment" → [authority, the path ("/" when none), without query and fragment] */
 function splitUrl(url: string): [string, string] | undefined {
   const s = url.indexOf('://');
   if (s < 0) return undefined;
   const rest = url.slice(s + 3);
-  const slash = rest.indexOf('/');
-  const authority = slash < 0 ? rest : rest.slice(0, slash);
-  const target = slash < 0 ? '/' : rest.slice(slash);
-  const q = target.indexOf('?');
-  return [authority, q < 0 ? target : target.slice(0, q)];
+  let a = rest.length;
+  for (const c of ['/', '?', '#']) {
+    const i = rest.indexOf(c);
+    if (i >= 0 && i < a) a = i;
+  }
+  const authority = rest.slice(0, a);
+  let path = rest.slice(a);
+  for (const c of ['?', '#']) {
+    const i = path.indexOf(c);
+    if (i >= 0) path = path.slice(0, i);
+  }
+  return [authority, path === '' ? '/' : path];
 }
 
 /** "host[:port]" → [host, port or undefined] */
@@ -110,7 +136,7 @@ export class EnvoySpanJoiner {
   readonly stats: EnvoySpanStats = { requests: 0, attempts: 0, orphaned: 0, refused: 0 };
 
   constructor(opts: EnvoySpanJoinerOptions = {}) {
-    this.#waitMs = opts.waitMs ?? 15_000;
+    this.#waitMs = opts.waitMs ?? 60_000;
     this.#maxWaiting = opts.maxWaiting ?? 50_000;
     if (!(this.#waitMs > 0) || !(this.#maxWaiting > 0)) throw new RangeError('waitMs and maxWaiting must be positive');
   }
@@ -121,29 +147,27 @@ export class EnvoySpanJoiner {
   }
 
   /**
-   * The records of the requests whose spans came (with the attempts that
-   * came before, in this export or earlier ones), and the reasons spans were
-   * refused (each names the span, by id, and the field).
+   * The records of the requests whose spans came (with their attempts'
+   * spans, from this export or earlier ones), and the reasons spans were
+   * refused (each names the span, by id, and the field). nowMs: a
+   * monotonic clock (performance.now()).
    */
   add(spans: readonly OtlpSpan[], nowMs: number): { records: ReceivedRecord[]; refused: string[] } {
     this.expire(nowMs);
     const requests: OtlpSpan[] = [];
     const refused: string[] = [];
+    /** this export's attempts by their request: joined to a request in it before anything waits */
+    const here = new Map<string, OtlpSpan[]>();
     for (const s of spans) {
       if (isAttemptSpan(s)) {
         if (s.parentSpanId === '') {
           refused.push(`span ${s.spanId} (${s.name}): an attempt's span without a parent`);
           continue;
         }
-        if (this.#waitingSpans >= this.#maxWaiting) {
-          this.stats.orphaned++;
-          continue;
-        }
         const key = `${s.traceId}/${s.parentSpanId}`;
-        const w = this.#waiting.get(key);
-        if (w) w.spans.push(s);
-        else this.#waiting.set(key, { spans: [s], sinceMs: nowMs });
-        this.#waitingSpans++;
+        const list = here.get(key);
+        if (list) list.push(s);
+        else here.set(key, [s]);
       } else {
         requests.push(s);
       }
@@ -156,12 +180,28 @@ export class EnvoySpanJoiner {
         this.#waiting.delete(key);
         this.#waitingSpans -= w.spans.length;
       }
+      const now = here.get(key);
+      if (now) here.delete(key);
+      const attempts = w && now ? [...w.spans, ...now] : w?.spans ?? now ?? [];
       try {
-        records.push(this.#record(s, w?.spans ?? []));
+        records.push(this.#record(s, attempts));
       } catch (err) {
         refused.push((err as Error).message);
-        this.stats.orphaned += w?.spans.length ?? 0;
+        this.stats.orphaned += attempts.length;
       }
+    }
+    // the others wait for their request (an entry that gets more moves to the end: the Map stays oldest first)
+    for (const [key, list] of here) {
+      const w = this.#waiting.get(key);
+      if (w) this.#waiting.delete(key);
+      this.#waiting.set(key, { spans: w ? [...w.spans, ...list] : list, sinceMs: nowMs });
+      this.#waitingSpans += list.length;
+    }
+    while (this.#waitingSpans > this.#maxWaiting) {
+      const [key, w] = this.#waiting.entries().next().value as [string, Waiting];
+      this.#waiting.delete(key);
+      this.#waitingSpans -= w.spans.length;
+      this.stats.orphaned += w.spans.length;
     }
     this.stats.refused += refused.length;
     return { records, refused };
@@ -171,12 +211,21 @@ export class EnvoySpanJoiner {
   expire(nowMs: number): number {
     let n = 0;
     for (const [key, w] of this.#waiting) {
-      // oldest first (a Map keeps insertion order): stop at the first that may still wait
+      // oldest first: stop at the first that may still wait
       if (nowMs - w.sinceMs < this.#waitMs) break;
       this.#waiting.delete(key);
       n += w.spans.length;
     }
     this.#waitingSpans -= n;
+    this.stats.orphaned += n;
+    return n;
+  }
+
+  /** Drops every attempt span still waiting (the agent stops), counted as orphaned; how many. */
+  drain(): number {
+    const n = this.#waitingSpans;
+    this.#waiting.clear();
+    this.#waitingSpans = 0;
     this.stats.orphaned += n;
     return n;
   }
@@ -187,6 +236,7 @@ export class EnvoySpanJoiner {
     const a = s.attributes;
     const method = a.get('http.method');
     if (method === undefined || method === '') throw at('http.method', 'missing');
+    if (!(s.startNs > 0n && s.endNs >= s.startNs)) throw at('times', `start ${s.startNs} ns, end ${s.endNs} ns`);
     const url = a.get('http.url');
     const parts = url === undefined ? undefined : splitUrl(url);
     if (!parts) throw at('http.url', url === undefined ? 'missing' : `${JSON.stringify(url)} is not a URL`);
@@ -209,15 +259,19 @@ export class EnvoySpanJoiner {
       const peer = x.attributes.get('upstream_address') ?? x.attributes.get('peer.address');
       const p = address(peer);
       if (!p || p[1] === 0) throw at(`attempt span ${x.spanId}: upstream_address`, 'missing or not ip:port');
-      const st = Number(x.attributes.get('http.status_code') ?? '0');
+      if (!(x.startNs > 0n && x.endNs >= x.startNs)) throw at(`attempt span ${x.spanId}: times`, `start ${x.startNs} ns, end ${x.endNs} ns`);
+      const code = Number(x.attributes.get('http.status_code') ?? '0');
+      const st = Number.isInteger(code) && code > 0 ? code : 0;
       const f = x.attributes.get('response_flags');
-      const failed = f !== undefined && f !== '-' && f !== '';
-      attempts.push({
-        spanId: x.spanId, startUs: us(x.startNs), endUs: us(x.endNs), peer: `${p[0]}:${p[1]}`, status: Number.isInteger(st) ? st : 0,
-        error: failed && !(st > 0) ? { type: f, message: f.split(',').map((k) => FLAG_WORDS[k] ?? k).join(', '), exception: 'envoy.response_flags' } : undefined,
-      });
+      const flagged = f !== undefined && f !== '-' && f !== '';
+      // no response: the flags say why, else the reset's reason
+      const reason = x.attributes.get('error.reason');
+      const error = st > 0 ? undefined
+        : flagged ? { type: f, message: f.split(',').map((k) => FLAG_WORDS[k] ?? k).join(', '), exception: 'envoy.response_flags' }
+          : { type: 'reset', message: reason ?? 'no response', exception: 'envoy.upstream_reset' };
+      attempts.push({ spanId: x.spanId, startUs: us(x.startNs), endUs: us(x.endNs), peer: `${p[0]}:${p[1]}`, status: st, error });
       // every attempt but the last failed and was retried
-      if (i < attemptSpans.length - 1) retries.push({ timeUs: us(x.endNs), attempt: i + 1, status: st > 0 ? st : undefined, error: st > 0 ? undefined : (failed ? f : 'reset') });
+      if (i < attemptSpans.length - 1) retries.push({ timeUs: us(x.endNs), attempt: i + 1, status: st > 0 ? st : undefined, error: error ? (flagged ? f : reason ?? 'reset') : undefined });
     }
     this.stats.requests++;
     this.stats.attempts += attempts.length;
@@ -231,11 +285,12 @@ export class EnvoySpanJoiner {
     // the route's decorator names the span: a template starts with "/" or "regex:"; Envoy's own names ("ingress", "egress <host>") are no route
     const route = s.name.startsWith('/') || s.name.startsWith('regex:') ? s.name : undefined;
     return {
-      endMs: Number(s.endNs / 1_000_000n), durationMs: Number(s.endNs - s.startNs) / 1e6, method, path, route, status,
+      endMs: Number(s.endNs / 1_000_000n), durationMs: Math.round(Number(s.endNs - s.startNs) / 1000) / 1000, method, path, route, status,
       caller: caller[0], callerPort: caller[1], local: listener[0], localPort: listener[1], upstream, host: authority,
       attempts: Math.max(attempts.length, upstream !== undefined ? 1 : 0), traceId: s.traceId, spanId: s.spanId, sampled: true, trace,
-      // Envoy's answer of its own, 403 and no flag: its RBAC filters denied it (it does not say which policy)
-      deniedBy: status === 403 && attempts.length === 0 && upstream === undefined && trace.flags === undefined ? 'unknown' : undefined,
+      // Envoy's answer of its own, before any cluster was chosen, 403 and no flag: its RBAC filters (which run before the
+      // router) denied it; which policy, its spans do not say
+      deniedBy: status === 403 && attempts.length === 0 && upstream === undefined && trace.flags === undefined && !a.has('upstream_cluster') ? 'unknown' : undefined,
     };
   }
 }

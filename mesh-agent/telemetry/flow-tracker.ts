@@ -152,21 +152,27 @@ export class FlowTracker {
   #batches = 0;
   #lastBatchMs = -Infinity;
   readonly stats: FlowTrackerStats = { opened: 0, closed: 0, spans: 0, evicted: 0, unmatchedCloses: 0, tracked: 0, ambiguousLinks: 0 };
-  /** client sockets in #flows by "client ip>server ip:port" (linkByCallerIp only) */
-  readonly #byCallerIp: Map<string, Set<Flow>> | undefined;
+  /**
+   * the sockets in #flows by "client ip>server ip:port" (linkByCallerIp
+   * only): [0] client sockets (active), [1] server sockets (passive), used
+   * when no client socket is local (a caller from outside the node)
+   */
+  readonly #byCallerIp: [Map<string, Set<Flow>>, Map<string, Set<Flow>>] | undefined;
 
   constructor(opts: FlowTrackerOptions) {
     this.#o = { sampleRatio: 1, lingerMs: 1000, maxLinks: 16, maxFlows: 65536, ...opts };
-    this.#byCallerIp = opts.linkByCallerIp ? new Map() : undefined;
+    this.#byCallerIp = opts.linkByCallerIp ? [new Map(), new Map()] : undefined;
   }
 
-  /** Puts a flow in the table (and its client socket in the caller index). */
+  /** Puts a flow in the table under key (the flow it replaces leaves the caller index). */
   #put(key: string, f: Flow): void {
+    const prev = this.#flows.get(key);
+    if (prev !== undefined && prev !== f) this.#unindex(prev);
     this.#flows.set(key, f);
-    if (this.#byCallerIp && f.active) {
-      const k = `${f.local.ip}>${f.remote.ip}:${f.remote.port}`;
-      let set = this.#byCallerIp.get(k);
-      if (!set) this.#byCallerIp.set(k, set = new Set());
+    if (this.#byCallerIp) {
+      const [map, k] = this.#indexOf(f);
+      let set = map.get(k);
+      if (!set) map.set(k, set = new Set());
       set.add(f);
     }
   }
@@ -174,11 +180,19 @@ export class FlowTracker {
   /** Takes a flow out of the table (and of the caller index). */
   #drop(key: string, f: Flow): void {
     this.#flows.delete(key);
-    if (this.#byCallerIp && f.active) {
-      const k = `${f.local.ip}>${f.remote.ip}:${f.remote.port}`;
-      const set = this.#byCallerIp.get(k);
-      if (set?.delete(f) && set.size === 0) this.#byCallerIp.delete(k);
-    }
+    this.#unindex(f);
+  }
+
+  #unindex(f: Flow): void {
+    if (!this.#byCallerIp) return;
+    const [map, k] = this.#indexOf(f);
+    const set = map.get(k);
+    if (set?.delete(f) && set.size === 0) map.delete(k);
+  }
+
+  /** A socket's caller-index map and key ("client ip>server ip:port"). */
+  #indexOf(f: Flow): [Map<string, Set<Flow>>, string] {
+    return f.active ? [this.#byCallerIp![0], `${f.local.ip}>${f.remote.ip}:${f.remote.port}`] : [this.#byCallerIp![1], `${f.remote.ip}>${f.local.ip}:${f.local.port}`];
   }
 
   /** Feeds a batch of kernel events. */
@@ -235,7 +249,6 @@ export class FlowTracker {
     if (!f || f.cookie !== e.cookie) {
       // opened before the agent watched: still a flow, with the kernel's open time
       this.stats.unmatchedCloses++;
-      if (f) this.#drop(key, f);
       f = this.#newFlow(e, e.openNs ?? e.tsNs);
       this.#put(key, f);
     }
@@ -260,24 +273,43 @@ export class FlowTracker {
    * link to the connection's span (to add to the request span), and the
    * connection remembers the request (its span links back).
    */
-  linkRequest(client: { ip: string; port: number }, server: { ip: string; port: number }, request: { traceId: string; spanId: string }): Link | undefined {
+  linkRequest(client: { ip: string; port: number }, server: { ip: string; port: number }, request: { traceId: string; spanId: string; startUs?: number; endUs?: number }): Link | undefined {
     // the client's socket when it is local, else the server's
-    const f = client.port === 0 ? this.#byCaller(client.ip, server) : this.#flows.get(tupleKey(client, server)) ?? this.#flows.get(tupleKey(server, client));
+    const f = client.port === 0 ? this.#byCaller(client.ip, server, request) : this.#flows.get(tupleKey(client, server)) ?? this.#flows.get(tupleKey(server, client));
     if (!f) return undefined;
     f.requests++;
     if (f.links.length < this.#o.maxLinks) f.links.push({ context: { traceId: request.traceId, spanId: request.spanId, traceFlags: 1 }, attributes: { 'sockmesh.link': 'request' } });
     return f.link ??= { context: { traceId: f.traceId, spanId: f.spanId, traceFlags: f.sampled ? 1 : 0 }, attributes: { 'sockmesh.link': 'connection' } };
   }
 
-  /** The one client socket from ip to server (linkByCallerIp); none when there are none or several (counted). */
-  #byCaller(ip: string, server: { ip: string; port: number }): Flow | undefined {
-    const set = this.#byCallerIp?.get(`${ip}>${server.ip}:${server.port}`);
-    if (!set) return undefined;
-    if (set.size > 1) {
-      this.stats.ambiguousLinks++;
-      return undefined;
+  /**
+   * The one connection from ip to server (linkByCallerIp) that was open
+   * over the whole request (its start and end, epoch µs, when known; 1 ms of
+   * slack for the two clocks): a client socket, else a server socket (a
+   * caller from outside the node). None when there are none or several
+   * (counted).
+   */
+  #byCaller(ip: string, server: { ip: string; port: number }, at: { startUs?: number; endUs?: number }): Flow | undefined {
+    if (!this.#byCallerIp) return undefined;
+    const k = `${ip}>${server.ip}:${server.port}`;
+    for (const map of this.#byCallerIp) {
+      const set = map.get(k);
+      if (!set) continue;
+      let found: Flow | undefined;
+      let n = 0;
+      for (const f of set) {
+        if (at.startUs !== undefined && Number(this.#o.toEpochNs(f.openNs) / 1000n) > at.startUs + 1000) continue; // opened after the request began
+        if (at.endUs !== undefined && f.close && Number(this.#o.toEpochNs(f.close.tsNs) / 1000n) < at.endUs - 1000) continue; // closed before it ended
+        found = f;
+        n++;
+      }
+      if (n === 1) return found;
+      if (n > 1) {
+        this.stats.ambiguousLinks++;
+        return undefined;
+      }
     }
-    return set.values().next().value;
+    return undefined;
   }
 
   /**

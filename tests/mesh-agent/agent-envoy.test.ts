@@ -72,7 +72,7 @@ if (privileged(t)) {
     envoy.request({ caller: '198.18.0.77', listener: listenerAddress, service: 'shop/web:80', route: '/api/*', url: 'http://web.shop/api/x', status: 200, attempts: [{ backend: '198.18.0.78:8080', status: 200 }] });
     await envoy.flush();
     await until('the agent read the request from Envoy\'s spans', () => (agent.status().telemetry as { envoySpans?: { requests: number } }).envoySpans?.requests === 1);
-    t.match(agent.telemetry.recentFlows({ type: 'l7' }), [{ source: { address: '198.18.0.77:0' }, destination: { address: '198.18.0.78:8080' }, route: '/api/*', status: 200, path: 'proxy' }], 'a flow, as for mesh-proxy');
+    t.match(agent.telemetry.recentFlows({ type: 'l7' }), [{ source: { address: '198.18.0.77' }, destination: { address: '198.18.0.78:8080' }, route: '/api/*', status: 200, path: 'proxy' }], 'a flow, as for mesh-proxy');
 
     t.match(renderAgent(agent.status()), new RegExp(`envoy +spans on ${socket}: 1 exports, 1 requests read \\(1 attempts\\), 0 attempts waiting, 0 orphaned, 0 refused`), 'mesh-agent status shows them');
 

@@ -76,9 +76,15 @@ t.test('only the attributes asked for are read; a field of an unexpected wire ty
   const r = decodeTraceExport(odd);
   t.equal(r.spans.length, 1);
   t.equal(r.spans[0]!.name, '', 'the misfit field left out');
-  t.throws(() => decodeTraceExport(Buffer.from([0x0a, 0x05, 0x12, 0x10, 0x00])), /runs past the message's end/);
+  t.throws(() => decodeTraceExport(Buffer.from([0x0a, 0x05, 0x12, 0x10, 0x00])), /runs past the end of its message/);
 });
 
 function lenPrefixed(b: Buffer): Buffer {
   return Buffer.concat([Buffer.from([b.length]), b]);
 }
+
+t.test('a field whose length runs past its own message (though not past the buffer) is an error, not the next fields misread', async (t) => {
+  // resource_spans { scope_spans (len 2) { spans: a string of 5 bytes } } then more bytes: the inner length overruns scope_spans
+  const bytes = Buffer.from([0x0a, 0x09, 0x12, 0x02, 0x12, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00]);
+  t.throws(() => decodeTraceExport(bytes), /runs past the end of its message/);
+});

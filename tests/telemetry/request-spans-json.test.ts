@@ -37,6 +37,7 @@ const shapes: [string, (r: TracedRequest) => void][] = [
   // what a shape cannot hold: written the long way
   ['a caller\'s port that is not an integer', (r) => { r.callerPort = 40000.5; }],
   ['a negative caller\'s port', (r) => { r.callerPort = -1; }],
+  ['a caller\'s port not known (0, from Envoy\'s spans): its attributes left out', (r) => { r.callerPort = 0; }],
   ['a status that is not an integer', (r) => { r.status = 200.5; r.trace.attempts[0]!.status = 200.25; }],
   ['an empty span id', (r) => { r.spanId = ''; }],
   ['an empty parent span id and tracestate', (r) => { r.trace.parentSpanId = ''; r.trace.traceState = ''; }],

@@ -88,7 +88,8 @@ t.test('an Envoy node proxy\'s spans: read back into requests, given to their wo
   await until('the request was read from its spans', () => stats().requests === 1);
   t.match(stats(), { exports: 1, spans: 3, requests: 1, attempts: 2, orphaned: 0, refused: 0, waiting: 0 });
   t.equal((tel.status().relay as { linked: number }).linked, 1, 'linked to the one connection from the caller\'s IP to the listener');
-  t.match(tel.recentFlows({ type: 'l7' }), [{ source: { pod: 'loadgen-1', address: `${CALLER.ip}:0` }, destination: { pod: 'web-1' }, method: 'GET', urlPath: '/api/items', route: '/api/*', status: 200, path: 'proxy', traceId: ids.traceId }]);
+  t.match(tel.recentFlows({ type: 'l7' }), [{ source: { pod: 'loadgen-1', address: CALLER.ip }, destination: { pod: 'web-1' }, method: 'GET', urlPath: '/api/items', route: '/api/*', status: 200, path: 'proxy', traceId: ids.traceId }],
+    'a flow (the caller\'s port not known: its address alone)');
 
   // a second connection from the same caller: which one a request rode is no longer known
   pending.push(conn('open', 40001, 12n, 2_000_000n));
@@ -110,10 +111,12 @@ t.test('an Envoy node proxy\'s spans: read back into requests, given to their wo
   t.match(client, { kind: 'CLIENT', name: 'GET /api/*', attributes: { 'http.request.method': 'GET', 'url.path': '/api/items', 'http.route': '/api/*', 'http.response.status_code': 200, 'server.address': 'web.shop', 'server.port': 80, 'http.request.resend_count': 1, 'client.address': CALLER.ip } },
     'Envoy\'s request span, now the caller\'s CLIENT span, in the current HTTP conventions');
   t.equal(serviceName(client), 'loadgen', 'owned by the caller\'s workload');
+  t.notOk('client.port' in client.attributes, 'no client.port: Envoy does not say it');
   t.same(client.events.map((e) => [e.name, e.attributes['http.response.status_code']]), [['retry', 503]], 'the retry as an event');
   const servers = trace1.filter((s) => s.kind === 'SERVER');
   t.same(servers.map((s) => s.spanId), ids.attemptSpanIds, 'each attempt\'s span, its id kept (the backend\'s traceparent names it), now the backend\'s SERVER span');
   t.ok(servers.every((s) => s.parentSpanId === ids.spanId && serviceName(s) === 'web'), 'children of the request, owned by the backend');
+  t.ok(servers.every((s) => s.attributes['network.peer.address'] === CALLER.ip && !('network.peer.port' in s.attributes)), 'their peer the caller, by its IP');
   const connection = spans.find((s) => s.name.startsWith('TCP') && s.attributes['network.local.port'] === 40000)!;
   t.same(client.links.map((l) => l.spanId), [connection.spanId], 'the request links to the kernel connection it rode');
   t.same(connection.links.map((l) => l.spanId), [ids.spanId], 'and the connection back to it');

@@ -76,8 +76,12 @@ t.test('no attempt: no route (404, NR), an RBAC denial (403, no flag: Envoy does
   t.match(nr, { status: 404, attempts: 0, upstream: undefined, deniedBy: undefined });
   t.equal(nr.trace!.flags, 'NR');
   t.same(nr.trace!.attempts, []);
-  const denied = j.add([request({ 'http.status_code': '403' }, { spanId: '2'.repeat(16) })], 1000).records[0]!;
+  const rbac = request({ 'http.status_code': '403' }, { spanId: '2'.repeat(16) });
+  rbac.attributes.delete('upstream_cluster'); // denied before the router chose a cluster
+  const denied = j.add([rbac], 1000).records[0]!;
   t.match(denied, { status: 403, attempts: 0, deniedBy: 'unknown' });
+  const lost = j.add([request({ 'http.status_code': '403' }, { spanId: '5'.repeat(16) })], 1000).records[0]!;
+  t.equal(lost.deniedBy, undefined, 'a backend\'s 403 whose attempt span was lost: a cluster was chosen, not a denial');
   const backend403 = j.add([attempt(0, '198.18.0.3:8080', 403, '-', { parentSpanId: '3'.repeat(16) }), request({ 'http.status_code': '403' }, { spanId: '3'.repeat(16) })], 1000).records[0]!;
   t.equal(backend403.deniedBy, undefined, 'a backend\'s own 403 is not a denial');
   const uf = j.add([attempt(0, '198.18.0.3:8080', 0, 'UF', { parentSpanId: '4'.repeat(16) }), request({ 'http.status_code': '503', response_flags: 'UF,URX' }, { spanId: '4'.repeat(16) })], 1000).records[0]!;
@@ -85,18 +89,54 @@ t.test('no attempt: no route (404, NR), an RBAC denial (403, no flag: Envoy does
   t.same(uf.trace!.attempts[0]!.error, { type: 'UF', message: 'upstream connection failure', exception: 'envoy.response_flags' });
 });
 
-t.test('attempts whose request never comes are dropped after waitMs, or when too many wait, and counted', async (t) => {
+t.test('attempts whose request never comes are dropped waitMs after the last of them came, or when too many wait (the oldest), and counted', async (t) => {
   const j = new EnvoySpanJoiner({ waitMs: 1000, maxWaiting: 2 });
-  j.add([attempt(0, '198.18.0.3:8080', 200, '-', { parentSpanId: '5'.repeat(16) })], 0);
-  j.add([attempt(0, '198.18.0.3:8080', 200, '-', { parentSpanId: '6'.repeat(16) }), attempt(0, '198.18.0.3:8080', 200, '-', { parentSpanId: '7'.repeat(16) })], 500);
+  const lone = (parent: string, i = 0) => attempt(i, '198.18.0.3:8080', 503, '-', { parentSpanId: parent.repeat(16) });
+  j.add([lone('5')], 0);
+  j.add([lone('6'), lone('7')], 500);
   t.equal(j.waiting, 2);
-  t.equal(j.stats.orphaned, 1, 'the third found the room full');
-  t.equal(j.expire(999), 0, 'not yet');
-  t.equal(j.expire(1000), 1, 'the first, after waitMs');
+  t.equal(j.stats.orphaned, 1, 'the room full: the oldest (5) pushed out');
+  j.add([lone('6', 1)], 900); // a retry of 6: its request waits on, from now
+  t.equal(j.stats.orphaned, 2, 'the room full again: 7, now the oldest, pushed out');
+  t.equal(j.expire(1800), 0, '6 waits waitMs from its last attempt');
+  t.equal(j.expire(1900), 2, 'then both its attempts go');
+  t.equal(j.waiting, 0);
+  const late = j.add([request({}, { spanId: '5'.repeat(16) })], 2000).records[0]!;
+  t.equal(late.attempts, 0, 'a request come too late has no attempt');
+  j.add([lone('8')], 2000);
+  t.equal(j.drain(), 1, 'at the end, what still waits is dropped');
+  t.equal(j.stats.orphaned, 5, 'and counted');
+});
+
+t.test('a request and its attempts in one export are joined before anything waits, even with the waiting room full', async (t) => {
+  const j = new EnvoySpanJoiner({ maxWaiting: 1 });
+  j.add([attempt(0, '198.18.0.3:8080', 200, '-', { parentSpanId: '9'.repeat(16) })], 0);
+  const { records } = j.add([attempt(0, '198.18.0.3:8080', 503), attempt(1, '198.18.0.3:8080', 200), request({})], 10);
+  t.equal(records[0]!.trace!.attempts.length, 2, 'both attempts with their request');
+  t.equal(j.stats.orphaned, 0, 'nothing pushed out');
   t.equal(j.waiting, 1);
-  const late = j.add([request({}, { spanId: '5'.repeat(16) })], 1200).records[0]!;
-  t.equal(late.attempts, 0, 'its request, come too late, has no attempt');
-  t.equal(j.stats.orphaned, 2);
+});
+
+t.test('addresses and URLs: IPv6 (bracketed with a port), IPv4-mapped, a query without a path; a reset without flags; times', async (t) => {
+  const j = new EnvoySpanJoiner();
+  const one = (tags: Record<string, string>, attemptTags: Record<string, string> = {}, over: Partial<OtlpSpan> = {}) => {
+    const at = attempt(0, '198.18.0.3:8080', 200);
+    for (const [k, v] of Object.entries(attemptTags)) at.attributes.set(k, v);
+    return j.add([at, request(tags, over)], 0);
+  };
+  t.match(one({ 'peer.address': 'fd00::1' }).records[0], { caller: 'fd00::1', callerPort: 0 }, 'a bare IPv6 caller');
+  t.match(one({ 'peer.address': '[fd00::1]:4000' }).records[0], { caller: 'fd00::1', callerPort: 4000 });
+  t.match(one({ 'peer.address': '::ffff:198.18.0.2' }).records[0], { caller: '198.18.0.2' }, 'IPv4-mapped: the IPv4 address');
+  t.match(one({ 'peer.address': 'fd00::1:80' }).records[0], { caller: 'fd00::1:80', callerPort: 0 }, 'unbracketed, it is all address');
+  t.match(one({ 'peer.address': '198.18.0.2:99999' }).refused[0], /peer\.address: missing or not an address/, 'a port out of range');
+  t.match(one({ 'peer.address': 'web:80' }).refused[0], /peer\.address: missing or not an address/, 'a name');
+  t.match(one({}, { upstream_address: '[fd00::3]:8080' }).records[0], { upstream: 'fd00::3:8080' });
+  t.match(one({ 'http.url': 'http://web?x=1' }).records[0], { host: 'web', path: '/' }, 'a query without a path');
+  t.match(one({ 'http.url': 'http://web.shop:8080#top' }).records[0], { host: 'web.shop:8080', path: '/' });
+  const reset = one({}, { 'http.status_code': '0', 'error.reason': 'remote reset' }).records[0]!;
+  t.same(reset.trace!.attempts[0]!.error, { type: 'reset', message: 'remote reset', exception: 'envoy.upstream_reset' }, 'no response and no flag: the reset\'s reason');
+  t.match(one({}, {}, { startNs: 0n }).refused[0], /: times: start 0 ns/);
+  t.match(one({}, {}, { endNs: T0 - 1n }).refused[0], /: times: /, 'an end before the start');
 });
 
 t.test('spans that are not a sockmesh listener\'s request are refused, the span and the field named; their attempts are counted orphaned', async (t) => {
@@ -118,6 +158,7 @@ t.test('spans that are not a sockmesh listener\'s request are refused, the span 
   t.equal(j.stats.orphaned, 1, 'its attempt with it');
   t.match(j.add([attempt(0, '198.18.0.3:8080', 200, '-', { parentSpanId: '' })], 0).refused[0], /an attempt's span without a parent/);
   t.equal(j.stats.refused, 7);
+  t.equal(j.waiting, 0, 'nothing left waiting');
 });
 
 t.test('an attempt span is a CLIENT span named router <cluster> egress', async (t) => {

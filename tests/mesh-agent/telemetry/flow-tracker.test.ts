@@ -167,8 +167,54 @@ t.test('a request known by its caller\'s IP alone (Envoy) links to the one clien
   // the bound evicts the oldest, never closed: it leaves the index too
   tr.onEvents([ev('open', 4n, B, { ip: '198.18.0.9', port: 1 }, true), ev('open', 5n, B, { ip: '198.18.0.9', port: 2 }, true)]);
   t.equal(tr.stats.evicted, 1, 'the oldest, the caller\'s connection, forgotten');
-  t.equal(tr.linkRequest(byIp, P, req), undefined, 'evicted: not linked to a connection no longer tracked');
+  t.ok(tr.linkRequest(byIp, P, req), 'the client socket evicted: the server side of the same connection links it');
+  tr.onEvents([ev('open', 6n, B, { ip: '198.18.0.9', port: 3 }, true)]);
+  t.equal(tr.linkRequest(byIp, P, req), undefined, 'both evicted: not linked to a connection no longer tracked');
   const plain = tracker().tr;
   plain.onEvents([ev('open', 1n, A, P, true)]);
   t.equal(plain.linkRequest(byIp, P, req), undefined, 'without linkByCallerIp, no index');
+});
+
+t.test('by caller IP, the request\'s times pick the connection: one opened after it began or closed before it ended is not it', async (t) => {
+  const P = { ip: '198.18.255.254', port: 20000 };
+  const EPOCH_US = 1_700_000_000_000_000; // toEpochNs adds 1.7e18 ns
+  const { tr } = tracker({ linkByCallerIp: true, lingerMs: 5000 });
+  const byIp = { ip: A.ip, port: 0 };
+  // conn 1: 1 ms to 51 ms, closed (lingering); conn 2: opened at 60 ms, open
+  tr.onEvents([ev('open', 1n, A, P, true, { tsNs: 1_000_000n }), ev('close', 1n, A, P, true, { tsNs: 51_000_000n })]);
+  tr.onEvents([ev('open', 2n, { ip: A.ip, port: 40001 }, P, true, { tsNs: 60_000_000n })]);
+  const link = (startMs: number, endMs: number) => tr.linkRequest(byIp, P, { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16), startUs: EPOCH_US + startMs * 1000, endUs: EPOCH_US + endMs * 1000 });
+  const spanOf = (cookie: bigint) => tr.linkRequest({ ip: A.ip, port: cookie === 1n ? A.port : 40001 }, P, { traceId: 'c'.repeat(32), spanId: 'd'.repeat(16) })!.context.spanId;
+  t.equal(link(10, 20)?.context.spanId, spanOf(1n), 'inside the first: the first (the second was not open yet)');
+  t.equal(link(70, 80)?.context.spanId, spanOf(2n), 'after the first closed: the second');
+  t.equal(link(50, 70), undefined, 'across both: neither was open all along');
+  t.equal(tr.stats.ambiguousLinks, 0);
+  t.equal(tr.linkRequest(byIp, P, { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16) }), undefined, 'no times: two candidates, ambiguous');
+  t.equal(tr.stats.ambiguousLinks, 1);
+});
+
+t.test('a tuple reused while its old flow waits for its peer: the old flow leaves the caller index', async (t) => {
+  const P = { ip: '198.18.255.254', port: 20000 };
+  const { tr } = tracker({ linkByCallerIp: true });
+  const byIp = { ip: A.ip, port: 0 };
+  // the old connection closed on the client side while the server side stays open: it waits for its peer
+  tr.onEvents([ev('open', 1n, A, P, true), ev('open', 2n, P, A, false), ev('close', 1n, A, P, true)]);
+  // the same tuple opened again at once, before the old one's linger (it is put back to wait for its peer, the new one over it)
+  tr.onEvents([ev('open', 3n, A, P, true)]);
+  const link = tr.linkRequest(byIp, P, { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16) });
+  t.equal(link?.context.spanId, tr.linkRequest(A, P, { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16) })?.context.spanId, 'the new connection, not ambiguous with the old');
+  t.equal(tr.stats.ambiguousLinks, 0);
+  tr.onEvents([ev('close', 3n, A, P, true), ev('close', 2n, P, A, false)]);
+  await settle();
+  await settle();
+  t.equal(tr.stats.tracked, 0, 'all reported');
+  t.equal(tr.linkRequest(byIp, P, { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16) }), undefined, 'and none left in the index');
+});
+
+t.test('by caller IP, a caller from outside the node: the server socket', async (t) => {
+  const P = { ip: '198.18.255.254', port: 20000 };
+  const OUT = { ip: '10.1.2.3', port: 5555 };
+  const { tr } = tracker({ linkByCallerIp: true });
+  tr.onEvents([ev('open', 1n, P, OUT, false)]);
+  t.ok(tr.linkRequest({ ip: OUT.ip, port: 0 }, P, { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16) }), 'linked to the proxy\'s socket of that connection');
 });
