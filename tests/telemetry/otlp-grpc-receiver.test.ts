@@ -42,7 +42,6 @@ t.test('the official exporter\'s spans arrive whole: ids, parentage, kinds, stri
   t.match([a0, a1], [{ spanId: ids.attemptSpanIds[0], parentSpanId: ids.spanId, kind: WIRE_SPAN_KIND.client, name: 'router shop/web:80 egress' }, { spanId: ids.attemptSpanIds[1], parentSpanId: ids.spanId }]);
   t.equal(req!.attributes.get('peer.address'), '198.18.0.2');
   t.equal(a1!.attributes.get('retry.count'), '1');
-  t.ok(req!.endNs > a1!.endNs, 'the request\'s span ends last');
   t.same(r.stats, { exports: 1, spans: 3, refused: 0, invalid: 0 });
   t.equal(statSync(r.socketPath).mode & 0o777, 0o666, 'a proxy running as another user can connect');
 });
