@@ -95,6 +95,32 @@ function anyValue(r: Reader, end: number): string | undefined {
   return v;
 }
 
+/** The keys asked for, by their UTF-8 bytes' length: [key, bytes] (made once per set). */
+const keyTables = new WeakMap<ReadonlySet<string>, Map<number, [string, Buffer][]>>();
+
+/** The key asked for whose bytes are buf[start, end), if any. */
+function keyAt(buf: Buffer, start: number, end: number, keep: ReadonlySet<string>): string | undefined {
+  let table = keyTables.get(keep);
+  if (!table) {
+    table = new Map();
+    for (const k of keep) {
+      const b = Buffer.from(k, 'utf8');
+      const list = table.get(b.length);
+      if (list) list.push([k, b]);
+      else table.set(b.length, [[k, b]]);
+    }
+    keyTables.set(keep, table);
+  }
+  const candidates = table.get(end - start);
+  if (!candidates) return undefined;
+  for (const [k, b] of candidates) {
+    let i = 0;
+    while (i < b.length && buf[start + i] === b[i]) i++;
+    if (i === b.length) return k;
+  }
+  return undefined;
+}
+
 /** A KeyValue into out, when its key is one asked for. */
 function keyValue(r: Reader, end: number, keep: ReadonlySet<string> | undefined, out: Map<string, string>): void {
   let key: string | undefined;
@@ -105,11 +131,11 @@ function keyValue(r: Reader, end: number, keep: ReadonlySet<string> | undefined,
     const wire = tag & 7;
     if (field === 1 && wire === LEN) {
       if (keep) {
-        // read as latin1, cheaper than UTF-8: a key asked for is ASCII, and so read alike either way
+        // matched by its bytes against the keys asked for: no string is made for a key skipped
         const kend = lengthEnd(r, end);
-        key = (r.buf as Buffer).toString('latin1', r.pos, kend);
+        key = keyAt(r.buf as Buffer, r.pos, kend, keep);
         r.pos = kend;
-        if (!keep.has(key)) {
+        if (key === undefined) {
           r.pos = end; // not asked for: its value is not read
           return;
         }

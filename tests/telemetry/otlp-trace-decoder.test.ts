@@ -88,3 +88,9 @@ t.test('a field whose length runs past its own message (though not past the buff
   const bytes = Buffer.from([0x0a, 0x09, 0x12, 0x02, 0x12, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00]);
   t.throws(() => decodeTraceExport(bytes), /runs past the end of its message/);
 });
+
+t.test('keys asked for are matched by their bytes: same length, other bytes, and UTF-8 keys', async (t) => {
+  const attrs = [{ key: 'ab', value: { stringValue: '1' } }, { key: 'ac', value: { stringValue: '2' } }, { key: 'ключ', value: { stringValue: '3' } }, { key: 'клюв', value: { stringValue: '4' } }];
+  const { spans } = decodeTraceExport(encode({ resourceSpans: [{ scopeSpans: [{ spans: [span({ attributes: attrs })] }] }] }), { attributes: new Set(['ac', 'ключ', 'zz']) });
+  t.same(Object.fromEntries(spans[0]!.attributes), { ac: '2', 'ключ': '3' });
+});
