@@ -31,7 +31,8 @@ import type { RbacOutput } from '../policies/rbac-compile.js';
 import { type AddressedPod, l7Authorization } from './compiler/l7-authorization.js';
 import { ListenerPortAllocator } from './compiler/listener-ports.js';
 import { NODE_PROXY, NodeProxy, nodeProxyChoice, type NodeProxyStatus } from './runtime/node-proxy.js';
-import { OTLP_CLUSTER } from '../xds/envoy-bootstrap.js';
+import { ALS_CLUSTER, OTLP_CLUSTER } from '../xds/envoy-bootstrap.js';
+import { routeTemplate } from '../xds/route-template.js';
 import { POD_NETWORK } from './runtime/node-runtime.js';
 import type { DesiredState } from './compiler/compile.js';
 import { findCgroup2 } from './datapath/host-checks.js';
@@ -262,6 +263,8 @@ export class Agent {
   #cluster: ClusterParts | undefined;
   readonly #reconcileDebounceMs: number;
   readonly #log: ((line: string) => void) | undefined;
+  /** the node proxy's routes' templates (http.route) by route name, as last published */
+  readonly #routeTemplates = new Map<string, string>();
   readonly telemetry: AgentTelemetry;
   /** pod address → workload, for span attribution (every pod with an address) */
   #workloads = new Map<string, WorkloadIdentity>();
@@ -293,11 +296,14 @@ export class Agent {
     // next to the admin socket unless told: agents with their own admin socket do not share a relay
     const relaySocket = opts.relaySocket ?? (opts.adminSocket === undefined ? DEFAULT_RELAY_SOCKET : join(dirname(opts.adminSocket), 'otlp.sock'));
     // an Envoy node proxy exports its spans to the agent over OTLP/gRPC, beside the relay
-    const envoySpansSocket = opts.manifests !== undefined && opts.proxy !== 'none' && nodeProxyChoice(opts.proxy).kind === 'envoy'
-      ? join(dirname(relaySocket), 'envoy-spans.sock') : undefined;
+    const envoy = opts.manifests !== undefined && opts.proxy !== 'none' && nodeProxyChoice(opts.proxy).kind === 'envoy';
+    const envoySpansSocket = envoy ? join(dirname(relaySocket), 'envoy-spans.sock') : undefined;
+    // and its access log, every request
+    const envoyAccessLogSocket = envoy ? join(dirname(relaySocket), 'envoy-als.sock') : undefined;
     this.telemetry = new AgentTelemetry({
       telemetry: opts.telemetry ?? telemetryOptions(process.env), node: this.nodeName, relaySocket,
       ...(envoySpansSocket !== undefined && { envoySpansSocket }),
+      ...(envoyAccessLogSocket !== undefined && { envoyAccessLogSocket, routeTemplateOf: (name: string) => this.#routeTemplates.get(name) }),
       registerGlobal: opts.registerGlobalTelemetry === true,
       workloadOf: (ip) => this.#workloads.get(ip),
       serviceOf: (ip, port) => this.#vipNames.get(`${ip}:${port}`),
@@ -334,6 +340,7 @@ export class Agent {
             runtime, xdsSocket: opts.xdsSocket ?? DEFAULT_XDS_SOCKET, nodeId: `${this.nodeName}~${NODE_PROXY}`,
             stateDir: join(STATE_DIR, `proxy-${runtime.prefix}`), ...(opts.proxy !== undefined && { proxy: opts.proxy }),
             telemetrySocket: relaySocket, nodeName: this.nodeName, ...(envoySpansSocket !== undefined && { envoySpansSocket }),
+            ...(envoyAccessLogSocket !== undefined && { envoyAccessLogSocket }),
           }),
           listenerPorts: new ListenerPortAllocator(), routeStatus: new Map(), lastGoodRoutes: new Map(),
         }),
@@ -699,7 +706,13 @@ export class Agent {
       ...(this.telemetry.tracing.enabled && {
         tracing: { sampleRatio: this.telemetry.tracing.sampleRatio, ...(c.proxy?.kind === 'envoy' && { envoy: { otlpCluster: OTLP_CLUSTER } }) },
       }),
+      ...(c.proxy?.kind === 'envoy' && { accessLog: { cluster: ALS_CLUSTER } }),
     });
+    // the routes' templates by name, for Envoy's access log entries (which name the route)
+    this.#routeTemplates.clear();
+    for (const rc of out.resources.routes as { virtual_hosts?: { routes?: { name?: string; match?: Record<string, unknown> }[] }[] }[]) {
+      for (const vh of rc.virtual_hosts ?? []) for (const r of vh.routes ?? []) if (r.name && r.match) this.#routeTemplates.set(r.name, routeTemplate(r.match));
+    }
     c.authorization = authorization;
     c.routeStatus = out.routeStatus;
     c.l7Resources = out.resources;

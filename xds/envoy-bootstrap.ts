@@ -30,11 +30,19 @@ export interface EnvoyBootstrapOptions {
    * to (l7-resources, tracing.envoy). Default: none.
    */
   otlpPipe?: string;
+  /**
+   * The agent's access log receiver (a unix socket): a static cluster
+   * ALS_CLUSTER (gRPC, HTTP/2) to it, which the listeners' access log
+   * streams every request to (l7-resources, accessLog). Default: none.
+   */
+  alsPipe?: string;
 }
 
 const XDS_CLUSTER = 'sockmesh-xds';
 /** The bootstrap's cluster to the agent's OTLP trace receiver. */
 export const OTLP_CLUSTER = 'sockmesh-otlp';
+/** The bootstrap's cluster to the agent's access log receiver. */
+export const ALS_CLUSTER = 'sockmesh-als';
 const HTTP_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
 
 function port(name: string, v: number): number {
@@ -85,6 +93,7 @@ export function envoyBootstrap(opts: EnvoyBootstrapOptions): Record<string, unkn
           ? { pipe: { path: opts.adsPipe } }
           : { socket_address: { address: adsAddress, port_value: port('adsPort', opts.adsPort ?? 0) } }),
         ...(opts.otlpPipe !== undefined ? [grpcCluster(OTLP_CLUSTER, { pipe: { path: pipe('otlpPipe', opts.otlpPipe) } })] : []),
+        ...(opts.alsPipe !== undefined ? [grpcCluster(ALS_CLUSTER, { pipe: { path: pipe('alsPipe', opts.alsPipe) } })] : []),
       ],
     },
     ...(opts.otlpPipe !== undefined && {

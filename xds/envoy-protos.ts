@@ -36,6 +36,8 @@ export const ENVOY_PROTO_FILES = [
   'envoy/extensions/filters/http/rbac/v3/rbac.proto',
   'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
   'envoy/config/trace/v3/opentelemetry.proto',
+  'envoy/extensions/access_loggers/grpc/v3/als.proto',
+  'envoy/service/accesslog/v3/als.proto',
   'envoy/admin/v3/config_dump.proto',
 ] as const;
 

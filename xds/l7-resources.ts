@@ -20,6 +20,9 @@ const HCM = 'type.googleapis.com/envoy.extensions.filters.network.http_connectio
 const ROUTER = 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router';
 const ADS = { ads: {}, resource_api_version: 'V3' };
 const OTEL_TRACER = 'type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig';
+const GRPC_ACCESS_LOG = 'type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig';
+/** The log_name of the node proxy's access log to the agent (the first message of each stream names it). */
+export const ENVOY_ACCESS_LOG_NAME = 'sockmesh';
 
 /** The literal span tags an Envoy node proxy's HCM adds to its spans (the agent reads them: telemetry/envoy-spans.ts). */
 export const ENVOY_SPAN_TAGS = { listener: 'sockmesh.listener', service: 'sockmesh.service' } as const;
@@ -63,6 +66,13 @@ export interface L7Input {
    * its requests to the agent itself and refuses these fields.
    */
   tracing?: { sampleRatio: number; envoy?: { otlpCluster: string } };
+  /**
+   * Envoy as the node proxy: every request logged to the agent over gRPC
+   * (Envoy's access log service, to the bootstrap's cluster `cluster`),
+   * traced or not, for its flows and metrics; mesh-proxy reports its
+   * requests itself and refuses this field. Absent: no access log.
+   */
+  accessLog?: { cluster: string };
 }
 
 /** An HttpConnectionManager's http_filters entry: a name and a typed_config with '@type'. */
@@ -241,6 +251,19 @@ export function l7Resources(input: L7Input): L7Output {
             rds: { route_config_name: name, config_source: ADS },
             http_filters: [...(input.httpFilters?.(lp.service, lp.port) ?? []), { name: 'envoy.filters.http.router', typed_config: { '@type': ROUTER } }],
             ...(input.tracing && { tracing: hcmTracing(input.tracing, input.proxyIp, lp) }),
+            ...(input.accessLog && {
+              access_log: [{
+                name: 'envoy.access_loggers.http_grpc',
+                typed_config: {
+                  '@type': GRPC_ACCESS_LOG,
+                  common_config: {
+                    log_name: ENVOY_ACCESS_LOG_NAME, grpc_service: { envoy_grpc: { cluster_name: input.accessLog.cluster } }, transport_api_version: 'V3',
+                    // sent every half second or at 64 KiB, as mesh-proxy's batches
+                    buffer_flush_interval: ms(500), buffer_size_bytes: { value: 65536 },
+                  },
+                },
+              }],
+            }),
           },
         }],
       }],

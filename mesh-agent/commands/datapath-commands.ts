@@ -182,6 +182,10 @@ export function renderAgent(a: AgentStatus | undefined): string {
   if (envoy) {
     lines.push(`envoy      spans on ${envoy.socket}: ${envoy.exports} exports, ${envoy.requests} requests read (${envoy.attempts} attempts), ${envoy.waiting} attempts waiting, ${envoy.orphaned} orphaned, ${envoy.refused} refused`);
   }
+  const log = a.telemetry?.envoyAccessLog as { socket: string; streams: number; entries: number; refused: number; invalid: number; lastRefusal?: string } | undefined;
+  if (log) {
+    lines.push(`envoy      access log on ${log.socket}: ${log.streams} streams, ${log.entries} requests, ${log.refused} refused, ${log.invalid} messages unreadable${log.lastRefusal ? ` (last: ${log.lastRefusal})` : ''}`);
+  }
   if (a.cluster) lines.push(renderCluster(a.cluster));
   return lines.join('\n') + '\n';
 }

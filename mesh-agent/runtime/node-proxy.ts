@@ -30,6 +30,8 @@ export interface NodeProxyOptions {
   telemetrySocket?: string;
   /** Envoy: the agent's receiver of its spans (OTLP/gRPC), in its bootstrap; default none (Envoy gets no tracer cluster) */
   envoySpansSocket?: string;
+  /** Envoy: the agent's receiver of its access log (gRPC), in its bootstrap; default none */
+  envoyAccessLogSocket?: string;
   /** k8s.node.name on the proxy's spans */
   nodeName?: string;
   backoffMs?: number;
@@ -128,6 +130,7 @@ export class NodeProxy {
       const bootstrap = join(this.#o.stateDir, 'envoy-bootstrap.json');
       writeFileSync(bootstrap, JSON.stringify(envoyBootstrap({
         nodeId: this.#o.nodeId, adsPipe: this.#o.xdsSocket, adminPort: 15000, ...(this.#o.envoySpansSocket !== undefined && { otlpPipe: this.#o.envoySpansSocket }),
+        ...(this.#o.envoyAccessLogSocket !== undefined && { alsPipe: this.#o.envoyAccessLogSocket }),
       }), null, 2));
       return [this.binary, '-c', bootstrap, '--drain-time-s', '5', '--base-id', '7'];
     }

@@ -28,6 +28,7 @@ import type { TelemetryOptions } from '../../telemetry/telemetry-options.js';
 import { parentBasedSampler, workloadResource, type WorkloadIdentity } from '../../telemetry/workload-resource.js';
 import type { MetricFamily } from '../admin/prometheus.js';
 import { FlowMetrics } from './flow-metrics.js';
+import { EnvoyAccessLogReceiver } from './envoy-access-log.js';
 import { ENVOY_SPAN_ATTRIBUTES, EnvoySpanJoiner } from './envoy-spans.js';
 import { FlowTracker, type FlowRecord, type KernelFlowEvent } from './flow-tracker.js';
 import { OtlpGrpcReceiver } from '../../telemetry/otlp-grpc-receiver.js';
@@ -77,6 +78,14 @@ export interface AgentTelemetryOptions {
    * them as mesh-proxy's; default none (mesh-proxy reports on relaySocket)
    */
   envoySpansSocket?: string;
+  /**
+   * the node proxy is Envoy: its access log streams every request here
+   * (gRPC, its bootstrap's sockmesh-als cluster), read into the flows and
+   * metrics; Envoy's spans then make spans and links only. Default none.
+   */
+  envoyAccessLogSocket?: string;
+  /** a route's template (http.route) by its name, for Envoy's access log entries; default none */
+  routeTemplateOf?: (routeName: string) => string | undefined;
 }
 
 /** Whether spans are made, and the ratio of new traces kept: the start-up options, changed at runtime by setTracing. */
@@ -146,6 +155,8 @@ export class AgentTelemetry {
   #sampler: Sampler;
   /** the Envoy node proxy's spans: their receiver, and the requests read from them */
   readonly #envoy: { receiver: OtlpGrpcReceiver; joiner: EnvoySpanJoiner; timer?: NodeJS.Timeout } | undefined;
+  /** the Envoy node proxy's access log: every request's flow (then its spans make no flows) */
+  readonly #envoyLog: EnvoyAccessLogReceiver | undefined;
 
   constructor(opts: AgentTelemetryOptions) {
     this.#o = opts;
@@ -176,6 +187,15 @@ export class AgentTelemetry {
       receiver: new OtlpGrpcReceiver({ socketPath: opts.envoySpansSocket, attributes: ENVOY_SPAN_ATTRIBUTES, onSpans: (spans) => this.#envoySpans(spans) }),
       joiner: new EnvoySpanJoiner(),
     };
+    this.#envoyLog = opts.envoyAccessLogSocket === undefined ? undefined : new EnvoyAccessLogReceiver({
+      socketPath: opts.envoyAccessLogSocket, routeTemplateOf: opts.routeTemplateOf ?? (() => undefined),
+      onRecords: (records) => {
+        for (const r of records) {
+          this.#relay.requests++;
+          this.#l7Flow(r);
+        }
+      },
+    });
   }
 
   /** Opens the trace file's path again after what was written so far (it was moved from outside); nothing without a trace file. */
@@ -266,6 +286,7 @@ export class AgentTelemetry {
       this.#tracer = this.#provider.getTracer('sockmesh-agent');
     }
     await this.#startRelay();
+    await this.#envoyLog?.start();
     if (this.#envoy) {
       await this.#envoy.receiver.start();
       // attempts whose request never comes expire while Envoy is quiet too
@@ -345,18 +366,22 @@ export class AgentTelemetry {
       const r = joiner.add(spans, performance.now());
       refused = r.refused;
       return r.records;
-    });
+    }, this.#envoyLog === undefined);
     return refused;
   }
 
-  /** A batch of request records (read by read, which throws to refuse the batch): linked, their flows and spans made. */
-  #ingest(read: () => ReceivedRecord[]): void {
+  /**
+   * A batch of request records (read by read, which throws to refuse the
+   * batch): linked, their spans made, and their flows unless flows is false
+   * (an Envoy whose access log gives every request's).
+   */
+  #ingest(read: () => ReceivedRecord[], flows = true): void {
     const line = this.#line;
     let count = 0;
     try {
       const records = read();
       this.#o.beforeRequests?.();
-      count = this.#each(records, line);
+      count = this.#each(records, line, flows);
     } catch (err) {
       line?.take(); // the spans written before the failure are dropped with the refused batch
       throw err;
@@ -371,10 +396,10 @@ export class AgentTelemetry {
   }
 
   /** The records' flows and spans (the spans written into line, or queued for the exporter); the spans made. */
-  #each(records: ReceivedRecord[], line: RequestJsonWriter | undefined): number {
+  #each(records: ReceivedRecord[], line: RequestJsonWriter | undefined, flows: boolean): number {
     let count = 0;
     for (const r of records) {
-      this.#relay.requests++;
+      if (flows) this.#relay.requests++;
       if (r.sampled && r.traceId) {
         // a caller known by its IP alone (Envoy's spans): the request's times pick the connection
         const link = this.flows.linkRequest({ ip: r.caller, port: r.callerPort }, { ip: r.local, port: r.localPort },
@@ -394,7 +419,7 @@ export class AgentTelemetry {
           }
         }
       }
-      this.#l7Flow(r);
+      if (flows) this.#l7Flow(r);
     }
     return count;
   }
@@ -500,6 +525,7 @@ export class AgentTelemetry {
       export: describeExport({ ...this.options, enabled: this.#tracing.enabled }), tracing: this.#tracing.enabled, sampleRatio: this.#tracing.sampleRatio,
       queue: this.queue.stats(), relay: { socket: this.relaySocket, ...this.#relay, forwarded: { ...this.#forwarded } }, flows: { ...this.flows.stats },
       ...(this.#envoy && { envoySpans: this.envoySpanStats() }),
+      ...(this.#envoyLog && { envoyAccessLog: { socket: this.#envoyLog.socketPath, ...this.#envoyLog.stats, ...(this.#envoyLog.lastRefusal && { lastRefusal: this.#envoyLog.lastRefusal }) } }),
     };
   }
 
@@ -536,6 +562,13 @@ export class AgentTelemetry {
           { labels: { result: 'refused' }, value: this.#envoy.receiver.stats.refused },
         ],
       }] : []),
+      ...(this.#envoyLog ? [{
+        name: 'sockmesh_envoy_access_log_entries_total', help: 'The Envoy node proxy\'s access log entries (one per request), read or refused.', type: 'counter' as const,
+        samples: [
+          { labels: { result: 'read' }, value: this.#envoyLog.stats.entries - this.#envoyLog.stats.refused },
+          { labels: { result: 'refused' }, value: this.#envoyLog.stats.refused },
+        ],
+      }] : []),
     ];
   }
 
@@ -547,6 +580,7 @@ export class AgentTelemetry {
       await new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); });
       if (existsSync(this.relaySocket)) unlinkSync(this.relaySocket);
     }
+    await this.#envoyLog?.stop();
     if (this.#envoy) {
       clearInterval(this.#envoy.timer);
       await this.#envoy.receiver.stop();

@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import t from 'tap';
 import { Agent } from '../../mesh-agent/agent.js';
 import { renderAgent } from '../../mesh-agent/commands/datapath-commands.js';
-import { OTLP_CLUSTER } from '../../xds/envoy-bootstrap.js';
+import { ALS_CLUSTER, OTLP_CLUSTER } from '../../xds/envoy-bootstrap.js';
+import { accessLogMessage, httpEntry, streamAccessLogs } from '../fixtures/envoy-access-log-stand-in.js';
 import { EnvoyTracerStandIn } from '../fixtures/envoy-tracer-stand-in.js';
 import { TEST_PIN_DIR, agentEndpoints, cleanNode } from '../fixtures/mesh.js';
 import { privileged } from '../fixtures/privileged.js';
@@ -57,12 +58,19 @@ if (privileged(t)) {
     const bootstrap = JSON.parse(readFileSync(args[1]!, 'utf8')) as { static_resources: { clusters: { name: string; load_assignment: { endpoints: { lb_endpoints: { endpoint: { address: unknown } }[] }[] } }[] } };
     const otlp = bootstrap.static_resources.clusters.find((c) => c.name === OTLP_CLUSTER);
     t.same(otlp?.load_assignment.endpoints[0]!.lb_endpoints[0]!.endpoint.address, { pipe: { path: socket } }, 'Envoy\'s bootstrap has a cluster to it');
+    const alsSocket = join(dir, 'envoy-als.sock');
+    t.ok(statSync(alsSocket).isSocket(), 'and serves its access log');
+    t.same(bootstrap.static_resources.clusters.find((c) => c.name === ALS_CLUSTER)?.load_assignment.endpoints[0]!.lb_endpoints[0]!.endpoint.address, { pipe: { path: alsSocket } }, 'with a cluster to that too');
 
-    type Hcm = { tracing?: { provider?: { typed_config: { grpc_service: { envoy_grpc: { cluster_name: string } } } }; custom_tags: { tag: string; literal: { value: string } }[] } };
+    type Hcm = {
+      tracing?: { provider?: { typed_config: { grpc_service: { envoy_grpc: { cluster_name: string } } } }; custom_tags: { tag: string; literal: { value: string } }[] };
+      access_log?: { typed_config: { common_config: { grpc_service: { envoy_grpc: { cluster_name: string } } } } }[];
+    };
     const dump = agent.configDump(node, 'listeners,routes') as { configs: Record<string, any>[] };
     const listener = dump.configs[0]!.dynamic_listeners[0].active_state.listener as { address: { socket_address: { address: string; port_value: number } }; filter_chains: { filters: { typed_config: Hcm }[] }[] };
     const hcm = listener.filter_chains[0]!.filters[0]!.typed_config;
     t.equal(hcm.tracing?.provider?.typed_config.grpc_service.envoy_grpc.cluster_name, OTLP_CLUSTER, 'its listeners\' tracer exports to that cluster');
+    t.equal(hcm.access_log?.[0]?.typed_config.common_config.grpc_service.envoy_grpc.cluster_name, ALS_CLUSTER, 'and their access log streams to the agent');
     const listenerAddress = `${listener.address.socket_address.address}:${listener.address.socket_address.port_value}`;
     t.same(hcm.tracing!.custom_tags.find((c) => c.tag === 'sockmesh.listener')?.literal.value, listenerAddress, 'tagging its spans with the listener');
     const routes = dump.configs[1]!.dynamic_route_configs[0].route_config.virtual_hosts[0].routes as { decorator?: { operation: string } }[];
@@ -72,9 +80,15 @@ if (privileged(t)) {
     envoy.request({ caller: '198.18.0.77', listener: listenerAddress, service: 'shop/web:80', route: '/api/*', url: 'http://web.shop/api/x', status: 200, attempts: [{ backend: '198.18.0.78:8080', status: 200 }] });
     await envoy.flush();
     await until('the agent read the request from Envoy\'s spans', () => (agent.status().telemetry as { envoySpans?: { requests: number } }).envoySpans?.requests === 1);
-    t.match(agent.telemetry.recentFlows({ type: 'l7' }), [{ source: { address: '198.18.0.77' }, destination: { address: '198.18.0.78:8080' }, route: '/api/*', status: 200, path: 'proxy' }], 'a flow, as for mesh-proxy');
+    t.same(agent.telemetry.recentFlows({ type: 'l7' }), [], 'its flow comes from the access log, not from the spans');
 
     t.match(renderAgent(agent.status()), new RegExp(`envoy +spans on ${socket}: 1 exports, 1 requests read \\(1 attempts\\), 0 attempts waiting, 0 orphaned, 0 refused`), 'mesh-agent status shows them');
+    const routeName = (dump.configs[1]!.dynamic_route_configs[0].route_config.virtual_hosts[0].routes as { name: string }[])[0]!.name;
+    const [lip, lport] = [listener.address.socket_address.address, listener.address.socket_address.port_value];
+    t.notOk((await streamAccessLogs(alsSocket, [accessLogMessage([httpEntry({ caller: ['198.18.0.77', 40000], listener: [lip, lport], upstream: ['198.18.0.78', 8080], routeName, path: '/api/x' })], true)])).error);
+    t.match(agent.telemetry.recentFlows({ type: 'l7' }), [{ source: { address: '198.18.0.77:40000' }, destination: { address: '198.18.0.78:8080' }, route: '/api/*', status: 200, path: 'proxy' }],
+      'an access log entry: a flow, its route\'s template from the agent\'s own routes');
+    t.match(renderAgent(agent.status()), new RegExp(`envoy +access log on ${alsSocket}: 1 streams, 1 requests, 0 refused`), 'mesh-agent status shows the access log');
 
     agent.setTracing({ enabled: false });
     const off = agent.configDump(node, 'listeners') as { configs: Record<string, any>[] };

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { OTLP_CLUSTER, envoyBootstrap } from '../../xds/envoy-bootstrap.js';
+import { ALS_CLUSTER, OTLP_CLUSTER, envoyBootstrap } from '../../xds/envoy-bootstrap.js';
 import { decodeResource, encodeStrict } from '../../xds/strict-encode.js';
 
 t.test('the bootstrap is a valid Envoy Bootstrap: ADS to the agent, admin on loopback', async (t) => {
@@ -40,4 +40,13 @@ t.test('with the agent\'s OTLP socket, a second static gRPC cluster reaches it; 
     'the tracer exports every second or at 1,000 spans (on the wire as a Struct)');
   t.notOk('layered_runtime' in envoyBootstrap({ nodeId: 'n', adsPipe: '/x.sock' }), 'no socket: Envoy\'s default runtime');
   t.throws(() => envoyBootstrap({ nodeId: 'n', adsPipe: '/x.sock', otlpPipe: 'otlp.sock' }), { code: 'SOCKMESH_INVALID_ARGUMENT', message: /otlpPipe must be an absolute path/ });
+});
+
+t.test('with the agent\'s access log socket, a static gRPC cluster to it', async (t) => {
+  const b = envoyBootstrap({ nodeId: 'n', adsPipe: '/run/sockmesh/xds.sock', alsPipe: '/run/sockmesh/envoy-als.sock' });
+  const d = decodeResource('envoy.config.bootstrap.v3.Bootstrap', encodeStrict('envoy.config.bootstrap.v3.Bootstrap', b)) as Record<string, any>;
+  const als = d.static_resources.clusters.find((c: { name: string }) => c.name === ALS_CLUSTER);
+  t.same(als.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address, { pipe: { path: '/run/sockmesh/envoy-als.sock' } });
+  t.ok(als.typed_extension_protocol_options['envoy.extensions.upstreams.http.v3.HttpProtocolOptions'].explicit_http_config.http2_protocol_options, 'over HTTP/2');
+  t.throws(() => envoyBootstrap({ nodeId: 'n', adsPipe: '/x.sock', alsPipe: 'als.sock' }), { message: /alsPipe must be an absolute path/ });
 });

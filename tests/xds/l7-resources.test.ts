@@ -1,7 +1,7 @@
 import t from 'tap';
 import { parseManifestFile } from '../../mesh-agent/cluster/manifest-parser.js';
 import type { HTTPRoute } from '../../mesh-agent/cluster/model.js';
-import { ENVOY_SPAN_TAGS, ENVOY_TRACING_SERVICE, l7Resources } from '../../xds/l7-resources.js';
+import { ENVOY_ACCESS_LOG_NAME, ENVOY_SPAN_TAGS, ENVOY_TRACING_SERVICE, l7Resources } from '../../xds/l7-resources.js';
 import { compileRbac } from '../../policies/rbac-compile.js';
 import { decodeResource } from '../../xds/strict-encode.js';
 import { PODS, POLICIES, WORKLOADS } from '../fixtures/authz-cases.js';
@@ -102,6 +102,20 @@ t.test('tracing: every listener\'s HCM carries it at the ratio in percent, and n
   }
   const off = Snapshot.create(l7Resources({ ...base, lastGood: new Map() }).resources);
   t.ok([...off.resources.listener.values()].every((l) => tracingOf(l.resource) === undefined && tracingOf(decodeResource('envoy.config.listener.v3.Listener', l.any.value)) === undefined), 'no tracing option: no tracing field');
+});
+
+t.test('an Envoy node proxy\'s access log: every listener streams every request to the agent over gRPC; it encodes strictly', async (t) => {
+  const ports = [{ service: 'shop/web', port: 80, listenerPort: 20000 }];
+  const snap = Snapshot.create(l7Resources({ proxyIp: '198.18.255.254', ports, routes: routes(ROUTE), backends, lastGood: new Map(), accessLog: { cluster: 'sockmesh-als' } }).resources);
+  type L = { filter_chains: { filters: { typed_config: { access_log?: Record<string, any>[]; tracing?: unknown } }[] }[] };
+  const hcm = (decodeResource('envoy.config.listener.v3.Listener', snap.resources.listener.get('shop/web:80')!.any.value) as L).filter_chains[0]!.filters[0]!.typed_config;
+  t.equal(hcm.access_log?.length, 1);
+  t.equal(hcm.access_log![0]!.name, 'envoy.access_loggers.http_grpc');
+  t.match(hcm.access_log![0]!.typed_config, { common_config: { log_name: ENVOY_ACCESS_LOG_NAME, grpc_service: { envoy_grpc: { cluster_name: 'sockmesh-als' } }, transport_api_version: 'V3', buffer_flush_interval: { nanos: 500_000_000 } } },
+    'its Any decoded as HttpGrpcAccessLogConfig');
+  t.equal(hcm.tracing, undefined, 'independent of tracing');
+  const plain = l7Resources({ proxyIp: '198.18.255.254', ports, routes: routes(ROUTE), backends, lastGood: new Map() }).resources;
+  t.notOk(JSON.stringify(plain.listeners).includes('access_log'), 'without it (mesh-proxy): none');
 });
 
 t.test('tracing for an Envoy node proxy: its OpenTelemetry tracer to the agent, a span per attempt, the tags and route names its spans are attributed by; all encode strictly', async (t) => {

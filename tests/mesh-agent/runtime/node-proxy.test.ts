@@ -27,7 +27,7 @@ if (privileged(t)) {
     const path = process.env.PATH;
     process.env.PATH = `${dir}${delimiter}${path}`;
     t.teardown(() => { process.env.PATH = path; });
-    const proxy = new NodeProxy({ runtime: rt, xdsSocket: '/run/sockmesh/test-xds.sock', nodeId: 'n1~node-proxy', stateDir: join(dir, 'state'), backoffMs: 100, envoySpansSocket: '/run/sockmesh/test-envoy-spans.sock' });
+    const proxy = new NodeProxy({ runtime: rt, xdsSocket: '/run/sockmesh/test-xds.sock', nodeId: 'n1~node-proxy', stateDir: join(dir, 'state'), backoffMs: 100, envoySpansSocket: '/run/sockmesh/test-envoy-spans.sock', envoyAccessLogSocket: '/run/sockmesh/test-envoy-als.sock' });
     t.equal(proxy.kind, 'envoy', 'an envoy on PATH is chosen over mesh-proxy');
     proxy.start();
     await until('started', () => existsSync(starts));
@@ -38,6 +38,7 @@ if (privileged(t)) {
     t.same(bootstrap.static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address, { pipe: { path: '/run/sockmesh/test-xds.sock' } }, 'ADS over the agent\'s unix socket');
     t.equal(bootstrap.node.id, 'n1~node-proxy');
     t.same(bootstrap.static_resources.clusters[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address, { pipe: { path: '/run/sockmesh/test-envoy-spans.sock' } }, 'its tracer\'s cluster to the agent\'s span socket');
+    t.same(bootstrap.static_resources.clusters[2].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address, { pipe: { path: '/run/sockmesh/test-envoy-als.sock' } }, 'its access log\'s to the agent\'s');
     t.ok(rt.nodeProcessRunning('node-proxy'), 'running in its cgroup under the pods\' root');
     await rt.stopNodeProcess('node-proxy', 'SIGKILL');
     await until('restarted', () => proxy.status().restarts === 1 && proxy.status().running && readFileSync(starts, 'utf8').trim().split('\n').length === 2);

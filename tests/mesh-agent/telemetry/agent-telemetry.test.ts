@@ -12,6 +12,7 @@ import { telemetryOptions } from '../../../telemetry/telemetry-options.js';
 import { epochUs } from '../../../telemetry/request-spans.js';
 import { readTraceFiles, serviceName, type TraceSpan } from '../../../mesh-agent/telemetry/trace-file.js';
 import { EnvoyTracerStandIn } from '../../fixtures/envoy-tracer-stand-in.js';
+import { accessLogMessage, httpEntry, streamAccessLogs } from '../../fixtures/envoy-access-log-stand-in.js';
 
 const CALLER = { ip: '198.18.0.2', port: 40000 };
 const PROXY = { ip: '198.19.0.10', port: 80 };
@@ -120,4 +121,37 @@ t.test('an Envoy node proxy\'s spans: read back into requests, given to their wo
   const connection = spans.find((s) => s.name.startsWith('TCP') && s.attributes['network.local.port'] === 40000)!;
   t.same(client.links.map((l) => l.spanId), [connection.spanId], 'the request links to the kernel connection it rode');
   t.same(connection.links.map((l) => l.spanId), [ids.spanId], 'and the connection back to it');
+});
+
+t.test('with Envoy\'s access log too: every request\'s flow comes from it (traced or not, the caller\'s port, the denying policy), its spans make spans and links only', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sm-agent-als-'));
+  const file = join(dir, 'traces.jsonl');
+  const tel: AgentTelemetry = new AgentTelemetry({
+    telemetry: telemetryOptions({ SOCKMESH_TRACES_FILE: file }), node: 'n1', relaySocket: join(dir, 'relay.sock'),
+    envoySpansSocket: join(dir, 'envoy-spans.sock'), envoyAccessLogSocket: join(dir, 'envoy-als.sock'), routeTemplateOf: (n) => (n === 'shop/web#0' ? '/api/*' : undefined),
+    workloadOf: (ip) => WORKLOADS[ip as keyof typeof WORKLOADS], serviceOf: () => 'shop/web',
+  });
+  await tel.start();
+  const envoy = new EnvoyTracerStandIn(join(dir, 'envoy-spans.sock'), { batch: true });
+  t.teardown(async () => { await envoy.shutdown(); await tel.stop(); rmSync(dir, { recursive: true, force: true }); });
+  const listener: [string, number] = ['198.18.255.254', 20000];
+  const entry = { caller: [CALLER.ip, 41234] as [string, number], listener, upstream: ['198.18.0.3', 8080] as [string, number], routeName: 'shop/web#0', path: '/api/x' };
+  const r = await streamAccessLogs(join(dir, 'envoy-als.sock'), [accessLogMessage([
+    httpEntry(entry), httpEntry({ ...entry, path: '/api/y' }),
+    httpEntry({ ...entry, upstream: undefined, status: 403, details: 'rbac_access_denied_matched_policy[shop/deny-all/rule-0]' }),
+  ], true)]);
+  t.notOk(r.error);
+  // the first request was also sampled: Envoy's spans for it
+  envoy.request({ caller: CALLER.ip, listener: listener.join(':'), service: 'shop/web:80', route: '/api/*', url: 'http://web.shop/api/x', status: 200, attempts: [{ backend: '198.18.0.3:8080', status: 200 }] });
+  await envoy.flush();
+  const flows = tel.recentFlows({ type: 'l7' });
+  t.same(flows.map((f) => [f.urlPath, f.verdict, f.policy, f.source.address, f.route]), [
+    ['/api/x', 'forwarded', undefined, `${CALLER.ip}:41234`, '/api/*'], ['/api/y', 'forwarded', undefined, `${CALLER.ip}:41234`, '/api/*'], ['/api/x', 'denied', 'shop/deny-all/rule-0', `${CALLER.ip}:41234`, '/api/*'],
+  ], 'a flow per logged request (sampled or not), none more for the spans');
+  t.equal((tel.status().relay as { requests: number }).requests, 3, 'three requests counted, not four');
+  t.match(tel.status().envoyAccessLog, { streams: 1, entries: 3, refused: 0, invalid: 0 });
+  t.match(tel.status().envoySpans, { requests: 1 }, 'the sampled one\'s spans read');
+  await tel.stop();
+  const spans = (await readTraceFiles(file)).spans;
+  t.equal(spans.filter((s) => s.kind === 'CLIENT' && serviceName(s) === 'loadgen').length, 1, 'its spans written');
 });
