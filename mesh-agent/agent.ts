@@ -264,7 +264,7 @@ export class Agent {
   readonly #reconcileDebounceMs: number;
   readonly #log: ((line: string) => void) | undefined;
   /** the node proxy's routes' templates (http.route) by route name, as last published */
-  readonly #routeTemplates = new Map<string, string>();
+  #routeTemplates = new Map<string, string | undefined>();
   readonly telemetry: AgentTelemetry;
   /** pod address → workload, for span attribution (every pod with an address) */
   #workloads = new Map<string, WorkloadIdentity>();
@@ -708,19 +708,27 @@ export class Agent {
       }),
       ...(c.proxy?.kind === 'envoy' && { accessLog: { cluster: ALS_CLUSTER } }),
     });
-    // the routes' templates by name, for Envoy's access log entries (which name the route)
-    this.#routeTemplates.clear();
-    for (const rc of out.resources.routes as { virtual_hosts?: { routes?: { name?: string; match?: Record<string, unknown> }[] }[] }[]) {
-      for (const vh of rc.virtual_hosts ?? []) for (const r of vh.routes ?? []) if (r.name && r.match) this.#routeTemplates.set(r.name, routeTemplate(r.match));
-    }
     c.authorization = authorization;
     c.routeStatus = out.routeStatus;
     c.l7Resources = out.resources;
     try {
       this.publish(out.resources);
     } catch {
-      // recorded by publish(); the last good snapshot serves
+      return; // recorded by publish(); the last good snapshot serves, and its route templates
     }
+    // the routes' templates by name, for Envoy's access log entries without their template tag; a
+    // name its matches give different templates has none (a rule's matches share its name)
+    const templates = new Map<string, string | undefined>();
+    for (const rc of out.resources.routes as { virtual_hosts?: { routes?: { name?: string; match?: Record<string, unknown> }[] }[] }[]) {
+      for (const vh of rc.virtual_hosts ?? []) {
+        for (const r of vh.routes ?? []) {
+          if (!r.name || !r.match) continue;
+          const t = routeTemplate(r.match);
+          templates.set(r.name, templates.has(r.name) && templates.get(r.name) !== t ? undefined : t);
+        }
+      }
+    }
+    this.#routeTemplates = templates;
   }
 
   /** The RBAC filters of each L7 service port, from the store's AuthorizationPolicies and the pods as compiled. */

@@ -23,6 +23,10 @@ const OTEL_TRACER = 'type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConf
 const GRPC_ACCESS_LOG = 'type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig';
 /** The log_name of the node proxy's access log to the agent (the first message of each stream names it). */
 export const ENVOY_ACCESS_LOG_NAME = 'sockmesh';
+/** The filter_metadata key of a route's sockmesh metadata ({ route: its template }) */
+const ROUTE_METADATA = 'sockmesh';
+/** The access log's tag holding the route's template (read by the agent: envoy-access-log.ts) */
+export const ENVOY_ROUTE_TAG = 'sockmesh.route';
 
 /** The literal span tags an Envoy node proxy's HCM adds to its spans (the agent reads them: telemetry/envoy-spans.ts). */
 export const ENVOY_SPAN_TAGS = { listener: 'sockmesh.listener', service: 'sockmesh.service' } as const;
@@ -228,6 +232,8 @@ export function l7Resources(input: L7Input): L7Output {
         match: e.match,
         // Envoy names the request's span after the decorator: the route's template (http.route), not sent upstream
         ...(input.tracing?.envoy && { decorator: { operation: routeTemplate(e.match), propagate: { value: false } } }),
+        // and its access log tags each entry with it, from the route's metadata (route names repeat: one per match)
+        ...(input.accessLog && { metadata: { filter_metadata: { [ROUTE_METADATA]: { route: routeTemplate(e.match) } } } }),
         route: routeAction(e.rule_),
         ...(reqAdd.length > 0 && { request_headers_to_add: reqAdd }),
         ...(e.rule_.requestHeaderModifier?.remove.length && { request_headers_to_remove: e.rule_.requestHeaderModifier.remove }),
@@ -237,7 +243,11 @@ export function l7Resources(input: L7Input): L7Output {
     });
     if (entries.length === 0) {
       addCluster(lp.service, lp.port);
-      routes.push({ name: `${name}#default`, match: { prefix: '/' }, route: { cluster: name, timeout: ms(0) } });
+      routes.push({
+        name: `${name}#default`, match: { prefix: '/' }, route: { cluster: name, timeout: ms(0) },
+        ...(input.tracing?.envoy && { decorator: { operation: routeTemplate({ prefix: '/' }), propagate: { value: false } } }),
+        ...(input.accessLog && { metadata: { filter_metadata: { [ROUTE_METADATA]: { route: routeTemplate({ prefix: '/' }) } } } }),
+      });
     }
     out.routes.push({ name, virtual_hosts: [{ name, domains: ['*'], routes }] });
     out.listeners.push({
@@ -260,7 +270,10 @@ export function l7Resources(input: L7Input): L7Output {
                     log_name: ENVOY_ACCESS_LOG_NAME, grpc_service: { envoy_grpc: { cluster_name: input.accessLog.cluster } }, transport_api_version: 'V3',
                     // sent every half second or at 64 KiB, as mesh-proxy's batches
                     buffer_flush_interval: ms(500), buffer_size_bytes: { value: 65536 },
+                    custom_tags: [{ tag: ENVOY_ROUTE_TAG, metadata: { kind: { route: {} }, metadata_key: { key: ROUTE_METADATA, path: [{ key: 'route' }] } } }],
                   },
+                  // a sampled request's trace id, for its flow
+                  additional_request_headers_to_log: ['traceparent'],
                 },
               }],
             }),

@@ -8,7 +8,8 @@
  * agent restart (the next agent adopts it), and drains on stop.
  */
 import type { ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { accessSync, constants, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { envoyBootstrap } from '../../xds/envoy-bootstrap.js';
 import { repoRoot } from '../paths.js';
@@ -127,11 +128,17 @@ export class NodeProxy {
 
   #argv(): string[] {
     if (this.kind === 'envoy') {
-      const bootstrap = join(this.#o.stateDir, 'envoy-bootstrap.json');
-      writeFileSync(bootstrap, JSON.stringify(envoyBootstrap({
+      const text = JSON.stringify(envoyBootstrap({
         nodeId: this.#o.nodeId, adsPipe: this.#o.xdsSocket, adminPort: 15000, ...(this.#o.envoySpansSocket !== undefined && { otlpPipe: this.#o.envoySpansSocket }),
         ...(this.#o.envoyAccessLogSocket !== undefined && { alsPipe: this.#o.envoyAccessLogSocket }),
-      }), null, 2));
+      }), null, 2);
+      // named by its content: an Envoy started with another bootstrap (an earlier build's, without a cluster its
+      // listeners now name) has other arguments, so it is restarted, not adopted
+      const name = `envoy-bootstrap-${createHash('sha256').update(text).digest('hex').slice(0, 12)}.json`;
+      mkdirSync(this.#o.stateDir, { recursive: true });
+      for (const f of readdirSync(this.#o.stateDir)) if (f.startsWith('envoy-bootstrap') && f.endsWith('.json') && f !== name) rmSync(join(this.#o.stateDir, f), { force: true });
+      const bootstrap = join(this.#o.stateDir, name);
+      writeFileSync(bootstrap, text);
       return [this.binary, '-c', bootstrap, '--drain-time-s', '5', '--base-id', '7'];
     }
     return [process.execPath, this.binary, '--xds', `unix:${this.#o.xdsSocket}`, '--node-id', this.#o.nodeId, '--admin-socket', this.adminSocket, '--admin-address', '127.0.0.1:15000', '--access-log', join(this.#o.stateDir, `${NODE_PROXY}-access.log`), '--workloads', this.workloadsFile,

@@ -23,7 +23,8 @@ const PREFIX = 'smy';
 const MANIFESTS = [
   'apiVersion: v1\nkind: Namespace\nmetadata: { name: shop, annotations: { sockmesh.io/enabled: "true" } }\n',
   'apiVersion: v1\nkind: Service\nmetadata: { name: web, namespace: shop }\nspec: { selector: { app: web }, ports: [{ port: 80, targetPort: 8080, appProtocol: http }] }\n',
-  'apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: web, namespace: shop }\nspec:\n  parentRefs: [{ kind: Service, name: web }]\n  rules:\n  - matches: [{ path: { type: PathPrefix, value: /api } }]\n    backendRefs: [{ name: web, port: 80 }]\n',
+  'apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: web, namespace: shop }\nspec:\n  parentRefs: [{ kind: Service, name: web }]\n  rules:\n  - matches: [{ path: { type: PathPrefix, value: /api } }]\n    backendRefs: [{ name: web, port: 80 }]\n'
+    + '  - matches: [{ path: { type: Exact, value: /health } }, { path: { type: PathPrefix, value: /v2 } }]\n    backendRefs: [{ name: web, port: 80 }]\n',
 ].join('---\n');
 
 if (privileged(t)) {
@@ -74,7 +75,7 @@ if (privileged(t)) {
     const listenerAddress = `${listener.address.socket_address.address}:${listener.address.socket_address.port_value}`;
     t.same(hcm.tracing!.custom_tags.find((c) => c.tag === 'sockmesh.listener')?.literal.value, listenerAddress, 'tagging its spans with the listener');
     const routes = dump.configs[1]!.dynamic_route_configs[0].route_config.virtual_hosts[0].routes as { decorator?: { operation: string } }[];
-    t.same(routes.map((r) => r.decorator?.operation), ['/api/*'], 'and naming them by route');
+    t.same(routes.map((r) => r.decorator?.operation), ['/health', '/api/*', '/v2/*'], 'and naming them by route');
 
     envoy = new EnvoyTracerStandIn(socket, { batch: true });
     envoy.request({ caller: '198.18.0.77', listener: listenerAddress, service: 'shop/web:80', route: '/api/*', url: 'http://web.shop/api/x', status: 200, attempts: [{ backend: '198.18.0.78:8080', status: 200 }] });
@@ -83,12 +84,21 @@ if (privileged(t)) {
     t.same(agent.telemetry.recentFlows({ type: 'l7' }), [], 'its flow comes from the access log, not from the spans');
 
     t.match(renderAgent(agent.status()), new RegExp(`envoy +spans on ${socket}: 1 exports, 1 requests read \\(1 attempts\\), 0 attempts waiting, 0 orphaned, 0 refused`), 'mesh-agent status shows them');
-    const routeName = (dump.configs[1]!.dynamic_route_configs[0].route_config.virtual_hosts[0].routes as { name: string }[])[0]!.name;
+    const named = routes as { name: string; decorator?: { operation: string } }[];
+    const nameOf = (template: string) => named.find((r) => r.decorator?.operation === template)!.name;
     const [lip, lport] = [listener.address.socket_address.address, listener.address.socket_address.port_value];
-    t.notOk((await streamAccessLogs(alsSocket, [accessLogMessage([httpEntry({ caller: ['198.18.0.77', 40000], listener: [lip, lport], upstream: ['198.18.0.78', 8080], routeName, path: '/api/x' })], true)])).error);
-    t.match(agent.telemetry.recentFlows({ type: 'l7' }), [{ source: { address: '198.18.0.77:40000' }, destination: { address: '198.18.0.78:8080' }, route: '/api/*', status: 200, path: 'proxy' }],
-      'an access log entry: a flow, its route\'s template from the agent\'s own routes');
-    t.match(renderAgent(agent.status()), new RegExp(`envoy +access log on ${alsSocket}: 1 streams, 1 requests, 0 refused`), 'mesh-agent status shows the access log');
+    const entry = { caller: ['198.18.0.77', 40000] as [string, number], listener: [lip, lport] as [string, number], upstream: ['198.18.0.78', 8080] as [string, number] };
+    t.notOk((await streamAccessLogs(alsSocket, [accessLogMessage([
+      httpEntry({ ...entry, routeName: nameOf('/api/*'), path: '/api/x' }), // no tag (an Envoy that did not write it): the name
+      httpEntry({ ...entry, routeName: nameOf('/health'), path: '/health' }), // a name two matches share: no template from it
+      httpEntry({ ...entry, routeName: nameOf('/health'), routeTag: '/health', path: '/health' }), // the tag says which
+    ], true)])).error);
+    t.match(agent.telemetry.recentFlows({ type: 'l7' }), [
+      { source: { address: '198.18.0.77:40000' }, destination: { address: '198.18.0.78:8080' }, route: '/api/*', status: 200, path: 'proxy' },
+      { urlPath: '/health', route: undefined }, { urlPath: '/health', route: '/health' },
+    ], 'access log entries: flows, each route\'s template from its tag, else from the agent\'s own routes when the name says which');
+    t.equal(nameOf('/health'), nameOf('/v2/*'), 'a rule\'s matches share its name');
+    t.match(renderAgent(agent.status()), new RegExp(`envoy +access log on ${alsSocket}: 1 streams, 3 requests, 0 refused`), 'mesh-agent status shows the access log');
 
     agent.setTracing({ enabled: false });
     const off = agent.configDump(node, 'listeners') as { configs: Record<string, any>[] };

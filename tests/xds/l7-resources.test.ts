@@ -1,7 +1,7 @@
 import t from 'tap';
 import { parseManifestFile } from '../../mesh-agent/cluster/manifest-parser.js';
 import type { HTTPRoute } from '../../mesh-agent/cluster/model.js';
-import { ENVOY_ACCESS_LOG_NAME, ENVOY_SPAN_TAGS, ENVOY_TRACING_SERVICE, l7Resources } from '../../xds/l7-resources.js';
+import { ENVOY_ACCESS_LOG_NAME, ENVOY_ROUTE_TAG, ENVOY_SPAN_TAGS, ENVOY_TRACING_SERVICE, l7Resources } from '../../xds/l7-resources.js';
 import { compileRbac } from '../../policies/rbac-compile.js';
 import { decodeResource } from '../../xds/strict-encode.js';
 import { PODS, POLICIES, WORKLOADS } from '../fixtures/authz-cases.js';
@@ -113,6 +113,13 @@ t.test('an Envoy node proxy\'s access log: every listener streams every request 
   t.equal(hcm.access_log![0]!.name, 'envoy.access_loggers.http_grpc');
   t.match(hcm.access_log![0]!.typed_config, { common_config: { log_name: ENVOY_ACCESS_LOG_NAME, grpc_service: { envoy_grpc: { cluster_name: 'sockmesh-als' } }, transport_api_version: 'V3', buffer_flush_interval: { nanos: 500_000_000 } } },
     'its Any decoded as HttpGrpcAccessLogConfig');
+  t.equal(hcm.access_log![0]!.typed_config.common_config.buffer_size_bytes.value, 65536);
+  t.same(hcm.access_log![0]!.typed_config.common_config.custom_tags, [{ tag: ENVOY_ROUTE_TAG, metadata: { kind: { route: {} }, metadata_key: { key: 'sockmesh', path: [{ key: 'route' }] } } }],
+    'each entry tagged with its route\'s template, from the route\'s metadata');
+  t.same(hcm.access_log![0]!.typed_config.additional_request_headers_to_log, ['traceparent'], 'and the traceparent, for a sampled request\'s trace id');
+  const rc = decodeResource('envoy.config.route.v3.RouteConfiguration', snap.resources.route.get('shop/web:80')!.any.value) as { virtual_hosts: { routes: { name: string; metadata?: { filter_metadata: Record<string, { fields: Record<string, { stringValue: string }> }> } }[] }[] };
+  t.same(rc.virtual_hosts[0]!.routes.map((r) => [r.name, r.metadata?.filter_metadata.sockmesh?.fields.route?.stringValue]), [['shop/split#1', '/health'], ['shop/split#0', '/api/*'], ['shop/split#1', '/*']],
+    'every route its template as metadata, on the wire (a rule\'s matches share its name, not its template)');
   t.equal(hcm.tracing, undefined, 'independent of tracing');
   const plain = l7Resources({ proxyIp: '198.18.255.254', ports, routes: routes(ROUTE), backends, lastGood: new Map() }).resources;
   t.notOk(JSON.stringify(plain.listeners).includes('access_log'), 'without it (mesh-proxy): none');
@@ -136,6 +143,9 @@ t.test('tracing for an Envoy node proxy: its OpenTelemetry tracer to the agent, 
   const rc = decodeResource('envoy.config.route.v3.RouteConfiguration', snap.resources.route.get('shop/web:80')!.any.value) as { virtual_hosts: { routes: { name: string; decorator?: { operation: string; propagate?: { value: boolean } } }[] }[] };
   const decorated = rc.virtual_hosts[0]!.routes.map((r) => [r.decorator?.operation, r.decorator?.propagate?.value]);
   t.same(decorated, [['/health', false], ['/api/*', false], ['/*', false]], 'each route named by its template (http.route), the name not sent upstream');
+  const dflt = Snapshot.create(l7Resources({ ...base, routes: new Map(), lastGood: new Map(), tracing: { sampleRatio: 1, envoy: { otlpCluster: 'sockmesh-otlp' } } }).resources);
+  const drc = decodeResource('envoy.config.route.v3.RouteConfiguration', dflt.resources.route.get('shop/web:80')!.any.value) as typeof rc;
+  t.same(drc.virtual_hosts[0]!.routes.map((r) => r.decorator?.operation), ['/*'], 'a service without routes: its one route named too');
 
   // mesh-proxy gets none of it, so its configuration is what it was
   const plain = l7Resources({ ...base, lastGood: new Map(), tracing: { sampleRatio: 0.25 } }).resources;

@@ -33,6 +33,7 @@ if (privileged(t)) {
     await until('started', () => existsSync(starts));
     const args = readFileSync(starts, 'utf8').trim().split(' ');
     t.same(args.slice(0, 1), ['-c'], `started as envoy ${args.join(' ')}`);
+    t.match(args[1], /\/envoy-bootstrap-[0-9a-f]{12}\.json$/, 'the bootstrap named by its content (another bootstrap: other arguments, so a running Envoy of it is not adopted)');
     const bootstrap = JSON.parse(readFileSync(args[1]!, 'utf8')) as Record<string, any>;
     t.ok(encodeStrict('envoy.config.bootstrap.v3.Bootstrap', bootstrap).length > 0, 'with a bootstrap Envoy\'s Bootstrap message accepts');
     t.same(bootstrap.static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address, { pipe: { path: '/run/sockmesh/test-xds.sock' } }, 'ADS over the agent\'s unix socket');

@@ -146,7 +146,7 @@ t.test('with Envoy\'s access log too: every request\'s flow comes from it (trace
   await envoy.flush();
   const flows = tel.recentFlows({ type: 'l7' });
   t.same(flows.map((f) => [f.urlPath, f.verdict, f.policy, f.source.address, f.route]), [
-    ['/api/x', 'forwarded', undefined, `${CALLER.ip}:41234`, '/api/*'], ['/api/y', 'forwarded', undefined, `${CALLER.ip}:41234`, '/api/*'], ['/api/x', 'denied', 'shop/deny-all/rule-0', `${CALLER.ip}:41234`, '/api/*'],
+    ['/api/x', 'forwarded', undefined, `${CALLER.ip}:41234`, '/api/*'], ['/api/y', 'forwarded', undefined, `${CALLER.ip}:41234`, '/api/*'], ['/api/x', 'denied', 'shop/deny-all/rule-0', `${CALLER.ip}:41234`, undefined],
   ], 'a flow per logged request (sampled or not), none more for the spans');
   t.equal((tel.status().relay as { requests: number }).requests, 3, 'three requests counted, not four');
   t.match(tel.status().envoyAccessLog, { streams: 1, entries: 3, refused: 0, invalid: 0 });
