@@ -112,10 +112,13 @@ function logBodies(): Buffer[] {
         downstream_remote_address: sock(CALLER, 40000 + (i % 16)), downstream_local_address: sock('198.18.255.254', 20000), downstream_direct_remote_address: sock(CALLER, 40000 + (i % 16)),
         upstream_remote_address: sock(bip, Number(bport)), upstream_local_address: sock('198.18.255.254', 50000 + (i % 16)), upstream_cluster: 'shop/web:80',
         start_time: { seconds: Math.floor(now / 1000), nanos: (now % 1000) * 1e6 }, duration: { nanos: 2_500_000 }, time_to_last_downstream_tx_byte: { nanos: 2_400_000 },
-        route_name: 'shop/web#0', upstream_request_attempt_count: 1, response_flags: {},
+        route_name: 'shop/web#0', upstream_request_attempt_count: 1, response_flags: {}, custom_tags: { 'sockmesh.route': '/api/*' },
       },
       protocol_version: 'HTTP11',
-      request: { request_method: 'GET', scheme: 'http', authority: 'web.shop', path: '/api/items', user_agent: 'bench', request_id: `f0e1d2c3-${i}`, request_headers_bytes: 120 },
+      request: {
+        request_method: 'GET', scheme: 'http', authority: 'web.shop', path: '/api/items', user_agent: 'bench', request_id: `f0e1d2c3-${i}`, request_headers_bytes: 120,
+        request_headers: { traceparent: `00-${'0af7651916cd43dd8448eb211c8031'}${(i % 256).toString(16).padStart(2, '0')}-b7ad6b7169203331-01` },
+      },
       response: { response_code: { value: 200 }, response_code_details: 'via_upstream', response_headers_bytes: 90, response_body_bytes: 12 },
     }));
     out.push(Buffer.from(type.encode(type.fromObject({ ...(m === 0 && { identifier: { node: { id: 'bench~node-proxy' }, log_name: 'sockmesh' } }), http_logs: { log_entry } })).finish()));
