@@ -77,6 +77,41 @@ export function nodeProxyChoice(want: string | undefined): { kind: 'envoy' | 'me
   return meshProxy;
 }
 
+/**
+ * What the node proxy's binary is, so an agent adopts only a proxy of the
+ * same build: for mesh-proxy a hash of the built JavaScript it runs (dist/,
+ * benchmarks aside), for Envoy its binary's size and time (a hash of a
+ * 100 MB binary would slow every start).
+ */
+export function nodeProxyBuild(kind: 'envoy' | 'mesh-proxy', binary: string): string {
+  if (kind === 'envoy') {
+    try {
+      const st = statSync(binary);
+      return `envoy:${st.size}:${Math.round(st.mtimeMs)}`;
+    } catch {
+      return 'envoy:missing';
+    }
+  }
+  const h = createHash('sha256');
+  const dist = join(repoRoot(), 'dist');
+  const walk = (dir: string): void => {
+    let names: string[];
+    try {
+      names = readdirSync(dir).sort();
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      const p = join(dir, n);
+      if (n === 'benchmarks' && dir === dist) continue;
+      if (statSync(p).isDirectory()) walk(p);
+      else if (n.endsWith('.js')) h.update(p.slice(dist.length)).update(readFileSync(p));
+    }
+  };
+  walk(dist);
+  return `mesh-proxy:${h.digest('hex').slice(0, 16)}`;
+}
+
 export class NodeProxy {
   readonly kind: 'envoy' | 'mesh-proxy';
   readonly binary: string;
@@ -90,6 +125,8 @@ export class NodeProxy {
   #timer: NodeJS.Timeout | undefined;
   #poll: NodeJS.Timeout | undefined;
   #stopped = true;
+  /** nodeProxyBuild's answer, worked out once */
+  #buildId: string | undefined;
   /** stopped with remove: its state directory is gone and nothing writes into it again until start() */
   #removed = false;
 
@@ -100,6 +137,10 @@ export class NodeProxy {
     this.kind = chosen.kind;
     this.binary = chosen.binary;
     this.#delay = opts.backoffMs ?? 500;
+  }
+
+  #build(): string {
+    return this.#buildId ??= nodeProxyBuild(this.kind, this.binary);
   }
 
   get log(): string {
@@ -154,20 +195,26 @@ export class NodeProxy {
     mkdirSync(this.#o.stateDir, { recursive: true });
     const rec = (() => {
       try {
-        return JSON.parse(readFileSync(this.#recordPath(), 'utf8')) as { argv: string[]; restarts: number };
+        return JSON.parse(readFileSync(this.#recordPath(), 'utf8')) as { argv: string[]; restarts: number; build?: string };
       } catch {
         return undefined;
       }
     })();
     const argv = this.#argv();
-    if (this.#o.runtime.nodeProcessRunning(NODE_PROXY) && rec && JSON.stringify(rec.argv) === JSON.stringify(argv)) {
+    const running = this.#o.runtime.nodeProcessRunning(NODE_PROXY);
+    // adopted only when it runs the same arguments and the same build (after an upgrade, the old code would go on)
+    if (running && rec && JSON.stringify(rec.argv) === JSON.stringify(argv) && rec.build === this.#build()) {
       this.#running = true;
       this.#restarts = rec.restarts;
       this.#poll = setInterval(() => this.#watchAdopted(), 500);
       return;
     }
-    if (this.#o.runtime.nodeProcessRunning(NODE_PROXY)) void this.#o.runtime.stopNodeProcess(NODE_PROXY, 'SIGKILL').then(() => this.#spawn());
-    else this.#spawn();
+    if (running) {
+      this.#lastExit = rec && JSON.stringify(rec.argv) === JSON.stringify(argv) ? 'replaced: it was of another build' : 'replaced: it ran other arguments';
+      void this.#o.runtime.stopNodeProcess(NODE_PROXY, 'SIGKILL').then(() => this.#spawn());
+    } else {
+      this.#spawn();
+    }
   }
 
   #watchAdopted(): void {
@@ -178,7 +225,7 @@ export class NodeProxy {
   #spawn(): void {
     if (this.#stopped) return;
     const argv = this.#argv();
-    writeFileSync(this.#recordPath(), JSON.stringify({ argv, restarts: this.#restarts }) + '\n');
+    writeFileSync(this.#recordPath(), JSON.stringify({ argv, restarts: this.#restarts, build: this.#build() }) + '\n');
     writeFileSync(this.log, `--- sockmesh: starting ${this.kind} (restart ${this.#restarts}) at ${new Date().toISOString()}\n`, { flag: 'a' });
     const child = this.#o.runtime.spawnInNode(NODE_PROXY, argv, this.log);
     this.#child = child;

@@ -41,10 +41,24 @@ if (privileged(t)) {
     t.same(bootstrap.static_resources.clusters[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address, { pipe: { path: '/run/sockmesh/test-envoy-spans.sock' } }, 'its tracer\'s cluster to the agent\'s span socket');
     t.same(bootstrap.static_resources.clusters[2].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address, { pipe: { path: '/run/sockmesh/test-envoy-als.sock' } }, 'its access log\'s to the agent\'s');
     t.ok(rt.nodeProcessRunning('node-proxy'), 'running in its cgroup under the pods\' root');
+    // an agent that stops (without removing it) leaves it running; the next agent adopts it, if it is of the same build
+    const opts = { runtime: rt, xdsSocket: '/run/sockmesh/test-xds.sock', nodeId: 'n1~node-proxy', stateDir: join(dir, 'state'), backoffMs: 100, envoySpansSocket: '/run/sockmesh/test-envoy-spans.sock', envoyAccessLogSocket: '/run/sockmesh/test-envoy-als.sock' };
+    await proxy.stop();
+    t.ok(rt.nodeProcessRunning('node-proxy'), 'an agent stopping leaves it running');
+    const same = new NodeProxy(opts);
+    same.start();
+    t.equal(readFileSync(starts, 'utf8').trim().split('\n').length, 1, 'the next agent adopts it (same arguments, same build)');
+    await same.stop();
+    writeFileSync(join(dir, 'envoy'), `${readFileSync(join(dir, 'envoy'), 'utf8')}# upgraded\n`); // another binary at the same path
+    const upgraded = new NodeProxy(opts);
+    upgraded.start();
+    await until('the old one replaced', () => readFileSync(starts, 'utf8').trim().split('\n').length === 2 && upgraded.status().running);
+    t.equal(upgraded.status().lastExit, 'replaced: it was of another build', 'another build at the same path: replaced, not adopted');
+    const proxy2 = upgraded;
     await rt.stopNodeProcess('node-proxy', 'SIGKILL');
-    await until('restarted', () => proxy.status().restarts === 1 && proxy.status().running && readFileSync(starts, 'utf8').trim().split('\n').length === 2);
+    await until('restarted', () => proxy2.status().restarts === 1 && proxy2.status().running && readFileSync(starts, 'utf8').trim().split('\n').length === 3);
     t.pass('the agent restarted it after it died');
-    await proxy.stop({ remove: true });
+    await proxy2.stop({ remove: true });
     t.match(readFileSync(starts, 'utf8'), /drained/, 'stop drains it with SIGTERM');
     t.notOk(rt.nodeProcessRunning('node-proxy'), 'and it is gone');
     t.notOk(existsSync(join(dir, 'state')), 'with its state directory (record, logs, bootstrap)');
