@@ -7,9 +7,8 @@
  * otherwise, INVALID_ARGUMENT when the bytes are not an export request (the
  * sender must not retry either).
  */
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
-import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { serveOnUnixSocket, stopUnixServer } from './grpc-unix-server.js';
 import { decodeTraceExport, encodeTraceExportResponse, type OtlpSpan } from './otlp-trace-decoder.js';
 import { TRACE_EXPORT_PATH } from './otlp-grpc-exporter.js';
 
@@ -32,8 +31,6 @@ export interface OtlpGrpcReceiverStats {
   invalid: number;
 }
 
-const identity = (b: Buffer): Buffer => b;
-
 export class OtlpGrpcReceiver {
   readonly #o: Required<Omit<OtlpGrpcReceiverOptions, 'attributes'>> & Pick<OtlpGrpcReceiverOptions, 'attributes'>;
   #server: grpc.Server | undefined;
@@ -50,17 +47,9 @@ export class OtlpGrpcReceiver {
 
   async start(): Promise<void> {
     const path = this.#o.socketPath;
-    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
-    if (existsSync(path)) unlinkSync(path);
-    const server = new grpc.Server({ 'grpc.max_receive_message_length': this.#o.maxMessageBytes });
-    const service: grpc.ServiceDefinition = {
-      Export: {
-        path: TRACE_EXPORT_PATH, requestStream: false, responseStream: false,
-        requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity,
-      },
-    };
-    server.addService(service, {
-      Export: (call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) => {
+    this.#server = await serveOnUnixSocket(path, {
+      path: TRACE_EXPORT_PATH, requestStream: false,
+      handler: (call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) => {
         this.stats.exports++;
         let decoded: ReturnType<typeof decodeTraceExport>;
         try {
@@ -82,25 +71,13 @@ export class OtlpGrpcReceiver {
         const why = reasons[0] ?? (decoded.invalid > 0 ? `${decoded.invalid} spans without a 16-byte trace id and an 8-byte span id` : '');
         done(null, encodeTraceExportResponse(refused, refused > 0 ? `${refused} of ${decoded.spans.length + decoded.invalid} spans refused; first: ${why}` : ''));
       },
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.bindAsync(`unix:${path}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
-    });
-    this.#server = server; // before anything else can fail: stop() releases it
-    chmodSync(path, 0o666); // Envoy may run as another user
+    }, this.#o.maxMessageBytes);
   }
 
   /** Stops taking exports (those under way finish) and removes the socket. */
   async stop(): Promise<void> {
     const server = this.#server;
     this.#server = undefined;
-    if (server) {
-      await new Promise<void>((resolve) => {
-        // a sender that keeps its calls open is cut after 2 s (not unref'd: stop() must end)
-        const force = setTimeout(() => { server.forceShutdown(); resolve(); }, 2000);
-        server.tryShutdown(() => { clearTimeout(force); resolve(); });
-      });
-    }
-    if (existsSync(this.#o.socketPath)) unlinkSync(this.#o.socketPath);
+    await stopUnixServer(server, this.#o.socketPath);
   }
 }

@@ -95,11 +95,13 @@ function anyValue(r: Reader, end: number): string | undefined {
   return v;
 }
 
-/** The keys asked for, by their UTF-8 bytes' length: [key, bytes] (made once per set). */
-const keyTables = new WeakMap<ReadonlySet<string>, Map<number, [string, Buffer][]>>();
+/** The keys asked for, by their UTF-8 bytes' length: [key, bytes]. */
+type KeyTable = Map<number, [string, Buffer][]>;
 
-/** The key asked for whose bytes are buf[start, end), if any. */
-function keyAt(buf: Buffer, start: number, end: number, keep: ReadonlySet<string>): string | undefined {
+const keyTables = new WeakMap<ReadonlySet<string>, KeyTable>();
+
+/** A set's key table, made once per set. */
+function keyTable(keep: ReadonlySet<string>): KeyTable {
   let table = keyTables.get(keep);
   if (!table) {
     table = new Map();
@@ -111,6 +113,11 @@ function keyAt(buf: Buffer, start: number, end: number, keep: ReadonlySet<string
     }
     keyTables.set(keep, table);
   }
+  return table;
+}
+
+/** The key asked for whose bytes are buf[start, end), if any. */
+function keyAt(buf: Buffer, start: number, end: number, table: KeyTable): string | undefined {
   const candidates = table.get(end - start);
   if (!candidates) return undefined;
   for (const [k, b] of candidates) {
@@ -122,7 +129,7 @@ function keyAt(buf: Buffer, start: number, end: number, keep: ReadonlySet<string
 }
 
 /** A KeyValue into out, when its key is one asked for. */
-function keyValue(r: Reader, end: number, keep: ReadonlySet<string> | undefined, out: Map<string, string>): void {
+function keyValue(r: Reader, end: number, keep: KeyTable | undefined, out: Map<string, string>): void {
   let key: string | undefined;
   let value: string | undefined;
   while (r.pos < end) {
@@ -163,10 +170,10 @@ function serviceNameOf(r: Reader, end: number): string {
   within(r, end);
   return attrs.get('service.name') ?? '';
 }
-const SERVICE_NAME: ReadonlySet<string> = new Set(['service.name']);
+const SERVICE_NAME = keyTable(new Set(['service.name']));
 
 /** A Span, or undefined (counted by the caller) when its ids are not 16 and 8 bytes. */
-function span(r: Reader, end: number, keep: ReadonlySet<string> | undefined): OtlpSpan | undefined {
+function span(r: Reader, end: number, keep: KeyTable | undefined): OtlpSpan | undefined {
   let traceId = '';
   let spanId = '';
   let parentSpanId = '';
@@ -199,7 +206,7 @@ function span(r: Reader, end: number, keep: ReadonlySet<string> | undefined): Ot
 }
 
 /** A ScopeSpans (or an InstrumentationLibrarySpans: the same numbers) into out. */
-function scopeSpans(r: Reader, end: number, keep: ReadonlySet<string> | undefined, out: OtlpSpan[], bad: { n: number }): void {
+function scopeSpans(r: Reader, end: number, keep: KeyTable | undefined, out: OtlpSpan[], bad: { n: number }): void {
   while (r.pos < end) {
     const tag = r.uint32();
     if (tag >>> 3 === 2 && (tag & 7) === LEN) {
@@ -220,7 +227,7 @@ function scopeSpans(r: Reader, end: number, keep: ReadonlySet<string> | undefine
  */
 export function decodeTraceExport(bytes: Uint8Array, opts: DecodeOptions = {}): { spans: OtlpSpan[]; invalid: number } {
   const r = protobuf.Reader.create(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-  const keep = opts.attributes;
+  const keep = opts.attributes && keyTable(opts.attributes);
   const spans: OtlpSpan[] = [];
   const bad = { n: 0 };
   while (r.pos < r.len) {

@@ -230,10 +230,7 @@ export function l7Resources(input: L7Input): L7Output {
       return {
         name: `${e.route}#${e.rule}`,
         match: e.match,
-        // Envoy names the request's span after the decorator: the route's template (http.route), not sent upstream
-        ...(input.tracing?.envoy && { decorator: { operation: routeTemplate(e.match), propagate: { value: false } } }),
-        // and its access log tags each entry with it, from the route's metadata (route names repeat: one per match)
-        ...(input.accessLog && { metadata: { filter_metadata: { [ROUTE_METADATA]: { route: routeTemplate(e.match) } } } }),
+        ...envoyRouteTemplate(input, e.match),
         route: routeAction(e.rule_),
         ...(reqAdd.length > 0 && { request_headers_to_add: reqAdd }),
         ...(e.rule_.requestHeaderModifier?.remove.length && { request_headers_to_remove: e.rule_.requestHeaderModifier.remove }),
@@ -243,11 +240,8 @@ export function l7Resources(input: L7Input): L7Output {
     });
     if (entries.length === 0) {
       addCluster(lp.service, lp.port);
-      routes.push({
-        name: `${name}#default`, match: { prefix: '/' }, route: { cluster: name, timeout: ms(0) },
-        ...(input.tracing?.envoy && { decorator: { operation: routeTemplate({ prefix: '/' }), propagate: { value: false } } }),
-        ...(input.accessLog && { metadata: { filter_metadata: { [ROUTE_METADATA]: { route: routeTemplate({ prefix: '/' }) } } } }),
-      });
+      const match = { prefix: '/' };
+      routes.push({ name: `${name}#default`, match, route: { cluster: name, timeout: ms(0) }, ...envoyRouteTemplate(input, match) });
     }
     out.routes.push({ name, virtual_hosts: [{ name, domains: ['*'], routes }] });
     out.listeners.push({
@@ -283,6 +277,21 @@ export function l7Resources(input: L7Input): L7Output {
     });
   }
   return { resources: out, routeStatus };
+}
+
+/**
+ * What tells Envoy a route's template (http.route), none for mesh-proxy: the
+ * decorator names the request's span after it (not sent upstream), and the
+ * route's metadata holds it for the access log to tag each entry with
+ * (route names repeat: one per match of a rule).
+ */
+function envoyRouteTemplate(input: L7Input, match: Obj): Obj {
+  if (!input.tracing?.envoy && !input.accessLog) return {};
+  const template = routeTemplate(match);
+  return {
+    ...(input.tracing?.envoy && { decorator: { operation: template, propagate: { value: false } } }),
+    ...(input.accessLog && { metadata: { filter_metadata: { [ROUTE_METADATA]: { route: template } } } }),
+  };
 }
 
 /** An HCM's tracing; Envoy also gets its tracer and the tags its spans are attributed by. */

@@ -401,9 +401,8 @@ export class AgentTelemetry {
     for (const r of records) {
       if (flows) this.#relay.requests++;
       if (r.sampled && r.traceId) {
-        // a caller known by its IP alone (Envoy's spans): the request's times pick the connection
-        const link = this.flows.linkRequest({ ip: r.caller, port: r.callerPort }, { ip: r.local, port: r.localPort },
-          r.callerPort === 0 && r.trace ? { traceId: r.traceId, spanId: r.spanId, startUs: r.trace.startUs, endUs: r.trace.endUs } : { traceId: r.traceId, spanId: r.spanId });
+        // a caller known by its IP alone (Envoy's spans): the trace's times pick the connection
+        const link = this.flows.linkRequest({ ip: r.caller, port: r.callerPort }, { ip: r.local, port: r.localPort }, { traceId: r.traceId, spanId: r.spanId }, r.trace);
         if (link) this.#relay.linked++;
         if (r.trace && this.#tracing.enabled) {
           const traced = r as TracedRequest; // it has its trace (not copied to say so)

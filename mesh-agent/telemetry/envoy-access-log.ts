@@ -8,11 +8,11 @@
  * has the caller's port and, for an RBAC denial, the policy that denied it
  * (in its response code details).
  */
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
-import { dirname } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import type protobuf from 'protobufjs';
 import type { ReceivedRecord } from '../../mesh-proxy/agent-channel.js';
+import { serveOnUnixSocket, stopUnixServer } from '../../telemetry/grpc-unix-server.js';
+import { unmapped } from './envoy-spans.js';
 import { envoyRoot } from '../../xds/envoy-protos.js';
 import { ENVOY_ROUTE_TAG } from '../../xds/l7-resources.js';
 
@@ -65,8 +65,7 @@ function sampledTraceId(tp: string | undefined): string {
 function address(a: PbAddress | undefined): [string, number] | undefined {
   const s = a?.socket_address;
   if (!s?.address) return undefined;
-  const ip = s.address.startsWith('::ffff:') && s.address.includes('.') ? s.address.slice(7) : s.address;
-  return [ip, s.port_value ?? 0];
+  return [unmapped(s.address), s.port_value ?? 0];
 }
 
 const ms = (d: { seconds?: PbLong | number; nanos?: number } | undefined): number | undefined =>
@@ -126,8 +125,6 @@ export interface EnvoyAccessLogReceiverOptions {
   routeTemplateOf: (routeName: string) => string | undefined;
 }
 
-const identity = (b: Buffer): Buffer => b;
-
 export class EnvoyAccessLogReceiver {
   readonly #o: EnvoyAccessLogReceiverOptions;
   #server: grpc.Server | undefined;
@@ -165,17 +162,9 @@ export class EnvoyAccessLogReceiver {
 
   async start(): Promise<void> {
     const path = this.#o.socketPath;
-    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
-    if (existsSync(path)) unlinkSync(path);
-    const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
-    const service: grpc.ServiceDefinition = {
-      StreamAccessLogs: {
-        path: STREAM_ACCESS_LOGS_PATH, requestStream: true, responseStream: false,
-        requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity,
-      },
-    };
-    server.addService(service, {
-      StreamAccessLogs: (call: grpc.ServerReadableStream<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) => {
+    this.#server = await serveOnUnixSocket(path, {
+      path: STREAM_ACCESS_LOGS_PATH, requestStream: true,
+      handler: (call: grpc.ServerReadableStream<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) => {
         this.stats.streams++;
         call.on('data', (bytes: Buffer) => {
           this.stats.messages++;
@@ -205,11 +194,6 @@ export class EnvoyAccessLogReceiver {
         call.on('cancelled', () => { this.#open.delete(answer); });
       },
     });
-    await new Promise<void>((resolve, reject) => {
-      server.bindAsync(`unix:${path}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
-    });
-    this.#server = server;
-    chmodSync(path, 0o666); // Envoy may run as another user
   }
 
   /** Stops (streams still open are answered, so the sender ends them; cut after 2 s) and removes the socket. */
@@ -217,12 +201,6 @@ export class EnvoyAccessLogReceiver {
     const server = this.#server;
     this.#server = undefined;
     for (const answer of [...this.#open]) answer();
-    if (server) {
-      await new Promise<void>((resolve) => {
-        const force = setTimeout(() => { server.forceShutdown(); resolve(); }, 2000);
-        server.tryShutdown(() => { clearTimeout(force); resolve(); });
-      });
-    }
-    if (existsSync(this.#o.socketPath)) unlinkSync(this.#o.socketPath);
+    await stopUnixServer(server, this.#o.socketPath);
   }
 }

@@ -64,7 +64,7 @@ const FLAG_WORDS: Record<string, string> = {
 interface Waiting { spans: OtlpSpan[]; sinceMs: number }
 
 /** An IPv4-mapped IPv6 address as the IPv4 address it is. */
-const unmapped = (ip: string): string => (ip.startsWith('::ffff:') && isIP(ip.slice(7)) === 4 ? ip.slice(7) : ip);
+export const unmapped = (ip: string): string => (ip.startsWith('::ffff:') && isIP(ip.slice(7)) === 4 ? ip.slice(7) : ip);
 
 /** "ip:port", "[ipv6]:port" or an address alone (port 0: not known) → [ip, port]; undefined when not one of those. */
 function address(s: string | undefined): [string, number] | undefined {
@@ -121,6 +121,11 @@ function splitAuthority(a: string): [string, number | undefined] {
 }
 
 const us = (ns: bigint): number => Number(ns / 1000n);
+
+/** Why a span is refused: the span (id and name), the field, the reason. */
+function refusal(s: OtlpSpan, field: string, why: string): Error {
+  return new Error(`span ${s.spanId} (${s.name}): ${field}: ${why}`);
+}
 
 /** An attempt's span: a CLIENT span named "router <cluster> egress". */
 export function isAttemptSpan(s: OtlpSpan): boolean {
@@ -232,21 +237,20 @@ export class EnvoySpanJoiner {
 
   /** A request's record from its span and its attempts' spans. */
   #record(s: OtlpSpan, attemptSpans: OtlpSpan[]): ReceivedRecord {
-    const at = (field: string, why: string) => new Error(`span ${s.spanId} (${s.name}): ${field}: ${why}`);
     const a = s.attributes;
     const method = a.get('http.method');
-    if (method === undefined || method === '') throw at('http.method', 'missing');
-    if (!(s.startNs > 0n && s.endNs >= s.startNs)) throw at('times', `start ${s.startNs} ns, end ${s.endNs} ns`);
+    if (method === undefined || method === '') throw refusal(s, 'http.method', 'missing');
+    if (!(s.startNs > 0n && s.endNs >= s.startNs)) throw refusal(s, 'times', `start ${s.startNs} ns, end ${s.endNs} ns`);
     const url = a.get('http.url');
     const parts = url === undefined ? undefined : splitUrl(url);
-    if (!parts) throw at('http.url', url === undefined ? 'missing' : `${JSON.stringify(url)} is not a URL`);
+    if (!parts) throw refusal(s, 'http.url', url === undefined ? 'missing' : `${JSON.stringify(url)} is not a URL`);
     const [authority, path] = parts;
     const listener = address(a.get(ENVOY_SPAN_TAGS.listener));
-    if (!listener || listener[1] === 0) throw at(ENVOY_SPAN_TAGS.listener, 'missing or not ip:port (not a span of a sockmesh listener)');
+    if (!listener || listener[1] === 0) throw refusal(s, ENVOY_SPAN_TAGS.listener, 'missing or not ip:port (not a span of a sockmesh listener)');
     const caller = address(a.get('peer.address'));
-    if (!caller) throw at('peer.address', 'missing or not an address');
+    if (!caller) throw refusal(s, 'peer.address', 'missing or not an address');
     const status = Number(a.get('http.status_code') ?? '0');
-    if (!Number.isInteger(status) || status < 0) throw at('http.status_code', `${JSON.stringify(a.get('http.status_code'))} is not a status`);
+    if (!Number.isInteger(status) || status < 0) throw refusal(s, 'http.status_code', `${JSON.stringify(a.get('http.status_code'))} is not a status`);
     const service = a.get(ENVOY_SPAN_TAGS.service);
     const servicePort = service === undefined ? undefined : Number(service.slice(service.lastIndexOf(':') + 1));
     const [hostName, hostPort] = splitAuthority(authority);
@@ -258,8 +262,8 @@ export class EnvoySpanJoiner {
     for (const [i, x] of attemptSpans.entries()) {
       const peer = x.attributes.get('upstream_address') ?? x.attributes.get('peer.address');
       const p = address(peer);
-      if (!p || p[1] === 0) throw at(`attempt span ${x.spanId}: upstream_address`, 'missing or not ip:port');
-      if (!(x.startNs > 0n && x.endNs >= x.startNs)) throw at(`attempt span ${x.spanId}: times`, `start ${x.startNs} ns, end ${x.endNs} ns`);
+      if (!p || p[1] === 0) throw refusal(s, `attempt span ${x.spanId}: upstream_address`, 'missing or not ip:port');
+      if (!(x.startNs > 0n && x.endNs >= x.startNs)) throw refusal(s, `attempt span ${x.spanId}: times`, `start ${x.startNs} ns, end ${x.endNs} ns`);
       const code = Number(x.attributes.get('http.status_code') ?? '0');
       const st = Number.isInteger(code) && code > 0 ? code : 0;
       const f = x.attributes.get('response_flags');

@@ -273,9 +273,9 @@ export class FlowTracker {
    * link to the connection's span (to add to the request span), and the
    * connection remembers the request (its span links back).
    */
-  linkRequest(client: { ip: string; port: number }, server: { ip: string; port: number }, request: { traceId: string; spanId: string; startUs?: number; endUs?: number }): Link | undefined {
-    // the client's socket when it is local, else the server's
-    const f = client.port === 0 ? this.#byCaller(client.ip, server, request) : this.#flows.get(tupleKey(client, server)) ?? this.#flows.get(tupleKey(server, client));
+  linkRequest(client: { ip: string; port: number }, server: { ip: string; port: number }, request: { traceId: string; spanId: string }, at?: { startUs: number; endUs: number }): Link | undefined {
+    // the client's socket when it is local, else the server's; a caller known by its IP alone: the request's times (at) pick it
+    const f = client.port === 0 ? this.#byCaller(client.ip, server, at) : this.#flows.get(tupleKey(client, server)) ?? this.#flows.get(tupleKey(server, client));
     if (!f) return undefined;
     f.requests++;
     if (f.links.length < this.#o.maxLinks) f.links.push({ context: { traceId: request.traceId, spanId: request.spanId, traceFlags: 1 }, attributes: { 'sockmesh.link': 'request' } });
@@ -289,7 +289,7 @@ export class FlowTracker {
    * caller from outside the node). None when there are none or several
    * (counted).
    */
-  #byCaller(ip: string, server: { ip: string; port: number }, at: { startUs?: number; endUs?: number }): Flow | undefined {
+  #byCaller(ip: string, server: { ip: string; port: number }, at: { startUs: number; endUs: number } | undefined): Flow | undefined {
     if (!this.#byCallerIp) return undefined;
     const k = `${ip}>${server.ip}:${server.port}`;
     for (const map of this.#byCallerIp) {
@@ -298,8 +298,8 @@ export class FlowTracker {
       let found: Flow | undefined;
       let n = 0;
       for (const f of set) {
-        if (at.startUs !== undefined && Number(this.#o.toEpochNs(f.openNs) / 1000n) > at.startUs + 1000) continue; // opened after the request began
-        if (at.endUs !== undefined && f.close && Number(this.#o.toEpochNs(f.close.tsNs) / 1000n) < at.endUs - 1000) continue; // closed before it ended
+        if (at && Number(this.#o.toEpochNs(f.openNs) / 1000n) > at.startUs + 1000) continue; // opened after the request began
+        if (at && f.close && Number(this.#o.toEpochNs(f.close.tsNs) / 1000n) < at.endUs - 1000) continue; // closed before it ended
         found = f;
         n++;
       }

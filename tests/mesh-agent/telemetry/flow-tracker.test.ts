@@ -183,7 +183,7 @@ t.test('by caller IP, the request\'s times pick the connection: one opened after
   // conn 1: 1 ms to 51 ms, closed (lingering); conn 2: opened at 60 ms, open
   tr.onEvents([ev('open', 1n, A, P, true, { tsNs: 1_000_000n }), ev('close', 1n, A, P, true, { tsNs: 51_000_000n })]);
   tr.onEvents([ev('open', 2n, { ip: A.ip, port: 40001 }, P, true, { tsNs: 60_000_000n })]);
-  const link = (startMs: number, endMs: number) => tr.linkRequest(byIp, P, { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16), startUs: EPOCH_US + startMs * 1000, endUs: EPOCH_US + endMs * 1000 });
+  const link = (startMs: number, endMs: number) => tr.linkRequest(byIp, P, { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16) }, { startUs: EPOCH_US + startMs * 1000, endUs: EPOCH_US + endMs * 1000 });
   const spanOf = (cookie: bigint) => tr.linkRequest({ ip: A.ip, port: cookie === 1n ? A.port : 40001 }, P, { traceId: 'c'.repeat(32), spanId: 'd'.repeat(16) })!.context.spanId;
   t.equal(link(10, 20)?.context.spanId, spanOf(1n), 'inside the first: the first (the second was not open yet)');
   t.equal(link(70, 80)?.context.spanId, spanOf(2n), 'after the first closed: the second');
